@@ -1,0 +1,80 @@
+// Package job holds the types that cross process boundaries: the job's
+// queue statistics, the stored result, the notifier's events, and the JSON
+// shapes the API promises. The API contract lives here.
+package job
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"time"
+)
+
+// State is where a job is in its life.
+type State string
+
+// The states a job can be in. The first four are beanstalkd's own; a job
+// is completed once its result is stored.
+const (
+	StateReady     State = "ready"
+	StateDelayed   State = "delayed"
+	StateReserved  State = "reserved"
+	StateBuried    State = "buried"
+	StateCompleted State = "completed"
+)
+
+// Valid reports whether s is one of the known states.
+func (s State) Valid() bool {
+	switch s {
+	case StateReady, StateDelayed, StateReserved, StateBuried, StateCompleted:
+		return true
+	}
+	return false
+}
+
+// Stats is beanstalkd's stats-job answer in the original system's JSON
+// shape: the same keys, numbers as JSON numbers.
+type Stats struct {
+	ID       uint64 `json:"id"`
+	Tube     string `json:"tube"`
+	State    State  `json:"state"`
+	Pri      uint32 `json:"pri"`
+	Age      uint64 `json:"age"`
+	Delay    uint64 `json:"delay"`
+	TTR      uint64 `json:"ttr"`
+	TimeLeft uint64 `json:"timeLeft"`
+	File     uint64 `json:"file"`
+	Reserves uint64 `json:"reserves"`
+	Timeouts uint64 `json:"timeouts"`
+	Releases uint64 `json:"releases"`
+	Buries   uint64 `json:"buries"`
+	Kicks    uint64 `json:"kicks"`
+}
+
+// Result is a completed job as stored in MongoDB. The first three fields
+// are the original system's document; the rest say who did the work and
+// when. Field order is the JSON order.
+type Result struct {
+	ID          uint64    `json:"_id" bson:"_id"`
+	Hash        string    `json:"hash" bson:"hash"`
+	Payload     string    `json:"payload" bson:"payload"`
+	Tube        string    `json:"tube,omitempty" bson:"tube,omitempty"`
+	Worker      string    `json:"worker,omitempty" bson:"worker,omitempty"`
+	Attempts    int       `json:"attempts,omitempty" bson:"attempts,omitempty"`
+	StartedAt   time.Time `json:"started_at,omitzero" bson:"started_at,omitempty"`
+	CompletedAt time.Time `json:"completed_at,omitzero" bson:"completed_at,omitempty"`
+	DurationMS  float64   `json:"duration_ms" bson:"duration_ms"`
+}
+
+// SameWork reports whether r and other are results of the same job body,
+// so that a redelivered job whose result is already stored can be deleted
+// without a second document.
+func (r Result) SameWork(other Result) bool {
+	return r.ID == other.ID && r.Payload == other.Payload
+}
+
+// Hash is the demo work: the MD5 hex digest of JavaScript's
+// JSON.stringify(payload), exactly as the original system computed it.
+func Hash(payload string) string {
+	sum := md5.Sum([]byte(JSONStringify(payload)))
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,331 @@
+// Package queue is the beanstalkd adapter: a pool of connections for
+// short commands (put, stats-job, kick, delete) and single-connection
+// consumers for reserving and finishing jobs.
+//
+// Every command runs under a deadline taken from its context and the
+// pool's command timeout, so an unreachable beanstalkd makes calls fail
+// fast instead of hanging; a connection that fails is dropped and the next
+// call dials again, so the pool reconnects by itself.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/beanstalkd/go-beanstalk"
+
+	"github.com/jobsys/jobs/pkg/job"
+)
+
+// Errors the callers match with errors.Is.
+var (
+	// ErrNotFound: beanstalkd does not know the job (or, for delete,
+	// release, bury and touch, this connection has not reserved it).
+	ErrNotFound = errors.New("job not found in queue")
+	// ErrUnavailable: beanstalkd could not be reached or did not answer in
+	// time.
+	ErrUnavailable = errors.New("queue unavailable")
+	// ErrJobTooBig: the body is over beanstalkd's max-job-size.
+	ErrJobTooBig = errors.New("job body larger than the queue's max-job-size")
+	// ErrDraining: beanstalkd is draining and takes no new jobs.
+	ErrDraining = errors.New("queue is draining")
+	// ErrBadTube: the tube name is not one beanstalkd accepts.
+	ErrBadTube = errors.New("bad tube name")
+)
+
+// MaxPriority is the largest (least urgent) beanstalkd priority.
+const MaxPriority = 1<<32 - 1
+
+// DefaultTube is the tube jobs go to when none is named.
+const DefaultTube = "default"
+
+// ValidateTube checks name against beanstalkd's rules: 1 to 200 bytes of
+// letters, digits and -+/;.$_(), not starting with a hyphen.
+func ValidateTube(name string) error {
+	if name == "" || len(name) > 200 {
+		return fmt.Errorf("%w %q: must be 1 to 200 characters", ErrBadTube, name)
+	}
+	if name[0] == '-' {
+		return fmt.Errorf("%w %q: must not start with a hyphen", ErrBadTube, name)
+	}
+	for _, c := range []byte(name) {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-+/;.$_()", c) >= 0
+		if !ok {
+			return fmt.Errorf("%w %q: only letters, digits and -+/;.$_() are allowed", ErrBadTube, name)
+		}
+	}
+	return nil
+}
+
+// conn is one connection and the deadline-capable socket under it.
+type conn struct {
+	nc net.Conn
+	bc *beanstalk.Conn
+}
+
+func dial(ctx context.Context, addr string, timeout time.Duration) (*conn, error) {
+	d := net.Dialer{Timeout: timeout, KeepAlive: 10 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: dial beanstalkd at %s: %w", ErrUnavailable, addr, err)
+	}
+	return &conn{nc: nc, bc: beanstalk.NewConn(nc)}, nil
+}
+
+// do runs f under a deadline and translates its error. It reports whether
+// the connection is still good.
+func (c *conn) do(ctx context.Context, timeout time.Duration, op string, f func() error) (bool, error) {
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := ctx.Err(); err != nil {
+		return true, fmt.Errorf("%s: %w", op, err)
+	}
+	_ = c.nc.SetDeadline(deadline)
+	err := f()
+	if err == nil {
+		return true, nil
+	}
+	return classify(op, err)
+}
+
+// classify maps go-beanstalk's errors to ours and says whether the
+// connection can be kept: protocol answers leave it usable, I/O errors
+// do not.
+func classify(op string, err error) (bool, error) {
+	switch {
+	case errors.Is(err, beanstalk.ErrNotFound):
+		return true, fmt.Errorf("%s: %w", op, ErrNotFound)
+	case errors.Is(err, beanstalk.ErrJobTooBig):
+		return true, fmt.Errorf("%s: %w", op, ErrJobTooBig)
+	case errors.Is(err, beanstalk.ErrDraining):
+		return true, fmt.Errorf("%s: %w", op, ErrDraining)
+	case errors.Is(err, beanstalk.ErrTimeout), errors.Is(err, beanstalk.ErrDeadline),
+		errors.Is(err, beanstalk.ErrBuried), errors.Is(err, beanstalk.ErrNotIgnored):
+		return true, fmt.Errorf("%s: %w", op, err)
+	case errors.Is(err, beanstalk.ErrBadFormat), errors.Is(err, beanstalk.ErrUnknown),
+		errors.Is(err, beanstalk.ErrOOM), errors.Is(err, beanstalk.ErrInternal):
+		return true, fmt.Errorf("%s: beanstalkd refused: %w", op, err)
+	}
+	return false, fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+}
+
+func (c *conn) close() { _ = c.nc.Close() }
+
+// Pool is a set of connections for short commands, safe for concurrent
+// use. It dials lazily and drops connections that fail.
+type Pool struct {
+	addr        string
+	dialTimeout time.Duration
+	cmdTimeout  time.Duration
+	idle        chan *conn
+}
+
+// PoolConfig configures a Pool.
+type PoolConfig struct {
+	Addr string
+	// MaxIdle is how many connections are kept between calls (default 64).
+	MaxIdle int
+	// Timeout bounds dialing and each command (default 2s).
+	Timeout time.Duration
+}
+
+// NewPool returns a pool for the beanstalkd at cfg.Addr. It does not dial.
+func NewPool(cfg PoolConfig) *Pool {
+	if cfg.MaxIdle <= 0 {
+		cfg.MaxIdle = 64
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	return &Pool{addr: cfg.Addr, dialTimeout: cfg.Timeout, cmdTimeout: cfg.Timeout, idle: make(chan *conn, cfg.MaxIdle)}
+}
+
+// Addr is the address the pool dials.
+func (p *Pool) Addr() string { return p.addr }
+
+// Close closes the idle connections. Calls after Close dial again.
+func (p *Pool) Close() error {
+	for {
+		select {
+		case c := <-p.idle:
+			c.close()
+		default:
+			return nil
+		}
+	}
+}
+
+func (p *Pool) with(ctx context.Context, op string, f func(c *conn) error) error {
+	var c *conn
+	select {
+	case c = <-p.idle:
+	default:
+		dctx, cancel := context.WithTimeout(ctx, p.dialTimeout)
+		var err error
+		c, err = dial(dctx, p.addr, p.dialTimeout)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	ok, err := c.do(ctx, p.cmdTimeout, op, func() error { return f(c) })
+	if !ok {
+		c.close()
+		return err
+	}
+	select {
+	case p.idle <- c:
+	default:
+		c.close()
+	}
+	return err
+}
+
+// PutOptions are the beanstalkd put parameters.
+type PutOptions struct {
+	Tube     string
+	Priority uint32
+	Delay    time.Duration
+	TTR      time.Duration
+}
+
+// Put adds body to the tube and returns the new job's id.
+func (p *Pool) Put(ctx context.Context, body []byte, o PutOptions) (uint64, error) {
+	tube := o.Tube
+	if tube == "" {
+		tube = DefaultTube
+	}
+	var id uint64
+	err := p.with(ctx, "put", func(c *conn) error {
+		t := beanstalk.NewTube(c.bc, tube)
+		var err error
+		id, err = t.Put(body, o.Priority, o.Delay, o.TTR)
+		return err
+	})
+	return id, err
+}
+
+// StatsJob returns beanstalkd's statistics for job id, or ErrNotFound.
+func (p *Pool) StatsJob(ctx context.Context, id uint64) (job.Stats, error) {
+	var m map[string]string
+	err := p.with(ctx, "stats-job", func(c *conn) error {
+		var err error
+		m, err = c.bc.StatsJob(id)
+		return err
+	})
+	if err != nil {
+		return job.Stats{}, err
+	}
+	return parseJobStats(m)
+}
+
+func parseJobStats(m map[string]string) (job.Stats, error) {
+	var errs []error
+	num := func(key string) uint64 {
+		n, err := strconv.ParseUint(m[key], 10, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("stats-job field %q = %q: %w", key, m[key], err))
+		}
+		return n
+	}
+	s := job.Stats{
+		ID:       num("id"),
+		Tube:     m["tube"],
+		State:    job.State(m["state"]),
+		Pri:      uint32(num("pri")),
+		Age:      num("age"),
+		Delay:    num("delay"),
+		TTR:      num("ttr"),
+		TimeLeft: num("time-left"),
+		File:     num("file"),
+		Reserves: num("reserves"),
+		Timeouts: num("timeouts"),
+		Releases: num("releases"),
+		Buries:   num("buries"),
+		Kicks:    num("kicks"),
+	}
+	return s, errors.Join(errs...)
+}
+
+// Delete removes a ready, delayed or buried job. A reserved job can be
+// deleted only by the connection that reserved it: here it answers
+// ErrNotFound, and callers check the state first to tell the two apart.
+func (p *Pool) Delete(ctx context.Context, id uint64) error {
+	return p.with(ctx, "delete", func(c *conn) error { return c.bc.Delete(id) })
+}
+
+// Kick moves a buried or delayed job to ready.
+func (p *Pool) Kick(ctx context.Context, id uint64) error {
+	return p.with(ctx, "kick-job", func(c *conn) error { return c.bc.KickJob(id) })
+}
+
+// ServerStats returns beanstalkd's stats as strings, by name.
+func (p *Pool) ServerStats(ctx context.Context) (map[string]string, error) {
+	var m map[string]string
+	err := p.with(ctx, "stats", func(c *conn) error {
+		var err error
+		m, err = c.bc.Stats()
+		return err
+	})
+	return m, err
+}
+
+// MaxJobSize returns the server's max-job-size in bytes.
+func (p *Pool) MaxJobSize(ctx context.Context) (int, error) {
+	m, err := p.ServerStats(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(m["max-job-size"])
+	if err != nil {
+		return 0, fmt.Errorf("stats: max-job-size %q: %w", m["max-job-size"], err)
+	}
+	return n, nil
+}
+
+// Tubes returns the statistics of every tube beanstalkd has.
+func (p *Pool) Tubes(ctx context.Context) (map[string]job.TubeStats, error) {
+	out := map[string]job.TubeStats{}
+	err := p.with(ctx, "list-tubes", func(c *conn) error {
+		names, err := c.bc.ListTubes()
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
+			m, err := beanstalk.NewTube(c.bc, name).Stats()
+			if errors.Is(err, beanstalk.ErrNotFound) {
+				continue // the tube went away between the two commands
+			}
+			if err != nil {
+				return err
+			}
+			out[name] = job.TubeStats{
+				Ready:    atou(m["current-jobs-ready"]),
+				Reserved: atou(m["current-jobs-reserved"]),
+				Delayed:  atou(m["current-jobs-delayed"]),
+				Buried:   atou(m["current-jobs-buried"]),
+				Watching: atou(m["current-watching"]),
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func atou(s string) uint64 {
+	n, _ := strconv.ParseUint(s, 10, 64)
+	return n
+}
+
+// Ping checks that beanstalkd answers.
+func (p *Pool) Ping(ctx context.Context) error {
+	_, err := p.ServerStats(ctx)
+	return err
+}

@@ -1,0 +1,170 @@
+// Package store is the MongoDB results store: it saves completed jobs
+// without ever overwriting one, finds them by id, and reads them in
+// completion order for the notifier's feed and replays.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
+
+	"github.com/jobsys/jobs/pkg/job"
+)
+
+// Errors the callers match with errors.Is.
+var (
+	// ErrNotFound: no result has that id.
+	ErrNotFound = errors.New("result not found")
+	// ErrAlreadyStored: the same job's result is stored already; the
+	// caller can treat its work as done.
+	ErrAlreadyStored = errors.New("result already stored")
+	// ErrConflict: a different job's result is stored under that id. It is
+	// never overwritten.
+	ErrConflict = errors.New("a different result is stored under this id")
+	// ErrUnavailable: MongoDB could not be reached or did not answer in
+	// time.
+	ErrUnavailable = errors.New("database unavailable")
+)
+
+// Connect returns a client for uri that gives up on an unreachable server
+// after timeout instead of the driver's default 30 seconds. The driver
+// reconnects by itself when the server returns.
+func Connect(uri, appName string, timeout time.Duration) (*mongo.Client, error) {
+	opts := options.Client().ApplyURI(uri).
+		SetAppName(appName).
+		SetServerSelectionTimeout(timeout).
+		SetConnectTimeout(timeout)
+	c, err := mongo.Connect(opts)
+	if err != nil {
+		return nil, fmt.Errorf("connect to MongoDB: %w", err)
+	}
+	return c, nil
+}
+
+// Results is the collection of completed jobs.
+type Results struct {
+	coll *mongo.Collection
+}
+
+// NewResults returns the store for collection coll of database db.
+func NewResults(client *mongo.Client, db, coll string) *Results {
+	return &Results{coll: client.Database(db).Collection(coll)}
+}
+
+// Collection is the underlying collection, for change streams.
+func (s *Results) Collection() *mongo.Collection { return s.coll }
+
+// EnsureIndexes creates the index that the feed and replays read by.
+func (s *Results) EnsureIndexes(ctx context.Context) error {
+	_, err := s.coll.Indexes().CreateMany(ctx, []mongo.IndexModel{
+		{Keys: bson.D{{Key: "completed_at", Value: 1}, {Key: "_id", Value: 1}}, Options: options.Index().SetName("completed_at_id")},
+	})
+	if err != nil {
+		return wrap("create indexes", err)
+	}
+	return nil
+}
+
+// Save stores r. When a result with r's id exists it returns
+// ErrAlreadyStored if it is the same job's, and ErrConflict otherwise; it
+// never overwrites.
+func (s *Results) Save(ctx context.Context, r job.Result) error {
+	_, err := s.coll.InsertOne(ctx, r)
+	if err == nil {
+		return nil
+	}
+	if !mongo.IsDuplicateKeyError(err) {
+		return wrap(fmt.Sprintf("insert result %d", r.ID), err)
+	}
+	old, err := s.Find(ctx, r.ID)
+	if err != nil {
+		return fmt.Errorf("read result %d after duplicate key: %w", r.ID, err)
+	}
+	if old.SameWork(r) {
+		return fmt.Errorf("result %d: %w", r.ID, ErrAlreadyStored)
+	}
+	return fmt.Errorf("result %d (stored hash %s, new hash %s): %w", r.ID, old.Hash, r.Hash, ErrConflict)
+}
+
+// Find returns the result with id.
+func (s *Results) Find(ctx context.Context, id uint64) (job.Result, error) {
+	var r job.Result
+	err := s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: int64(id)}}).Decode(&r)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return r, fmt.Errorf("result %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return r, wrap(fmt.Sprintf("find result %d", id), err)
+	}
+	return r, nil
+}
+
+// MaxID returns the largest stored id, or 0 when there is none.
+func (s *Results) MaxID(ctx context.Context) (uint64, error) {
+	var r struct {
+		ID int64 `bson:"_id"`
+	}
+	opts := options.FindOne().SetSort(bson.D{{Key: "_id", Value: -1}}).SetProjection(bson.D{{Key: "_id", Value: 1}})
+	err := s.coll.FindOne(ctx, bson.D{}, opts).Decode(&r)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, wrap("find largest id", err)
+	}
+	return uint64(r.ID), nil
+}
+
+// After returns up to limit results that come after (at, id) in
+// completion order: completed later, or at the same millisecond with a
+// larger id.
+func (s *Results) After(ctx context.Context, at time.Time, id uint64, limit int) ([]job.Result, error) {
+	filter := bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: "completed_at", Value: bson.D{{Key: "$gt", Value: at}}}},
+		bson.D{{Key: "completed_at", Value: at}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: int64(id)}}}},
+	}}}
+	opts := options.Find().SetSort(bson.D{{Key: "completed_at", Value: 1}, {Key: "_id", Value: 1}})
+	if limit > 0 {
+		opts.SetLimit(int64(limit))
+	}
+	cur, err := s.coll.Find(ctx, filter, opts)
+	if err != nil {
+		return nil, wrap("find results after cursor", err)
+	}
+	var out []job.Result
+	if err := cur.All(ctx, &out); err != nil {
+		return nil, wrap("read results after cursor", err)
+	}
+	return out, nil
+}
+
+// Ping checks that MongoDB answers.
+func (s *Results) Ping(ctx context.Context) error {
+	if err := s.coll.Database().Client().Ping(ctx, nil); err != nil {
+		return wrap("ping", err)
+	}
+	return nil
+}
+
+// wrap adds ErrUnavailable to errors that mean the server is out of
+// reach, so handlers can answer 503.
+func wrap(op string, err error) error {
+	if IsUnavailable(err) {
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// IsUnavailable reports whether err means MongoDB could not be reached
+// or did not answer in time.
+func IsUnavailable(err error) bool {
+	var sse topology.ServerSelectionError
+	return errors.As(err, &sse) || mongo.IsNetworkError(err) || mongo.IsTimeout(err) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrUnavailable)
+}

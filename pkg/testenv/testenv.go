@@ -1,0 +1,454 @@
+// Package testenv is the integration-test harness: it starts a real
+// beanstalkd (from PATH) and the FerretDB-based devmongo server on free
+// ports, and hands each test a fresh tube and database so tests run in
+// parallel against shared servers.
+//
+// Servers shared by a test binary start on first use and stop when the
+// binary exits (call Main from TestMain; the children are also killed
+// with the parent through Pdeathsig). Tests that kill or restart a server
+// start their own with StartBeanstalkd or StartMongo.
+package testenv
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+var (
+	sharedMu   sync.Mutex
+	sharedBS   *Beanstalkd
+	sharedMgo  *Mongo
+	sharedErr  error
+	stopShared []func()
+)
+
+// Main runs the tests and then stops the shared servers. Call it from
+// TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	sharedMu.Lock()
+	for _, stop := range stopShared {
+		stop()
+	}
+	sharedMu.Unlock()
+	os.Exit(code)
+}
+
+// Bundle is what one test gets: the shared servers and names of its own.
+type Bundle struct {
+	Beanstalk *Beanstalkd
+	Mongo     *Mongo
+	// Tube and DB are fresh for this test.
+	Tube string
+	DB   string
+}
+
+// Setup returns the shared servers and a fresh tube and database name.
+// The database is dropped when the test ends.
+func Setup(t testing.TB) Bundle {
+	t.Helper()
+	sharedMu.Lock()
+	if sharedBS == nil && sharedErr == nil {
+		sharedBS, sharedErr = startBeanstalkd(BeanstalkdOptions{})
+		if sharedErr == nil {
+			stopShared = append(stopShared, sharedBS.stop)
+		}
+	}
+	if sharedMgo == nil && sharedErr == nil {
+		sharedMgo, sharedErr = startMongo("")
+		if sharedErr == nil {
+			stopShared = append(stopShared, sharedMgo.stop)
+		}
+	}
+	bs, mg, err := sharedBS, sharedMgo, sharedErr
+	sharedMu.Unlock()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	b := Bundle{Beanstalk: bs, Mongo: mg, Tube: "t-" + RandomName(), DB: "db_" + RandomName()}
+	t.Cleanup(func() { mg.DropDatabase(b.DB) })
+	return b
+}
+
+// Env returns a getenv for the services' run functions: the bundle's
+// servers, tube and database, overridden by extra.
+func (b Bundle) Env(extra map[string]string) func(string) string {
+	vals := map[string]string{
+		"BEANSTALK_HOST":   b.Beanstalk.Host,
+		"BEANSTALK_PORT":   strconv.Itoa(b.Beanstalk.Port),
+		"MONGO_URL":        b.Mongo.URL,
+		"MONGO_DB":         b.DB,
+		"MONGO_COLLECTION": "completed",
+		"WORKER_TUBES":     b.Tube,
+		"LOG_FORMAT":       "text",
+		"LOG_LEVEL":        "warn",
+	}
+	for k, v := range extra {
+		vals[k] = v
+	}
+	return func(k string) string { return vals[k] }
+}
+
+// RandomName returns 12 random hex digits, for tubes and databases.
+func RandomName() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// RepoRoot returns the directory that holds go.work.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.work not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// process is a child server that can be stopped, killed and started again.
+type process struct {
+	mu   sync.Mutex
+	name string
+	args []string
+	cmd  *exec.Cmd
+	done chan struct{}
+	logs *tailBuffer
+}
+
+func (p *process) start() (io.ReadCloser, error) {
+	cmd := exec.Command(p.name, p.args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.Stderr = p.logs
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", p.name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+	return out, nil
+}
+
+func (p *process) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+func (p *process) stop() { p.signal(syscall.SIGTERM) }
+
+// tailBuffer keeps the last 64 KiB a process wrote, for failure messages.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if over := len(b.buf) - 64<<10; over > 0 {
+		b.buf = b.buf[over:]
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}
+
+func waitTCP(addr string, within time.Duration, done <-chan struct{}) error {
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("process exited before %s answered", addr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not answer within %s: %w", addr, within, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BeanstalkdOptions configure a beanstalkd of a test's own.
+type BeanstalkdOptions struct {
+	// BinlogDir turns the binlog on (-b).
+	BinlogDir string
+	// FsyncMS is -f (with BinlogDir); negative leaves it out.
+	FsyncMS int
+	// MaxJobSize is -z; 0 leaves beanstalkd's default.
+	MaxJobSize int
+}
+
+// Beanstalkd is a running beanstalkd.
+type Beanstalkd struct {
+	Host string
+	Port int
+	*process
+}
+
+// Addr is host:port.
+func (b *Beanstalkd) Addr() string { return net.JoinHostPort(b.Host, strconv.Itoa(b.Port)) }
+
+// Kill stops beanstalkd with SIGKILL, as a crash would.
+func (b *Beanstalkd) Kill() { b.signal(syscall.SIGKILL) }
+
+// Stop stops beanstalkd with SIGTERM.
+func (b *Beanstalkd) Stop() { b.stop() }
+
+// Restart starts beanstalkd again on the same port with the same options.
+func (b *Beanstalkd) Restart() error {
+	if _, err := b.start(); err != nil {
+		return err
+	}
+	return waitTCP(b.Addr(), 10*time.Second, b.done)
+}
+
+// BeanstalkdPath finds beanstalkd on PATH or in /usr/bin.
+func BeanstalkdPath() (string, error) {
+	if p, err := exec.LookPath("beanstalkd"); err == nil {
+		return p, nil
+	}
+	if _, err := os.Stat("/usr/bin/beanstalkd"); err == nil {
+		return "/usr/bin/beanstalkd", nil
+	}
+	return "", errors.New("beanstalkd not found on PATH: install it (apt-get install -y beanstalkd)")
+}
+
+// StartBeanstalkd starts a beanstalkd of the test's own, stopped at the
+// end of the test.
+func StartBeanstalkd(t testing.TB, o BeanstalkdOptions) *Beanstalkd {
+	t.Helper()
+	b, err := startBeanstalkd(o)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(b.Stop)
+	return b
+}
+
+func startBeanstalkd(o BeanstalkdOptions) (*Beanstalkd, error) {
+	path, err := BeanstalkdPath()
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for range 5 {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port)}
+		if o.BinlogDir != "" {
+			args = append(args, "-b", o.BinlogDir)
+			if o.FsyncMS >= 0 {
+				args = append(args, "-f", strconv.Itoa(o.FsyncMS))
+			}
+		}
+		if o.MaxJobSize > 0 {
+			args = append(args, "-z", strconv.Itoa(o.MaxJobSize))
+		}
+		b := &Beanstalkd{Host: "127.0.0.1", Port: port, process: &process{name: path, args: args, logs: &tailBuffer{}}}
+		if _, err := b.start(); err != nil {
+			return nil, err
+		}
+		if lastErr = waitTCP(b.Addr(), 10*time.Second, b.done); lastErr == nil {
+			return b, nil
+		}
+		b.Kill()
+		lastErr = fmt.Errorf("beanstalkd %v: %w; it said: %s", args, lastErr, b.logs.String())
+	}
+	return nil, lastErr
+}
+
+// Mongo is a running devmongo (FerretDB over SQLite).
+type Mongo struct {
+	URL  string
+	Addr string
+	*process
+
+	clientOnce sync.Once
+	client     *mongo.Client
+}
+
+// Kill stops the server with SIGKILL.
+func (m *Mongo) Kill() { m.signal(syscall.SIGKILL) }
+
+// Stop stops the server with SIGTERM.
+func (m *Mongo) Stop() { m.stop() }
+
+// Restart starts the server again on the same address and data.
+func (m *Mongo) Restart() error {
+	if _, err := m.start(); err != nil {
+		return err
+	}
+	return waitTCP(m.Addr, 20*time.Second, m.done)
+}
+
+// Client returns a client for tests to look at the data with.
+func (m *Mongo) Client() *mongo.Client {
+	m.clientOnce.Do(func() {
+		m.client, _ = mongo.Connect(options.Client().ApplyURI(m.URL).SetServerSelectionTimeout(5 * time.Second))
+	})
+	return m.client
+}
+
+// DropDatabase drops db, ignoring errors: it is cleanup.
+func (m *Mongo) DropDatabase(db string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = m.Client().Database(db).Drop(ctx)
+}
+
+// StartMongo starts a devmongo of the test's own, stopped at the end of
+// the test.
+func StartMongo(t testing.TB) *Mongo {
+	t.Helper()
+	m, err := startMongo(t.TempDir())
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(m.Stop)
+	return m
+}
+
+func startMongo(dataDir string) (*Mongo, error) {
+	bin, err := DevmongoPath()
+	if err != nil {
+		return nil, err
+	}
+	if dataDir == "" {
+		if dataDir, err = os.MkdirTemp("", "testenv-mongo-"); err != nil {
+			return nil, err
+		}
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	m := &Mongo{Addr: addr, process: &process{name: bin, args: []string{"-listen", addr, "-data", dataDir}, logs: &tailBuffer{}}}
+	out, err := m.start()
+	if err != nil {
+		return nil, err
+	}
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if s, ok := strings.CutPrefix(sc.Text(), "listening "); ok {
+				select {
+				case line <- s:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case m.URL = <-line:
+	case <-m.done:
+		return nil, fmt.Errorf("devmongo exited at start: %s", m.logs.String())
+	case <-time.After(30 * time.Second):
+		m.Kill()
+		return nil, fmt.Errorf("devmongo did not start within 30s: %s", m.logs.String())
+	}
+	return m, waitTCP(addr, 10*time.Second, m.done)
+}
+
+// DevmongoPath returns $DEVMONGO_BIN or bin/devmongo under the repository
+// root, building it there (once, under a file lock) when missing.
+func DevmongoPath() (string, error) {
+	if p := os.Getenv("DEVMONGO_BIN"); p != "" {
+		return p, nil
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(root, "bin", "devmongo")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return "", err
+	}
+	lock, err := os.OpenFile(bin+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", err
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	cmd := exec.Command("go", "build", "-o", bin, "./tools/devmongo")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build devmongo: %w: %s", err, out)
+	}
+	return bin, nil
+}

@@ -1,0 +1,3 @@
+module github.com/jobsys/jobs/services/manager
+
+go 1.26

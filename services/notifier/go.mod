@@ -1,0 +1,3 @@
+module github.com/jobsys/jobs/services/notifier
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/jobsys/jobs/services/worker
+
+go 1.26

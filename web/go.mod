@@ -1,0 +1,3 @@
+module github.com/jobsys/jobs/web
+
+go 1.26
