@@ -147,6 +147,8 @@ type process struct {
 	mu   sync.Mutex
 	name string
 	args []string
+	env  []string // nil: inherit
+	dir  string
 	cmd  *exec.Cmd
 	done chan struct{}
 	logs *tailBuffer
@@ -154,6 +156,7 @@ type process struct {
 
 func (p *process) start() (io.ReadCloser, error) {
 	cmd := exec.Command(p.name, p.args...)
+	cmd.Env, cmd.Dir = p.env, p.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	cmd.Stderr = p.logs
 	out, err := cmd.StdoutPipe()
