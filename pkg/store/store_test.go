@@ -1,0 +1,121 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/store"
+	"github.com/jobsys/jobs/pkg/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func setup(t *testing.T) (*store.Results, context.Context) {
+	t.Helper()
+	b := testenv.Setup(t)
+	client, err := store.Connect(b.Mongo.URL, "store-test", 2*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	s := store.NewResults(client, b.DB, "completed")
+	require.NoError(t, s.EnsureIndexes(ctx))
+	return s, ctx
+}
+
+func result(id uint64, payload string, at time.Time) job.Result {
+	return job.Result{ID: id, Hash: job.Hash(payload), Payload: payload, Tube: "default", Worker: "w1", Attempts: 1,
+		StartedAt: at.Add(-time.Millisecond), CompletedAt: at, DurationMS: 1}
+}
+
+func TestSaveFindNeverOverwrites(t *testing.T) {
+	t.Parallel()
+	s, ctx := setup(t)
+	at := time.UnixMilli(1_700_000_000_000).UTC()
+	r := result(1, `{"example":"data"}`, at)
+	require.NoError(t, s.Save(ctx, r))
+
+	got, err := s.Find(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, r, got)
+
+	// The same job again: reported, not duplicated.
+	again := r
+	again.Worker, again.Attempts = "w2", 2
+	require.ErrorIs(t, s.Save(ctx, again), store.ErrAlreadyStored)
+
+	// A different job under the same id: refused, stored one unchanged.
+	require.ErrorIs(t, s.Save(ctx, result(1, `{"other":1}`, at)), store.ErrConflict)
+	got, err = s.Find(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, r, got)
+
+	_, err = s.Find(ctx, 2)
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+func TestMaxIDAndAfter(t *testing.T) {
+	t.Parallel()
+	s, ctx := setup(t)
+	n, err := s.MaxID(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	base := time.UnixMilli(1_700_000_000_000).UTC()
+	// Ids out of completion order, two in the same millisecond.
+	for _, r := range []job.Result{
+		result(5, "a", base),
+		result(3, "b", base.Add(time.Millisecond)),
+		result(4, "c", base.Add(time.Millisecond)),
+		result(9, "d", base.Add(2*time.Millisecond)),
+	} {
+		require.NoError(t, s.Save(ctx, r))
+	}
+	n, err = s.MaxID(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 9, n)
+
+	ids := func(rs []job.Result) []uint64 {
+		var out []uint64
+		for _, r := range rs {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	all, err := s.After(ctx, time.Time{}, 0, 0)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{5, 3, 4, 9}, ids(all))
+
+	rest, err := s.After(ctx, base.Add(time.Millisecond), 3, 0)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{4, 9}, ids(rest))
+
+	one, err := s.After(ctx, base, 5, 1)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{3}, ids(one))
+}
+
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	m := testenv.StartMongo(t)
+	client, err := store.Connect(m.URL, "store-test", 500*time.Millisecond)
+	require.NoError(t, err)
+	defer client.Disconnect(context.Background())
+	s := store.NewResults(client, "db", "completed")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, s.Ping(ctx))
+
+	m.Stop()
+	start := time.Now()
+	_, err = s.Find(ctx, 1)
+	require.ErrorIs(t, err, store.ErrUnavailable)
+	require.Less(t, time.Since(start), 2*time.Second)
+
+	require.NoError(t, m.Restart())
+	require.Eventually(t, func() bool { return s.Ping(ctx) == nil }, 10*time.Second, 100*time.Millisecond)
+}
