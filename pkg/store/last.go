@@ -1,0 +1,28 @@
+package store
+
+import (
+	"context"
+	"errors"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/jobsys/jobs/pkg/job"
+)
+
+// Last returns the latest result in completion order (completed_at, then
+// _id), or ErrNotFound when there is none. A feed that starts reading new
+// completions starts after it.
+func (s *Results) Last(ctx context.Context) (job.Result, error) {
+	var r job.Result
+	opts := options.FindOne().SetSort(bson.D{{Key: "completed_at", Value: -1}, {Key: "_id", Value: -1}})
+	err := s.coll.FindOne(ctx, bson.D{}, opts).Decode(&r)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return r, ErrNotFound
+	}
+	if err != nil {
+		return r, wrap("find latest result", err)
+	}
+	return r, nil
+}
