@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -91,20 +92,24 @@ func Setup(t testing.TB) Bundle {
 // Env returns a getenv for the services' run functions: the bundle's
 // servers, tube and database, overridden by extra.
 func (b Bundle) Env(extra map[string]string) func(string) string {
-	vals := map[string]string{
+	vals := b.Vars()
+	vals["WORKER_TUBES"] = b.Tube
+	maps.Copy(vals, extra)
+	return func(k string) string { return vals[k] }
+}
+
+// Vars returns the variables that point a service at the bundle's
+// servers and database, with quiet text logs.
+func (b Bundle) Vars() map[string]string {
+	return map[string]string{
 		"BEANSTALK_HOST":   b.Beanstalk.Host,
 		"BEANSTALK_PORT":   strconv.Itoa(b.Beanstalk.Port),
 		"MONGO_URL":        b.Mongo.URL,
 		"MONGO_DB":         b.DB,
 		"MONGO_COLLECTION": "completed",
-		"WORKER_TUBES":     b.Tube,
 		"LOG_FORMAT":       "text",
 		"LOG_LEVEL":        "warn",
 	}
-	for k, v := range extra {
-		vals[k] = v
-	}
-	return func(k string) string { return vals[k] }
 }
 
 // RandomName returns 12 random hex digits, for tubes and databases.
