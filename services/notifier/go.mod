@@ -1,3 +1,25 @@
 module github.com/jobsys/jobs/services/notifier
 
-go 1.26
+go 1.26.0
+
+require (
+	github.com/jobsys/jobs/pkg v0.0.0-00010101000000-000000000000
+	github.com/stretchr/testify v1.12.1
+	go.mongodb.org/mongo-driver/v2 v2.10.0
+)
+
+require (
+	github.com/joho/godotenv v1.5.1 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/xdg-go/scram v1.4.0 // indirect
+	github.com/xdg-go/stringprep v1.0.4 // indirect
+	github.com/youmark/pkcs8 v0.0.0-20240726163527-a2c0da244d78 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
+	golang.org/x/crypto v0.54.0 // indirect
+	golang.org/x/sync v0.23.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+)
+
+replace github.com/jobsys/jobs/pkg => ../../pkg
+
+replace github.com/jobsys/jobs/web => ../../web

@@ -1,0 +1,177 @@
+// Package config is the notifier's configuration: one struct read from the
+// environment (and a .env file), with defaults, validated all at once so a
+// bad start names every variable that is wrong.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/jobsys/jobs/pkg/config"
+)
+
+// Modes of the completion feed.
+const (
+	ModeAuto         = "auto"
+	ModeChangeStream = "changestream"
+	ModePoll         = "poll"
+)
+
+// Config is everything the notifier reads from its environment.
+type Config struct {
+	Beanstalk config.Beanstalk
+	Mongo     config.Mongo
+	Log       config.Log
+
+	ListenHost string
+	ListenPort int
+
+	// Mode is auto, changestream or poll.
+	Mode         string
+	PollInterval time.Duration
+	PollLookback time.Duration
+	ReplayLimit  int
+	// ID names this instance's record in notifier_state.
+	ID string
+
+	// AllowedOrigins are extra browser origins (or host patterns) that
+	// may connect; the request's own host is always allowed. "*" allows
+	// every origin.
+	AllowedOrigins []string
+	MaxClients     int
+
+	ManagerURL *url.URL
+	BoardLinks []Link
+
+	// APIToken, when set, is required on /ws and /events.
+	APIToken string
+}
+
+// Link is a console the board links to.
+type Link struct {
+	Name string `json:"name"`
+	URL  string `json:"url"`
+}
+
+// Load reads the configuration through getenv. terminal says whether
+// stdout is a terminal (text logs by default) or not (JSON logs).
+func Load(getenv config.Getenv, terminal bool) (Config, error) {
+	r := config.NewReader(getenv)
+	c := Config{
+		Beanstalk:      r.Beanstalk(),
+		Mongo:          r.Mongo(),
+		Log:            r.Log(terminal),
+		ListenHost:     r.String("", "NOTIFIER_LISTEN_HOST"),
+		ListenPort:     r.Port("NOTIFIER_LISTEN_PORT", 8083),
+		Mode:           strings.ToLower(r.String(ModeAuto, "NOTIFIER_MODE")),
+		PollInterval:   r.Duration("NOTIFIER_POLL_INTERVAL", 250*time.Millisecond, 10*time.Millisecond),
+		PollLookback:   r.Duration("NOTIFIER_POLL_LOOKBACK", 2*time.Second, 0),
+		ReplayLimit:    int(r.Int("NOTIFIER_REPLAY_LIMIT", 10000, 1, 1_000_000)),
+		AllowedOrigins: r.List("NOTIFIER_ALLOWED_ORIGINS", nil),
+		MaxClients:     int(r.Int("NOTIFIER_MAX_CLIENTS", 10000, 1, 1_000_000)),
+		ID:             r.String("", "NOTIFIER_ID"),
+	}
+	switch c.Mode {
+	case ModeAuto, ModeChangeStream, ModePoll:
+	default:
+		r.Failf("NOTIFIER_MODE", "%q is not auto, changestream or poll", c.Mode)
+	}
+	if c.PollLookback > time.Hour {
+		r.Failf("NOTIFIER_POLL_LOOKBACK", "%s is longer than an hour", c.PollLookback)
+	}
+	if c.ID == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			r.Failf("NOTIFIER_ID", "not set and the hostname is unknown (%v)", err)
+		}
+		c.ID = h
+	}
+	for _, p := range c.AllowedOrigins {
+		if _, err := path.Match(p, ""); err != nil {
+			r.Failf("NOTIFIER_ALLOWED_ORIGINS", "%q is not a valid pattern: %v", p, err)
+		}
+	}
+	c.ManagerURL = readURL(r, "MANAGER_URL", "http://127.0.0.1:8080")
+	c.BoardLinks = readLinks(r, "BOARD_LINKS")
+	c.APIToken = readToken(r, getenv)
+	return c, r.Err()
+}
+
+// Addr is the address the HTTP server listens on.
+func (c Config) Addr() string {
+	return fmt.Sprintf("%s:%d", c.ListenHost, c.ListenPort)
+}
+
+func readURL(r *config.Reader, key, def string) *url.URL {
+	s := r.String(def, key)
+	u, err := parseHTTPURL(s)
+	if err != nil {
+		r.Failf(key, "%v", err)
+		u, _ = url.Parse(def)
+	}
+	return u
+}
+
+func parseHTTPURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a URL: %w", s, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%q is not an http:// or https:// URL with a host", s)
+	}
+	return u, nil
+}
+
+// readLinks reads "name=url,name=url".
+func readLinks(r *config.Reader, key string) []Link {
+	links := []Link{}
+	for _, item := range r.List(key, nil) {
+		name, raw, ok := strings.Cut(item, "=")
+		name, raw = strings.TrimSpace(name), strings.TrimSpace(raw)
+		if !ok || name == "" {
+			r.Failf(key, "%q is not name=url", item)
+			continue
+		}
+		u, err := parseHTTPURL(raw)
+		if err != nil {
+			r.Failf(key, "link %q: %v", name, err)
+			continue
+		}
+		links = append(links, Link{Name: name, URL: u.String()})
+	}
+	return links
+}
+
+// readToken reads API_TOKEN or the file named by API_TOKEN_FILE (trimmed),
+// refusing both at once and an empty file.
+func readToken(r *config.Reader, getenv config.Getenv) string {
+	tok := strings.TrimSpace(getenv("API_TOKEN"))
+	file := strings.TrimSpace(getenv("API_TOKEN_FILE"))
+	if file == "" {
+		return tok
+	}
+	if tok != "" {
+		r.Failf("API_TOKEN_FILE", "set API_TOKEN or API_TOKEN_FILE, not both")
+		return tok
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			r.Failf("API_TOKEN_FILE", "%q does not exist", file)
+		} else {
+			r.Failf("API_TOKEN_FILE", "read %q: %v", file, err)
+		}
+		return ""
+	}
+	tok = strings.TrimSpace(string(b))
+	if tok == "" {
+		r.Failf("API_TOKEN_FILE", "%q is empty", file)
+	}
+	return tok
+}

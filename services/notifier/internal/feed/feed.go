@@ -1,0 +1,207 @@
+// Package feed finds completed jobs as they are stored and hands them to
+// the hub: from a MongoDB change stream when the server has them (a
+// replica set), else by polling an index on (completed_at, _id).
+//
+// The change stream's resume token is saved in the notifier_state
+// collection so a restarted notifier resumes where it stopped; a token
+// that fell out of the oplog starts a new stream plus a catch-up query.
+// Polling reads a lookback window again each round and drops ids it has
+// delivered, so results that commit late are delivered exactly once.
+package feed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/store"
+)
+
+// Modes the feed runs in, as reported by Mode.
+const (
+	ModeChangeStream = "changestream"
+	ModePoll         = "poll"
+	// ModeAuto, in Config.Mode, tries a change stream and polls when the
+	// server has none.
+	ModeAuto = "auto"
+)
+
+// Sink receives each batch of new completions. It must not block.
+type Sink func(ctx context.Context, rs []job.Result)
+
+// Store reads stored results in completion order.
+type Store interface {
+	After(ctx context.Context, at time.Time, id uint64, limit int) ([]job.Result, error)
+	Last(ctx context.Context) (job.Result, error)
+}
+
+var _ Store = (*store.Results)(nil)
+
+// Config configures a Feed.
+type Config struct {
+	// Mode is auto, changestream or poll.
+	Mode         string
+	PollInterval time.Duration
+	PollLookback time.Duration
+	// ID names this instance's saved state.
+	ID     string
+	Store  Store
+	Opener Opener
+	State  StateStore
+	Logger *slog.Logger
+	// OnMode is called once, when the mode is known.
+	OnMode func(mode string)
+	// SaveEvery is the longest an advanced resume token stays unsaved
+	// (default 1s).
+	SaveEvery time.Duration
+}
+
+// Feed finds new completions. Run it once.
+type Feed struct {
+	mode      string
+	interval  time.Duration
+	lookback  time.Duration
+	id        string
+	store     Store
+	opener    Opener
+	state     StateStore
+	log       *slog.Logger
+	onMode    func(string)
+	saveEvery time.Duration
+
+	modeOnce sync.Once
+	current  atomic.Value // string
+	healthy  atomic.Bool
+}
+
+// New returns a feed; it does nothing until Run.
+func New(c Config) *Feed {
+	f := &Feed{
+		mode: c.Mode, interval: c.PollInterval, lookback: c.PollLookback, id: c.ID,
+		store: c.Store, opener: c.Opener, state: c.State, log: c.Logger, onMode: c.OnMode,
+		saveEvery: cmpDuration(c.SaveEvery, time.Second),
+	}
+	if f.interval <= 0 {
+		f.interval = 250 * time.Millisecond
+	}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	f.current.Store("")
+	return f
+}
+
+// Mode is "changestream" or "poll" once the feed runs, and "" before.
+func (f *Feed) Mode() string { return f.current.Load().(string) }
+
+// Healthy reports whether the last read from MongoDB worked.
+func (f *Feed) Healthy() bool { return f.healthy.Load() }
+
+func (f *Feed) setMode(mode string) {
+	f.healthy.Store(true)
+	f.modeOnce.Do(func() {
+		f.current.Store(mode)
+		f.log.Info("completion feed running", "mode", mode)
+		if f.onMode != nil {
+			f.onMode(mode)
+		}
+	})
+}
+
+// Run delivers completions to sink until ctx ends. It returns an error
+// only when it cannot run at all: NOTIFIER_MODE=changestream against a
+// server without change streams.
+func (f *Feed) Run(ctx context.Context, sink Sink) error {
+	var start position
+	if f.mode != ModePoll {
+		s := &streamer{f: f, seen: newSeen()}
+		err := s.run(ctx, sink)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, ErrNoChangeStreams) || f.mode == ModeChangeStream {
+			return fmt.Errorf("change stream feed: %w", err)
+		}
+		f.log.Info("the MongoDB server has no change streams: polling", "reason", err.Error())
+		start = s.last
+	}
+	if start.at.IsZero() {
+		var ok bool
+		if start, ok = f.latest(ctx); !ok {
+			return nil
+		}
+	}
+	return f.poll(ctx, sink, start)
+}
+
+// latest returns the position of the newest stored result, retrying
+// until MongoDB answers; false when ctx ends first.
+func (f *Feed) latest(ctx context.Context) (position, bool) {
+	for attempt := 0; ; attempt++ {
+		r, err := f.store.Last(ctx)
+		if errors.Is(err, store.ErrNotFound) {
+			return position{at: time.Now()}, true
+		}
+		if err == nil {
+			return positionOf(r), true
+		}
+		f.healthy.Store(false)
+		f.log.Warn("read the newest result", "err", err, "attempt", attempt)
+		if !sleep(ctx, backoff(attempt)) {
+			return position{}, false
+		}
+	}
+}
+
+func (f *Feed) poll(ctx context.Context, sink Sink, start position) error {
+	p := newPoller(f.store, f.interval, f.lookback, start)
+	f.setMode(ModePoll)
+	t := time.NewTicker(f.interval)
+	defer t.Stop()
+	failing := false
+	for {
+		_, err := p.round(ctx, sink)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil && !failing:
+			f.log.Warn("poll failed; retrying every interval", "err", err)
+			failing = true
+		case err == nil && failing:
+			f.log.Info("poll works again")
+			failing = false
+		}
+		f.healthy.Store(err == nil)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is the pause before retry number attempt: 100ms doubling to
+// 5s, with jitter.
+func backoff(attempt int) time.Duration {
+	d := 100 * time.Millisecond << min(attempt, 6)
+	d = min(d, 5*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,264 @@
+package feed_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/store"
+	"github.com/jobsys/jobs/pkg/testenv"
+	"github.com/jobsys/jobs/services/notifier/internal/feed"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+type bundle struct {
+	results *store.Results
+	state   feed.MongoState
+	client  *mongo.Client
+}
+
+func setup(t *testing.T) bundle {
+	t.Helper()
+	b := testenv.Setup(t)
+	client, err := store.Connect(b.Mongo.URL, "feed-test", 5*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	rs := store.NewResults(client, b.DB, "completed")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, rs.EnsureIndexes(ctx))
+	return bundle{results: rs, state: feed.MongoState{Coll: client.Database(b.DB).Collection(feed.StateCollection)}, client: client}
+}
+
+func logger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil)).With("test", t.Name())
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// collector is a sink that remembers every delivery.
+type collector struct {
+	mu    sync.Mutex
+	got   []job.Result
+	count map[uint64]int
+}
+
+func newCollector() *collector { return &collector{count: map[uint64]int{}} }
+
+func (c *collector) sink(_ context.Context, rs []job.Result) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range rs {
+		c.got = append(c.got, r)
+		c.count[r.ID]++
+	}
+}
+
+func (c *collector) times(id uint64) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.count[id]
+}
+
+func (c *collector) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.got)
+}
+
+func (c *collector) dups() []uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []uint64
+	for id, n := range c.count {
+		if n > 1 {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func result(id uint64, at time.Time) job.Result {
+	p := fmt.Sprintf(`{"n":%d}`, id)
+	return job.Result{ID: id, Hash: job.Hash(p), Payload: p, Tube: "default", Worker: "test", Attempts: 1,
+		StartedAt: at.Add(-time.Millisecond), CompletedAt: at.Truncate(time.Millisecond).UTC(), DurationMS: 1}
+}
+
+// start runs f until the test ends and returns Run's error channel.
+func start(t *testing.T, f *feed.Feed, sink feed.Sink) <-chan error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx, sink) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("feed did not stop within 10s")
+		}
+	})
+	return done
+}
+
+func waitMode(t *testing.T, f *feed.Feed, want string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return f.Mode() == want }, 10*time.Second, 10*time.Millisecond, "mode %q", want)
+}
+
+func TestPollDeliversALateCommitOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	c := newCollector()
+	f := feed.New(feed.Config{Mode: feed.ModePoll, PollInterval: 20 * time.Millisecond, PollLookback: 2 * time.Second,
+		ID: "n1", Store: b.results, State: b.state, Logger: logger(t)})
+	start(t, f, c.sink)
+	waitMode(t, f, feed.ModePoll)
+
+	now := time.Now()
+	require.NoError(t, b.results.Save(ctx, result(10, now)))
+	require.Eventually(t, func() bool { return c.times(10) == 1 }, 5*time.Second, 10*time.Millisecond)
+
+	// Stamped 700ms before the one already delivered, committed after it.
+	require.NoError(t, b.results.Save(ctx, result(9, now.Add(-700*time.Millisecond))))
+	require.Eventually(t, func() bool { return c.times(9) == 1 }, 5*time.Second, 10*time.Millisecond)
+
+	// Many rounds later (a newer result proves them), each was delivered once.
+	require.NoError(t, b.results.Save(ctx, result(11, now.Add(time.Second))))
+	require.Eventually(t, func() bool { return c.times(11) == 1 }, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // a few more rounds over the same window
+	require.Empty(t, c.dups())
+	require.Equal(t, 3, c.len())
+}
+
+func TestPollPagesThroughABusyWindowOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	c := newCollector()
+	f := feed.New(feed.Config{Mode: feed.ModePoll, PollInterval: 20 * time.Millisecond, PollLookback: 5 * time.Second,
+		ID: "n1", Store: b.results, State: b.state, Logger: logger(t)})
+	start(t, f, c.sink)
+	waitMode(t, f, feed.ModePoll)
+
+	// More results than one page, all inside one lookback window.
+	const n = 2500
+	now := time.Now()
+	docs := make([]any, n)
+	for i := range n {
+		docs[i] = result(uint64(100+i), now.Add(time.Duration(i%700)*time.Millisecond))
+	}
+	_, err := b.results.Collection().InsertMany(context.Background(), docs)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return c.len() >= n }, 20*time.Second, 20*time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	require.Empty(t, c.dups())
+	require.Equal(t, n, c.len())
+}
+
+func TestPollStartsAfterTheLatestStoredResult(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	old := time.Now().Add(-time.Hour)
+	require.NoError(t, b.results.Save(ctx, result(1, old)))
+	c := newCollector()
+	f := feed.New(feed.Config{Mode: feed.ModePoll, PollInterval: 20 * time.Millisecond, PollLookback: time.Second,
+		ID: "n1", Store: b.results, State: b.state, Logger: logger(t)})
+	start(t, f, c.sink)
+	waitMode(t, f, feed.ModePoll)
+	require.NoError(t, b.results.Save(ctx, result(2, time.Now())))
+	require.Eventually(t, func() bool { return c.times(2) == 1 }, 5*time.Second, 10*time.Millisecond)
+	// The old one is inside the first window (the newest result's lookback):
+	// it goes to whoever listens at start, once.
+	require.LessOrEqual(t, c.times(1), 1)
+}
+
+// FerretDB (devmongo) has no change streams: check its real answer.
+func TestDevmongoAnswersWatchWithNotImplemented(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := feed.MongoOpener{Coll: b.results.Collection()}.Open(ctx, nil)
+	require.Error(t, err)
+	var ce mongo.CommandError
+	require.ErrorAs(t, err, &ce)
+	t.Logf("devmongo answers watch with code %d (%s): %s", ce.Code, ce.Name, ce.Message)
+	require.EqualValues(t, 238, ce.Code)
+
+	c := newCollector()
+	f := feed.New(feed.Config{Mode: feed.ModeAuto, PollInterval: 20 * time.Millisecond, PollLookback: time.Second,
+		ID: "n1", Store: b.results, Opener: feed.MongoOpener{Coll: b.results.Collection()}, State: b.state, Logger: logger(t)})
+	start(t, f, c.sink)
+	waitMode(t, f, feed.ModePoll)
+	require.NoError(t, b.results.Save(ctx, result(7, time.Now())))
+	require.Eventually(t, func() bool { return c.times(7) == 1 }, 5*time.Second, 10*time.Millisecond)
+}
+
+func TestChangeStreamModeRefusesAServerWithoutChangeStreams(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	f := feed.New(feed.Config{Mode: feed.ModeChangeStream, ID: "n1", Store: b.results,
+		Opener: feed.MongoOpener{Coll: b.results.Collection()}, State: b.state, Logger: logger(t)})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := f.Run(ctx, newCollector().sink)
+	require.ErrorIs(t, err, feed.ErrNoChangeStreams)
+	require.NoError(t, ctx.Err(), "Run returned at once")
+	require.Empty(t, f.Mode())
+}
+
+// The integration test of the change-stream path needs a real replica set.
+func TestChangeStreamAgainstAReplicaSet(t *testing.T) {
+	t.Parallel()
+	url := os.Getenv("MONGO_REPLSET_URL")
+	if url == "" {
+		t.Skip("MONGO_REPLSET_URL not set: no MongoDB replica set here; FerretDB has no change streams")
+	}
+	client, err := store.Connect(url, "feed-test", 5*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	db := "db_" + testenv.RandomName()
+	t.Cleanup(func() { _ = client.Database(db).Drop(context.Background()) })
+	rs := store.NewResults(client, db, "completed")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, rs.EnsureIndexes(ctx))
+	state := feed.MongoState{Coll: client.Database(db).Collection(feed.StateCollection)}
+
+	run := func(c *collector) (*feed.Feed, context.CancelFunc, <-chan error) {
+		f := feed.New(feed.Config{Mode: feed.ModeChangeStream, ID: "n1", Store: rs, State: state,
+			Opener: feed.MongoOpener{Coll: rs.Collection()}, Logger: logger(t)})
+		fctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- f.Run(fctx, c.sink) }()
+		waitMode(t, f, feed.ModeChangeStream)
+		return f, stop, done
+	}
+	c := newCollector()
+	_, stop, done := run(c)
+	require.NoError(t, rs.Save(ctx, result(1, time.Now())))
+	require.Eventually(t, func() bool { return c.times(1) == 1 }, 10*time.Second, 10*time.Millisecond)
+	stop()
+	require.NoError(t, <-done)
+
+	// Stored while no notifier ran: the saved token brings it.
+	require.NoError(t, rs.Save(ctx, result(2, time.Now())))
+	c2 := newCollector()
+	_, stop, done = run(c2)
+	defer func() { stop(); <-done }()
+	require.Eventually(t, func() bool { return c2.times(2) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Zero(t, c2.times(1))
+}
+

@@ -1,0 +1,321 @@
+package feed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/jobsys/jobs/pkg/job"
+)
+
+// Opener opens a change stream on the results collection, resuming after
+// token when it is not nil. MongoOpener is the real one; tests fake the
+// server's answers with their own.
+type Opener interface {
+	Open(ctx context.Context, resumeAfter bson.Raw) (Stream, error)
+}
+
+// Stream is the part of *mongo.ChangeStream the feed uses.
+type Stream interface {
+	TryNext(ctx context.Context) bool
+	RemainingBatchLength() int
+	Decode(v any) error
+	ResumeToken() bson.Raw
+	Err() error
+	Close(ctx context.Context) error
+}
+
+var _ Stream = (*mongo.ChangeStream)(nil)
+
+// MongoOpener watches inserts, replaces and updates of a collection, with
+// the full document looked up for updates.
+type MongoOpener struct {
+	Coll *mongo.Collection
+	// MaxAwait is how long the server holds an empty getMore (default 500ms).
+	MaxAwait time.Duration
+}
+
+// Open implements Opener.
+func (o MongoOpener) Open(ctx context.Context, resumeAfter bson.Raw) (Stream, error) {
+	pipeline := mongo.Pipeline{{{Key: "$match", Value: bson.D{{Key: "operationType", Value: bson.D{{Key: "$in", Value: bson.A{"insert", "replace", "update"}}}}}}}}
+	opts := options.ChangeStream().SetFullDocument(options.UpdateLookup).SetMaxAwaitTime(cmpDuration(o.MaxAwait, 500*time.Millisecond))
+	if resumeAfter != nil {
+		opts.SetResumeAfter(resumeAfter)
+	}
+	cs, err := o.Coll.Watch(ctx, pipeline, opts)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", o.Coll.Name(), err)
+	}
+	return cs, nil
+}
+
+func cmpDuration(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// Server error codes the feed reacts to.
+const (
+	codeCommandNotFound         = 59    // FerretDB and old servers: unknown command
+	codeCommandNotSupported     = 115   // the command is not supported here
+	codeNotImplemented          = 238   // FerretDB: "$changeStream" stage not implemented
+	codeInvalidResumeToken      = 260   // the token does not parse
+	codeChangeStreamFatal       = 280   // cannot resume: token not found
+	codeChangeStreamHistoryLost = 286   // the token fell out of the oplog
+	codeNotReplicaSet           = 40573 // standalone mongod: change streams need a replica set
+	codeUnrecognizedStage       = 40324 // "Unrecognized pipeline stage name"
+)
+
+// What the feed does about an error from opening or reading a stream.
+type verdict int
+
+const (
+	// retry: transient; open again after a pause, resuming after the
+	// saved token.
+	retry verdict = iota
+	// restart: the token is useless; open a new stream from now and
+	// catch up by querying completed_at from the last cursor seen.
+	restart
+	// unsupported: this server has no change streams; poll instead.
+	unsupported
+)
+
+// classify reads a server's answer.
+func classify(err error) verdict {
+	var se mongo.ServerError
+	if !errors.As(err, &se) {
+		return retry
+	}
+	switch {
+	case se.HasErrorCode(codeNotReplicaSet), se.HasErrorCode(codeNotImplemented),
+		se.HasErrorCode(codeCommandNotFound), se.HasErrorCode(codeCommandNotSupported),
+		se.HasErrorCode(codeUnrecognizedStage):
+		return unsupported
+	case se.HasErrorCode(codeChangeStreamHistoryLost), se.HasErrorCode(codeChangeStreamFatal),
+		se.HasErrorCode(codeInvalidResumeToken):
+		return restart
+	}
+	return retry
+}
+
+// ErrNoChangeStreams means the server cannot watch a collection.
+var ErrNoChangeStreams = errors.New("the MongoDB server has no change streams")
+
+// errInvalidated: the watched collection was dropped or renamed.
+var errInvalidated = errors.New("change stream invalidated")
+
+// changeEvent is the part of a change event the feed reads.
+type changeEvent struct {
+	OperationType string      `bson:"operationType"`
+	FullDocument  *job.Result `bson:"fullDocument"`
+}
+
+// streamer tails the results through change streams and keeps its resume
+// token in the state store.
+type streamer struct {
+	f    *Feed
+	seen *seen
+	// token and last are what has been delivered so far; saved says
+	// whether the state store has them.
+	token bson.Raw
+	last  position
+	saved bool
+}
+
+// run tails until ctx ends or the server turns out to have no change
+// streams (ErrNoChangeStreams).
+func (s *streamer) run(ctx context.Context, sink Sink) error {
+	f := s.f
+	st, err := loadState(ctx, f.state, f.id, f.log)
+	if err != nil {
+		return err // only ctx ends this
+	}
+	s.token = st.Token
+	s.last, _ = parsePosition(st.Cursor)
+	s.saved = true
+	catchUp := false
+	opened := false
+	defer s.save(context.WithoutCancel(ctx))
+	for attempt := 0; ; attempt++ {
+		cs, err := f.opener.Open(ctx, s.token)
+		if ctx.Err() != nil {
+			if cs != nil {
+				_ = cs.Close(context.WithoutCancel(ctx))
+			}
+			return nil
+		}
+		if err != nil {
+			switch classify(err) {
+			case unsupported:
+				return fmt.Errorf("%w: %w", ErrNoChangeStreams, err)
+			case restart:
+				if s.token != nil {
+					f.log.Warn("change stream cannot resume: starting a new stream and catching up from the last cursor", "err", err, "cursor", s.last.cursor())
+					s.token, s.saved, catchUp = nil, false, true
+					continue
+				}
+			}
+			f.healthy.Store(false)
+			f.log.Warn("open change stream", "err", err, "attempt", attempt)
+			if !sleep(ctx, backoff(attempt)) {
+				return nil
+			}
+			continue
+		}
+		if !opened {
+			opened = true
+			f.setMode(ModeChangeStream)
+		}
+		f.healthy.Store(true)
+		attempt = 0
+		if catchUp {
+			if err := s.catchUp(ctx, sink); err != nil {
+				f.log.Warn("catch up after a lost change stream", "err", err)
+				_ = cs.Close(ctx)
+				if !sleep(ctx, backoff(1)) {
+					return nil
+				}
+				continue // catchUp stays set
+			}
+			catchUp = false
+		}
+		err = s.consume(ctx, cs, sink)
+		_ = cs.Close(context.WithoutCancel(ctx))
+		s.save(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch {
+		case errors.Is(err, errInvalidated):
+			f.log.Warn("change stream invalidated: starting a new stream and catching up", "cursor", s.last.cursor())
+			s.token, s.saved, catchUp = nil, false, true
+		case classify(err) == unsupported:
+			return fmt.Errorf("%w: %w", ErrNoChangeStreams, err)
+		case classify(err) == restart:
+			f.log.Warn("change stream history lost: starting a new stream and catching up from the last cursor", "err", err, "cursor", s.last.cursor())
+			s.token, s.saved, catchUp = nil, false, true
+		default:
+			f.healthy.Store(false)
+			f.log.Warn("change stream failed: resuming after the saved token", "err", err)
+			if !sleep(ctx, backoff(0)) {
+				return nil
+			}
+		}
+	}
+}
+
+// consume reads cs until it fails or ctx ends, delivering each server
+// batch as one and saving the token after it, and at least every
+// second while the stream is idle.
+func (s *streamer) consume(ctx context.Context, cs Stream, sink Sink) error {
+	f := s.f
+	lastSave := time.Now()
+	for {
+		var batch []job.Result
+		for cs.TryNext(ctx) {
+			var ev changeEvent
+			if err := cs.Decode(&ev); err != nil {
+				f.log.Warn("decode change event", "err", err)
+			} else if ev.OperationType == "invalidate" {
+				s.deliver(ctx, batch, sink)
+				return errInvalidated
+			} else if ev.FullDocument != nil && !ev.FullDocument.CompletedAt.IsZero() {
+				batch = append(batch, *ev.FullDocument)
+			}
+			if cs.RemainingBatchLength() == 0 {
+				break
+			}
+		}
+		if err := cs.Err(); err != nil {
+			s.deliver(ctx, batch, sink)
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if tok := cs.ResumeToken(); tok != nil && !bytesEqual(tok, s.token) {
+			s.token, s.saved = cloneRaw(tok), false
+		}
+		if len(batch) > 0 {
+			s.deliver(ctx, batch, sink)
+			s.save(ctx)
+			lastSave = time.Now()
+		} else if !s.saved && time.Since(lastSave) >= f.saveEvery {
+			s.save(ctx)
+			lastSave = time.Now()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// deliver hands the results not seen before to sink and moves the last
+// cursor.
+func (s *streamer) deliver(ctx context.Context, rs []job.Result, sink Sink) {
+	if len(rs) == 0 {
+		return
+	}
+	if fresh := s.seen.fresh(rs); len(fresh) > 0 {
+		sink(ctx, fresh)
+	}
+	for _, r := range rs {
+		if p := positionOf(r); s.last.less(p) {
+			s.last = p
+		}
+	}
+	s.saved = false
+	// Overlap with a catch-up lasts seconds; a minute is plenty.
+	s.seen.prune(s.last.at.Add(-time.Minute))
+}
+
+// catchUp delivers every stored result after the last cursor, for the
+// time no stream was watching.
+func (s *streamer) catchUp(ctx context.Context, sink Sink) error {
+	if s.last.at.IsZero() {
+		return nil // nothing was ever delivered: there is nothing to catch up on
+	}
+	from := s.last
+	n := 0
+	for {
+		rs, err := s.f.store.After(ctx, from.at, from.id, pageSize)
+		if err != nil {
+			return fmt.Errorf("catch up after %s: %w", from.cursor(), err)
+		}
+		s.deliver(ctx, rs, sink)
+		n += len(rs)
+		if len(rs) < pageSize {
+			break
+		}
+		from = positionOf(rs[len(rs)-1])
+	}
+	s.f.log.Info("caught up after a lost change stream", "results", n)
+	return nil
+}
+
+// save writes the token and the last cursor to the state store, unless
+// they are saved already.
+func (s *streamer) save(ctx context.Context) {
+	if s.saved {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	st := State{Token: s.token, Cursor: s.last.cursor()}
+	if err := s.f.state.Save(ctx, s.f.id, st); err != nil {
+		s.f.log.Warn("save resume token", "err", err)
+		return
+	}
+	s.saved = true
+}
+
+func bytesEqual(a, b bson.Raw) bool { return string(a) == string(b) }
+
+func cloneRaw(r bson.Raw) bson.Raw { return append(bson.Raw(nil), r...) }
