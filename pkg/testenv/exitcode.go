@@ -1,18 +1,14 @@
 package testenv
 
-// ExitCode returns the exit code of the service's current process once it
-// has exited: -1 while it still runs or when a signal ended it.
+// ExitCode is the exit code of the service's last run once Exited is
+// closed: 0 for a clean exit, -1 when it was killed by a signal or has not
+// exited.
 func (s *Service) ExitCode() int {
 	s.mu.Lock()
-	cmd, done := s.cmd, s.done
+	cmd := s.cmd
 	s.mu.Unlock()
-	if cmd == nil {
+	if cmd == nil || cmd.ProcessState == nil {
 		return -1
 	}
-	select {
-	case <-done:
-		return cmd.ProcessState.ExitCode()
-	default:
-		return -1
-	}
+	return cmd.ProcessState.ExitCode()
 }
