@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/beanstalkd/go-beanstalk"
+)
+
+// payload returns a small JSON job body like the original's example,
+// different for every call.
+func payload(r *rand.Rand, n int) []byte {
+	return fmt.Appendf(nil, `{"example":"data","n":%d,"r":"%016x"}`, n, r.Uint64())
+}
+
+// bsConn is a raw beanstalkd connection for the floors: the client
+// library with nothing of ours in between.
+type bsConn struct {
+	nc net.Conn
+	*beanstalk.Conn
+}
+
+// dialBeanstalk connects to addr; every command on the connection must
+// finish before deadline.
+func dialBeanstalk(ctx context.Context, addr string, deadline time.Time) (*bsConn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial beanstalkd at %s: %w", addr, err)
+	}
+	_ = nc.SetDeadline(deadline)
+	return &bsConn{nc: nc, Conn: beanstalk.NewConn(nc)}, nil
+}
+
+// tubeStats returns the ready and reserved counts of tube.
+func (c *bsConn) tubeStats(tube string) (ready, reserved int, err error) {
+	m, err := beanstalk.NewTube(c.Conn, tube).Stats()
+	if errors.Is(err, beanstalk.ErrNotFound) {
+		return 0, 0, nil // beanstalkd forgets an empty, unwatched tube
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("stats-tube %s: %w", tube, err)
+	}
+	ready, _ = strconv.Atoi(m["current-jobs-ready"])
+	reserved, _ = strconv.Atoi(m["current-jobs-reserved"])
+	return ready, reserved, nil
+}
+
+// putMany puts n jobs into tube over conns connections and returns their
+// ids in no particular order.
+func putMany(ctx context.Context, addr, tube string, n, conns int) ([]uint64, error) {
+	ids := make([][]uint64, conns)
+	errs := make([]error, conns)
+	done := make(chan struct{})
+	for c := range conns {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			bc, err := dialBeanstalk(ctx, addr, time.Now().Add(60*time.Second))
+			if err != nil {
+				errs[c] = err
+				return
+			}
+			defer bc.Close()
+			t := beanstalk.NewTube(bc.Conn, tube)
+			r := rand.New(rand.NewPCG(uint64(c), uint64(time.Now().UnixNano())))
+			for i := c; i < n && ctx.Err() == nil; i += conns {
+				id, err := t.Put(payload(r, i), 1024, 0, 60*time.Second)
+				if err != nil {
+					errs[c] = fmt.Errorf("put into %s: %w", tube, err)
+					return
+				}
+				ids[c] = append(ids[c], id)
+			}
+		}()
+	}
+	for range conns {
+		<-done
+	}
+	var all []uint64
+	for _, s := range ids {
+		all = append(all, s...)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return all, err
+	}
+	return all, ctx.Err()
+}
+
+// newHTTPClient keeps up to conc connections to one host open.
+func newHTTPClient(conc int) *http.Client {
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			Proxy:               nil,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			MaxIdleConns:        conc * 2,
+			MaxIdleConnsPerHost: conc * 2,
+			MaxConnsPerHost:     conc * 2,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+		},
+	}
+}
+
+// errStatus is an answer with an unexpected status.
+type errStatus struct {
+	code int
+	body string
+}
+
+func (e errStatus) Error() string { return fmt.Sprintf("status %d: %s", e.code, e.body) }
+
+// postJob POSTs body to the manager and returns the new job's id.
+func postJob(ctx context.Context, c *http.Client, managerURL, tube string, body []byte) (uint64, error) {
+	u := managerURL + "/"
+	if tube != "" {
+		u += "?tube=" + tube
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return 0, errStatus{resp.StatusCode, strings.TrimSpace(string(b[:min(len(b), 200)]))}
+	}
+	var v struct {
+		ID uint64 `json:"id"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil || v.ID == 0 {
+		return 0, fmt.Errorf("POST answer %q: no job id", b)
+	}
+	return v.ID, nil
+}
+
+// getJob GETs /id/ and returns the answer's body.
+func getJob(ctx context.Context, c *http.Client, managerURL string, id uint64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, managerURL+"/"+strconv.FormatUint(id, 10)+"/", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, errStatus{resp.StatusCode, strings.TrimSpace(string(b[:min(len(b), 200)]))}
+	}
+	return b, nil
+}
+
+// wsURL turns the notifier's http URL into its WebSocket endpoint.
+func wsURL(notifierURL string) string {
+	u := strings.TrimRight(notifierURL, "/") + "/ws"
+	if rest, ok := strings.CutPrefix(u, "https://"); ok {
+		return "wss://" + rest
+	}
+	if rest, ok := strings.CutPrefix(u, "http://"); ok {
+		return "ws://" + rest
+	}
+	return u
+}
+
+// goroutines reads go_goroutines from a Prometheus text exposition.
+func goroutines(ctx context.Context, metricsURL string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, errStatus{resp.StatusCode, ""}
+	}
+	return parseGoroutines(b)
+}
+
+func parseGoroutines(b []byte) (int, error) {
+	for line := range strings.SplitSeq(string(b), "\n") {
+		rest, ok := strings.CutPrefix(line, "go_goroutines")
+		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("go_goroutines line %q: %w", line, err)
+		}
+		return int(v), nil
+	}
+	return 0, errors.New("no go_goroutines in the metrics")
+}

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/testenv"
+)
+
+// e2eFigures is the end-to-end phase in the JSON.
+type e2eFigures struct {
+	Tube       string  `json:"tube"`
+	Rate       float64 `json:"target_per_second"`
+	RateSource string  `json:"rate_source"`
+	Sockets    int     `json:"websockets"`
+	Sent       int     `json:"sent"`
+	Missing    int     `json:"missing"`
+	PostErrors int     `json:"post_errors"`
+	FirstError string  `json:"first_error,omitempty"`
+	LateSends  int     `json:"late_sends"`
+	Poll       string  `json:"poll_interval"`
+	Latency    summary `json:"latency"`
+	CPU        cpuUse  `json:"cpu_cores"`
+}
+
+// e2eSockets is how many WebSockets share the subscriptions.
+const e2eSockets = 4
+
+// e2e POSTs jobs at half the one-worker drain rate and measures from each
+// POST's answer to the completion event on a WebSocket subscribed to that
+// job.
+func (b *bench) e2e(ctx context.Context) error {
+	f := e2eFigures{Rate: b.drain1 / 2, RateSource: "half the measured 1-worker drain rate", Sockets: e2eSockets, Poll: b.st.pollInterval.String()}
+	if f.Rate <= 0 && b.st.workerBin != "" {
+		// The drain phase did not run: measure a short one for the rate.
+		saved := b.o.jobs
+		b.o.jobs = max(500, saved/5)
+		r, err := b.drainOnce(ctx, 1, false)
+		b.o.jobs = saved
+		if err != nil {
+			return fmt.Errorf("calibrating drain: %w", err)
+		}
+		f.Rate, f.RateSource = r.Rate/2, fmt.Sprintf("half the 1-worker drain rate of a %d-job calibration run", r.Jobs)
+	}
+	if f.Rate <= 0 {
+		f.Rate, f.RateSource = 50, "fixed 50/s: no worker binary to measure a drain rate with"
+	}
+
+	// Our own worker on a fresh tube, or the running stack's workers on
+	// BENCH_TUBE.
+	f.Tube = b.o.tube
+	if b.st.workerBin != "" {
+		f.Tube = "bench-e2e-" + testenv.RandomName()
+		ps, err := b.st.startWorkers(ctx, 1, f.Tube)
+		defer b.st.stopProcs(ps...)
+		if err != nil {
+			return err
+		}
+	}
+	defer func() { b.phases[phaseE2E] = f }()
+
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		pending sync.Map // job id -> time the POST was answered
+		mu      sync.Mutex
+		lat     []time.Duration
+		readers sync.WaitGroup
+	)
+	defer readers.Wait()
+	defer cancel()
+	socks := make([]*websocket.Conn, e2eSockets)
+	for i := range socks {
+		c, _, err := websocket.Dial(rctx, wsURL(b.st.notifierURL), nil)
+		if err != nil {
+			return fmt.Errorf("connect to the notifier: %w", err)
+		}
+		c.SetReadLimit(1 << 20)
+		socks[i] = c
+		defer c.CloseNow()
+		readers.Go(func() {
+			for {
+				_, data, err := c.Read(rctx)
+				if err != nil {
+					return
+				}
+				at := time.Now()
+				var ev struct {
+					Type  string    `json:"type"`
+					ID    uint64    `json:"id"`
+					State job.State `json:"state"`
+				}
+				if json.Unmarshal(data, &ev) != nil || ev.Type != job.TypeJob || ev.State != job.StateCompleted {
+					continue
+				}
+				if t0, ok := pending.LoadAndDelete(ev.ID); ok {
+					mu.Lock()
+					lat = append(lat, at.Sub(t0.(time.Time)))
+					mu.Unlock()
+				}
+			}
+		})
+	}
+
+	client := newHTTPClient(64)
+	defer client.CloseIdleConnections()
+	m := b.st.meter()
+	interval := time.Duration(float64(time.Second) / f.Rate)
+	start := time.Now()
+	end := start.Add(b.o.duration)
+	var (
+		sent, postErrs atomic.Int64
+		firstErr       atomic.Value
+		senders        sync.WaitGroup
+		sem            = make(chan struct{}, 256)
+		r              = rand.New(rand.NewPCG(1, uint64(start.UnixNano())))
+		timer          = time.NewTimer(0)
+	)
+	<-timer.C
+	for i := 0; ; i++ {
+		at := start.Add(time.Duration(i) * interval)
+		if !at.Before(end) {
+			break
+		}
+		if wait := time.Until(at); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				senders.Wait()
+				return ctx.Err()
+			case <-timer.C:
+			}
+		} else if wait < -10*time.Millisecond {
+			f.LateSends++
+		}
+		b.prog.set(-1, fmt.Sprintf("%.0f jobs/s, %d sent", f.Rate, i))
+		sem <- struct{}{}
+		body := payload(r, i)
+		senders.Go(func() {
+			defer func() { <-sem }()
+			id, err := postJob(rctx, client, b.st.managerURL, f.Tube, body)
+			if err != nil {
+				postErrs.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+				return
+			}
+			pending.Store(id, time.Now())
+			sent.Add(1)
+			msg, _ := json.Marshal(job.ClientMessage{Type: job.TypeSubscribe, Jobs: []uint64{id}})
+			if err := socks[id%e2eSockets].Write(rctx, websocket.MessageText, msg); err != nil {
+				firstErr.CompareAndSwap(nil, "subscribe: "+err.Error())
+			}
+		})
+	}
+	senders.Wait()
+	// Let the last completions arrive: a worker's work plus a poll or
+	// two.
+	deadline := time.Now().Add(2*time.Second + 4*b.st.pollInterval)
+	for time.Now().Before(deadline) && countMap(&pending) > 0 && ctx.Err() == nil {
+		b.prog.set(-1, fmt.Sprintf("waiting for %d events", countMap(&pending)))
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.CPU = m.read()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	cancel()
+	readers.Wait()
+	f.Sent, f.PostErrors, f.Missing = int(sent.Load()), int(postErrs.Load()), countMap(&pending)
+	if s, ok := firstErr.Load().(string); ok {
+		f.FirstError = s
+	}
+	f.Latency = summarize(lat, f.PostErrors+f.Missing, b.o.duration)
+	if f.Latency.Count == 0 {
+		return errors.Join(fmt.Errorf("no completion event arrived for %d jobs sent", f.Sent), errIf(f.FirstError))
+	}
+	bound := ms(b.st.pollInterval) + 25
+	limit := fmt.Sprintf("a completion waits for the next %s poll; %.0f jobs/s (%s)", f.Poll, f.Rate, f.RateSource)
+	if f.Missing > 0 || f.PostErrors > 0 {
+		limit = fmt.Sprintf("%d events missing, %d POST errors; ", f.Missing, f.PostErrors) + limit
+	}
+	b.add(
+		maxRow("end to end p99 (POST answer -> WS event)", "ms", f.Latency.P99, 0, bound, fmtMS, limit),
+		infoRow("end to end p50/p95/p99", fmtPcts(f.Latency), "—", f.CPU.String()),
+	)
+	return nil
+}
+
+func errIf(s string) error {
+	if s == "" {
+		return nil
+	}
+	return errors.New(s)
+}
+
+func countMap(m *sync.Map) int {
+	n := 0
+	m.Range(func(any, any) bool { n++; return true })
+	return n
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/beanstalkd/go-beanstalk"
+
+	"github.com/jobsys/jobs/pkg/testenv"
+)
+
+// ingestFigures is the ingest phase in the JSON.
+type ingestFigures struct {
+	Tube      string  `json:"tube"`
+	Conc      int     `json:"concurrency"`
+	Ours      summary `json:"ours"`
+	Floor     summary `json:"floor_raw_put"`
+	OursCPU   cpuUse  `json:"ours_cpu_cores"`
+	FloorCPU  cpuUse  `json:"floor_cpu_cores"`
+	Beanstalk string  `json:"beanstalkd"`
+}
+
+// ingest measures POST / at -c connections against raw puts at the same
+// concurrency on the same beanstalkd. The jobs stay in a tube nobody
+// watches.
+func (b *bench) ingest(ctx context.Context) error {
+	tube := "bench-ingest-" + testenv.RandomName()
+	f := ingestFigures{Tube: tube, Conc: b.o.conc, Beanstalk: "binlog, -f 50 (as make run)"}
+	if b.o.useStack {
+		f.Beanstalk = "the running stack's"
+	}
+	var err error
+	if f.Ours, f.OursCPU, err = b.postRun(ctx, b.st.managerURL, tube, b.o.duration, "POST /"); err != nil {
+		return err
+	}
+	if f.Floor, f.FloorCPU, err = b.putRun(ctx, b.st.beanstalkAddr, tube+"-floor", b.o.duration, "raw put"); err != nil {
+		return err
+	}
+	b.phases[phaseIngest] = f
+	b.add(
+		rateRow(fmt.Sprintf("ingest: POST / at c=%d", b.o.conc), "req/s", f.Ours.Rate, f.Floor.Rate, 0.40,
+			errNote(f.Ours)+f.OursCPU.String()),
+		infoRow("ingest latency p50/p95/p99", fmtPcts(f.Ours), fmtPcts(f.Floor), "floor: "+f.FloorCPU.String()),
+	)
+	return nil
+}
+
+// errNote mentions failed operations, which a rate does not show.
+func errNote(s summary) string {
+	if s.Errors == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d errors (%s); ", s.Errors, s.FirstError)
+}
+
+// postRun measures POSTs of fresh payloads for a window of d.
+func (b *bench) postRun(ctx context.Context, managerURL, tube string, d time.Duration, label string) (summary, cpuUse, error) {
+	client := newHTTPClient(b.o.conc)
+	defer client.CloseIdleConnections()
+	m := b.st.meter()
+	s, err := hammer(ctx, b.hammerConfig(d, label), func(ctx context.Context, i int) (loop, error) {
+		r := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
+		n := 0
+		return loop{
+			op: func(ctx context.Context) error {
+				n++
+				_, err := postJob(ctx, client, managerURL, tube, payload(r, n))
+				return err
+			},
+			close: func() {},
+		}, nil
+	})
+	return s, m.read(), err
+}
+
+// putRun measures raw puts of the same payloads, one connection per
+// client, for a window of d.
+func (b *bench) putRun(ctx context.Context, addr, tube string, d time.Duration, label string) (summary, cpuUse, error) {
+	m := b.st.meter()
+	deadline := time.Now().Add(b.o.warmup + d + 30*time.Second)
+	s, err := hammer(ctx, b.hammerConfig(d, label), func(ctx context.Context, i int) (loop, error) {
+		c, err := dialBeanstalk(ctx, addr, deadline)
+		if err != nil {
+			return loop{}, err
+		}
+		t := beanstalk.NewTube(c.Conn, tube)
+		r := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
+		n := 0
+		return loop{
+			op: func(context.Context) error {
+				n++
+				_, err := t.Put(payload(r, n), 1024, 0, 60*time.Second)
+				return err
+			},
+			close: func() { c.Close() },
+		}, nil
+	})
+	return s, m.read(), err
+}
+
+func (b *bench) hammerConfig(d time.Duration, label string) hammerConfig {
+	return hammerConfig{
+		conc: b.o.conc, warmup: b.o.warmup, d: d,
+		tick: func(frac float64) { b.prog.set(-1, fmt.Sprintf("%s %3.0f%%", label, frac*100)) },
+	}
+}

@@ -1,0 +1,431 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/jobsys/jobs/pkg/store"
+	"github.com/jobsys/jobs/pkg/testenv"
+)
+
+// stack is what the benchmark measures: servers and services it started
+// itself in a temporary directory, or a running stack (BENCH_USE_STACK=1)
+// to which it can add only worker processes.
+type stack struct {
+	o   options
+	dir string
+	own bool
+
+	beanstalkAddr string
+	mongoURL      string
+	mongoDB       string
+	mongoColl     string
+	managerURL    string
+	notifierURL   string
+	notifierPID   int
+	pollInterval  time.Duration
+	// workerBin is empty when worker processes cannot be started.
+	workerBin string
+
+	mongo *mongo.Client
+
+	mu    sync.Mutex
+	procs []*proc
+}
+
+// The main stack's database and collection when the benchmark starts its
+// own.
+const (
+	benchDB   = "bench"
+	benchColl = "results"
+)
+
+// startStack starts (or connects to) the stack. close must be called
+// even when it fails.
+func startStack(ctx context.Context, o options) (*stack, error) {
+	dir, err := os.MkdirTemp("", "loadgen-")
+	if err != nil {
+		return nil, fmt.Errorf("temporary directory: %w", err)
+	}
+	s := &stack{o: o, dir: dir, own: !o.useStack}
+	bin, err := filepath.Abs(o.bin)
+	if err != nil {
+		return s, fmt.Errorf("-bin %q: %w", o.bin, err)
+	}
+	s.o.bin = bin
+	if _, err := os.Stat(filepath.Join(bin, "worker")); err == nil {
+		s.workerBin = filepath.Join(bin, "worker")
+	}
+
+	if o.useStack {
+		s.beanstalkAddr, s.mongoURL, s.mongoDB, s.mongoColl = o.beanstalkAddr, o.mongoURL, o.mongoDB, o.mongoColl
+		s.managerURL, s.notifierURL, s.notifierPID, s.pollInterval = o.managerURL, o.notifierURL, o.notifierPID, o.pollInterval
+		if err := s.connectMongo(ctx); err != nil {
+			return s, err
+		}
+		for _, u := range []string{s.managerURL + "/healthz", s.notifierURL + "/healthz"} {
+			if err := waitUntil(ctx, nil, 5*time.Second, u, healthOK(u)); err != nil {
+				return s, err
+			}
+		}
+		return s, waitUntil(ctx, nil, 5*time.Second, "beanstalkd at "+s.beanstalkAddr, dialOK(s.beanstalkAddr))
+	}
+
+	var missing []string
+	for _, b := range []string{"manager", "worker", "notifier", "devmongo"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			missing = append(missing, b)
+		}
+	}
+	if len(missing) > 0 {
+		return s, fmt.Errorf("-bin %s lacks %s: run `make build` first", bin, strings.Join(missing, ", "))
+	}
+	s.mongoDB, s.mongoColl, s.pollInterval = benchDB, benchColl, o.pollInterval
+	// The main beanstalkd runs as `make run` runs it: binlog, fsync at
+	// most every 50ms.
+	if _, s.beanstalkAddr, err = s.startBeanstalkd(ctx, "beanstalkd", 50); err != nil {
+		return s, err
+	}
+	if err := s.startMongo(ctx); err != nil {
+		return s, err
+	}
+	if err := s.connectMongo(ctx); err != nil {
+		return s, err
+	}
+	if _, s.managerURL, err = s.startManager(ctx, "manager", s.beanstalkAddr); err != nil {
+		return s, err
+	}
+	return s, s.startNotifier(ctx)
+}
+
+func (s *stack) connectMongo(ctx context.Context) error {
+	c, err := store.Connect(s.mongoURL, "loadgen", 5*time.Second)
+	if err != nil {
+		return err
+	}
+	s.mongo = c
+	if err := c.Ping(ctx, nil); err != nil {
+		return fmt.Errorf("ping MongoDB at %s: %w", s.mongoURL, err)
+	}
+	return nil
+}
+
+// results is the collection the manager reads and the notifier tails.
+func (s *stack) results() *mongo.Collection {
+	return s.mongo.Database(s.mongoDB).Collection(s.mongoColl)
+}
+
+// close stops every child, newest first, and removes the temporary
+// directory unless -keep was given.
+func (s *stack) close() {
+	if s.mongo != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.mongo.Disconnect(ctx)
+		cancel()
+	}
+	s.mu.Lock()
+	procs := s.procs
+	s.procs = nil
+	s.mu.Unlock()
+	for _, p := range slices.Backward(procs) {
+		p.stop()
+	}
+	if s.o.keepData {
+		fmt.Fprintf(os.Stderr, "loadgen: kept %s\n", s.dir)
+		return
+	}
+	_ = os.RemoveAll(s.dir)
+}
+
+// stopProcs stops ps (newest first) and forgets them.
+func (s *stack) stopProcs(ps ...*proc) {
+	for _, p := range slices.Backward(ps) {
+		p.stop()
+	}
+	s.mu.Lock()
+	s.procs = slices.DeleteFunc(s.procs, func(p *proc) bool { return slices.Contains(ps, p) })
+	s.mu.Unlock()
+}
+
+func (s *stack) start(name, path string, args, env []string) (*proc, error) {
+	p, err := startProc(name, path, s.dir, args, env)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.procs = append(s.procs, p)
+	s.mu.Unlock()
+	return p, nil
+}
+
+// startBeanstalkd starts a beanstalkd of the run's own; fsyncMS < 0 runs
+// it without a binlog. It returns the process and its address.
+func (s *stack) startBeanstalkd(ctx context.Context, name string, fsyncMS int) (*proc, string, error) {
+	path, err := testenv.BeanstalkdPath()
+	if err != nil {
+		return nil, "", err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port)}
+	if fsyncMS >= 0 {
+		binlog := filepath.Join(s.dir, name+"-binlog")
+		if err := os.MkdirAll(binlog, 0o755); err != nil {
+			return nil, "", err
+		}
+		args = append(args, "-b", binlog, "-f", strconv.Itoa(fsyncMS))
+	}
+	p, err := s.start(name, path, args, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitUntil(ctx, p, 10*time.Second, name, dialOK(addr)); err != nil {
+		return nil, "", err
+	}
+	return p, addr, nil
+}
+
+func (s *stack) startMongo(ctx context.Context) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	data := filepath.Join(s.dir, "mongo")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return err
+	}
+	p, err := s.start("devmongo", filepath.Join(s.o.bin, "devmongo"), []string{"-listen", addr, "-data", data}, nil)
+	if err != nil {
+		return err
+	}
+	s.mongoURL = "mongodb://" + addr + "/"
+	return waitUntil(ctx, p, 30*time.Second, "devmongo", dialOK(addr))
+}
+
+// serviceEnv is what every service is told about the servers.
+func (s *stack) serviceEnv(beanstalkAddr string) []string {
+	host, port, _ := net.SplitHostPort(beanstalkAddr)
+	return []string{
+		"BEANSTALK_HOST=" + host, "BEANSTALK_PORT=" + port,
+		"MONGO_URL=" + s.mongoURL, "MONGO_DB=" + s.mongoDB, "MONGO_COLLECTION=" + s.mongoColl,
+		// Per-request logging would measure the log, not the service.
+		"LOG_LEVEL=warn", "LOG_FORMAT=json",
+	}
+}
+
+// startManager starts a manager against the beanstalkd at beanstalkAddr
+// and returns it with its URL.
+func (s *stack) startManager(ctx context.Context, name, beanstalkAddr string) (*proc, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	env := append(s.serviceEnv(beanstalkAddr), "MANAGER_LISTEN_PORT="+strconv.Itoa(port))
+	p, err := s.start(name, filepath.Join(s.o.bin, "manager"), nil, env)
+	if err != nil {
+		return nil, "", err
+	}
+	u := "http://127.0.0.1:" + strconv.Itoa(port)
+	return p, u, waitUntil(ctx, p, 30*time.Second, name, healthOK(u+"/healthz"))
+}
+
+func (s *stack) startNotifier(ctx context.Context) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	env := append(s.serviceEnv(s.beanstalkAddr),
+		"NOTIFIER_LISTEN_PORT="+strconv.Itoa(port),
+		"NOTIFIER_POLL_INTERVAL="+s.pollInterval.String(),
+		// Room for the fan-out's clients and the other phases' sockets.
+		"NOTIFIER_MAX_CLIENTS="+strconv.Itoa(s.o.clients+1000),
+		"MANAGER_URL="+s.managerURL,
+	)
+	p, err := s.start("notifier", filepath.Join(s.o.bin, "notifier"), nil, env)
+	if err != nil {
+		return err
+	}
+	s.notifierURL = "http://127.0.0.1:" + strconv.Itoa(port)
+	s.notifierPID = p.pid()
+	return waitUntil(ctx, p, 30*time.Second, "notifier", healthOK(s.notifierURL+"/healthz"))
+}
+
+// errNoWorkerBinary: worker processes cannot be started.
+var errNoWorkerBinary = errors.New("no worker binary in -bin")
+
+// startWorkers starts n worker processes with one reserver each on tube
+// and waits until they are healthy.
+func (s *stack) startWorkers(ctx context.Context, n int, tube string) ([]*proc, error) {
+	if s.workerBin == "" {
+		return nil, errNoWorkerBinary
+	}
+	var ps []*proc
+	var health []string
+	for i := range n {
+		port, err := freePort()
+		if err != nil {
+			return ps, err
+		}
+		name := fmt.Sprintf("worker-%s-%d", tube, i+1)
+		env := append(s.serviceEnv(s.beanstalkAddr),
+			"WORKER_TUBES="+tube, "WORKER_CONCURRENCY=1",
+			"WORKER_METRICS_PORT="+strconv.Itoa(port), "WORKER_ID=bench-"+strconv.Itoa(i+1))
+		p, err := s.start(name, s.workerBin, nil, env)
+		if err != nil {
+			return ps, err
+		}
+		ps = append(ps, p)
+		health = append(health, "http://127.0.0.1:"+strconv.Itoa(port)+"/healthz")
+	}
+	for i, h := range health {
+		if err := waitUntil(ctx, ps[i], 30*time.Second, ps[i].name, healthOK(h)); err != nil {
+			return ps, err
+		}
+	}
+	return ps, nil
+}
+
+// role is a process's kind: its name up to the first hyphen.
+func role(name string) string {
+	r, _, _ := strings.Cut(name, "-")
+	return r
+}
+
+// cpuMeter measures the CPU the stack's processes, the benchmark itself
+// and the rest of the machine use over an interval.
+type cpuMeter struct {
+	start   time.Time
+	entries []meterEntry
+	busy0   time.Duration
+}
+
+type meterEntry struct {
+	role string
+	pid  int
+	t0   time.Duration
+}
+
+// cpuUse is CPU use in cores (1.0 = one core busy for the whole
+// interval) by role; "loadgen" is the benchmark and "other" is everything
+// else the machine ran.
+type cpuUse map[string]float64
+
+// meter starts measuring the processes running now.
+func (s *stack) meter() *cpuMeter {
+	m := &cpuMeter{start: time.Now()}
+	add := func(role string, pid int) {
+		if t, err := cpuTime(pid); err == nil {
+			m.entries = append(m.entries, meterEntry{role: role, pid: pid, t0: t})
+		}
+	}
+	add("loadgen", os.Getpid())
+	s.mu.Lock()
+	for _, p := range s.procs {
+		if !p.exited() {
+			add(role(p.name), p.pid())
+		}
+	}
+	s.mu.Unlock()
+	if !s.own && s.notifierPID > 0 {
+		add("notifier", s.notifierPID)
+	}
+	m.busy0, _ = machineBusy()
+	return m
+}
+
+// read returns the use since the meter started.
+func (m *cpuMeter) read() cpuUse {
+	wall := time.Since(m.start)
+	u := cpuUse{}
+	if wall <= 0 {
+		return u
+	}
+	var ours time.Duration
+	for _, e := range m.entries {
+		t, err := cpuTime(e.pid)
+		if err != nil || t < e.t0 {
+			continue // exited meanwhile: its share is lost
+		}
+		u[e.role] += round2(float64(t-e.t0) / float64(wall))
+		ours += t - e.t0
+	}
+	if busy, err := machineBusy(); err == nil && m.busy0 > 0 {
+		if other := busy - m.busy0 - ours; other > 0 {
+			u["other"] = round2(float64(other) / float64(wall))
+		}
+	}
+	return u
+}
+
+func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
+
+// String lists the biggest users, largest first.
+func (u cpuUse) String() string {
+	type kv struct {
+		k string
+		v float64
+	}
+	var all []kv
+	for k, v := range u {
+		if v >= 0.05 {
+			all = append(all, kv{k, v})
+		}
+	}
+	slices.SortFunc(all, func(a, b kv) int {
+		if a.v != b.v {
+			if a.v > b.v {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.k, b.k)
+	})
+	parts := make([]string, 0, len(all))
+	for _, e := range all {
+		parts = append(parts, fmt.Sprintf("%s %.2f", e.k, e.v))
+	}
+	return "cpu " + strings.Join(parts, ", ")
+}
+
+// machineBusy returns the CPU time all cores spent not idle since boot,
+// from the first line of /proc/stat.
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, errors.New("/proc/stat: unexpected first line")
+	}
+	var busy uint64
+	for i, v := range f[1:] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		// user nice system idle iowait irq softirq steal guest guest_nice;
+		// guest time is already counted in user.
+		if i == 3 || i == 4 || i >= 8 {
+			continue
+		}
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / clockTicks, nil
+}
