@@ -1,0 +1,203 @@
+package deploycheck
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestDeployment renders deploy/docker-compose.yml (alone and with the TLS
+// front) with `docker stack config`, which validates it against the stack
+// file schema, and runs every check on it.
+func TestDeployment(t *testing.T) {
+	t.Parallel()
+	requireDocker(t)
+	root := repoRoot(t)
+	d, err := load(root, filepath.Join(root, "deploy"), operatorEnv(t))
+	require.NoError(t, err, "docker stack config must accept the stack files")
+	require.NotEmpty(t, d.stack.Services)
+	for _, c := range checks {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			for _, p := range c.fn(d) {
+				t.Error(p)
+			}
+		})
+	}
+}
+
+// A mutation is a mistake made in a copy of deploy/ that one check must
+// catch: every check above can fail.
+type mutation struct {
+	name    string
+	file    string // in deploy/
+	service string // limits the replacement to this service's block of the stack file
+	old     string
+	new     string
+	all     bool // replace every occurrence, not only the first
+	check   string
+}
+
+var mutations = []mutation{
+	{name: "no --replSet", file: stackFile, old: `"--replSet", "rs0", `, check: "replica set"},
+	{name: "URL without the set", file: stackFile, old: "MONGO_URL: mongodb://database:27017/?replicaSet=rs0", new: "MONGO_URL: mongodb://database:27017/", check: "replica set"},
+	{name: "set never initialised", file: stackFile, old: "rs.initiate(", new: "printjson(", check: "replica set"},
+	{name: "initialise every time", file: stackFile, old: "if (e.codeName !== 'NotYetInitialized') throw e;", check: "replica set"},
+	{name: "member not resolvable", file: stackFile, old: "host: 'database:27017'", new: "host: 'localhost:27017'", check: "replica set"},
+	{name: "database data not on a volume", file: stackFile, old: "      - mongo-data:/data/db\n", check: "replica set"},
+	{name: "no binlog", file: stackFile, old: `"-b", "/data", `, check: "binlog"},
+	{name: "binlog not on the volume", file: stackFile, old: "      - beanstalkd:/data\n", new: "      - beanstalkd:/var/lib/beanstalkd\n", check: "binlog"},
+	{name: "no fsync policy", file: stackFile, old: `"-f", "${BEANSTALKD_FSYNC_MS:-0}", `, check: "binlog"},
+	{name: "-z apart from MAX_JOB_SIZE", file: stackFile, old: `"-z", "${MAX_JOB_SIZE:-65535}"`, new: `"-z", "1048576"`, check: "binlog"},
+	{name: "-z pinned to the default", file: stackFile, old: `"-z", "${MAX_JOB_SIZE:-65535}"`, new: `"-z", "65535"`, check: "binlog"},
+	{name: "queue anywhere", file: stackFile, service: "queue", old: "          - node.role == manager\n", new: "          - node.role == worker\n", check: "stateful placement"},
+	{name: "database start-first", file: stackFile, service: "database", old: "order: stop-first", new: "order: start-first", check: "stateful placement"},
+	{name: "two workers", file: stackFile, old: "replicas: 3 #", new: "replicas: 2 #", check: "workers"},
+	{name: "workers killed mid-job", file: stackFile, old: "stop_grace_period: 40s", new: "stop_grace_period: 30s", check: "workers"},
+	{name: "worker publishes", file: stackFile, service: "worker", old: "    stop_grace_period: 40s\n", new: "    stop_grace_period: 40s\n    ports: [\"8084:8084\"]\n", check: "workers"},
+	{name: "queue without healthcheck", file: stackFile, old: `      test: ["CMD", "/usr/local/bin/beanstalkd-healthcheck"]`, new: "      disable: true", check: "healthchecks"},
+	{name: "worker probes the wrong port", file: stackFile, old: "http://127.0.0.1:8084/healthz", new: "http://127.0.0.1:8080/healthz", check: "healthchecks"},
+	{name: "caddy without healthcheck", file: tlsFile, old: `      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8090/healthz"]`, new: "      disable: true", check: "healthchecks"},
+	{name: "build in the stack", file: stackFile, service: "worker", old: "    image: ", new: "    build: .\n    image: ", check: "no build"},
+	{name: "literal console user", file: stackFile, old: "${ADMIN_USER:?set ADMIN_USER to the console login name}", new: "admin", check: "credentials"},
+	{name: "mongo-express default password", file: stackFile, old: `      ME_CONFIG_BASICAUTH_ENABLED: "false"`, new: "      ME_CONFIG_BASICAUTH_PASSWORD: pass", check: "credentials"},
+	{name: "token in the environment", file: stackFile, service: "manager", old: "API_TOKEN_FILE: /run/secrets/api_token", new: "API_TOKEN: ${API_TOKEN:-}", check: "credentials"},
+	{name: "mongo-express published", file: stackFile, old: "    image: mongo-express:1.0.2\n", new: "    image: mongo-express:1.0.2\n    ports: [\"8081:8081\"]\n", check: "credentials"},
+	{name: "console without log-in", file: "admin.Caddyfile", old: "\timport login\n\treverse_proxy beanstalkd-console:2080", new: "\treverse_proxy beanstalkd-console:2080", check: "credentials"},
+	{name: "hyphen in a required message", file: stackFile, old: "${ADMIN_USER:?set ADMIN_USER to the console login name}", new: "${ADMIN_USER:?set ADMIN_USER to the console log-in name}", check: "required variables"},
+	{name: "session secret optional", file: stackFile, old: "${ME_SESSION_SECRET:?set ME_SESSION_SECRET to a random string, see deploy/README.md}", new: "${ME_SESSION_SECRET:-}", all: true, check: "required variables"},
+	{name: "domain optional", file: tlsFile, old: "${DOMAIN:?set DOMAIN to the name the board is served on}", new: "${DOMAIN:-localhost}", check: "required variables"},
+	{name: "network not encrypted", file: stackFile, old: `encrypted: "true"`, new: `encrypted: "false"`, check: "network"},
+	{name: "bridge by default", file: stackFile, old: "driver: ${NETWORK_DRIVER:-overlay}", new: "driver: ${NETWORK_DRIVER:-bridge}", check: "network"},
+	{name: "service off the network", file: stackFile, service: "worker", old: "    networks:\n      - internal\n", check: "network"},
+	{name: "fixed registry", file: stackFile, old: "${REGISTRY:-localhost:5000}/jobs-worker:${TAG:-latest}", new: "localhost:5000/jobs-worker:${TAG:-latest}", check: "images"},
+	{name: "fixed tag", file: stackFile, old: "${REGISTRY:-localhost:5000}/jobs-manager:${TAG:-latest}", new: "${REGISTRY:-localhost:5000}/jobs-manager:latest", check: "images"},
+	{name: "unpinned mongo", file: stackFile, old: "image: mongo:7.0", new: "image: mongo", check: "images"},
+	{name: "caddy latest", file: tlsFile, old: "image: caddy:2.10", new: "image: caddy:latest", check: "images"},
+	{name: "manager stop-first", file: stackFile, service: "manager", old: "order: start-first", new: "order: stop-first", check: "updates"},
+	{name: "notifier without rollback", file: stackFile, service: "notifier", old: "      rollback_config:\n        parallelism: 1\n        order: start-first\n", check: "updates"},
+	{name: "no memory limit", file: stackFile, service: "manager", old: "          memory: 256M\n", check: "updates"},
+	{name: "manager image runs as root", file: "Dockerfile", old: "USER 65532:65532\nEXPOSE 8080", new: "EXPOSE 8080", check: "dockerfile"},
+	{name: "cgo binaries", file: "Dockerfile", old: "CGO_ENABLED=0 GOOS", new: "GOOS", check: "dockerfile"},
+	{name: "worker image on debian", file: "Dockerfile", old: "FROM ${RUNTIME_IMAGE} AS worker", new: "FROM debian:bookworm-slim AS worker", check: "dockerfile"},
+	{name: "notifier without healthcheck", file: "Dockerfile", old: `CMD ["/usr/local/bin/healthcheck", "http://127.0.0.1:${NOTIFIER_LISTEN_PORT:-8083}/healthz"]`, new: `CMD ["true"]`, check: "dockerfile"},
+	{name: "smoke builds differently", file: "smoke.sh", old: `-ldflags="-s -w" -o "$work/bin/"`, new: `-o "$work/bin/"`, check: "dockerfile"},
+	{name: "variable missing from the table", file: "README.md", old: "| `WORKER_RETRY_MAX` |", new: "| WORKER_RETRY_MAX |", check: "documented"},
+	{name: "shared variable missing from the table", file: "README.md", old: "| `MONGO_COLLECTION` |", new: "| MONGO_COLLECTION |", check: "documented"},
+	{name: "typo in the stack", file: stackFile, old: "WORKER_TUBES: ${WORKER_TUBES:-default}", new: "WORKER_TUBE: ${WORKER_TUBES:-default}", check: "documented"},
+	{name: "missing Caddyfile", file: tlsFile, old: "file: ./Caddyfile", new: "file: ./Caddyfile.missing", check: "files"},
+}
+
+// TestChecksCatchMistakes makes each mutation in a copy of deploy/ and
+// requires its check to report it, so no check passes whatever it is given.
+func TestChecksCatchMistakes(t *testing.T) {
+	t.Parallel()
+	requireDocker(t)
+	root := repoRoot(t)
+	env := operatorEnv(t)
+	byName := map[string]check{}
+	for _, c := range checks {
+		byName[c.name] = c
+	}
+	covered := map[string]bool{}
+	for _, m := range mutations {
+		c, ok := byName[m.check]
+		require.True(t, ok, "mutation %q names the unknown check %q", m.name, m.check)
+		covered[m.check] = true
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			dir := copyDir(t, filepath.Join(root, "deploy"))
+			require.NoError(t, m.apply(dir), "the mutation no longer applies to deploy/%s: update it", m.file)
+			d, err := load(root, dir, env)
+			require.NoError(t, err, "the mutated stack must still render, so that the check (not the schema) catches it")
+			problems := c.fn(d)
+			require.NotEmpty(t, problems, "check %q did not notice %q", m.check, m.name)
+			t.Logf("%s: %s", m.check, strings.Join(problems, "; "))
+		})
+	}
+	for _, c := range checks {
+		require.True(t, covered[c.name], "no mutation shows that check %q can fail", c.name)
+	}
+}
+
+// apply makes the mutation in dir.
+func (m mutation) apply(dir string) error {
+	path := filepath.Join(dir, m.file)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	text := string(b)
+	start, end := 0, len(text)
+	if m.service != "" {
+		if start, end, err = serviceBlock(text, m.service); err != nil {
+			return err
+		}
+	}
+	part := text[start:end]
+	if !strings.Contains(part, m.old) {
+		return fmt.Errorf("%w: %q", errNotFound, m.old)
+	}
+	n := 1
+	if m.all {
+		n = -1
+	}
+	text = text[:start] + strings.Replace(part, m.old, m.new, n) + text[end:]
+	return os.WriteFile(path, []byte(text), 0o644)
+}
+
+// TestComposeAcceptsTheStack: the same file is meant for `docker compose
+// up` too, whose parser is stricter in places than the stack loader.
+func TestComposeAcceptsTheStack(t *testing.T) {
+	t.Parallel()
+	requireDocker(t)
+	if out, err := execOutput("docker", "compose", "version"); err != nil {
+		t.Skipf("the docker compose plugin is not installed here (%v: %s), so only docker stack config validated the file", err, out)
+	}
+	root := repoRoot(t)
+	env := operatorEnv(t)
+	for _, files := range [][]string{{stackFile}, {stackFile, tlsFile}} {
+		args := []string{"compose", "--project-directory", filepath.Join(root, "deploy")}
+		for _, f := range files {
+			args = append(args, "-f", filepath.Join(root, "deploy", f))
+		}
+		args = append(args, "config", "--quiet")
+		cmd := exec.Command("docker", args...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "NETWORK_DRIVER=bridge"}
+		for k, v := range env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "docker %s:\n%s", strings.Join(args, " "), out)
+	}
+}
+
+// TestCaddyfilesAdapt: both Caddyfiles parse, when a caddy binary is here to
+// say so.
+func TestCaddyfilesAdapt(t *testing.T) {
+	t.Parallel()
+	caddy, err := exec.LookPath("caddy")
+	if err != nil {
+		t.Skip("no caddy binary on PATH, so the Caddyfiles were not parsed; the images use caddy:2.10")
+	}
+	root := repoRoot(t)
+	for _, f := range []string{"Caddyfile", "admin.Caddyfile"} {
+		cmd := exec.Command(caddy, "adapt", "--adapter", "caddyfile", "--config", filepath.Join(root, "deploy", f))
+		cmd.Env = append(os.Environ(), "DOMAIN=jobs.deploycheck.test", "ACME_EMAIL=ops@deploycheck.test",
+			"ADMIN_USER=ops", "ADMIN_PASSWORD_HASH=$2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "caddy adapt %s:\n%s", f, out)
+		require.NotContains(t, string(out), "{$", "%s: a variable was left unexpanded", f)
+	}
+}
+
+// execOutput runs a command and returns its combined output.
+func execOutput(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
