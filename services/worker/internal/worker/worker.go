@@ -1,0 +1,379 @@
+// Package worker is the reserve loop: reservers that take jobs from
+// beanstalkd, run their handler while keeping the reservation alive, store
+// the result and only then delete the job, and release or bury the jobs
+// that fail, with exponential backoff.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/queue"
+	"github.com/jobsys/jobs/pkg/store"
+
+	"github.com/jobsys/jobs/services/worker/internal/handler"
+)
+
+// ResultStore keeps results. Save never overwrites: it returns an error
+// matching store.ErrAlreadyStored when the same job's result is stored and
+// store.ErrConflict when a different one is.
+type ResultStore interface {
+	Save(ctx context.Context, r job.Result) error
+	Find(ctx context.Context, id uint64) (job.Result, error)
+}
+
+var _ ResultStore = (*store.Results)(nil)
+
+// Handlers picks the handler for a tube.
+type Handlers interface {
+	For(tube string) handler.Handler
+}
+
+var _ Handlers = (*handler.Registry)(nil)
+
+// Timings of the loop; variables so that they are in one place.
+const (
+	// reserveWait is how long one reserve waits before the loop looks at
+	// its context again.
+	reserveWait = time.Second
+	// cmdTimeout bounds every other beanstalkd command.
+	cmdTimeout = 2 * time.Second
+	// reconnectMin and reconnectMax bound the wait between reserves while
+	// beanstalkd is unreachable.
+	reconnectMin = 100 * time.Millisecond
+	reconnectMax = 2 * time.Second
+	// minTouch is the shortest interval between touches.
+	minTouch = 500 * time.Millisecond
+	// logPayloadMax is how much of a payload an error log shows.
+	logPayloadMax = 200
+)
+
+// ErrGraceOver is the cause of a handler's cancellation when the shutdown
+// grace runs out.
+var ErrGraceOver = errors.New("shutdown grace period is over")
+
+// Config is what a Worker needs.
+type Config struct {
+	// Addr is beanstalkd's host:port.
+	Addr string
+	// Tubes are watched by every reserver.
+	Tubes []string
+	// Concurrency is the number of reservers, each with its own connection.
+	Concurrency int
+	// MaxAttempts is the delivery after which a job whose handler fails is
+	// buried instead of released.
+	MaxAttempts int
+	// Retry is the release backoff.
+	Retry Backoff
+	// ShutdownGrace is how long in-flight jobs may still run once Run's
+	// context is cancelled.
+	ShutdownGrace time.Duration
+	// WorkerID is stored in every result.
+	WorkerID string
+	// SaveTimeout bounds one result write (default 10s).
+	SaveTimeout time.Duration
+
+	Handlers Handlers
+	Store    ResultStore
+	Metrics  *Metrics
+	Logger   *slog.Logger
+}
+
+// Worker runs the reservers.
+type Worker struct {
+	cfg         Config
+	log         *slog.Logger
+	m           *Metrics
+	queueOutage *outage
+	storeOutage *outage
+}
+
+// New returns a Worker for cfg.
+func New(cfg Config) *Worker {
+	cfg.Concurrency = max(cfg.Concurrency, 1)
+	cfg.MaxAttempts = max(cfg.MaxAttempts, 1)
+	if cfg.SaveTimeout <= 0 {
+		cfg.SaveTimeout = 10 * time.Second
+	}
+	return &Worker{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		m:           cfg.Metrics,
+		queueOutage: newOutage(cfg.Logger.With("addr", cfg.Addr), "beanstalkd"),
+		storeOutage: newOutage(cfg.Logger, "MongoDB"),
+	}
+}
+
+// Run reserves and works jobs until ctx is cancelled. Then it stops
+// reserving, lets the jobs in flight finish within the shutdown grace,
+// releases those that do not (with no delay, so another worker takes them
+// at once), closes its connections and returns nil.
+func (w *Worker) Run(ctx context.Context) error {
+	// Handlers run under workCtx, which outlives ctx by the grace.
+	workCtx, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelWork(nil)
+	finished := make(chan struct{})
+	var timer sync.WaitGroup
+	timer.Go(func() {
+		select {
+		case <-finished:
+			return
+		case <-ctx.Done():
+		}
+		w.log.Info("stopping: no more reserves; waiting for jobs in flight", "grace", w.cfg.ShutdownGrace.String())
+		t := time.NewTimer(w.cfg.ShutdownGrace)
+		defer t.Stop()
+		select {
+		case <-finished:
+		case <-t.C:
+			cancelWork(ErrGraceOver)
+		}
+	})
+
+	var reservers sync.WaitGroup
+	for i := range w.cfg.Concurrency {
+		reservers.Go(func() { w.reserver(ctx, workCtx, i+1) })
+	}
+	reservers.Wait()
+	close(finished)
+	timer.Wait()
+	return nil
+}
+
+// reserver is one reserve loop on its own connection.
+func (w *Worker) reserver(ctx, workCtx context.Context, n int) {
+	log := w.log.With("reserver", n)
+	c := queue.NewConsumer(w.cfg.Addr, w.cfg.Tubes, cmdTimeout)
+	defer c.Close()
+	wait := reconnectMin
+	for ctx.Err() == nil {
+		r, err := c.Reserve(ctx, reserveWait)
+		switch {
+		case err == nil:
+		case errors.Is(err, queue.ErrNoJob):
+			w.queueOutage.ok()
+			wait = reconnectMin
+			continue
+		case ctx.Err() != nil:
+			return
+		default:
+			if r.ID != 0 {
+				// Reserved, but stats-job failed: without the tube the
+				// handler is unknown. Hand the job back for another try.
+				log.Warn("reserved job without its stats; releasing it", "job_id", r.ID, "err", err)
+				w.finishOp(log, "release", func(fctx context.Context) error { return c.Release(fctx, r.ID, r.Priority, 0) })
+			}
+			if errors.Is(err, queue.ErrUnavailable) {
+				w.queueOutage.fail(err)
+			} else if r.ID == 0 {
+				log.Error("reserve failed", "err", err)
+			}
+			sleep(ctx, wait)
+			wait = min(wait*2, reconnectMax)
+			continue
+		}
+		w.queueOutage.ok()
+		wait = reconnectMin
+		if ctx.Err() != nil {
+			// Reserved just as the shutdown began: give it straight back.
+			w.release(log, c, r, 0, ReasonShutdown)
+			return
+		}
+		w.process(workCtx, c, r, log)
+	}
+}
+
+// outcome is what the work goroutine reports.
+type outcome struct {
+	result     job.Result
+	handlerErr error
+	storeErr   error
+}
+
+// process works one reserved job and finishes it: delete, release or bury.
+// The handler and the result write run in their own goroutine; this one
+// keeps the reservation alive with touches, since the connection is not
+// safe for concurrent use.
+func (w *Worker) process(ctx context.Context, c *queue.Consumer, r queue.Reserved, log *slog.Logger) {
+	log = log.With("job_id", r.ID, "tube", r.Tube, "attempt", r.Reserves)
+	w.m.InFlight.Inc()
+	defer w.m.InFlight.Dec()
+	started := time.Now()
+
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := make(chan outcome, 1)
+	go func() { out <- w.work(hctx, r, started) }()
+	waitWork := func() outcome { return <-out } // the goroutine always sends
+
+	touch := time.NewTicker(max(r.TTR/2, minTouch))
+	defer touch.Stop()
+	for {
+		select {
+		case o := <-out:
+			w.finish(ctx, c, r, o, started, log)
+			return
+		case <-touch.C:
+			w.finishOp(log, "touch", func(fctx context.Context) error { return c.Touch(fctx, r.ID) })
+		case <-ctx.Done():
+			select {
+			case o := <-out: // finished just in time
+				w.finish(ctx, c, r, o, started, log)
+				return
+			default:
+			}
+			// Give the job back before waiting for the handler to notice
+			// the cancellation, so another worker can start at once. A
+			// result written meanwhile is found by that worker's Save.
+			log.Warn("shutdown grace over; releasing job in flight")
+			w.release(log, c, r, 0, ReasonShutdown)
+			cancel()
+			waitWork()
+			return
+		}
+	}
+}
+
+// work runs the handler and stores its result.
+func (w *Worker) work(ctx context.Context, r queue.Reserved, started time.Time) (o outcome) {
+	defer func() {
+		if p := recover(); p != nil {
+			o = outcome{handlerErr: fmt.Errorf("handler panicked: %v", p)}
+		}
+	}()
+	h := w.cfg.Handlers.For(r.Tube)
+	res, err := h.Handle(ctx, handler.Job{ID: r.ID, Tube: r.Tube, Body: r.Body, Attempt: int(r.Reserves)})
+	if err != nil {
+		return outcome{handlerErr: err}
+	}
+	completed := time.Now()
+	result := job.Result{
+		ID:          r.ID,
+		Hash:        res.Hash,
+		Payload:     string(r.Body),
+		Tube:        r.Tube,
+		Worker:      w.cfg.WorkerID,
+		Attempts:    int(r.Reserves),
+		StartedAt:   started.UTC().Truncate(time.Millisecond),
+		CompletedAt: completed.UTC().Truncate(time.Millisecond),
+		DurationMS:  float64(completed.Sub(started).Microseconds()) / 1000,
+	}
+	sctx, cancel := context.WithTimeout(ctx, w.cfg.SaveTimeout)
+	defer cancel()
+	return outcome{result: result, storeErr: w.cfg.Store.Save(sctx, result)}
+}
+
+// finish acts on the outcome. The result is stored before the job is
+// deleted, so a crash in between only redelivers a job whose result Save
+// then recognises.
+func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved, o outcome, started time.Time, log *slog.Logger) {
+	shuttingDown := ctx.Err() != nil
+	switch {
+	case o.handlerErr != nil && shuttingDown:
+		w.release(log, c, r, 0, ReasonShutdown)
+
+	case o.handlerErr != nil:
+		w.m.Failed.WithLabelValues(r.Tube).Inc()
+		if int(r.Reserves) >= w.cfg.MaxAttempts {
+			log.Error("handler failed on the last attempt; burying job", "err", o.handlerErr, "max_attempts", w.cfg.MaxAttempts)
+			w.bury(log, c, r, ReasonMaxAttempts)
+			return
+		}
+		d := w.cfg.Retry.Jittered(int(r.Reserves))
+		log.Warn("handler failed; releasing job for a retry", "err", o.handlerErr, "delay", d.String(), "max_attempts", w.cfg.MaxAttempts)
+		w.release(log, c, r, d, ReasonHandlerFailed)
+
+	case o.storeErr == nil, errors.Is(o.storeErr, store.ErrAlreadyStored):
+		w.storeOutage.ok()
+		if o.storeErr != nil {
+			log.Info("result already stored (job redelivered); deleting job")
+		}
+		if err := w.finishOp(log, "delete", func(fctx context.Context) error { return c.Delete(fctx, r.ID) }); err != nil {
+			return // redelivered later, and then recognised as stored
+		}
+		w.m.Done.WithLabelValues(r.Tube).Inc()
+		w.m.Duration.WithLabelValues(r.Tube).Observe(time.Since(started).Seconds())
+		if o.storeErr == nil {
+			log.Info("job done", "hash", o.result.Hash, "duration_ms", o.result.DurationMS)
+		}
+
+	case errors.Is(o.storeErr, store.ErrConflict):
+		w.storeOutage.ok()
+		attrs := []any{"err", o.storeErr, "new_hash", o.result.Hash, "new_payload", clip(o.result.Payload)}
+		fctx, cancel := context.WithTimeout(context.Background(), w.cfg.SaveTimeout)
+		if old, err := w.cfg.Store.Find(fctx, r.ID); err == nil {
+			attrs = append(attrs, "stored_hash", old.Hash, "stored_payload", clip(old.Payload),
+				"stored_worker", old.Worker, "stored_completed_at", old.CompletedAt)
+		}
+		cancel()
+		log.Error("a different result is stored under this job id (beanstalkd restarted without binlog and reused ids?); "+
+			"never overwriting it: burying job", attrs...)
+		w.bury(log, c, r, ReasonConflict)
+
+	case shuttingDown:
+		w.release(log, c, r, 0, ReasonShutdown)
+
+	default:
+		// Infrastructure failure: retried for as long as it lasts and never
+		// buried, whatever the attempt count.
+		reason := ReasonStoreError
+		if store.IsUnavailable(o.storeErr) {
+			reason = ReasonStoreUnavailable
+			w.storeOutage.fail(o.storeErr)
+		} else {
+			log.Error("storing result failed; releasing job for a retry", "err", o.storeErr)
+		}
+		d := w.cfg.Retry.Jittered(int(r.Reserves))
+		log.Debug("result not stored; releasing job", "err", o.storeErr, "delay", d.String())
+		w.release(log, c, r, d, reason)
+	}
+}
+
+func (w *Worker) release(log *slog.Logger, c *queue.Consumer, r queue.Reserved, delay time.Duration, reason string) {
+	err := w.finishOp(log, "release", func(fctx context.Context) error { return c.Release(fctx, r.ID, r.Priority, delay) })
+	if err == nil {
+		w.m.Released.WithLabelValues(r.Tube, reason).Inc()
+	}
+}
+
+func (w *Worker) bury(log *slog.Logger, c *queue.Consumer, r queue.Reserved, reason string) {
+	err := w.finishOp(log, "bury", func(fctx context.Context) error { return c.Bury(fctx, r.ID, r.Priority) })
+	if err == nil {
+		w.m.Buried.WithLabelValues(r.Tube, reason).Inc()
+	}
+}
+
+// finishOp runs a command on a reserved job. It is not bound to the
+// worker's contexts: a job must be finished even during shutdown. A
+// failure is logged; beanstalkd hands the job out again after its TTR or
+// when the connection closes, so nothing is lost.
+func (w *Worker) finishOp(log *slog.Logger, op string, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	err := f(ctx)
+	if err != nil {
+		log.Warn(op+" failed; beanstalkd will hand the job out again", "err", err)
+	}
+	return err
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func clip(s string) string {
+	if len(s) <= logPayloadMax {
+		return s
+	}
+	return s[:logPayloadMax] + "…"
+}
