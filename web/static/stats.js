@@ -1,0 +1,144 @@
+// Queue counters, the per-tube table and the throughput sparkline, fed by
+// the notifier's stats messages (every second) and by the completions the
+// board receives (the stats carry no completed count per tube).
+
+import { count, h, schedule } from './util.js';
+
+const STATES = ['ready', 'delayed', 'reserved', 'buried'];
+const WINDOW_MS = 5 * 60 * 1000;
+const W = 300;
+const H = 60;
+
+/** Stats renders the counters, the tubes table and the sparkline. */
+export class Stats {
+  constructor({ root = document, onTubes } = {}) {
+    this.el = {};
+    for (const s of [...STATES, 'completed']) this.el[s] = root.querySelector(`[data-testid=count-${s}]`);
+    this.tubesBody = root.getElementById('tubes-body');
+    this.tubesEmpty = root.getElementById('tubes-empty');
+    this.spark = root.getElementById('sparkline');
+    this.sparkLine = this.spark.querySelector('.spark-line');
+    this.sparkArea = this.spark.querySelector('.spark-area');
+    this.rateNow = root.getElementById('rate-now');
+    this.ratePeak = root.getElementById('rate-peak');
+    this.rateAvg = root.getElementById('rate-avg');
+    this.rateTotal = root.getElementById('rate-total');
+    this.onTubes = onTubes;
+    this.tubes = {};
+    this.completed = new Map();
+    this.completedTotal = 0;
+    this.samples = [];
+    this.tubeNames = '';
+    this.tubesAt = 0;
+    this.renderCounters = this.renderCounters.bind(this);
+    this.renderTubes = this.renderTubes.bind(this);
+    this.renderSpark = this.renderSpark.bind(this);
+    // Keep the sparkline sliding while no stats arrive (disconnected).
+    setInterval(() => schedule(this.renderSpark), 5000);
+  }
+
+  /** applyStats takes a stats message. */
+  applyStats(msg) {
+    this.tubes = msg.tubes && typeof msg.tubes === 'object' ? msg.tubes : {};
+    const rate = Number(msg.completed_last_second);
+    if (Number.isFinite(rate)) {
+      const now = Date.now();
+      this.samples.push({ t: now, v: Math.max(0, rate) });
+      while (this.samples.length && this.samples[0].t < now - WINDOW_MS) this.samples.shift();
+    }
+    schedule(this.renderCounters);
+    schedule(this.renderTubes);
+    schedule(this.renderSpark);
+  }
+
+  /** addCompleted counts one completion in tube. */
+  addCompleted(tube) {
+    this.completed.set(tube, (this.completed.get(tube) ?? 0) + 1);
+    this.completedTotal++;
+    schedule(this.renderCounters);
+    // The table is rebuilt at most twice a second for completions alone.
+    if (Date.now() - this.tubesAt > 500) schedule(this.renderTubes);
+  }
+
+  renderCounters() {
+    const totals = { ready: 0, delayed: 0, reserved: 0, buried: 0 };
+    for (const t of Object.values(this.tubes)) {
+      for (const s of STATES) totals[s] += Number(t?.[s]) || 0;
+    }
+    for (const s of STATES) setText(this.el[s], String(totals[s]));
+    setText(this.el.completed, String(this.completedTotal));
+  }
+
+  renderTubes() {
+    this.tubesAt = Date.now();
+    const names = new Set([...Object.keys(this.tubes), ...this.completed.keys()]);
+    const sorted = [...names].sort((a, b) => (a === 'default' ? -1 : b === 'default' ? 1 : a.localeCompare(b)));
+    this.tubesEmpty.hidden = sorted.length > 0;
+    const rows = sorted.map((name) => {
+      const t = this.tubes[name] ?? {};
+      return h('tr', {},
+        h('th', { scope: 'row' }, h('span', { class: 'tube-chip', text: name })),
+        ...STATES.map((s) => h('td', { class: 'num', 'data-zero': !(Number(t[s]) > 0) }, count(Number(t[s]) || 0))),
+        h('td', { class: 'num', 'data-zero': !(this.completed.get(name) > 0) }, count(this.completed.get(name) ?? 0)),
+        h('td', { class: 'num', 'data-zero': !(Number(t.watching) > 0) }, count(Number(t.watching) || 0)));
+    });
+    this.tubesBody.replaceChildren(...rows);
+    const key = sorted.join('\n');
+    if (key !== this.tubeNames) {
+      this.tubeNames = key;
+      this.onTubes?.(sorted);
+    }
+  }
+
+  renderSpark() {
+    const now = Date.now();
+    const pts = this.samples.filter((p) => p.t >= now - WINDOW_MS);
+    const last = pts.at(-1);
+    const current = last && now - last.t < 5000 ? last.v : 0;
+    const peak = pts.reduce((m, p) => Math.max(m, p.v), 0);
+    const total = pts.reduce((m, p) => m + p.v, 0);
+    const avg = pts.length ? total / pts.length : 0;
+    setText(this.rateNow, count(current));
+    setText(this.ratePeak, count(peak));
+    setText(this.rateAvg, avg < 10 ? avg.toFixed(1) : count(Math.round(avg)));
+    setText(this.rateTotal, count(total));
+    this.spark.setAttribute('aria-label', pts.length
+      ? `Completed jobs per second over the last 5 minutes: now ${current}, peak ${peak}, average ${avg.toFixed(1)}`
+      : 'No throughput data yet');
+
+    const top = niceMax(peak);
+    const x = (t) => (W * (t - (now - WINDOW_MS))) / WINDOW_MS;
+    const y = (v) => H - 2 - ((H - 6) * v) / top;
+    // A gap in the samples (disconnected) breaks the line instead of
+    // drawing a slope across it.
+    let line = '';
+    let area = '';
+    let seg = [];
+    const flushSeg = () => {
+      if (seg.length === 0) return;
+      if (seg.length === 1) seg.push({ t: seg[0].t + 1000, v: seg[0].v });
+      const d = seg.map((p, i) => `${i ? 'L' : 'M'}${x(p.t).toFixed(1)} ${y(p.v).toFixed(1)}`).join('');
+      line += d;
+      area += `${d}L${x(seg.at(-1).t).toFixed(1)} ${H}L${x(seg[0].t).toFixed(1)} ${H}Z`;
+      seg = [];
+    };
+    for (const p of pts) {
+      if (seg.length && p.t - seg.at(-1).t > 2500) flushSeg();
+      seg.push(p);
+    }
+    flushSeg();
+    this.sparkLine.setAttribute('d', line);
+    this.sparkArea.setAttribute('d', area);
+  }
+}
+
+function niceMax(v) {
+  if (v <= 1) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
+  return 10 * p;
+}
+
+function setText(el, text) {
+  if (el && el.textContent !== text) el.textContent = text;
+}
