@@ -86,7 +86,7 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 		Concurrency:   int(r.Int("WORKER_CONCURRENCY", DefaultConcurrency, 1, MaxConcurrency)),
 		Tubes:         r.List("WORKER_TUBES", []string{queue.DefaultTube}),
 		MaxAttempts:   int(r.Int("WORKER_MAX_ATTEMPTS", DefaultMaxAttempts, 1, math.MaxInt32)),
-		MetricsHost:   strings.TrimSpace(getenv("WORKER_METRICS_HOST")),
+		MetricsHost:   r.String("", "WORKER_METRICS_HOST"),
 		MetricsPort:   r.Port("WORKER_METRICS_PORT", DefaultMetricsPort),
 		ShutdownGrace: r.Duration("WORKER_SHUTDOWN_GRACE", DefaultShutdownGrace, 0),
 		RetryBase:     r.Duration("WORKER_RETRY_BASE", DefaultRetryBase, 0),
