@@ -1,7 +1,7 @@
 // The manager's API, reached same-origin through the notifier's reverse
-// proxy, and the API token: asked for in a dialog when a call answers 401,
-// kept in sessionStorage, sent as a Bearer token (and, by ws.js, as the
-// WebSocket's token query parameter).
+// proxy, and the API token: asked for in a dialog when a call answers 401
+// (or 403 for a wrong token), kept in sessionStorage, sent as a Bearer
+// token (and, by ws.js, as the WebSocket's token query parameter).
 
 const TOKEN_KEY = 'jobboard.token';
 
@@ -87,7 +87,10 @@ export async function request(url, { method = 'GET', body, headers = {}, signal 
     const t = token();
     if (t) h.Authorization = `Bearer ${t}`;
     const res = await fetch(url, { method, body, headers: h, signal, cache: 'no-store' });
-    if (res.status === 401 && tries < 5) {
+    // 401: no token; 403 naming the token: a wrong one. Another 403 (a
+    // foreign origin, say) is not for the user to fix with a token.
+    const refused = res.status === 401 || (res.status === 403 && /token/i.test(await res.clone().text()));
+    if (refused && tries < 5) {
       const next = await askToken(Boolean(t));
       if (next) continue;
     }

@@ -151,7 +151,10 @@ async function main() {
       switch (msg?.type) {
         case 'job': onJob(msg); break;
         case 'stats': stats.applyStats(msg); break;
-        case 'gap': $('gap-notice').hidden = false; break;
+        case 'gap':
+          $('gap-detail').textContent = msg.error ? ` (${msg.error})` : '';
+          $('gap-notice').hidden = false;
+          break;
         case 'error': toast(`Notifier: ${msg.error ?? 'error'}`, 'error'); break;
         default: break;
       }
