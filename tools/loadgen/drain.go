@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,10 +20,11 @@ import (
 
 // drainRun is one drain measurement: n jobs from ready to stored.
 type drainRun struct {
-	Tube      string `json:"tube"`
-	Processes int    `json:"processes"`
-	Jobs      int    `json:"jobs"`
-	Stored    int    `json:"stored"`
+	Tube       string `json:"tube"`
+	Collection string `json:"collection"`
+	Processes  int    `json:"processes"`
+	Jobs       int    `json:"jobs"`
+	Stored     int    `json:"stored"`
 	// Seconds runs from the first job's reserve to the last result's
 	// store; Rate is Stored over it.
 	Seconds float64 `json:"seconds"`
@@ -110,7 +112,17 @@ func (b *bench) drainOnce(ctx context.Context, n int, floor bool) (drainRun, err
 		return drainRun{}, errNoWorkerBinary
 	}
 	tube := fmt.Sprintf("bench-drain-%d%s-%s", n, kind[:1], testenv.RandomName())
-	run := drainRun{Tube: tube, Processes: n, Jobs: b.o.jobs}
+	// A collection of the run's own: FerretDB's SQLite backend scans a
+	// whole table for any query but one on a string or ObjectID _id, so
+	// thousands of drained results in the collection the notifier polls
+	// and the manager reads would slow every later phase.
+	run := drainRun{Tube: tube, Collection: "drain_" + strings.ReplaceAll(tube, "-", "_"), Processes: n, Jobs: b.o.jobs}
+	coll := b.st.mongo.Database(b.st.mongoDB).Collection(run.Collection)
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = coll.Drop(dctx)
+	}()
 	b.prog.set(-1, fmt.Sprintf("pre-filling %d jobs for %d %s", b.o.jobs, n, kind))
 	if _, err := putMany(ctx, b.st.beanstalkAddr, tube, b.o.jobs, 8); err != nil {
 		return run, fmt.Errorf("pre-fill: %w", err)
@@ -119,9 +131,9 @@ func (b *bench) drainOnce(ctx context.Context, n int, floor bool) (drainRun, err
 	m := b.st.meter()
 	var err error
 	if floor {
-		err = b.drainLoops(ctx, &run, n)
+		err = b.drainLoops(ctx, &run, coll, n)
 	} else {
-		err = b.drainWorkers(ctx, &run, n)
+		err = b.drainWorkers(ctx, &run, coll, n)
 	}
 	run.CPU = m.read()
 	if err != nil {
@@ -134,11 +146,10 @@ func (b *bench) drainOnce(ctx context.Context, n int, floor bool) (drainRun, err
 }
 
 // drainLoops is the floor: n loops of reserve, insert the result, delete,
-// each on its own connection, into the collection the workers use.
-func (b *bench) drainLoops(ctx context.Context, run *drainRun, n int) error {
+// each on its own connection, into coll as the workers would.
+func (b *bench) drainLoops(ctx context.Context, run *drainRun, coll *mongo.Collection, n int) error {
 	ctx, cancel := context.WithTimeout(ctx, drainTimeout)
 	defer cancel()
-	coll := b.st.results()
 	var (
 		stored    atomic.Int64
 		mu        sync.Mutex
@@ -213,11 +224,11 @@ func (b *bench) drainLoops(ctx context.Context, run *drainRun, n int) error {
 // drainWorkers starts n worker processes on the tube, waits until the
 // tube is empty, and reads the first start and last completion from the
 // stored results.
-func (b *bench) drainWorkers(ctx context.Context, run *drainRun, n int) error {
+func (b *bench) drainWorkers(ctx context.Context, run *drainRun, coll *mongo.Collection, n int) error {
 	ctx, cancel := context.WithTimeout(ctx, drainTimeout)
 	defer cancel()
 	wallStart := time.Now()
-	ps, err := b.st.startWorkers(ctx, n, run.Tube)
+	ps, err := b.st.startWorkers(ctx, n, run.Tube, run.Collection)
 	defer b.st.stopProcs(ps...)
 	if err != nil {
 		return err
@@ -247,7 +258,7 @@ func (b *bench) drainWorkers(ctx context.Context, run *drainRun, n int) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	first, last, count, err := resultSpan(ctx, b.st.results(), run.Tube)
+	first, last, count, err := resultSpan(ctx, coll, run.Tube)
 	if err != nil {
 		return err
 	}

@@ -27,9 +27,12 @@ type e2eFigures struct {
 	PostErrors int     `json:"post_errors"`
 	FirstError string  `json:"first_error,omitempty"`
 	LateSends  int     `json:"late_sends"`
-	Poll       string  `json:"poll_interval"`
-	Latency    summary `json:"latency"`
-	CPU        cpuUse  `json:"cpu_cores"`
+	// DrainSeconds is how long after the last send the events kept
+	// coming: more than a poll or two means the worker fell behind.
+	DrainSeconds float64 `json:"seconds_after_last_send"`
+	Poll         string  `json:"poll_interval"`
+	Latency      summary `json:"latency"`
+	CPU          cpuUse  `json:"cpu_cores"`
 }
 
 // e2eSockets is how many WebSockets share the subscriptions.
@@ -60,7 +63,7 @@ func (b *bench) e2e(ctx context.Context) error {
 	f.Tube = b.o.tube
 	if b.st.workerBin != "" {
 		f.Tube = "bench-e2e-" + testenv.RandomName()
-		ps, err := b.st.startWorkers(ctx, 1, f.Tube)
+		ps, err := b.st.startWorkers(ctx, 1, f.Tube, "")
 		defer b.st.stopProcs(ps...)
 		if err != nil {
 			return err
@@ -163,13 +166,22 @@ func (b *bench) e2e(ctx context.Context) error {
 		})
 	}
 	senders.Wait()
-	// Let the last completions arrive: a worker's work plus a poll or
-	// two.
-	deadline := time.Now().Add(2*time.Second + 4*b.st.pollInterval)
-	for time.Now().Before(deadline) && countMap(&pending) > 0 && ctx.Err() == nil {
-		b.prog.set(-1, fmt.Sprintf("waiting for %d events", countMap(&pending)))
-		time.Sleep(20 * time.Millisecond)
+	// Let the last completions arrive. A backlog drains for as long as
+	// events keep coming; an event that has not come after a quiet spell
+	// of a few polls counts as missing.
+	quiet := 3*time.Second + 4*b.st.pollInterval
+	hardStop := time.Now().Add(30 * time.Second)
+	left, lastChange := countMap(&pending), time.Now()
+	for left > 0 && time.Since(lastChange) < quiet && time.Now().Before(hardStop) {
+		b.prog.set(-1, fmt.Sprintf("waiting for %d events", left))
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+		if n := countMap(&pending); n != left {
+			left, lastChange = n, time.Now()
+		}
 	}
+	f.DrainSeconds = time.Since(end).Seconds()
 	f.CPU = m.read()
 	if err := ctx.Err(); err != nil {
 		return err

@@ -60,28 +60,49 @@ func TestPutManyReturnsEveryID(t *testing.T) {
 func TestDrainFloorStoresEveryJob(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	ctx := context.Background()
 	for _, loops := range []int{1, 3} {
-		run, err := b.drainOnce(context.Background(), loops, true)
+		tube := "t-" + testenv.RandomName()
+		_, err := putMany(ctx, b.st.beanstalkAddr, tube, b.o.jobs, 4)
 		require.NoError(t, err)
+		coll := b.st.mongo.Database(b.st.mongoDB).Collection("c" + testenv.RandomName())
+		run := drainRun{Tube: tube, Jobs: b.o.jobs}
+		require.NoError(t, b.drainLoops(ctx, &run, coll, loops))
 		require.Equal(t, b.o.jobs, run.Stored)
-		require.Positive(t, run.Rate)
+		require.Positive(t, run.Seconds)
 
 		// The results are what a worker stores, and resultSpan reads them.
-		first, last, n, err := resultSpan(context.Background(), b.st.results(), run.Tube)
+		first, last, n, err := resultSpan(ctx, coll, tube)
 		require.NoError(t, err)
 		require.Equal(t, b.o.jobs, n)
 		require.True(t, last.After(first))
 		var r job.Result
-		require.NoError(t, b.st.results().FindOne(context.Background(), bson.D{{Key: "tube", Value: run.Tube}}).Decode(&r))
+		require.NoError(t, coll.FindOne(ctx, bson.D{{Key: "tube", Value: tube}}).Decode(&r))
 		require.Equal(t, job.Hash(r.Payload), r.Hash)
 
-		c, err := dialBeanstalk(context.Background(), b.st.beanstalkAddr, time.Now().Add(5*time.Second))
+		c, err := dialBeanstalk(ctx, b.st.beanstalkAddr, time.Now().Add(5*time.Second))
 		require.NoError(t, err)
-		ready, reserved, err := c.tubeStats(run.Tube)
+		ready, reserved, err := c.tubeStats(tube)
 		c.Close()
 		require.NoError(t, err)
 		require.Zero(t, ready+reserved, "every job deleted")
 	}
+}
+
+func TestDrainOnceFloorCleansUp(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	run, err := b.drainOnce(ctx, 2, true)
+	require.NoError(t, err)
+	require.Equal(t, b.o.jobs, run.Stored)
+	require.Positive(t, run.Rate)
+	names, err := b.st.mongo.Database(b.st.mongoDB).ListCollectionNames(ctx, bson.D{})
+	require.NoError(t, err)
+	require.NotContains(t, names, run.Collection, "the run's collection is dropped")
+
+	_, err = b.drainOnce(ctx, 1, false)
+	require.ErrorIs(t, err, errNoWorkerBinary)
 }
 
 func TestLookupFloors(t *testing.T) {

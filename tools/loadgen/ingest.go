@@ -49,10 +49,14 @@ func (b *bench) ingest(ctx context.Context) error {
 
 // errNote mentions failed operations, which a rate does not show.
 func errNote(s summary) string {
-	if s.Errors == 0 {
-		return ""
+	note := ""
+	if s.Errors > 0 {
+		note = fmt.Sprintf("%d errors (%s); ", s.Errors, s.FirstError)
 	}
-	return fmt.Sprintf("%d errors (%s); ", s.Errors, s.FirstError)
+	if s.Count > 0 && s.Unfinished > s.Count/100 {
+		note += fmt.Sprintf("%d still running at the window's end; ", s.Unfinished)
+	}
+	return note
 }
 
 // postRun measures POSTs of fresh payloads for a window of d.

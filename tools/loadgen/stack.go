@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -74,7 +75,11 @@ func startStack(ctx context.Context, o options) (*stack, error) {
 		if err := s.connectMongo(ctx); err != nil {
 			return s, err
 		}
-		for _, u := range []string{s.managerURL + "/healthz", s.notifierURL + "/healthz"} {
+		health := []string{s.managerURL + "/healthz"}
+		if o.has(phaseE2E) || o.has(phaseFanout) {
+			health = append(health, s.notifierURL+"/healthz")
+		}
+		for _, u := range health {
 			if err := waitUntil(ctx, nil, 5*time.Second, u, healthOK(u)); err != nil {
 				return s, err
 			}
@@ -105,6 +110,9 @@ func startStack(ctx context.Context, o options) (*stack, error) {
 	}
 	if _, s.managerURL, err = s.startManager(ctx, "manager", s.beanstalkAddr); err != nil {
 		return s, err
+	}
+	if !o.has(phaseE2E) && !o.has(phaseFanout) {
+		return s, nil // no phase talks to the notifier
 	}
 	return s, s.startNotifier(ctx)
 }
@@ -268,9 +276,10 @@ func (s *stack) startNotifier(ctx context.Context) error {
 // errNoWorkerBinary: worker processes cannot be started.
 var errNoWorkerBinary = errors.New("no worker binary in -bin")
 
-// startWorkers starts n worker processes with one reserver each on tube
-// and waits until they are healthy.
-func (s *stack) startWorkers(ctx context.Context, n int, tube string) ([]*proc, error) {
+// startWorkers starts n worker processes with one reserver each on tube,
+// storing into collection coll (the stack's own when empty), and waits
+// until they are healthy.
+func (s *stack) startWorkers(ctx context.Context, n int, tube, coll string) ([]*proc, error) {
 	if s.workerBin == "" {
 		return nil, errNoWorkerBinary
 	}
@@ -284,6 +293,8 @@ func (s *stack) startWorkers(ctx context.Context, n int, tube string) ([]*proc, 
 		name := fmt.Sprintf("worker-%s-%d", tube, i+1)
 		env := append(s.serviceEnv(s.beanstalkAddr),
 			"WORKER_TUBES="+tube, "WORKER_CONCURRENCY=1",
+			// Later in the list, so it wins over serviceEnv's.
+			"MONGO_COLLECTION="+cmp.Or(coll, s.mongoColl),
 			"WORKER_METRICS_PORT="+strconv.Itoa(port), "WORKER_ID=bench-"+strconv.Itoa(i+1))
 		p, err := s.start(name, s.workerBin, nil, env)
 		if err != nil {

@@ -12,9 +12,11 @@ import (
 // summary is what one measured run produced: how many operations finished
 // in the window, how fast, and their latency percentiles in milliseconds.
 type summary struct {
-	Count      int     `json:"count"`
-	Errors     int     `json:"errors"`
-	FirstError string  `json:"first_error,omitempty"`
+	Count      int    `json:"count"`
+	Errors     int    `json:"errors"`
+	FirstError string `json:"first_error,omitempty"`
+	// Unfinished operations were still running when the window closed.
+	Unfinished int     `json:"unfinished"`
 	Seconds    float64 `json:"seconds"`
 	Rate       float64 `json:"per_second"`
 	P50        float64 `json:"p50_ms"`
@@ -72,7 +74,7 @@ type hammerConfig struct {
 
 // hammer runs conc loops made by newLoop (it is given the loop's index)
 // for the warmup and the window, and summarizes the operations that
-// started inside the window. A failed operation counts as an error, not
+// finished inside the window. A failed operation counts as an error, not
 // as a sample; when nothing succeeded the first error is returned.
 func hammer(ctx context.Context, c hammerConfig, newLoop func(ctx context.Context, i int) (loop, error)) (summary, error) {
 	loops := make([]loop, c.conc)
@@ -103,12 +105,15 @@ func hammer(ctx context.Context, c hammerConfig, newLoop func(ctx context.Contex
 		all      []time.Duration
 		errs     int
 		firstErr error
-		wg       sync.WaitGroup
+		// unfinished counts operations still running when the window
+		// closed.
+		unfinished int
+		wg         sync.WaitGroup
 	)
 	for _, l := range loops {
 		wg.Go(func() {
 			own := make([]time.Duration, 0, 4096)
-			var n int
+			var n, late int
 			var first error
 			for rctx.Err() == nil {
 				t0 := time.Now()
@@ -116,7 +121,14 @@ func hammer(ctx context.Context, c hammerConfig, newLoop func(ctx context.Contex
 					break
 				}
 				err := l.op(rctx)
-				if t0.Before(from) {
+				t1 := time.Now()
+				// Count what finished inside the window: an operation
+				// slower than the warmup still counts once it ends.
+				if t1.Before(from) {
+					continue
+				}
+				if !t1.Before(until) {
+					late++
 					continue
 				}
 				if err != nil {
@@ -126,11 +138,12 @@ func hammer(ctx context.Context, c hammerConfig, newLoop func(ctx context.Contex
 					}
 					continue
 				}
-				own = append(own, time.Since(t0))
+				own = append(own, t1.Sub(t0))
 			}
 			mu.Lock()
 			all = append(all, own...)
 			errs += n
+			unfinished += late
 			if firstErr == nil {
 				firstErr = first
 			}
@@ -159,11 +172,15 @@ func hammer(ctx context.Context, c hammerConfig, newLoop func(ctx context.Contex
 		return summary{}, err
 	}
 	s := summarize(all, errs, c.d)
+	s.Unfinished = unfinished
 	if firstErr != nil {
 		s.FirstError = firstErr.Error()
 	}
 	if s.Count == 0 && firstErr != nil {
 		return s, firstErr
+	}
+	if s.Count == 0 {
+		return s, fmt.Errorf("no operation finished within the %s window (%d still running at its end)", c.d, unfinished)
 	}
 	return s, nil
 }
