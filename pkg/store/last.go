@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -25,4 +26,15 @@ func (s *Results) Last(ctx context.Context) (job.Result, error) {
 		return r, wrap("find latest result", err)
 	}
 	return r, nil
+}
+
+// CountBetween returns how many results completed in [from, to). A feed
+// that polls by completion time compares it with what it has read, to
+// find results that were stored long after their completion time.
+func (s *Results) CountBetween(ctx context.Context, from, to time.Time) (int64, error) {
+	n, err := s.coll.CountDocuments(ctx, bson.D{{Key: "completed_at", Value: bson.D{{Key: "$gte", Value: from}, {Key: "$lt", Value: to}}}})
+	if err != nil {
+		return 0, wrap("count results by completion time", err)
+	}
+	return n, nil
 }
