@@ -6,6 +6,7 @@ import { count, h, schedule } from './util.js';
 
 const STATES = ['ready', 'delayed', 'reserved', 'buried'];
 const WINDOW_MS = 5 * 60 * 1000;
+const MIN_SPAN_MS = 60 * 1000;
 const W = 300;
 const H = 60;
 
@@ -23,6 +24,8 @@ export class Stats {
     this.ratePeak = root.getElementById('rate-peak');
     this.rateAvg = root.getElementById('rate-avg');
     this.rateTotal = root.getElementById('rate-total');
+    this.spanLabel = root.getElementById('spark-span');
+    this.totalSpan = root.getElementById('rate-total-span');
     this.onTubes = onTubes;
     this.tubes = {};
     this.completed = new Map();
@@ -103,11 +106,17 @@ export class Stats {
     setText(this.rateAvg, avg < 10 ? avg.toFixed(1) : count(Math.round(avg)));
     setText(this.rateTotal, count(total));
     this.spark.setAttribute('aria-label', pts.length
-      ? `Completed jobs per second over the last 5 minutes: now ${current}, peak ${peak}, average ${avg.toFixed(1)}`
+      ? `Completed jobs per second over the last 5 minutes or since the page loaded: now ${current}, peak ${peak}, average ${avg.toFixed(1)}`
       : 'No throughput data yet');
 
     const top = niceMax(peak);
-    const x = (t) => (W * (t - (now - WINDOW_MS))) / WINDOW_MS;
+    // Until five minutes of samples exist the chart spans what there is
+    // (at least a minute), so a fresh board does not draw a sliver.
+    const span = Math.min(WINDOW_MS, Math.max(MIN_SPAN_MS, now - (pts[0]?.t ?? now)));
+    const minutes = Math.round(span / 60_000);
+    setText(this.spanLabel, `last ${minutes} min`);
+    setText(this.totalSpan, `in ${minutes} min`);
+    const x = (t) => (W * (t - (now - span))) / span;
     const y = (v) => H - 2 - ((H - 6) * v) / top;
     // A gap in the samples (disconnected) breaks the line instead of
     // drawing a slope across it.
