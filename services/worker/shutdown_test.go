@@ -2,6 +2,7 @@ package main
 
 import (
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -14,15 +15,26 @@ import (
 )
 
 // startBinary runs the worker binary against the bundle and returns it
-// once /healthz answers.
-func startBinary(t *testing.T, b bundle, extra map[string]string) *testenv.Service {
+// once /healthz answers, with its metrics URL.
+func startBinary(t *testing.T, b bundle, extra map[string]string) (*testenv.Service, string) {
 	t.Helper()
 	bin := testenv.Build(t, "./services/worker")
 	port, err := testenv.FreePort()
 	require.NoError(t, err)
 	env := b.env(extra)
 	env["WORKER_METRICS_PORT"] = strconv.Itoa(port)
-	return testenv.StartService(t, bin, env, "http://127.0.0.1:"+strconv.Itoa(port)+"/healthz")
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	return testenv.StartService(t, bin, env, base+"/healthz"), base + "/metrics"
+}
+
+// waitInFlight waits until the worker is working on a job: reserved is
+// not enough, as a job reserved at the moment of SIGTERM is handed back
+// unworked.
+func waitInFlight(t *testing.T, metricsURL string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		return strings.Contains(httpGet(t, metricsURL), "\njobs_in_flight 1\n")
+	}, 10*time.Second, 20*time.Millisecond)
 }
 
 // sigterm stops svc and returns how long it took to exit.
@@ -43,9 +55,9 @@ func sigterm(t *testing.T, svc *testenv.Service) time.Duration {
 func TestSIGTERMWithShortGraceReleasesTheJobInFlight(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	svc := startBinary(t, b, map[string]string{"WORK_DELAY": "20s", "WORKER_SHUTDOWN_GRACE": "1s"})
+	svc, metrics := startBinary(t, b, map[string]string{"WORK_DELAY": "20s", "WORKER_SHUTDOWN_GRACE": "1s"})
 	id := put(t, b, b.Tube, `{"interrupted":true}`, time.Minute)
-	waitState(t, b, id, job.StateReserved, 10*time.Second)
+	waitInFlight(t, metrics)
 
 	took := sigterm(t, svc)
 	require.GreaterOrEqual(t, took, time.Second, "the grace is given")
@@ -63,9 +75,9 @@ func TestSIGTERMWithShortGraceReleasesTheJobInFlight(t *testing.T) {
 func TestSIGTERMWithLongGraceFinishesTheJobInFlight(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	svc := startBinary(t, b, map[string]string{"WORK_DELAY": "2s", "WORKER_SHUTDOWN_GRACE": "30s"})
+	svc, metrics := startBinary(t, b, map[string]string{"WORK_DELAY": "2s", "WORKER_SHUTDOWN_GRACE": "30s"})
 	id := put(t, b, b.Tube, `{"finished":true}`, time.Minute)
-	waitState(t, b, id, job.StateReserved, 10*time.Second)
+	waitInFlight(t, metrics)
 	queued := put(t, b, b.Tube, `{"queued":true}`, time.Minute)
 
 	took := sigterm(t, svc)

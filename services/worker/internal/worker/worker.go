@@ -181,6 +181,7 @@ func (w *Worker) reserver(ctx, workCtx context.Context, n int) {
 		wait = reconnectMin
 		if ctx.Err() != nil {
 			// Reserved just as the shutdown began: give it straight back.
+			log.Info("job reserved as the shutdown began; handing it back unworked", "job_id", r.ID)
 			w.release(log, c, r, 0, ReasonShutdown)
 			return
 		}
@@ -230,8 +231,7 @@ func (w *Worker) process(ctx context.Context, c *queue.Consumer, r queue.Reserve
 			// Give the job back before waiting for the handler to notice
 			// the cancellation, so another worker can start at once. A
 			// result written meanwhile is found by that worker's Save.
-			log.Warn("shutdown grace over; releasing job in flight")
-			w.release(log, c, r, 0, ReasonShutdown)
+			w.releaseUnfinished(log, c, r)
 			cancel()
 			waitWork()
 			return
@@ -275,7 +275,7 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 	shuttingDown := ctx.Err() != nil
 	switch {
 	case o.handlerErr != nil && shuttingDown:
-		w.release(log, c, r, 0, ReasonShutdown)
+		w.releaseUnfinished(log, c, r)
 
 	case o.handlerErr != nil:
 		w.m.Failed.WithLabelValues(r.Tube).Inc()
@@ -316,7 +316,7 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 		w.bury(log, c, r, ReasonConflict)
 
 	case shuttingDown:
-		w.release(log, c, r, 0, ReasonShutdown)
+		w.releaseUnfinished(log, c, r)
 
 	default:
 		// Infrastructure failure: retried for as long as it lasts and never
@@ -332,6 +332,13 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 		log.Debug("result not stored; releasing job", "err", o.storeErr, "delay", d.String())
 		w.release(log, c, r, d, reason)
 	}
+}
+
+// releaseUnfinished hands back a job cut short by the end of the shutdown
+// grace, with no delay, so another worker takes it at once.
+func (w *Worker) releaseUnfinished(log *slog.Logger, c *queue.Consumer, r queue.Reserved) {
+	log.Warn("shutdown grace over; releasing job in flight", "grace", w.cfg.ShutdownGrace.String())
+	w.release(log, c, r, 0, ReasonShutdown)
 }
 
 func (w *Worker) release(log *slog.Logger, c *queue.Consumer, r queue.Reserved, delay time.Duration, reason string) {
