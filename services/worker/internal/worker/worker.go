@@ -209,8 +209,7 @@ func (w *Worker) process(ctx context.Context, c *queue.Consumer, r queue.Reserve
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	out := make(chan outcome, 1)
-	go func() { out <- w.work(hctx, r, started) }()
-	waitWork := func() outcome { return <-out } // the goroutine always sends
+	go func() { out <- w.work(hctx, r, started) }() // always sends once
 
 	touch := time.NewTicker(max(r.TTR/2, minTouch))
 	defer touch.Stop()
@@ -233,7 +232,7 @@ func (w *Worker) process(ctx context.Context, c *queue.Consumer, r queue.Reserve
 			// result written meanwhile is found by that worker's Save.
 			w.releaseUnfinished(log, c, r)
 			cancel()
-			waitWork()
+			<-out
 			return
 		}
 	}
