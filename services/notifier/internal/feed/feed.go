@@ -39,6 +39,7 @@ type Sink func(ctx context.Context, rs []job.Result)
 type Store interface {
 	After(ctx context.Context, at time.Time, id uint64, limit int) ([]job.Result, error)
 	Last(ctx context.Context) (job.Result, error)
+	CountBetween(ctx context.Context, from, to time.Time) (int64, error)
 }
 
 var _ Store = (*store.Results)(nil)
@@ -60,20 +61,27 @@ type Config struct {
 	// SaveEvery is the longest an advanced resume token stays unsaved
 	// (default 1s).
 	SaveEvery time.Duration
+	// SweepWindow is how long before the lookback the poller still finds
+	// results that were stored late (default 30s; negative turns the
+	// sweep off). SweepEvery is how often it looks (default 1s).
+	SweepWindow time.Duration
+	SweepEvery  time.Duration
 }
 
 // Feed finds new completions. Run it once.
 type Feed struct {
-	mode      string
-	interval  time.Duration
-	lookback  time.Duration
-	id        string
-	store     Store
-	opener    Opener
-	state     StateStore
-	log       *slog.Logger
-	onMode    func(string)
-	saveEvery time.Duration
+	mode       string
+	interval   time.Duration
+	lookback   time.Duration
+	id         string
+	store      Store
+	opener     Opener
+	state      StateStore
+	log        *slog.Logger
+	onMode     func(string)
+	saveEvery  time.Duration
+	sweep      time.Duration
+	sweepEvery time.Duration
 
 	modeOnce sync.Once
 	current  atomic.Value // string
@@ -86,6 +94,13 @@ func New(c Config) *Feed {
 		mode: c.Mode, interval: c.PollInterval, lookback: c.PollLookback, id: c.ID,
 		store: c.Store, opener: c.Opener, state: c.State, log: c.Logger, onMode: c.OnMode,
 		saveEvery: cmpDuration(c.SaveEvery, time.Second),
+		sweep:     c.SweepWindow, sweepEvery: cmpDuration(c.SweepEvery, time.Second),
+	}
+	switch {
+	case f.sweep == 0:
+		f.sweep = 30 * time.Second
+	case f.sweep < 0:
+		f.sweep = 0
 	}
 	if f.interval <= 0 {
 		f.interval = 250 * time.Millisecond
@@ -160,13 +175,13 @@ func (f *Feed) latest(ctx context.Context) (position, bool) {
 }
 
 func (f *Feed) poll(ctx context.Context, sink Sink, start position) error {
-	p := newPoller(f.store, f.interval, f.lookback, start)
+	p := newPoller(f.store, f.lookback, f.sweep, f.sweepEvery, start, f.log)
 	f.setMode(ModePoll)
 	t := time.NewTicker(f.interval)
 	defer t.Stop()
 	failing := false
 	for {
-		_, err := p.round(ctx, sink)
+		err := p.round(ctx, sink)
 		switch {
 		case ctx.Err() != nil:
 			return nil

@@ -142,6 +142,36 @@ func TestPollDeliversALateCommitOnce(t *testing.T) {
 	require.Equal(t, 3, c.len())
 }
 
+func TestPollSweepFindsACommitLaterThanTheLookback(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	c := newCollector()
+	f := feed.New(feed.Config{Mode: feed.ModePoll, PollInterval: 20 * time.Millisecond, PollLookback: 100 * time.Millisecond,
+		SweepWindow: 10 * time.Second, SweepEvery: 50 * time.Millisecond,
+		ID: "n1", Store: b.results, State: b.state, Logger: logger(t)})
+	start(t, f, c.sink)
+	waitMode(t, f, feed.ModePoll)
+
+	// The sweep looks no further back than the feed's start (minus the
+	// lookback): give it a second of history.
+	time.Sleep(time.Second)
+	now := time.Now()
+	require.NoError(t, b.results.Save(ctx, result(10, now)))
+	require.Eventually(t, func() bool { return c.times(10) == 1 }, 5*time.Second, 10*time.Millisecond)
+	// Stored 800ms after its completion: eight lookbacks late.
+	require.NoError(t, b.results.Save(ctx, result(9, now.Add(-800*time.Millisecond))))
+	require.Eventually(t, func() bool { return c.times(9) == 1 }, 5*time.Second, 10*time.Millisecond)
+	// Older than the sweep window: beyond what polling promises.
+	require.NoError(t, b.results.Save(ctx, result(8, now.Add(-time.Minute))))
+	require.NoError(t, b.results.Save(ctx, result(11, now.Add(time.Second))))
+	require.Eventually(t, func() bool { return c.times(11) == 1 }, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // a few sweeps more
+	require.Empty(t, c.dups())
+	require.Zero(t, c.times(8))
+	require.Equal(t, 3, c.len())
+}
+
 func TestPollPagesThroughABusyWindowOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -261,4 +291,3 @@ func TestChangeStreamAgainstAReplicaSet(t *testing.T) {
 	require.Eventually(t, func() bool { return c2.times(2) == 1 }, 10*time.Second, 10*time.Millisecond)
 	require.Zero(t, c2.times(1))
 }
-

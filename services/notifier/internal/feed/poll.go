@@ -3,6 +3,7 @@ package feed
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -16,53 +17,113 @@ const pageSize = 1000
 // therefore reads again from the watermark minus the lookback, and the
 // seen set drops what was delivered already: a late result is delivered
 // once as long as it commits within the lookback of its own timestamp.
+//
+// A result that commits later than that (a database stalled for seconds)
+// is found by the sweep: every sweepEvery it counts the results stamped in
+// the sweep window before the lookback and, when MongoDB has more than
+// were delivered, reads that range again. The seen set covers the sweep
+// window, so the sweep never delivers twice either.
 type poller struct {
-	store    Store
-	interval time.Duration
-	lookback time.Duration
-	now      func() time.Time
-	seen     *seen
+	store       Store
+	lookback    time.Duration
+	sweepWindow time.Duration
+	sweepEvery  time.Duration
+	now         func() time.Time
+	log         *slog.Logger
+	seen        *seen
 	// mark is the latest completion read, capped at the local clock so a
 	// worker with a clock running ahead cannot push the window past
 	// everybody else's results.
 	mark time.Time
+	// floor is where the first window started: nothing before it is
+	// anybody's business.
+	floor     time.Time
+	lastSweep time.Time
 }
 
-func newPoller(s Store, interval, lookback time.Duration, start position) *poller {
-	return &poller{store: s, interval: interval, lookback: lookback, now: time.Now, seen: newSeen(), mark: start.at}
+func newPoller(s Store, lookback, sweepWindow, sweepEvery time.Duration, start position, log *slog.Logger) *poller {
+	return &poller{
+		store: s, lookback: lookback, sweepWindow: sweepWindow, sweepEvery: sweepEvery,
+		now: time.Now, log: log, seen: newSeen(), mark: start.at, floor: start.at.Add(-lookback),
+	}
 }
 
 // round reads every result in the window once and hands the new ones to
-// sink. It returns how many it delivered.
-func (p *poller) round(ctx context.Context, sink Sink) (int, error) {
-	from := position{at: p.mark.Add(-p.lookback)}
-	delivered := 0
+// sink, sweeping for late commits when it is time to.
+func (p *poller) round(ctx context.Context, sink Sink) error {
+	if err := p.read(ctx, position{at: p.mark.Add(-p.lookback)}, time.Time{}, sink, false); err != nil {
+		return err
+	}
+	if now := p.now(); p.mark.After(now) {
+		p.mark = now
+	}
+	if p.sweepWindow > 0 && p.now().Sub(p.lastSweep) >= p.sweepEvery {
+		if err := p.sweep(ctx, sink); err != nil {
+			return err
+		}
+		p.lastSweep = p.now()
+	}
+	// Nothing before the sweep window can be read again.
+	p.seen.prune(p.mark.Add(-p.lookback - p.sweepWindow))
+	return nil
+}
+
+// read delivers the unseen results from `from` on, up to `to` when it is
+// not zero.
+func (p *poller) read(ctx context.Context, from position, to time.Time, sink Sink, late bool) error {
 	for {
 		rs, err := p.store.After(ctx, from.at, from.id, pageSize)
 		if err != nil {
-			return delivered, fmt.Errorf("poll results after %s: %w", from.at.Format(time.RFC3339Nano), err)
+			return fmt.Errorf("poll results after %s: %w", from.at.Format(time.RFC3339Nano), err)
+		}
+		full := len(rs) == pageSize
+		if !to.IsZero() {
+			for i, r := range rs {
+				if !r.CompletedAt.Before(to) {
+					rs, full = rs[:i], false
+					break
+				}
+			}
 		}
 		if fresh := p.seen.fresh(rs); len(fresh) > 0 {
+			if late {
+				for _, r := range fresh {
+					p.log.Warn("result stored later than NOTIFIER_POLL_LOOKBACK after its completion: delivered late",
+						"job_id", r.ID, "completed_at", r.CompletedAt, "lookback", p.lookback)
+				}
+			}
 			sink(ctx, fresh)
-			delivered += len(fresh)
 		}
 		for _, r := range rs {
 			if r.CompletedAt.After(p.mark) {
 				p.mark = r.CompletedAt
 			}
 		}
-		if len(rs) < pageSize {
-			break
+		if !full {
+			return nil
 		}
 		from = positionOf(rs[len(rs)-1])
 	}
-	if now := p.now(); p.mark.After(now) {
-		p.mark = now
-	}
-	// Nothing before the next window's start can be read again.
-	p.seen.prune(p.mark.Add(-p.lookback))
-	return delivered, nil
 }
 
-// last returns the position to resume from in another mode.
-func (p *poller) last() position { return position{at: p.mark} }
+// sweep finds results stamped in the sweep window before the lookback
+// that were not delivered: a count first, which is all it costs when
+// nothing is missing.
+func (p *poller) sweep(ctx context.Context, sink Sink) error {
+	to := p.mark.Add(-p.lookback)
+	from := to.Add(-p.sweepWindow)
+	if from.Before(p.floor) {
+		from = p.floor
+	}
+	if !from.Before(to) {
+		return nil
+	}
+	n, err := p.store.CountBetween(ctx, from, to)
+	if err != nil {
+		return fmt.Errorf("count results for the late-commit sweep: %w", err)
+	}
+	if n <= int64(p.seen.between(from, to)) {
+		return nil
+	}
+	return p.read(ctx, position{at: from}, to, sink, true)
+}

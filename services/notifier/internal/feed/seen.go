@@ -38,7 +38,16 @@ func (s *seen) prune(t time.Time) {
 	}
 }
 
-func (s *seen) len() int { return len(s.ids) }
+// between counts the delivered results completed in [from, to).
+func (s *seen) between(from, to time.Time) int {
+	n := 0
+	for _, at := range s.ids {
+		if !at.Before(from) && at.Before(to) {
+			n++
+		}
+	}
+	return n
+}
 
 // position is a place in (completed_at, _id) order.
 type position struct {

@@ -1,0 +1,390 @@
+// Package hub fans job events out to WebSocket and Server-Sent Events
+// clients: completions to those who subscribed to all of them or to the
+// job, state changes to the job's subscribers, queue statistics to every
+// WebSocket client, and replays from a cursor on connect.
+//
+// The publisher never blocks. Each client has a bounded buffer; a client
+// that falls so far behind that its buffer is full is closed with
+// StatusPolicyViolation (the pattern of coder/websocket's chat example),
+// and the others are not slowed.
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/services/notifier/internal/metrics"
+)
+
+// ReplayStore reads stored results after a cursor, in completion order.
+type ReplayStore interface {
+	After(ctx context.Context, at time.Time, id uint64, limit int) ([]job.Result, error)
+}
+
+// Lookup tells a job's current state: from the queue while it is there,
+// from the results store once completed. found is false when neither
+// knows the job.
+type Lookup func(ctx context.Context, id uint64) (ev job.Event, found bool, err error)
+
+// Config configures a Hub. Zero durations and sizes take the defaults.
+type Config struct {
+	Store   ReplayStore
+	Lookup  Lookup
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+
+	// ReplayLimit is the most completions one replay sends (10000).
+	ReplayLimit int
+	// MaxClients caps the connected clients (10000).
+	MaxClients int
+	// Buffer is each client's queue of frames (1024).
+	Buffer int
+	// WriteTimeout bounds each write to a client (5s).
+	WriteTimeout time.Duration
+	// PingInterval is how often WebSocket peers are pinged (20s).
+	PingInterval time.Duration
+	// Heartbeat is how often an idle SSE stream gets a comment (15s).
+	Heartbeat time.Duration
+	// ReadLimit is the largest client frame (64 KiB - 1: a 64 KiB frame
+	// closes the connection with 1009).
+	ReadLimit int64
+	// MaxJobs is the most jobs one client may watch (10000).
+	MaxJobs int
+	// SkipOriginCheck: the caller has checked the Origin header already.
+	SkipOriginCheck bool
+	// OriginPatterns for coder/websocket's own check, when it is used.
+	OriginPatterns []string
+}
+
+func (c *Config) defaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.ReplayLimit, 10000)
+	def(&c.MaxClients, 10000)
+	def(&c.Buffer, 1024)
+	def(&c.MaxJobs, 10000)
+	defd(&c.WriteTimeout, 5*time.Second)
+	defd(&c.PingInterval, 20*time.Second)
+	defd(&c.Heartbeat, 15*time.Second)
+	if c.ReadLimit <= 0 {
+		c.ReadLimit = 64<<10 - 1
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.New()
+	}
+}
+
+// Hub is the set of connected clients and what each watches.
+type Hub struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics.Metrics
+
+	ctx    context.Context // ends at Shutdown
+	cancel context.CancelFunc
+	conns  sync.WaitGroup // one per connection handler
+	count  atomic.Int64   // connected clients, for MaxClients
+
+	completed atomic.Int64 // completions since the last stats
+
+	mu      sync.Mutex
+	clients map[*client]struct{}
+	all     map[*client]struct{}
+	watches map[uint64]*watch
+}
+
+// watch is one job's watchers.
+type watch struct {
+	clients map[*client]struct{}
+	// completed: the job's completion was published; the tracker stops
+	// asking the queue about it.
+	completed bool
+}
+
+// New returns a hub. Call Shutdown to close its clients.
+func New(cfg Config) *Hub {
+	cfg.defaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Hub{
+		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, ctx: ctx, cancel: cancel,
+		clients: map[*client]struct{}{}, all: map[*client]struct{}{}, watches: map[uint64]*watch{},
+	}
+}
+
+// Shutdown closes every client (WebSocket ones with StatusGoingAway) and
+// waits for their handlers, or for ctx.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.cancel()
+	done := make(chan struct{})
+	go func() { h.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Clients is the number of connected clients.
+func (h *Hub) Clients() int { return int(h.count.Load()) }
+
+// reserve takes a place for a new client, or reports that the hub is full
+// or shutting down.
+func (h *Hub) reserve() bool {
+	if h.ctx.Err() != nil {
+		return false
+	}
+	if h.count.Add(1) > int64(h.cfg.MaxClients) {
+		h.count.Add(-1)
+		return false
+	}
+	h.conns.Add(1)
+	return true
+}
+
+func (h *Hub) release() {
+	h.count.Add(-1)
+	h.conns.Done()
+}
+
+// frame is one message queued for a client, encoded once for all.
+type frame struct {
+	typ  string // job, stats, gap, error
+	data []byte
+	// id is set for job events; cursor and at for completions.
+	id     uint64
+	state  job.State
+	cursor job.Cursor
+	at     time.Time
+	// live: a completion found by the feed just now, whose push latency
+	// is measured.
+	live bool
+}
+
+func newFrame(ev job.Event) frame {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		panic(err) // job.Event always encodes
+	}
+	f := frame{typ: ev.Type, data: data, id: ev.ID, state: ev.State, cursor: ev.Cursor}
+	if ev.Result != nil {
+		f.at = ev.Result.CompletedAt
+	}
+	return f
+}
+
+func errorFrame(msg string) frame { return newFrame(job.Event{Type: job.TypeError, Error: msg}) }
+
+// client is one connection's subscriptions and queue.
+type client struct {
+	transport string // ws or sse
+	send      chan frame
+	stats     bool // wants stats frames
+	closeSlow func()
+
+	mu      sync.Mutex
+	all     bool
+	jobs    map[uint64]job.State // last state sent; "" before the first
+	dropped bool
+}
+
+func (h *Hub) newClient(transport string, all, stats bool) *client {
+	return &client{transport: transport, send: make(chan frame, h.cfg.Buffer), stats: stats, all: all, jobs: map[uint64]job.State{}}
+}
+
+// enqueue queues f without blocking; a full queue drops the client.
+// c.mu is held.
+func (h *Hub) enqueue(c *client, f frame) {
+	if c.dropped {
+		return
+	}
+	select {
+	case c.send <- f:
+	default:
+		c.dropped = true
+		h.m.Dropped.WithLabelValues("slow").Inc()
+		h.log.Info("client too slow: closing it", "transport", c.transport, "buffer", cap(c.send))
+		go c.closeSlow()
+	}
+}
+
+// offerCompletion queues a completion for c unless c had it already.
+func (h *Hub) offerCompletion(c *client, f frame) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.jobs[f.id]; ok {
+		if st == job.StateCompleted {
+			return
+		}
+		c.jobs[f.id] = job.StateCompleted
+		h.enqueue(c, f)
+		return
+	}
+	if c.all {
+		h.enqueue(c, f)
+	}
+}
+
+// offerState queues a state change for a watcher of the job: only a
+// change, and nothing after completion.
+func (h *Hub) offerState(c *client, f frame) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, ok := c.jobs[f.id]
+	if !ok || st == job.StateCompleted || st == f.state {
+		return
+	}
+	c.jobs[f.id] = f.state
+	h.enqueue(c, f)
+}
+
+func (h *Hub) offer(c *client, f frame) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h.enqueue(c, f)
+}
+
+func (h *Hub) add(c *client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.clients[c] = struct{}{}
+	if c.all {
+		h.all[c] = struct{}{}
+	}
+	h.m.Clients.WithLabelValues(c.transport).Inc()
+}
+
+func (h *Hub) remove(c *client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.clients, c)
+	delete(h.all, c)
+	c.mu.Lock()
+	for id := range c.jobs {
+		h.unwatchLocked(c, id)
+	}
+	c.mu.Unlock()
+	h.m.Clients.WithLabelValues(c.transport).Dec()
+}
+
+func (h *Hub) unwatchLocked(c *client, id uint64) {
+	if w := h.watches[id]; w != nil {
+		delete(w.clients, c)
+		if len(w.clients) == 0 {
+			delete(h.watches, id)
+		}
+	}
+}
+
+// Completed publishes new completions to the clients that want them. It
+// never blocks; it is the feed's sink.
+func (h *Hub) Completed(_ context.Context, rs []job.Result) {
+	h.completed.Add(int64(len(rs)))
+	h.m.Completions.Add(float64(len(rs)))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range rs {
+		f := newFrame(job.Completed(r))
+		f.live = true
+		for c := range h.all {
+			h.offerCompletion(c, f)
+		}
+		if w := h.watches[r.ID]; w != nil {
+			w.completed = true
+			for c := range w.clients {
+				h.offerCompletion(c, f)
+			}
+		}
+	}
+}
+
+// JobState sends a watched job's new state to its watchers. A completed
+// event (found in the results store before the feed saw it) goes to the
+// job's watchers only: the feed delivers it to everybody else.
+func (h *Hub) JobState(ev job.Event) {
+	f := newFrame(ev)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w := h.watches[ev.ID]
+	if w == nil {
+		return
+	}
+	for c := range w.clients {
+		if ev.State == job.StateCompleted {
+			w.completed = true
+			h.offerCompletion(c, f)
+		} else {
+			h.offerState(c, f)
+		}
+	}
+}
+
+// Forget stops watching a job that is in neither the queue nor the
+// results store, telling its watchers.
+func (h *Hub) Forget(id uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w := h.watches[id]
+	if w == nil {
+		return
+	}
+	f := errorFrame(notFound(id) + "; no longer watched")
+	for c := range w.clients {
+		c.mu.Lock()
+		delete(c.jobs, id)
+		h.enqueue(c, f)
+		c.mu.Unlock()
+	}
+	delete(h.watches, id)
+}
+
+// Watched returns the ids that somebody watches and that have not
+// completed, in ascending order.
+func (h *Hub) Watched() []uint64 {
+	h.mu.Lock()
+	ids := make([]uint64, 0, len(h.watches))
+	for id, w := range h.watches {
+		if !w.completed {
+			ids = append(ids, id)
+		}
+	}
+	h.mu.Unlock()
+	slices.Sort(ids)
+	return ids
+}
+
+// TakeCompleted returns how many completions were published since the
+// last call.
+func (h *Hub) TakeCompleted() int { return int(h.completed.Swap(0)) }
+
+// Stats sends queue statistics to every WebSocket client.
+func (h *Hub) Stats(tubes map[string]job.TubeStats, completedLastSecond int) {
+	f := newFrame(job.Event{Type: job.TypeStats, Tubes: tubes, CompletedLastSecond: &completedLastSecond})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.clients {
+		if c.stats {
+			h.offer(c, f)
+		}
+	}
+}
+
+func notFound(id uint64) string { return "job " + strconv.FormatUint(id, 10) + " not found" }

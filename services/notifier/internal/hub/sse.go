@@ -1,0 +1,80 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"time"
+)
+
+// sseWriter writes frames as Server-Sent Events.
+type sseWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (s sseWriter) send(b []byte) error {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	if _, err := s.w.Write(b); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+func (s sseWriter) write(_ context.Context, f frame) error {
+	var b bytes.Buffer
+	if f.cursor != "" && f.typ == "job" {
+		b.WriteString("id: " + string(f.cursor) + "\n")
+	}
+	b.WriteString("event: " + f.typ + "\ndata: ")
+	b.Write(f.data)
+	b.WriteString("\n\n")
+	return s.send(b.Bytes())
+}
+
+func (s sseWriter) heartbeat(context.Context) error { return s.send([]byte(": heartbeat\n\n")) }
+
+// ServeSSE streams every completion as Server-Sent Events: "event: job",
+// "id:" the cursor, data the same JSON as on the WebSocket. The
+// Last-Event-ID header (sent by EventSource when it reconnects) or
+// ?since= replays what was missed first.
+func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
+	since, err := parseSince(r.Header.Get("Last-Event-ID"))
+	if err == nil && since == "" {
+		since, err = parseSince(r.URL.Query().Get("since"))
+	}
+	if err != nil {
+		h.m.Rejected.WithLabelValues("bad_request").Inc()
+		writeError(w, http.StatusBadRequest, "bad since cursor", err.Error())
+		return
+	}
+	if !h.reserve() {
+		h.m.Rejected.WithLabelValues("max_clients").Inc()
+		writeError(w, http.StatusServiceUnavailable, "too many clients", "")
+		return
+	}
+	defer h.release()
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(h.ctx, cancel)
+	defer stop()
+
+	c := h.newClient("sse", true, false)
+	c.closeSlow = cancel
+	h.add(c)
+	defer h.remove(c)
+
+	hd := w.Header()
+	hd.Set("Content-Type", "text/event-stream")
+	hd.Set("Cache-Control", "no-cache")
+	hd.Set("X-Accel-Buffering", "no") // no proxy buffering
+	w.WriteHeader(http.StatusOK)
+	sw := sseWriter{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout}
+	// Reconnect after 2s, and say so before anything else.
+	if err := sw.send([]byte("retry: 2000\n\n")); err != nil {
+		return
+	}
+	_ = h.pump(ctx, c, sw, since, h.cfg.Heartbeat)
+}

@@ -1,0 +1,151 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/jobsys/jobs/pkg/job"
+)
+
+// wsWriter writes frames as WebSocket text messages.
+type wsWriter struct {
+	conn    *websocket.Conn
+	timeout time.Duration
+}
+
+func (w wsWriter) write(ctx context.Context, f frame) error {
+	ctx, cancel := context.WithTimeout(ctx, w.timeout)
+	defer cancel()
+	return w.conn.Write(ctx, websocket.MessageText, f.data)
+}
+
+func (w wsWriter) heartbeat(context.Context) error { return nil }
+
+// ServeWS upgrades to a WebSocket and serves one client until it leaves,
+// falls behind, or the hub shuts down. ?since=<cursor> replays the
+// completions after the cursor first and subscribes to all of them.
+func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
+	since, err := parseSince(r.URL.Query().Get("since"))
+	if err != nil {
+		h.m.Rejected.WithLabelValues("bad_request").Inc()
+		writeError(w, http.StatusBadRequest, "bad since cursor", err.Error())
+		return
+	}
+	if !h.reserve() {
+		h.m.Rejected.WithLabelValues("max_clients").Inc()
+		writeError(w, http.StatusServiceUnavailable, "too many clients", "")
+		return
+	}
+	defer h.release()
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		InsecureSkipVerify: h.cfg.SkipOriginCheck,
+		OriginPatterns:     h.cfg.OriginPatterns,
+	})
+	if err != nil {
+		h.log.Debug("websocket handshake", "err", err)
+		return // Accept answered
+	}
+	conn.SetReadLimit(h.cfg.ReadLimit)
+
+	c := h.newClient("ws", since != "", true)
+	// ctx ends the writer: at shutdown, when the reader stops, or when
+	// the connection is gone. Cancelling a context that a coder/websocket
+	// call is waiting on closes the TCP connection at once, so reads run
+	// under no context and end when the connection closes.
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	var closeOnce sync.Once
+	closeWith := func(code websocket.StatusCode, reason string) {
+		closeOnce.Do(func() { _ = conn.Close(code, reason) })
+	}
+	c.closeSlow = func() {
+		// As in coder/websocket's chat example: the close frame goes out
+		// behind the write in progress (bounded by the write timeout).
+		closeWith(websocket.StatusPolicyViolation, "too slow: fell too far behind the events")
+	}
+	h.add(c)
+	defer h.remove(c)
+
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		h.read(ctx, conn, c)
+		cancel()
+	})
+	wg.Go(func() { h.ping(ctx, conn) })
+
+	err = h.pump(ctx, c, wsWriter{conn: conn, timeout: h.cfg.WriteTimeout}, since, 0)
+	switch {
+	case h.ctx.Err() != nil:
+		closeWith(websocket.StatusGoingAway, "server shutting down")
+	case errors.Is(err, job.ErrBadCursor):
+		closeWith(websocket.StatusInternalError, err.Error())
+	default:
+		closeWith(websocket.StatusNormalClosure, "")
+	}
+	cancel()
+	_ = conn.CloseNow()
+	wg.Wait()
+}
+
+// read handles client messages until the connection fails. A bad
+// message is answered with an error frame and the connection stays open.
+// ctx bounds the work a message starts (state lookups).
+func (h *Hub) read(ctx context.Context, conn *websocket.Conn, c *client) {
+	for {
+		typ, b, err := conn.Read(context.Background())
+		if err != nil {
+			return
+		}
+		if typ != websocket.MessageText {
+			h.offer(c, errorFrame("binary frames are not understood: send JSON as text"))
+			continue
+		}
+		m, err := DecodeClientMessage(b)
+		if err != nil {
+			h.offer(c, errorFrame(err.Error()))
+			continue
+		}
+		h.handle(ctx, c, m)
+	}
+}
+
+// ping finds dead peers: a peer that does not answer a ping within the
+// interval is closed.
+func (h *Hub) ping(ctx context.Context, conn *websocket.Conn) {
+	t := time.NewTicker(h.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, h.cfg.PingInterval)
+			err := conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					h.log.Debug("ping failed: closing", "err", err)
+					_ = conn.CloseNow()
+				}
+				return
+			}
+		}
+	}
+}
+
+// writeError answers a refused request with the API's JSON error shape.
+func writeError(w http.ResponseWriter, code int, msg, detail string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	body := map[string]string{"error": msg}
+	if detail != "" {
+		body["detail"] = detail
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}

@@ -1,0 +1,139 @@
+// Package server is the notifier's HTTP surface: the WebSocket and SSE
+// endpoints behind the origin and token checks, the job board's files,
+// the same-origin proxy to the manager's API, the board's configuration,
+// and the health, readiness and metrics endpoints.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"time"
+
+	"github.com/jobsys/jobs/services/notifier/internal/config"
+	"github.com/jobsys/jobs/services/notifier/internal/metrics"
+)
+
+// Pinger checks that a dependency answers.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Feed is what readiness needs to know about the completion feed.
+type Feed interface {
+	Mode() string
+	Healthy() bool
+}
+
+// Hub serves the event streams.
+type Hub interface {
+	ServeWS(w http.ResponseWriter, r *http.Request)
+	ServeSSE(w http.ResponseWriter, r *http.Request)
+	Clients() int
+}
+
+// Deps are the parts the handlers use.
+type Deps struct {
+	Hub       Hub
+	Feed      Feed
+	Mongo     Pinger
+	Beanstalk Pinger
+	Metrics   *metrics.Metrics
+	Logger    *slog.Logger
+	// Board is the job board's files (web.Static()).
+	Board fs.FS
+}
+
+// New returns the notifier's handler.
+func New(cfg config.Config, d Deps) (http.Handler, error) {
+	origins := newOriginCheck(cfg.AllowedOrigins)
+	guard := func(h http.HandlerFunc) http.Handler {
+		return origins.wrap(d.Metrics, requireToken(cfg.APIToken, d.Metrics, h))
+	}
+	board, err := newBoard(d.Board)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", guard(d.Hub.ServeWS))
+	mux.Handle("GET /events", guard(d.Hub.ServeSSE))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", readyz(d))
+	mux.Handle("GET /metrics", d.Metrics.Handler())
+	mux.HandleFunc("GET /board-config.json", boardConfig(cfg.BoardLinks))
+	mux.Handle("/api/", http.StripPrefix("/api", managerProxy(cfg.ManagerURL, d.Logger)))
+	mux.Handle("/", board)
+	return mux, nil
+}
+
+func readyz(d Deps) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		status := func(p Pinger) string {
+			if err := p.Ping(ctx); err != nil {
+				return err.Error()
+			}
+			return "ok"
+		}
+		body := map[string]any{
+			"mode":      d.Feed.Mode(),
+			"mongo":     status(d.Mongo),
+			"beanstalk": status(d.Beanstalk),
+			"clients":   d.Hub.Clients(),
+		}
+		// Completions come from MongoDB: without it, or before the feed
+		// runs, the notifier has nothing to say. Without beanstalkd it
+		// still pushes completions, so that is reported, not required.
+		ready := d.Feed.Mode() != "" && d.Feed.Healthy() && body["mongo"] == "ok"
+		code := http.StatusOK
+		body["status"] = "ready"
+		if !ready {
+			code = http.StatusServiceUnavailable
+			body["status"] = "not ready"
+		}
+		writeJSON(w, code, body)
+	}
+}
+
+func boardConfig(links []config.Link) http.HandlerFunc {
+	body := map[string]any{"api": "/api", "links": links}
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-cache")
+		writeJSON(w, http.StatusOK, body)
+	}
+}
+
+// managerProxy forwards to the manager, Authorization included; an
+// unreachable manager gets a 502 in the API's error shape.
+func managerProxy(target *url.URL, log *slog.Logger) http.Handler {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded()
+		},
+		Transport: &http.Transport{
+			Proxy:                 nil,
+			DialContext:           (&netDialer).DialContext,
+			MaxIdleConnsPerHost:   32,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: 30 * time.Second,
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			log.Warn("proxy to the manager", "err", err, "path", r.URL.Path)
+			writeJSON(w, http.StatusBadGateway, map[string]string{"error": "manager unreachable", "detail": err.Error()})
+		},
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(body)
+}

@@ -1,0 +1,225 @@
+// Package tracker follows the queue for the notifier: the statistics of
+// every tube each second, and the state of the jobs somebody watches,
+// asked of beanstalkd in bounded rounds, with a job event whenever a
+// watched job's state changes.
+package tracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/queue"
+	"github.com/jobsys/jobs/pkg/store"
+)
+
+// Queue is the part of beanstalkd the tracker asks.
+type Queue interface {
+	StatsJob(ctx context.Context, id uint64) (job.Stats, error)
+	Tubes(ctx context.Context) (map[string]job.TubeStats, error)
+}
+
+// Results finds stored results.
+type Results interface {
+	Find(ctx context.Context, id uint64) (job.Result, error)
+}
+
+// Hub is where the tracker's findings go.
+type Hub interface {
+	// Watched returns the ids somebody watches that have not completed.
+	Watched() []uint64
+	// JobState sends a watched job's new state to its watchers.
+	JobState(ev job.Event)
+	// Forget stops watching a job that exists nowhere.
+	Forget(id uint64)
+	// TakeCompleted returns the completions published since the last call.
+	TakeCompleted() int
+	// Stats sends the queue statistics to every client.
+	Stats(tubes map[string]job.TubeStats, completedLastSecond int)
+}
+
+var (
+	_ Queue   = (*queue.Pool)(nil)
+	_ Results = (*store.Results)(nil)
+)
+
+// Config configures a Tracker.
+type Config struct {
+	Queue   Queue
+	Results Results
+	Hub     Hub
+	Logger  *slog.Logger
+	// Interval between rounds (1s).
+	Interval time.Duration
+	// Batch is the most jobs asked about per round (200).
+	Batch int
+	// Grace is how long a job that exists nowhere stays watched (30s):
+	// it may be about to be put.
+	Grace time.Duration
+}
+
+// Tracker follows watched jobs and the tubes.
+type Tracker struct {
+	cfg Config
+	log *slog.Logger
+	// known is the last state seen of each watched job; missingSince is
+	// when a job was first found nowhere.
+	known        map[uint64]job.State
+	missingSince map[uint64]time.Time
+	next         uint64 // round-robin position: the first id of the next round
+	lastTubes    map[string]job.TubeStats
+	queueDown    bool
+}
+
+// New returns a tracker; it does nothing until Run.
+func New(cfg Config) *Tracker {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 200
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Tracker{cfg: cfg, log: cfg.Logger, known: map[uint64]job.State{}, missingSince: map[uint64]time.Time{}}
+}
+
+// Lookup tells a job's current state: beanstalkd's while the job is in
+// the queue, else completed with its result when one is stored. found is
+// false when neither has it. It is the hub's subscribe answer.
+func (t *Tracker) Lookup(ctx context.Context, id uint64) (job.Event, bool, error) {
+	st, err := t.cfg.Queue.StatsJob(ctx, id)
+	if err == nil {
+		return job.Event{Type: job.TypeJob, ID: id, State: st.State}, true, nil
+	}
+	if !errors.Is(err, queue.ErrNotFound) {
+		return job.Event{}, false, fmt.Errorf("ask the queue about job %d: %w", id, err)
+	}
+	// Workers store the result before they delete the job, so a job gone
+	// from the queue is either stored or was deleted.
+	r, err := t.cfg.Results.Find(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return job.Event{}, false, nil
+	}
+	if err != nil {
+		return job.Event{}, false, fmt.Errorf("find the result of job %d: %w", id, err)
+	}
+	return job.Completed(r), true, nil
+}
+
+// Run checks watched jobs and sends the statistics every interval until
+// ctx ends.
+func (t *Tracker) Run(ctx context.Context) error {
+	tick := time.NewTicker(t.cfg.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		t.stats(ctx)
+		t.round(ctx)
+	}
+}
+
+// stats sends the tubes' counters and the completions of the last
+// interval. When beanstalkd does not answer, the last counters are sent
+// again so clients still get their heartbeat.
+func (t *Tracker) stats(ctx context.Context) {
+	qctx, cancel := context.WithTimeout(ctx, t.cfg.Interval)
+	tubes, err := t.cfg.Queue.Tubes(qctx)
+	cancel()
+	switch {
+	case err != nil && !t.queueDown:
+		t.log.Warn("read tube statistics: sending the last known ones", "err", err)
+		t.queueDown = true
+	case err == nil:
+		if t.queueDown {
+			t.log.Info("tube statistics work again")
+		}
+		t.queueDown = false
+		t.lastTubes = tubes
+	}
+	t.cfg.Hub.Stats(t.lastTubes, t.cfg.Hub.TakeCompleted())
+}
+
+// round asks about up to Batch watched jobs, taking turns when more are
+// watched.
+func (t *Tracker) round(ctx context.Context) {
+	ids := t.cfg.Hub.Watched()
+	t.prune(ids)
+	if len(ids) == 0 {
+		return
+	}
+	// Start at the first id >= next, wrapping around.
+	start := 0
+	for start < len(ids) && ids[start] < t.next {
+		start++
+	}
+	if start == len(ids) {
+		start = 0
+	}
+	n := min(t.cfg.Batch, len(ids))
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.Interval)
+	defer cancel()
+	for i := range n {
+		id := ids[(start+i)%len(ids)]
+		if !t.check(ctx, id) {
+			break // the queue is not answering: try again next round
+		}
+		t.next = id + 1
+	}
+}
+
+// check asks about one job and reports a change. It returns false when
+// the queue or the store did not answer.
+func (t *Tracker) check(ctx context.Context, id uint64) bool {
+	ev, found, err := t.Lookup(ctx, id)
+	if err != nil {
+		t.log.Debug("check watched job", "job_id", id, "err", err)
+		return false
+	}
+	if !found {
+		first, ok := t.missingSince[id]
+		if !ok {
+			t.missingSince[id] = time.Now()
+		} else if time.Since(first) > t.cfg.Grace {
+			t.cfg.Hub.Forget(id)
+			delete(t.missingSince, id)
+			delete(t.known, id)
+		}
+		return true
+	}
+	delete(t.missingSince, id)
+	if t.known[id] != ev.State {
+		t.known[id] = ev.State
+		t.cfg.Hub.JobState(ev)
+	}
+	return true
+}
+
+// prune forgets jobs nobody watches any more.
+func (t *Tracker) prune(ids []uint64) {
+	watched := make(map[uint64]struct{}, len(ids))
+	for _, id := range ids {
+		watched[id] = struct{}{}
+	}
+	for id := range t.known {
+		if _, ok := watched[id]; !ok {
+			delete(t.known, id)
+		}
+	}
+	for id := range t.missingSince {
+		if _, ok := watched[id]; !ok {
+			delete(t.missingSince, id)
+		}
+	}
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	pkgconfig "github.com/jobsys/jobs/pkg/config"
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/queue"
+	"github.com/jobsys/jobs/pkg/store"
+	"github.com/jobsys/jobs/web"
+
+	"github.com/jobsys/jobs/services/notifier/internal/config"
+	"github.com/jobsys/jobs/services/notifier/internal/feed"
+	"github.com/jobsys/jobs/services/notifier/internal/hub"
+	"github.com/jobsys/jobs/services/notifier/internal/metrics"
+	"github.com/jobsys/jobs/services/notifier/internal/server"
+	"github.com/jobsys/jobs/services/notifier/internal/tracker"
+)
+
+// shutdownTimeout bounds closing the clients and the server.
+const shutdownTimeout = 10 * time.Second
+
+// run starts the notifier and serves until ctx ends or a part fails.
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	env, err := pkgconfig.WithDotEnv(getenv, ".env")
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(env, isTerminal(stdout))
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	log := pkgconfig.NewLogger(stdout, cfg.Log).With("service", "notifier")
+
+	client, err := store.Connect(cfg.Mongo.URL, "notifier", 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = client.Disconnect(context.Background()) }()
+	results := store.NewResults(client, cfg.Mongo.DB, cfg.Mongo.Collection)
+	pool := queue.NewPool(queue.PoolConfig{Addr: cfg.Beanstalk.Addr()})
+	defer pool.Close()
+	m := metrics.New()
+
+	var tr *tracker.Tracker
+	h := hub.New(hub.Config{
+		Store: results,
+		Lookup: func(ctx context.Context, id uint64) (job.Event, bool, error) {
+			return tr.Lookup(ctx, id)
+		},
+		Metrics:         m,
+		Logger:          log,
+		ReplayLimit:     cfg.ReplayLimit,
+		MaxClients:      cfg.MaxClients,
+		SkipOriginCheck: true, // server checks origins for /ws and /events alike
+	})
+	tr = tracker.New(tracker.Config{Queue: pool, Results: results, Hub: h, Logger: log})
+	f := feed.New(feed.Config{
+		Mode:         cfg.Mode,
+		PollInterval: cfg.PollInterval,
+		PollLookback: cfg.PollLookback,
+		ID:           cfg.ID,
+		Store:        results,
+		Opener:       feed.MongoOpener{Coll: results.Collection()},
+		State:        feed.MongoState{Coll: client.Database(cfg.Mongo.DB).Collection(feed.StateCollection)},
+		Logger:       log,
+		OnMode:       m.SetMode,
+	})
+	handler, err := server.New(cfg, server.Deps{
+		Hub: h, Feed: f, Mongo: results, Beanstalk: pool, Metrics: m, Logger: log, Board: web.Static(),
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr())
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr(), err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	log.Info("notifier listening", "addr", ln.Addr().String(), "mode", cfg.Mode, "notifier_id", cfg.ID)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	failed := make(chan error, 3)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			failed <- fmt.Errorf("serve http: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if err := f.Run(ctx, h.Completed); err != nil {
+			failed <- err
+		}
+	})
+	wg.Go(func() { _ = tr.Run(ctx) })
+	wg.Go(func() { ensureIndexes(ctx, results, log) })
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-failed:
+		log.Error("stopping", "err", runErr)
+	}
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer scancel()
+	if err := h.Shutdown(sctx); err != nil {
+		log.Warn("close clients", "err", err)
+	}
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("stop http server", "err", err)
+	}
+	cancel() // the feed saves its resume token as it stops
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
+}
+
+// ensureIndexes creates the index the feed and replays read by, retrying
+// while MongoDB is not up.
+func ensureIndexes(ctx context.Context, r *store.Results, log *slog.Logger) {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := r.EnsureIndexes(ictx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		log.Warn("create indexes", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
