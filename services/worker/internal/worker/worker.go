@@ -327,7 +327,10 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 		} else {
 			log.Error("storing result failed; releasing job for a retry", "err", o.storeErr)
 		}
-		d := w.cfg.Retry.Jittered(int(r.Reserves))
+		// The reserve count grows with every outage retry, so the handler's
+		// backoff would park jobs for up to its maximum once the database
+		// is back; an outage retry waits a few seconds at most instead.
+		d := min(w.cfg.Retry.Jittered(int(r.Reserves)), maxStoreRetryDelay)
 		log.Debug("result not stored; releasing job", "err", o.storeErr, "delay", d.String())
 		w.release(log, c, r, d, reason)
 	}
@@ -335,6 +338,10 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 
 // releaseUnfinished hands back a job cut short by the end of the shutdown
 // grace, with no delay, so another worker takes it at once.
+// maxStoreRetryDelay caps the release delay after a failure to store a
+// result, so results appear within seconds of the database's return.
+const maxStoreRetryDelay = 5 * time.Second
+
 func (w *Worker) releaseUnfinished(log *slog.Logger, c *queue.Consumer, r queue.Reserved) {
 	log.Warn("shutdown grace over; releasing job in flight", "grace", w.cfg.ShutdownGrace.String())
 	w.release(log, c, r, 0, ReasonShutdown)
