@@ -1,0 +1,253 @@
+// Package api is the manager's HTTP API: POST a JSON body to any path to
+// add a job, GET /N/ for its status (from beanstalkd while it is queued,
+// from MongoDB once it is done), PATCH /N/ to kick it, DELETE /N/ to
+// withdraw it; plus /healthz, /readyz and /metrics.
+//
+// Every answer is JSON, every error {"error": ..., "detail": ...} with its
+// status; an unreachable beanstalkd or MongoDB is a 503 within about two
+// seconds, never a hang.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/queue"
+)
+
+// Queue is what the API asks of beanstalkd besides putting jobs;
+// *queue.Pool has it.
+type Queue interface {
+	StatsJob(ctx context.Context, id uint64) (job.Stats, error)
+	Delete(ctx context.Context, id uint64) error
+	Kick(ctx context.Context, id uint64) error
+	Ping(ctx context.Context) error
+}
+
+// Enqueuer puts jobs on beanstalkd. In the manager it is the id fence
+// over the pool; *queue.Pool has it too.
+type Enqueuer interface {
+	Put(ctx context.Context, body []byte, o queue.PutOptions) (uint64, error)
+}
+
+// Results finds completed jobs; *store.Results has it.
+type Results interface {
+	Find(ctx context.Context, id uint64) (job.Result, error)
+	Ping(ctx context.Context) error
+}
+
+// Config is how the API behaves.
+type Config struct {
+	// MaxJobSize is the largest job body, in bytes after compaction.
+	MaxJobSize int
+	// DefaultTTR is the ttr of jobs posted without one.
+	DefaultTTR time.Duration
+	// CORSOrigins are the browser origins allowed; none turns CORS off.
+	CORSOrigins []string
+	// Token, when set, is the bearer token that POST, PATCH and DELETE
+	// need; with ProtectReads, GET needs it too.
+	Token        string
+	ProtectReads bool
+	// RateLimit is POSTs per second per client IP (burst twice that);
+	// 0 is no limit.
+	RateLimit float64
+	// TrustedProxies are the networks whose X-Forwarded-For and
+	// X-Real-IP headers name the client.
+	TrustedProxies []*net.IPNet
+}
+
+// Deps is what the API is built from.
+type Deps struct {
+	Queue    Queue
+	Enqueuer Enqueuer
+	Results  Results
+	Logger   *slog.Logger
+	Config   Config
+	// Registry is where the API's metrics go and what /metrics serves;
+	// nil makes a new one.
+	Registry *prometheus.Registry
+}
+
+// backendTimeout bounds every call to beanstalkd or MongoDB.
+const backendTimeout = 2 * time.Second
+
+// New returns the API's handler.
+func New(d Deps) *echo.Echo {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Registry == nil {
+		d.Registry = prometheus.NewRegistry()
+	}
+	if d.Config.DefaultTTR <= 0 {
+		d.Config.DefaultTTR = 60 * time.Second
+	}
+	h := &handler{
+		q: d.Queue, enq: d.Enqueuer, res: d.Results, log: d.Logger, cfg: d.Config,
+		metrics: newMetrics(d.Registry),
+	}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = h.handleError
+	e.IPExtractor = ipExtractor(d.Config.TrustedProxies)
+
+	e.Use(h.observe) // outermost: it sees every answer, errors included
+	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			c.Response().Header().Set("Cache-Control", "no-store")
+			return next(c)
+		}
+	})
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{
+		DisablePrintStack: true,
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			h.log.Error("panic in handler", "err", err, "method", c.Request().Method, "path", c.Request().URL.Path, "stack", string(stack))
+			return err
+		},
+	}))
+	if len(d.Config.CORSOrigins) > 0 {
+		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
+			AllowOrigins:  d.Config.CORSOrigins,
+			AllowMethods:  []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete},
+			AllowHeaders:  []string{echo.HeaderAuthorization, echo.HeaderContentType},
+			ExposeHeaders: []string{echo.HeaderLocation, echo.HeaderRetryAfter},
+			MaxAge:        600,
+		}))
+	}
+	if d.Config.RateLimit > 0 {
+		e.Use(newRateLimiter(d.Config.RateLimit).middleware)
+	}
+	if d.Config.Token != "" {
+		e.Use(authenticate(d.Config.Token, d.Config.ProtectReads))
+	}
+
+	e.GET("/healthz", h.healthz)
+	e.GET("/readyz", h.readyz)
+	e.GET("/metrics", echo.WrapHandler(h.metrics.handler()))
+	e.POST("/*", h.post)
+	e.GET("/*", h.get)
+	e.PATCH("/*", h.patch)
+	e.DELETE("/*", h.delete)
+	e.OPTIONS("/*", func(c echo.Context) error {
+		c.Response().Header().Set(echo.HeaderAllow, allowed(c.Request().URL.Path))
+		return c.NoContent(http.StatusNoContent)
+	})
+	return e
+}
+
+// NewServer returns the http.Server the manager serves h with: bounded
+// header size and read, write and idle timeouts.
+func NewServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+// MaxHeaderBytes bounds a request's headers; more is a 431.
+const MaxHeaderBytes = 16 << 10
+
+type handler struct {
+	q       Queue
+	enq     Enqueuer
+	res     Results
+	log     *slog.Logger
+	cfg     Config
+	metrics *metrics
+}
+
+// allowed is the Allow header for path: every path takes POST (a new
+// job) and a one-segment path is a job, which also takes GET, PATCH and
+// DELETE.
+func allowed(path string) string {
+	switch path {
+	case "/healthz", "/readyz", "/metrics":
+		return "GET, OPTIONS, POST"
+	}
+	s := strings.Trim(path, "/")
+	if s != "" && !strings.Contains(s, "/") {
+		return "DELETE, GET, OPTIONS, PATCH, POST"
+	}
+	return "GET, OPTIONS, POST"
+}
+
+// handleError answers err as JSON with its status. Errors that are not
+// the API's own are logged and answered as a bare 500: no internals leak.
+func (h *handler) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	req := c.Request()
+	var ae *Error
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &ae):
+	case errors.As(err, &he):
+		ae = &Error{Status: he.Code, Msg: strings.ToLower(http.StatusText(he.Code))}
+		switch he.Code {
+		case http.StatusMethodNotAllowed:
+			allow := allowed(req.URL.Path)
+			c.Response().Header().Set(echo.HeaderAllow, allow)
+			ae.Msg = "method " + req.Method + " is not allowed on " + clip(req.URL.Path)
+			ae.Detail = "allowed: " + allow
+		case http.StatusNotFound:
+			ae.Msg = "no such resource " + clip(req.URL.Path)
+		case http.StatusRequestEntityTooLarge:
+			ae.Msg = "request body is too large"
+		}
+		if ae.Msg == "" {
+			ae.Msg = "error"
+		}
+	default:
+		h.log.Error("request failed", "err", err, "method", req.Method, "path", req.URL.Path)
+		ae = &Error{Status: http.StatusInternalServerError, Msg: "internal error"}
+	}
+	if ae.Status == http.StatusServiceUnavailable && c.Response().Header().Get(echo.HeaderRetryAfter) == "" {
+		c.Response().Header().Set(echo.HeaderRetryAfter, "1")
+	}
+	if req.Method == http.MethodHead {
+		_ = c.NoContent(ae.Status)
+		return
+	}
+	if err := writeJSON(c, ae.Status, ae); err != nil {
+		h.log.Debug("write error answer", "err", err)
+	}
+}
+
+// writeJSON answers v without HTML escaping, so that a stored payload
+// reads as it was sent.
+func writeJSON(c echo.Context, status int, v any) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	c.Response().Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	c.Response().WriteHeader(status)
+	_, err := c.Response().Write(buf.Bytes())
+	return err
+}
+
+// unavailable is the 503 for a backend that could not be reached.
+func unavailable(what string) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Msg: what + " is unavailable", Detail: "retry shortly"}
+}
