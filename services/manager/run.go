@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	pkgconfig "github.com/jobsys/jobs/pkg/config"
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/queue"
+	"github.com/jobsys/jobs/pkg/store"
+	"github.com/jobsys/jobs/services/manager/internal/api"
+	"github.com/jobsys/jobs/services/manager/internal/config"
+	"github.com/jobsys/jobs/services/manager/internal/fence"
+)
+
+// shutdownTimeout is how long in-flight requests get to finish.
+const shutdownTimeout = 10 * time.Second
+
+// run is the manager: it serves the API until ctx ends, then finishes the
+// requests in flight and returns nil.
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	return serve(ctx, getenv, stdout, nil)
+}
+
+// serve is run; ready, when set, is told the address it listens on.
+func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, ready func(net.Addr)) error {
+	cfg, err := config.Load(getenv, isTerminal(stdout))
+	if err != nil {
+		return err
+	}
+	log := pkgconfig.NewLogger(stdout, cfg.Log)
+
+	pool := queue.NewPool(queue.PoolConfig{Addr: cfg.Beanstalk.Addr()})
+	defer pool.Close()
+	q := flushingPool{pool}
+	if err := checkJobSize(ctx, pool, cfg.MaxJobSize, log); err != nil {
+		return err
+	}
+
+	client, err := store.Connect(cfg.Mongo.URL, "jobs-manager", 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = client.Disconnect(dctx)
+	}()
+	results := store.NewResults(client, cfg.Mongo.DB, cfg.Mongo.Collection)
+
+	reg := prometheus.NewRegistry()
+	fenced := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "manager_id_fences_total",
+		Help: "Puts that beanstalkd answered with an id already taken (it was restarted without a binlog).",
+	})
+	reg.MustRegister(fenced)
+	f := fence.New(q, results, log)
+	f.OnFence = fenced.Inc
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	synced := f.Sync(sctx) == nil
+	cancel()
+	if !synced {
+		log.Warn("could not read the largest stored job id at start; trying again in the background")
+	}
+
+	handler := api.New(api.Deps{
+		Queue: q, Enqueuer: f, Results: results, Logger: log, Registry: reg,
+		Config: api.Config{
+			MaxJobSize: cfg.MaxJobSize, DefaultTTR: cfg.DefaultTTR, CORSOrigins: cfg.CORSOrigins,
+			Token: cfg.APIToken, ProtectReads: cfg.ProtectReads,
+			RateLimit: cfg.RateLimit, TrustedProxies: cfg.TrustedProxies,
+		},
+	})
+	srv := api.NewServer(handler, log)
+	ln, err := net.Listen("tcp", cfg.Addr())
+	if err != nil {
+		return fmt.Errorf("listen on %s (MANAGER_LISTEN_HOST, MANAGER_LISTEN_PORT): %w", cfg.Addr(), err)
+	}
+	log.Info("manager listening", "addr", ln.Addr().String(), "beanstalkd", cfg.Beanstalk.Addr(),
+		"mongo_db", cfg.Mongo.DB, "mongo_collection", cfg.Mongo.Collection, "auth", cfg.APIToken != "")
+	if ready != nil {
+		ready(ln.Addr())
+	}
+
+	// The watcher outlives ctx until the server has stopped, so it gets
+	// a context of its own.
+	wctx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopWatch()
+	wg.Go(func() {
+		f.Watch(wctx, fence.WatchOptions{
+			Synced: synced,
+			OnDown: func() { _ = pool.Close() },
+			OnUp: func(stats map[string]string) {
+				if n, err := strconv.Atoi(stats["max-job-size"]); err == nil && n < cfg.MaxJobSize {
+					log.Error("MAX_JOB_SIZE is larger than beanstalkd's max-job-size: large jobs will be refused with 413",
+						"max_job_size", cfg.MaxJobSize, "beanstalkd_max_job_size", n)
+				}
+			},
+		})
+	})
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve HTTP: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing requests in flight", "timeout", shutdownTimeout.String())
+	dctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(dctx); err != nil {
+		log.Warn("requests still running at the shutdown deadline were cut off", "err", err)
+		_ = srv.Close()
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve HTTP: %w", err)
+	}
+	log.Info("manager stopped")
+	return nil
+}
+
+// checkJobSize refuses a MAX_JOB_SIZE that beanstalkd would refuse. An
+// unreachable beanstalkd is only a warning: the manager answers 503 until
+// it comes.
+func checkJobSize(ctx context.Context, pool *queue.Pool, max int, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	n, err := pool.MaxJobSize(ctx)
+	if err != nil {
+		log.Warn("beanstalkd is not answering at start; starting anyway and answering 503 until it does",
+			"beanstalkd", pool.Addr(), "err", err)
+		return nil
+	}
+	if max > n {
+		return fmt.Errorf("MAX_JOB_SIZE=%d is larger than the max-job-size of %d bytes of beanstalkd at %s: lower MAX_JOB_SIZE or start beanstalkd with -z %d",
+			max, n, pool.Addr(), max)
+	}
+	return nil
+}
+
+// flushingPool drops the pool's idle connections when one fails: after
+// beanstalkd restarts they all point at the dead process, and each would
+// fail one request.
+type flushingPool struct{ *queue.Pool }
+
+func (p flushingPool) check(err error) error {
+	if errors.Is(err, queue.ErrUnavailable) {
+		_ = p.Pool.Close()
+	}
+	return err
+}
+
+func (p flushingPool) Put(ctx context.Context, body []byte, o queue.PutOptions) (uint64, error) {
+	id, err := p.Pool.Put(ctx, body, o)
+	return id, p.check(err)
+}
+
+func (p flushingPool) StatsJob(ctx context.Context, id uint64) (job.Stats, error) {
+	s, err := p.Pool.StatsJob(ctx, id)
+	return s, p.check(err)
+}
+
+func (p flushingPool) Delete(ctx context.Context, id uint64) error {
+	return p.check(p.Pool.Delete(ctx, id))
+}
+
+func (p flushingPool) Kick(ctx context.Context, id uint64) error {
+	return p.check(p.Pool.Kick(ctx, id))
+}
+
+func (p flushingPool) Ping(ctx context.Context) error {
+	return p.check(p.Pool.Ping(ctx))
+}
+
+func (p flushingPool) ServerStats(ctx context.Context) (map[string]string, error) {
+	m, err := p.Pool.ServerStats(ctx)
+	return m, p.check(err)
+}
+
+var (
+	_ api.Queue    = flushingPool{}
+	_ api.Enqueuer = (*fence.Fence)(nil)
+	_ api.Results  = (*store.Results)(nil)
+	_ fence.Queue  = flushingPool{}
+	_ fence.Store  = (*store.Results)(nil)
+)
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
