@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/beanstalkd/go-beanstalk"
+
+	"github.com/jobsys/jobs/pkg/testenv"
 )
 
 // payload returns a small JSON job body like the original's example,
@@ -94,6 +96,29 @@ func putMany(ctx context.Context, addr, tube string, n, conns int) ([]uint64, er
 		return all, err
 	}
 	return all, ctx.Err()
+}
+
+// burnIDs returns n job ids that beanstalkd at addr has issued and
+// forgotten: it puts n jobs into a scratch tube and deletes them. Results
+// stored under such ids look to the manager exactly like finished jobs,
+// and they stay under beanstalkd's counter, so the manager's id fence
+// (which moves the counter past the largest stored id) has nothing to do.
+func burnIDs(ctx context.Context, addr string, n int) ([]uint64, error) {
+	ids, err := putMany(ctx, addr, "bench-burn-"+testenv.RandomName(), n, 1)
+	if err != nil {
+		return nil, err
+	}
+	c, err := dialBeanstalk(ctx, addr, time.Now().Add(60*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	for _, id := range ids {
+		if err := c.Delete(id); err != nil {
+			return nil, fmt.Errorf("delete scratch job %d: %w", id, err)
+		}
+	}
+	return ids, nil
 }
 
 // newHTTPClient keeps up to conc connections to one host open.

@@ -44,9 +44,9 @@ type fanoutFigures struct {
 
 const (
 	fanoutRounds = 3
-	// broadcastBase keeps the broadcast results' ids clear of beanstalkd's
-	// and of the lookup phase's.
-	broadcastBase = uint64(1) << 42
+	// connectBudget bounds the connecting, which a struggling notifier
+	// can stretch far beyond the rest of the run.
+	connectBudget = 90 * time.Second
 	// goroutineSlack allows for the scrape's own connection and timers.
 	goroutineSlack = 3
 )
@@ -83,7 +83,16 @@ func (b *bench) fanout(ctx context.Context) error {
 
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	base := broadcastBase + uint64(time.Now().UnixMilli()%1_000_000)*(fanoutRounds+1)
+	// The broadcasts are results of jobs beanstalkd really issued, so the
+	// ids stay under its counter.
+	ids, err := burnIDs(ctx, b.st.beanstalkAddr, fanoutRounds+1)
+	if err != nil {
+		return fmt.Errorf("job ids for the broadcasts: %w", err)
+	}
+	roundOf := make(map[uint64]int, len(ids))
+	for k, id := range ids {
+		roundOf[id] = k
+	}
 	clients := make([]*fanClient, 0, b.o.clients)
 	var (
 		mu       sync.Mutex
@@ -110,6 +119,10 @@ func (b *bench) fanout(ctx context.Context) error {
 	sem := make(chan struct{}, 64)
 	var dialers sync.WaitGroup
 	for i := 0; i < b.o.clients && ctx.Err() == nil; i++ {
+		if time.Since(start) > connectBudget {
+			b.notef("fan-out: stopped connecting after %s with %d of %d clients, to stay within the run's time budget", connectBudget, i, b.o.clients)
+			break
+		}
 		sem <- struct{}{}
 		dialers.Go(func() {
 			defer func() { <-sem }()
@@ -149,11 +162,11 @@ func (b *bench) fanout(ctx context.Context) error {
 					var ev struct {
 						ID uint64 `json:"id"`
 					}
-					if json.Unmarshal(data, &ev) != nil || ev.ID < base || ev.ID > base+fanoutRounds {
+					if json.Unmarshal(data, &ev) != nil {
 						continue
 					}
-					k := ev.ID - base
-					if fc.got[k].CompareAndSwap(0, at) {
+					k, ok := roundOf[ev.ID]
+					if ok && fc.got[k].CompareAndSwap(0, at) {
 						received[k].Add(1)
 					}
 				}
@@ -194,7 +207,7 @@ func (b *bench) fanout(ctx context.Context) error {
 	m := b.st.meter()
 	var all []time.Duration
 	for k := range fanoutRounds + 1 {
-		id := base + uint64(k)
+		id := ids[k]
 		b.prog.set(-1, fmt.Sprintf("broadcast %d/%d to %d clients", k, fanoutRounds, f.Connected))
 		t0 := time.Now()
 		r := job.Result{ID: id, Hash: job.Hash("{}"), Payload: "{}", Tube: "bench-fanout", Worker: "loadgen",

@@ -111,8 +111,9 @@ func TestLookupFloors(t *testing.T) {
 	ctx := context.Background()
 	queued, err := putMany(ctx, b.st.beanstalkAddr, "t-"+testenv.RandomName(), 20, 2)
 	require.NoError(t, err)
-	completed, err := b.storeResults(ctx, completedBase, 20)
+	completed, err := burnIDs(ctx, b.st.beanstalkAddr, 20)
 	require.NoError(t, err)
+	require.NoError(t, storeResults(ctx, b.st.results(), completed))
 	deadline := time.Now().Add(time.Minute)
 	cfg := hammerConfig{conc: 4, d: 100 * time.Millisecond}
 

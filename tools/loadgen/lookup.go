@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/beanstalkd/go-beanstalk"
@@ -20,44 +22,70 @@ import (
 
 // lookupFigures is the lookup phase in the JSON.
 type lookupFigures struct {
-	IDs            int     `json:"ids_each"`
-	Queued         summary `json:"queued"`
-	QueuedFloor    summary `json:"queued_floor_stats_job"`
-	Completed      summary `json:"completed"`
-	CompletedFloor summary `json:"completed_floor_stats_job_miss_and_find_one"`
-	QueuedCPU      cpuUse  `json:"queued_cpu_cores"`
-	CompletedCPU   cpuUse  `json:"completed_cpu_cores"`
-	QFloorCPU      cpuUse  `json:"queued_floor_cpu_cores"`
-	CFloorCPU      cpuUse  `json:"completed_floor_cpu_cores"`
+	IDs int `json:"ids_each"`
+	// Collection holds the completed results looked up, and Docs is how
+	// many documents it had: on devmongo a lookup scans them all.
+	Collection     string            `json:"collection"`
+	Docs           int64             `json:"collection_documents"`
+	Queued         summary           `json:"queued"`
+	QueuedFloor    summary           `json:"queued_floor_stats_job"`
+	Completed      summary           `json:"completed"`
+	CompletedFloor summary           `json:"completed_floor_stats_job_miss_and_find_one"`
+	QueuedCPU      cpuUse            `json:"queued_cpu_cores"`
+	CompletedCPU   cpuUse            `json:"completed_cpu_cores"`
+	QFloorCPU      cpuUse            `json:"queued_floor_cpu_cores"`
+	CFloorCPU      cpuUse            `json:"completed_floor_cpu_cores"`
+	Errors         map[string]string `json:"errors,omitempty"`
 }
 
-const (
-	lookupIDs = 1000
-	// completedBase keeps the ids of results written directly to the
-	// store clear of beanstalkd's own ids.
-	completedBase = uint64(1) << 40
-)
+// lookupIDs is how many queued jobs and how many results are looked up.
+const lookupIDs = 1000
 
 // lookup measures GET /N/ for queued jobs (ready in a tube nobody
-// watches) and for completed ones (results written to the store), against
-// what the manager must do underneath: stats-job, and for a completed job
-// a stats-job that misses followed by findOne by _id.
+// watches) and for completed ones, against what the manager must do
+// underneath: stats-job, and for a completed job a stats-job that misses
+// followed by findOne by _id.
+//
+// With its own stack the completed results go to a collection of the
+// phase's own, read by a manager of its own, so the figure does not
+// depend on how many results earlier phases left: FerretDB's SQLite
+// backend finds an integer _id by scanning the whole table.
 func (b *bench) lookup(ctx context.Context) error {
-	f := lookupFigures{IDs: lookupIDs}
-	tube := "bench-lookup-" + testenv.RandomName()
+	f := lookupFigures{IDs: lookupIDs, Errors: map[string]string{}}
+	defer func() { b.phases[phaseLookup] = f }()
 	b.prog.set(-1, "preparing queued jobs and results")
-	queued, err := putMany(ctx, b.st.beanstalkAddr, tube, lookupIDs, 8)
+	queued, err := putMany(ctx, b.st.beanstalkAddr, "bench-lookup-"+testenv.RandomName(), lookupIDs, 8)
 	if err != nil {
 		return fmt.Errorf("queue jobs to look up: %w", err)
 	}
-	completed, err := b.storeResults(ctx, completedBase+uint64(time.Now().UnixMilli()%1_000_000)*lookupIDs, lookupIDs)
+	completed, err := burnIDs(ctx, b.st.beanstalkAddr, lookupIDs)
 	if err != nil {
+		return fmt.Errorf("job ids for results: %w", err)
+	}
+	managerURL, coll := b.st.managerURL, b.st.results()
+	f.Collection = b.st.mongoColl
+	if b.st.own {
+		f.Collection = "lookup_" + testenv.RandomName()
+		coll = b.st.mongo.Database(b.st.mongoDB).Collection(f.Collection)
+		p, u, err := b.st.startManager(ctx, "manager-lookup", b.st.beanstalkAddr, f.Collection)
+		if p != nil {
+			defer b.st.stopProcs(p)
+		}
+		if err != nil {
+			return err
+		}
+		managerURL = u
+	}
+	if err := storeResults(ctx, coll, completed); err != nil {
 		return err
+	}
+	if f.Docs, err = coll.EstimatedDocumentCount(ctx); err != nil {
+		return fmt.Errorf("count results: %w", err)
 	}
 	// One look at each kind first: a fast wrong answer must not pass.
 	client := newHTTPClient(b.o.conc)
 	defer client.CloseIdleConnections()
-	if err := checkLookup(ctx, client, b.st.managerURL, queued[0], completed[0]); err != nil {
+	if err := checkLookup(ctx, client, managerURL, queued[0], completed[0]); err != nil {
 		return err
 	}
 
@@ -66,7 +94,7 @@ func (b *bench) lookup(ctx context.Context) error {
 			r := rand.New(rand.NewPCG(uint64(i), 7))
 			return loop{
 				op: func(ctx context.Context) error {
-					_, err := getJob(ctx, client, b.st.managerURL, ids[r.IntN(len(ids))])
+					_, err := getJob(ctx, client, managerURL, ids[r.IntN(len(ids))])
 					return err
 				},
 				close: func() {},
@@ -83,26 +111,39 @@ func (b *bench) lookup(ctx context.Context) error {
 		{"GET queued", &f.Queued, &f.QueuedCPU, get(queued)},
 		{"stats-job", &f.QueuedFloor, &f.QFloorCPU, statsJobLoops(b.st.beanstalkAddr, queued, deadline)},
 		{"GET completed", &f.Completed, &f.CompletedCPU, get(completed)},
-		{"stats-job + findOne", &f.CompletedFloor, &f.CFloorCPU, findLoops(b.st.beanstalkAddr, b.st.results(), completed, deadline)},
+		{"stats-job + findOne", &f.CompletedFloor, &f.CFloorCPU, findLoops(b.st.beanstalkAddr, coll, completed, deadline)},
 	}
 	for _, r := range runs {
 		m := b.st.meter()
 		s, err := hammer(ctx, b.hammerConfig(b.o.duration, r.label), r.loop)
 		*r.cpu = m.read()
-		if err != nil {
-			return fmt.Errorf("%s: %w", r.label, err)
-		}
 		*r.s = s
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			f.Errors[r.label] = err.Error()
+		}
 	}
-	b.phases[phaseLookup] = f
-	b.add(
-		rateRow(fmt.Sprintf("lookup: GET /N/ queued at c=%d", b.o.conc), "req/s", f.Queued.Rate, f.QueuedFloor.Rate, 0.80,
-			errNote(f.Queued)+"floor stats-job; "+f.QueuedCPU.String()),
-		infoRow("lookup queued p50/p95/p99", fmtPcts(f.Queued), fmtPcts(f.QueuedFloor), "floor "+f.QFloorCPU.String()),
-		rateRow(fmt.Sprintf("lookup: GET /N/ completed at c=%d", b.o.conc), "req/s", f.Completed.Rate, f.CompletedFloor.Rate, 0.80,
-			errNote(f.Completed)+"floor stats-job miss + findOne; "+f.CompletedCPU.String()),
-		infoRow("lookup completed p50/p95/p99", fmtPcts(f.Completed), fmtPcts(f.CompletedFloor), "floor "+f.CFloorCPU.String()),
-	)
+	pair := func(measure, ours, floor string, o, fl summary, oCPU, fCPU cpuUse, floorNote string) []row {
+		if e := cmp.Or(f.Errors[ours], f.Errors[floor]); e != "" {
+			r := errorRow(measure, errors.New(e))
+			r.Ours, r.Floor, r.Target = fmtRate(o.Rate), fmtRate(fl.Rate), ">= 80%"
+			return []row{r}
+		}
+		return []row{
+			rateRow(measure, "req/s", o.Rate, fl.Rate, 0.80, errNote(o)+floorNote+"; "+oCPU.String()),
+			infoRow(strings.TrimPrefix(measure, "lookup: ")+" p50/p95/p99", fmtPcts(o), fmtPcts(fl), "floor "+fCPU.String()),
+		}
+	}
+	b.add(pair(fmt.Sprintf("lookup: GET /N/ queued at c=%d", b.o.conc), "GET queued", "stats-job",
+		f.Queued, f.QueuedFloor, f.QueuedCPU, f.QFloorCPU, "floor stats-job")...)
+	b.add(pair(fmt.Sprintf("lookup: GET /N/ completed at c=%d", b.o.conc), "GET completed", "stats-job + findOne",
+		f.Completed, f.CompletedFloor, f.CompletedCPU, f.CFloorCPU,
+		fmt.Sprintf("floor stats-job miss + findOne; %d results in the collection", f.Docs))...)
+	if len(f.Errors) > 0 {
+		return inTable{fmt.Errorf("%d of 4 runs failed", len(f.Errors))}
+	}
 	return nil
 }
 
@@ -148,22 +189,20 @@ func findLoops(addr string, coll *mongo.Collection, ids []uint64, deadline time.
 	}
 }
 
-// storeResults writes n results with ids from base directly to the
-// store, as a worker would have, and returns their ids.
-func (b *bench) storeResults(ctx context.Context, base uint64, n int) ([]uint64, error) {
+// storeResults writes a result for each id directly to coll, as a
+// worker would have.
+func storeResults(ctx context.Context, coll *mongo.Collection, ids []uint64) error {
 	now := time.Now().UTC()
-	docs := make([]any, n)
-	ids := make([]uint64, n)
-	for i := range n {
+	docs := make([]any, len(ids))
+	for i, id := range ids {
 		p := fmt.Sprintf(`{"example":"data","n":%d}`, i)
-		ids[i] = base + uint64(i)
-		docs[i] = job.Result{ID: ids[i], Hash: job.Hash(p), Payload: p, Tube: "bench-lookup", Worker: "loadgen",
+		docs[i] = job.Result{ID: id, Hash: job.Hash(p), Payload: p, Tube: "bench-lookup", Worker: "loadgen",
 			Attempts: 1, StartedAt: now, CompletedAt: now, DurationMS: 0.1}
 	}
-	if _, err := b.st.results().InsertMany(ctx, docs); err != nil {
-		return nil, fmt.Errorf("store results to look up: %w", err)
+	if _, err := coll.InsertMany(ctx, docs); err != nil {
+		return fmt.Errorf("store results to look up: %w", err)
 	}
-	return ids, nil
+	return nil
 }
 
 // checkLookup makes sure the manager answers a queued job with its

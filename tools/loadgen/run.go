@@ -73,7 +73,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			b.prog.end()
 			if err != nil && ctx.Err() == nil {
 				failures = append(failures, fmt.Errorf("%s: %w", ph, err))
-				b.add(row{Measure: ph, Ours: "—", Floor: "—", Ratio: "—", Target: "—", Result: "ERROR", Limit: err.Error()})
+				if !errors.As(err, new(inTable)) {
+					b.add(errorRow(ph, err))
+				}
 			}
 		}
 	}
@@ -109,6 +111,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return errors.New("interrupted: the figures above are partial")
 	}
 	return errors.Join(failures...)
+}
+
+// inTable is a phase's error that its rows already show.
+type inTable struct{ error }
+
+func (e inTable) Unwrap() error { return e.error }
+
+func errorRow(measure string, err error) row {
+	return row{Measure: measure, Ours: "—", Floor: "—", Ratio: "—", Target: "—", Result: "ERROR", Limit: err.Error()}
 }
 
 func (b *bench) runPhase(ctx context.Context, ph string) error {

@@ -108,7 +108,7 @@ func startStack(ctx context.Context, o options) (*stack, error) {
 	if err := s.connectMongo(ctx); err != nil {
 		return s, err
 	}
-	if _, s.managerURL, err = s.startManager(ctx, "manager", s.beanstalkAddr); err != nil {
+	if _, s.managerURL, err = s.startManager(ctx, "manager", s.beanstalkAddr, ""); err != nil {
 		return s, err
 	}
 	if !o.has(phaseE2E) && !o.has(phaseFanout) {
@@ -225,25 +225,27 @@ func (s *stack) startMongo(ctx context.Context) error {
 	return waitUntil(ctx, p, 30*time.Second, "devmongo", dialOK(addr))
 }
 
-// serviceEnv is what every service is told about the servers.
-func (s *stack) serviceEnv(beanstalkAddr string) []string {
+// serviceEnv is what every service is told about the servers; coll is
+// the results collection (the stack's own when empty).
+func (s *stack) serviceEnv(beanstalkAddr, coll string) []string {
 	host, port, _ := net.SplitHostPort(beanstalkAddr)
 	return []string{
 		"BEANSTALK_HOST=" + host, "BEANSTALK_PORT=" + port,
-		"MONGO_URL=" + s.mongoURL, "MONGO_DB=" + s.mongoDB, "MONGO_COLLECTION=" + s.mongoColl,
+		"MONGO_URL=" + s.mongoURL, "MONGO_DB=" + s.mongoDB, "MONGO_COLLECTION=" + cmp.Or(coll, s.mongoColl),
 		// Per-request logging would measure the log, not the service.
 		"LOG_LEVEL=warn", "LOG_FORMAT=json",
 	}
 }
 
 // startManager starts a manager against the beanstalkd at beanstalkAddr
-// and returns it with its URL.
-func (s *stack) startManager(ctx context.Context, name, beanstalkAddr string) (*proc, string, error) {
+// and results collection coll (the stack's own when empty), and returns
+// it with its URL.
+func (s *stack) startManager(ctx context.Context, name, beanstalkAddr, coll string) (*proc, string, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
 	}
-	env := append(s.serviceEnv(beanstalkAddr), "MANAGER_LISTEN_PORT="+strconv.Itoa(port))
+	env := append(s.serviceEnv(beanstalkAddr, coll), "MANAGER_LISTEN_PORT="+strconv.Itoa(port))
 	p, err := s.start(name, filepath.Join(s.o.bin, "manager"), nil, env)
 	if err != nil {
 		return nil, "", err
@@ -257,7 +259,7 @@ func (s *stack) startNotifier(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	env := append(s.serviceEnv(s.beanstalkAddr),
+	env := append(s.serviceEnv(s.beanstalkAddr, ""),
 		"NOTIFIER_LISTEN_PORT="+strconv.Itoa(port),
 		"NOTIFIER_POLL_INTERVAL="+s.pollInterval.String(),
 		// Room for the fan-out's clients and the other phases' sockets.
@@ -291,10 +293,8 @@ func (s *stack) startWorkers(ctx context.Context, n int, tube, coll string) ([]*
 			return ps, err
 		}
 		name := fmt.Sprintf("worker-%s-%d", tube, i+1)
-		env := append(s.serviceEnv(s.beanstalkAddr),
+		env := append(s.serviceEnv(s.beanstalkAddr, coll),
 			"WORKER_TUBES="+tube, "WORKER_CONCURRENCY=1",
-			// Later in the list, so it wins over serviceEnv's.
-			"MONGO_COLLECTION="+cmp.Or(coll, s.mongoColl),
 			"WORKER_METRICS_PORT="+strconv.Itoa(port), "WORKER_ID=bench-"+strconv.Itoa(i+1))
 		p, err := s.start(name, s.workerBin, nil, env)
 		if err != nil {
