@@ -114,7 +114,7 @@ func TestBoard(t *testing.T) {
 
 	t.Log("restart the notifier; completions meanwhile are replayed")
 	before := br.count(t, "completed")
-	br.outage.Store(true)
+	br.expectWSErrors.Store(true)
 	st.Notifier.Stop()
 	br.wait(t, "the board sees the notifier go", `document.querySelector('[data-testid=connection]').dataset.state !== 'open'`, 20*time.Second)
 	var missed []int
@@ -132,7 +132,7 @@ func TestBoard(t *testing.T) {
 	}
 	// Give a late duplicate the chance to show before counting.
 	br.do(t, "settle", chromedp.Sleep(1500*time.Millisecond))
-	br.outage.Store(false)
+	br.expectWSErrors.Store(false)
 	require.Equal(t, before+len(missed), br.count(t, "completed"), "each missed completion counted once")
 	require.Zero(t, br.eval(t, duplicateRowsJS).Int(), "no job twice in the feed")
 
@@ -152,8 +152,55 @@ func TestBoard(t *testing.T) {
 	br.mu.Lock()
 	defer br.mu.Unlock()
 	for _, e := range br.tolerated {
-		t.Logf("console during the notifier's restart (expected): %s", e)
+		t.Logf("console while the notifier was down (expected): %s", e)
 	}
+	require.Empty(t, br.errors, "errors in the browser console")
+}
+
+// TestBoardAsksForToken runs the services with API_TOKEN: the board asks
+// for the token when the notifier refuses its WebSocket, asks again when
+// the token is wrong, then connects and submits with it.
+func TestBoardAsksForToken(t *testing.T) {
+	t.Parallel()
+	chrome := chromiumPath(t)
+
+	b := testenv.Setup(t)
+	b.Beanstalk = testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})
+	const token = "e2e-token"
+	// No worker: the submitted job stays ready, for count-ready.
+	st := testenv.StartStack(t, b, testenv.StackOptions{Workers: -1, Env: map[string]string{"API_TOKEN": token}})
+	br := startBrowser(t, chrome)
+
+	// Until it has the right token the board's /ws attempts are refused,
+	// and the browser says so in the console.
+	br.expectWSErrors.Store(true)
+	t.Log("load the board: the notifier refuses it without the token")
+	br.do(t, "open the board", chromedp.EmulateViewport(1280, 900), chromedp.Navigate(st.NotifierURL+"/"))
+	br.wait(t, "the token dialog opens", `document.getElementById('token-dialog').open`, 20*time.Second)
+	require.Equal(t, "closed", br.eval(t, `document.querySelector('[data-testid=connection]').dataset.state`).String())
+
+	t.Log("a wrong token is refused and asked for again")
+	br.do(t, "give a wrong token", chromedp.SendKeys(chromedp.CSS(`#token-input`), "wrong\r"))
+	br.wait(t, "the dialog asks again", `document.getElementById('token-dialog').open && document.getElementById('token-error').textContent.includes('rejected')`, 20*time.Second)
+
+	t.Log("the right token connects")
+	br.do(t, "give the token", chromedp.SendKeys(chromedp.CSS(`#token-input`), token+"\r"))
+	br.wait(t, "the connection opens", `document.querySelector('[data-testid=connection]').dataset.state === 'open'`, 20*time.Second)
+	require.Equal(t, token, br.eval(t, `sessionStorage.getItem('jobboard.token')`).String(), "the token is kept in sessionStorage")
+	br.do(t, "settle", chromedp.Sleep(500*time.Millisecond))
+	br.expectWSErrors.Store(false)
+
+	t.Log("submit with the token")
+	payload := `{"e2e":"with a token"}`
+	br.typePayload(t, payload)
+	br.do(t, "submit", chromedp.Click(chromedp.CSS(`[data-testid=submit]`)))
+	br.wait(t, "the job is accepted and ready", `document.querySelector('[data-testid=my-jobs] [data-testid=job-row]')?.dataset.state === 'ready'`, 15*time.Second)
+	br.wait(t, "count-ready shows it", `document.querySelector('[data-testid=count-ready]').textContent === '1'`, 15*time.Second)
+	require.False(t, br.eval(t, `document.getElementById('token-dialog').open`).Bool(), "no second prompt for the API")
+
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	require.NotEmpty(t, br.tolerated, "the refused /ws attempts were reported")
 	require.Empty(t, br.errors, "errors in the browser console")
 }
 
@@ -210,12 +257,13 @@ func chromiumPath(t *testing.T) string {
 // browser is one headless Chromium tab and what its console said.
 type browser struct {
 	ctx context.Context
-	// outage is set while the notifier is down: the browser then reports
-	// the failed WebSocket attempts as errors, which are expected.
-	outage    atomic.Bool
-	mu        sync.Mutex
-	errors    []string
-	tolerated []string
+	// expectWSErrors is set while the notifier is down or refuses the
+	// board's token: the browser then reports the failed WebSocket
+	// attempts (and the board's probe of /ws) as errors, which are expected.
+	expectWSErrors atomic.Bool
+	mu             sync.Mutex
+	errors         []string
+	tolerated      []string
 }
 
 func startBrowser(t *testing.T, path string) *browser {
@@ -276,7 +324,7 @@ func (b *browser) listen(ev any) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if tolerable && b.outage.Load() {
+	if tolerable && b.expectWSErrors.Load() {
 		b.tolerated = append(b.tolerated, msg)
 		return
 	}

@@ -195,7 +195,9 @@ export class Connection {
     this.setState('closed', { unauthorized: true });
     const again = await this.onUnauthorized?.();
     if (again) {
+      // A new token starts afresh: its first refusal is probed at once.
       this.attempt = 0;
+      this.failedBeforeOpen = 0;
       this.connect();
     } else {
       // Declined: keep retrying in case the server stops asking, but do
