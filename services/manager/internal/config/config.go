@@ -78,7 +78,7 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 		Beanstalk:    r.Beanstalk(),
 		Mongo:        r.Mongo(),
 		Log:          r.Log(terminal),
-		ListenHost:   strings.TrimSpace(getenv("MANAGER_LISTEN_HOST")),
+		ListenHost:   strings.Trim(strings.TrimSpace(getenv("MANAGER_LISTEN_HOST")), "[]"),
 		ListenPort:   r.Port("MANAGER_LISTEN_PORT", DefaultListenPort),
 		MaxJobSize:   int(r.Int("MAX_JOB_SIZE", DefaultMaxJobSize, 1, maxBeanstalkSize)),
 		DefaultTTR:   r.Duration("DEFAULT_TTR", DefaultTTR, time.Second),
@@ -88,7 +88,7 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 	if c.DefaultTTR > maxSeconds {
 		r.Failf("DEFAULT_TTR", "%s is longer than beanstalkd's limit of %d seconds", c.DefaultTTR, uint32(math.MaxUint32))
 	}
-	if h := c.ListenHost; h != "" && net.ParseIP(strings.Trim(h, "[]")) == nil && !validHostname(h) {
+	if h := c.ListenHost; h != "" && net.ParseIP(h) == nil && !validHostname(h) {
 		r.Failf("MANAGER_LISTEN_HOST", "%q is not an IP address or host name", h)
 	}
 	for _, o := range c.CORSOrigins {

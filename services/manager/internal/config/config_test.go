@@ -72,8 +72,9 @@ func TestValues(t *testing.T) {
 	}
 	require.Equal(t, []string{"10.0.0.0/8", "192.168.1.7/32", "::1/128"}, nets)
 
-	c, err = config.Load(env(map[string]string{"API_TOKEN": " tok ", "DEFAULT_TTR": "90"}), false)
+	c, err = config.Load(env(map[string]string{"API_TOKEN": " tok ", "DEFAULT_TTR": "90", "MANAGER_LISTEN_HOST": "[::1]"}), false)
 	require.NoError(t, err)
+	require.Equal(t, "[::1]:8080", c.Addr())
 	require.Equal(t, "tok", c.APIToken)
 	require.Equal(t, 90*time.Second, c.DefaultTTR, "a bare number is seconds")
 }
