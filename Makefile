@@ -5,7 +5,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 GO       ?= go
-MODULES  := ./pkg/... ./services/... ./web/... ./tools/...
+MODULES  := ./pkg/... ./services/manager/... ./services/worker/... ./services/notifier/... ./web/... ./tools/...
 SERVICES := ./services/manager ./services/worker ./services/notifier
 TOOLS    := ./tools/devmongo ./tools/devstack
 TESTFLAGS ?= -timeout 20m
