@@ -197,6 +197,7 @@ async function main() {
   const editor = new PayloadEditor({
     textarea: $('payload'),
     status: $('payload-status'),
+    live: $('payload-live'),
     gotoButton: $('goto-error'),
     formatButton: $('format'),
     onChange: (ok) => {

@@ -173,9 +173,12 @@ const encoder = new TextEncoder();
  * the button is disabled while the text is not valid JSON.
  */
 export class PayloadEditor {
-  constructor({ textarea, status, gotoButton, formatButton, onChange }) {
+  constructor({ textarea, status, live, gotoButton, formatButton, onChange }) {
     this.textarea = textarea;
     this.status = status;
+    // The status line changes with every key; the live region speaks only
+    // when the text turns valid or invalid.
+    this.live = live;
     this.statusText = status.querySelector('.payload-status-text');
     this.gotoButton = gotoButton;
     this.onChange = onChange;
@@ -205,6 +208,10 @@ export class PayloadEditor {
       this.textarea.setAttribute('aria-invalid', 'true');
       this.gotoButton.hidden = text.trim() === '';
     }
+    if (this.live && this.wasValid !== r.ok && this.wasValid !== undefined) {
+      this.live.textContent = r.ok ? 'The payload is valid JSON.' : `The payload is not valid JSON: ${this.statusText.textContent}`;
+    }
+    this.wasValid = r.ok;
     this.onChange?.(r.ok);
   }
 
