@@ -198,6 +198,11 @@ else
 		sleep 0.2
 	done
 	echo "GET /$id/: $(cat "$work/get.out")"
+	# The board's /api/ reaches the manager through the notifier (MANAGER_URL).
+	code=$(curl -sS -o "$work/via.out" -w '%{http_code}' "http://127.0.0.1:$ntf_port/api/$id/" -H "Authorization: Bearer $token")
+	[[ $code == 200 ]] && grep -q "\"hash\":\"$want\"" "$work/via.out" ||
+		fail "GET /api/$id/ through the notifier got $code: $(cat "$work/via.out")"
+	echo "GET /api/$id/ through the notifier: $code"
 fi
 
 step "SIGTERM stops each service cleanly"
