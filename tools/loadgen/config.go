@@ -38,6 +38,7 @@ type options struct {
 	bin         string
 	progress    string // auto, bar, lines, off
 	keepData    bool
+	pprofDir    string
 	pollDefault time.Duration
 
 	// useStack: measure a running stack instead of starting one.
@@ -89,6 +90,7 @@ Flags:
 	fs.StringVar(&o.bin, "bin", "bin", "directory holding manager, worker, notifier and devmongo")
 	fs.StringVar(&o.progress, "progress", "auto", "progress on stderr: auto (a bar on a terminal, lines otherwise), bar, lines or off")
 	fs.BoolVar(&o.keepData, "keep", false, "keep the temporary directory (servers' data and logs)")
+	fs.StringVar(&o.pprofDir, "pprof", "", "save CPU profiles of the services during the measured runs here; needs the builds of tools/loadgen/pprof/build.sh")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

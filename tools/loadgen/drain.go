@@ -233,6 +233,8 @@ func (b *bench) drainWorkers(ctx context.Context, run *drainRun, coll *mongo.Col
 	if err != nil {
 		return err
 	}
+	// A short profile: the workers stop when the tube is empty.
+	defer b.profile(ctx, fmt.Sprintf("drain-%dw", n), 2*time.Second, "worker")()
 	c, err := dialBeanstalk(ctx, b.st.beanstalkAddr, time.Now().Add(drainTimeout+10*time.Second))
 	if err != nil {
 		return err

@@ -62,7 +62,7 @@ func (b *bench) durability(ctx context.Context) error {
 		tube := "bench-durability-" + testenv.RandomName()
 		label := fmt.Sprintf("%d/3 %s", i+1, v.args)
 		var oursErr, floorErr error
-		r.Ours, r.OursCPU, oursErr = b.postRun(ctx, url, tube, d, label+" POST")
+		r.Ours, r.OursCPU, oursErr = b.postRun(ctx, url, tube, d, label+" POST", "durability-"+tag)
 		r.Floor, r.FloorCPU, floorErr = b.putRun(ctx, addr, tube+"-floor", d, label+" raw put")
 		b.st.stopProcs(bp, mp)
 		if err := ctx.Err(); err != nil {

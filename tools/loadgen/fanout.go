@@ -114,6 +114,7 @@ func (b *bench) fanout(ctx context.Context) error {
 	jobType := []byte(`"type":"job"`)
 
 	// Connect with a bounded number of handshakes in flight.
+	waitConnectProfile := b.profile(ctx, "fanout-connect", 10*time.Second, "notifier")
 	url := wsURL(b.st.notifierURL)
 	start := time.Now()
 	sem := make(chan struct{}, 64)
@@ -174,6 +175,7 @@ func (b *bench) fanout(ctx context.Context) error {
 		})
 	}
 	dialers.Wait()
+	waitConnectProfile()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -205,6 +207,7 @@ func (b *bench) fanout(ctx context.Context) error {
 	// Broadcast: insert a result straight into the store and time its
 	// arrival at every client. Round 0 warms up and is not counted.
 	m := b.st.meter()
+	waitBroadcastProfile := b.profile(ctx, "fanout-broadcast", time.Duration(fanoutRounds+1)*(b.st.pollInterval+300*time.Millisecond), "notifier")
 	var all []time.Duration
 	for k := range fanoutRounds + 1 {
 		id := ids[k]
@@ -241,6 +244,7 @@ func (b *bench) fanout(ctx context.Context) error {
 		}
 	}
 	f.CPU = m.read()
+	waitBroadcastProfile()
 	f.Latency = summarize(all, f.Missing, 0)
 
 	// Leave: close every client cleanly, then watch the goroutines fall.

@@ -32,7 +32,7 @@ func (b *bench) ingest(ctx context.Context) error {
 		f.Beanstalk = "the running stack's"
 	}
 	var err error
-	if f.Ours, f.OursCPU, err = b.postRun(ctx, b.st.managerURL, tube, b.o.duration, "POST /"); err != nil {
+	if f.Ours, f.OursCPU, err = b.postRun(ctx, b.st.managerURL, tube, b.o.duration, "POST /", "ingest"); err != nil {
 		return err
 	}
 	if f.Floor, f.FloorCPU, err = b.putRun(ctx, b.st.beanstalkAddr, tube+"-floor", b.o.duration, "raw put"); err != nil {
@@ -60,9 +60,11 @@ func errNote(s summary) string {
 }
 
 // postRun measures POSTs of fresh payloads for a window of d.
-func (b *bench) postRun(ctx context.Context, managerURL, tube string, d time.Duration, label string) (summary, cpuUse, error) {
+// With -pprof the manager is profiled as <prof>-<manager>.pprof.
+func (b *bench) postRun(ctx context.Context, managerURL, tube string, d time.Duration, label, prof string) (summary, cpuUse, error) {
 	client := newHTTPClient(b.o.conc)
 	defer client.CloseIdleConnections()
+	defer b.profile(ctx, prof, b.o.warmup+d, "manager")()
 	m := b.st.meter()
 	s, err := hammer(ctx, b.hammerConfig(d, label), func(ctx context.Context, i int) (loop, error) {
 		r := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))

@@ -24,6 +24,8 @@ type proc struct {
 	cmd     *exec.Cmd
 	done    chan struct{}
 	logPath string
+	// pprofURL is where a profiling build serves net/http/pprof.
+	pprofURL string
 }
 
 // startProc runs path with args in dir, with exactly env plus PATH and

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -24,6 +25,9 @@ type bench struct {
 	// drain1 is the measured one-worker drain rate, which sets the
 	// end-to-end phase's rate.
 	drain1 float64
+
+	profMu   sync.Mutex
+	profiles []string
 }
 
 func (b *bench) add(rows ...row) { b.rows = append(b.rows, rows...) }
@@ -88,6 +92,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	rep.TotalSeconds = time.Since(started).Seconds()
 	rep.Machine.LoadEnd = loadAvg()
+	if len(b.profiles) > 0 {
+		b.notef("%d CPU profiles in %s: go tool pprof -top %s/<service> <file>", len(b.profiles), o.pprofDir, o.bin)
+	}
 	rep.Rows, rep.Phases, rep.Notes = b.rows, b.phases, b.notes
 	rep.Interrupted = ctx.Err() != nil
 	if err := errors.Join(failures...); err != nil {

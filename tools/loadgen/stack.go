@@ -167,10 +167,21 @@ func (s *stack) stopProcs(ps ...*proc) {
 }
 
 func (s *stack) start(name, path string, args, env []string) (*proc, error) {
+	var pprofURL string
+	if r := role(name); s.o.pprofDir != "" && (r == "manager" || r == "worker" || r == "notifier") {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		env = append(env, "BENCH_PPROF_ADDR="+addr)
+		pprofURL = "http://" + addr
+	}
 	p, err := startProc(name, path, s.dir, args, env)
 	if err != nil {
 		return nil, err
 	}
+	p.pprofURL = pprofURL
 	s.mu.Lock()
 	s.procs = append(s.procs, p)
 	s.mu.Unlock()
@@ -309,6 +320,13 @@ func (s *stack) startWorkers(ctx context.Context, n int, tube, coll string) ([]*
 		}
 	}
 	return ps, nil
+}
+
+// live returns the children that are running.
+func (s *stack) live() []*proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(s.procs), (*proc).exited)
 }
 
 // role is a process's kind: its name up to the first hyphen.
