@@ -125,6 +125,7 @@ type Pool struct {
 	dialTimeout time.Duration
 	cmdTimeout  time.Duration
 	idle        chan *conn
+	onConnect   func(ctx context.Context, stats map[string]string) error
 }
 
 // PoolConfig configures a Pool.
@@ -134,6 +135,11 @@ type PoolConfig struct {
 	MaxIdle int
 	// Timeout bounds dialing and each command (default 2s).
 	Timeout time.Duration
+	// OnConnect, when set, is called with the server's stats each time the
+	// pool dials a new connection, before the connection is used: a caller
+	// can tell from the stats' "id" and "pid" that beanstalkd restarted. An
+	// error fails the call that dialed.
+	OnConnect func(ctx context.Context, stats map[string]string) error
 }
 
 // NewPool returns a pool for the beanstalkd at cfg.Addr. It does not dial.
@@ -144,7 +150,7 @@ func NewPool(cfg PoolConfig) *Pool {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
 	}
-	return &Pool{addr: cfg.Addr, dialTimeout: cfg.Timeout, cmdTimeout: cfg.Timeout, idle: make(chan *conn, cfg.MaxIdle)}
+	return &Pool{addr: cfg.Addr, dialTimeout: cfg.Timeout, cmdTimeout: cfg.Timeout, idle: make(chan *conn, cfg.MaxIdle), onConnect: cfg.OnConnect}
 }
 
 // Addr is the address the pool dials.
@@ -174,6 +180,11 @@ func (p *Pool) with(ctx context.Context, op string, f func(c *conn) error) error
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
+		if p.onConnect != nil {
+			if err := p.connected(ctx, c); err != nil {
+				return fmt.Errorf("%s: %w", op, err)
+			}
+		}
 	}
 	ok, err := c.do(ctx, p.cmdTimeout, op, func() error { return f(c) })
 	if !ok {
@@ -183,6 +194,24 @@ func (p *Pool) with(ctx context.Context, op string, f func(c *conn) error) error
 	select {
 	case p.idle <- c:
 	default:
+		c.close()
+	}
+	return err
+}
+
+// connected runs the OnConnect hook for a new connection, closing the
+// connection when it fails.
+func (p *Pool) connected(ctx context.Context, c *conn) error {
+	var stats map[string]string
+	ok, err := c.do(ctx, p.cmdTimeout, "stats", func() error {
+		var err error
+		stats, err = c.bc.Stats()
+		return err
+	})
+	if err == nil {
+		err = p.onConnect(ctx, stats)
+	}
+	if err != nil || !ok {
 		c.close()
 	}
 	return err
