@@ -41,7 +41,15 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	}
 	log := pkgconfig.NewLogger(stdout, cfg.Log)
 
-	pool := queue.NewPool(queue.PoolConfig{Addr: cfg.Beanstalk.Addr()})
+	// The fence sees every new queue connection first, so a beanstalkd
+	// restarted without its binlog is caught before a put reuses an id.
+	var f *fence.Fence
+	pool := queue.NewPool(queue.PoolConfig{Addr: cfg.Beanstalk.Addr(), OnConnect: func(ctx context.Context, stats map[string]string) error {
+		if f == nil { // connections made at start, before the fence exists
+			return nil
+		}
+		return f.OnConnect(ctx, stats)
+	}})
 	defer pool.Close()
 	q := flushingPool{pool}
 	if err := checkJobSize(ctx, pool, cfg.MaxJobSize, log); err != nil {
@@ -65,7 +73,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 		Help: "Puts that beanstalkd answered with an id already taken (it was restarted without a binlog).",
 	})
 	reg.MustRegister(fenced)
-	f := fence.New(q, results, log)
+	f = fence.New(q, results, log)
 	f.OnFence = fenced.Inc
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	synced := f.Sync(sctx) == nil

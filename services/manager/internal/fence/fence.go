@@ -3,11 +3,15 @@
 // A beanstalkd restarted without its binlog hands out ids from 1 again,
 // while MongoDB still holds the results of the old jobs under those ids:
 // GET /N would then answer a new job's status with an old job's result.
-// The fence is the largest id known to be taken, the larger of the
-// largest stored result and the largest id beanstalkd has given this
-// manager. A put that comes back at or under it is withdrawn, beanstalkd's
-// counter is moved past the fence with throwaway jobs in a private tube,
-// and the job is put again.
+// The fence is the largest id known to be taken when the fence was last
+// synced: the larger of the largest stored result and the largest id
+// beanstalkd had given this manager. A put that comes back at or under it
+// is withdrawn, beanstalkd's counter is moved past every id known to be
+// taken with throwaway jobs in a private tube, and the job is put again.
+//
+// The fence is a snapshot, not the running maximum of issued ids: puts on
+// different connections finish out of order, so an id below the largest
+// issued one is normal and says nothing about a restart.
 package fence
 
 import (
@@ -47,8 +51,13 @@ type Fence struct {
 	log *slog.Logger
 
 	fence atomic.Uint64
+	// issued is the largest id beanstalkd has given this manager.
+	issued atomic.Uint64
 	// mu lets one caller at a time move beanstalkd's counter.
 	mu sync.Mutex
+	// server is the "id/pid" of the beanstalkd process last connected to.
+	serverMu sync.Mutex
+	server   string
 	// OnFence, when set, is called each time a put came back under the
 	// fence, for metrics.
 	OnFence func()
@@ -63,12 +72,14 @@ func New(q Queue, s Store, log *slog.Logger) *Fence {
 // Value is the fence: the largest id known to be taken.
 func (f *Fence) Value() uint64 { return f.fence.Load() }
 
-// raise makes the fence at least id and returns what it was before.
-func (f *Fence) raise(id uint64) uint64 {
+// raise makes the fence at least id.
+func (f *Fence) raise(id uint64) { raiseTo(&f.fence, id) }
+
+func raiseTo(v *atomic.Uint64, id uint64) {
 	for {
-		old := f.fence.Load()
-		if id <= old || f.fence.CompareAndSwap(old, id) {
-			return old
+		old := v.Load()
+		if id <= old || v.CompareAndSwap(old, id) {
+			return
 		}
 	}
 }
@@ -88,12 +99,13 @@ func (f *Fence) Put(ctx context.Context, body []byte, o queue.PutOptions) (uint6
 		if err != nil {
 			return 0, err
 		}
-		prev := f.raise(id)
-		if id > prev {
+		fence := f.Value()
+		if id > fence {
+			raiseTo(&f.issued, id)
 			return id, nil
 		}
 		f.log.Warn("beanstalkd gave out an id at or under the fence; it was restarted without its binlog: moving its ids past the fence",
-			"job_id", id, "fence", prev, "tube", o.Tube)
+			"job_id", id, "fence", fence, "tube", o.Tube)
 		if f.OnFence != nil {
 			f.OnFence()
 		}
@@ -113,6 +125,7 @@ func (f *Fence) Put(ctx context.Context, body []byte, o queue.PutOptions) (uint6
 func (f *Fence) advance(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.raise(f.issued.Load())
 	past := f.Value()
 	start := time.Now()
 	last, err := f.q.Advance(ctx, Tube, past)
@@ -137,6 +150,7 @@ func (f *Fence) Sync(ctx context.Context) error {
 		return fmt.Errorf("read the largest stored id: %w", err)
 	}
 	f.raise(max)
+	f.raise(f.issued.Load())
 	// beanstalkd gives every job a fresh id, so its next id is above the
 	// number of jobs it has made; when that is above the fence already,
 	// no throwaway job (and no id) is spent.
@@ -146,6 +160,28 @@ func (f *Fence) Sync(ctx context.Context) error {
 		}
 	}
 	return f.advance(ctx)
+}
+
+// OnConnect is the queue pool's hook for each new connection (set it as
+// queue.PoolConfig.OnConnect). A new connection after a restart is the
+// first thing that sees the new process, before any put on it: when the
+// process differs from the last one, the fence is raised to every id
+// handed out so far and beanstalkd's counter is moved past it before the
+// connection is used.
+func (f *Fence) OnConnect(ctx context.Context, stats map[string]string) error {
+	server := stats["id"] + "/" + stats["pid"]
+	f.serverMu.Lock()
+	prev := f.server
+	f.server = server
+	f.serverMu.Unlock()
+	if prev == "" || prev == server {
+		return nil
+	}
+	// Raised at once, without I/O, so that puts on other new connections
+	// see the restart even before the sync below is done.
+	f.raise(f.issued.Load())
+	f.log.Warn("beanstalkd restarted: moving its ids past every id known to be taken", "fence", f.Value())
+	return f.Sync(ctx)
 }
 
 // WatchOptions configure Watch.
