@@ -787,9 +787,22 @@ func envNames(path string) ([]string, error) {
 	return names, nil
 }
 
-// checkFiles: the files the stacks reference exist, and the scripts parse.
+var versionedName = regexp.MustCompile(`\$\{[A-Z][A-Z0-9_]*_VERSION:-[^}]+\}`)
+
+// checkFiles: the files the stacks reference exist under names that can be
+// moved on (Swarm cannot update a secret or config in place), and the
+// scripts parse.
 func checkFiles(d *deployment) []string {
 	var problems []string
+	for file, raw := range map[string]rawStack{stackFile: d.raw, tlsFile: d.rawTLS} {
+		for kind, objs := range map[string]map[string]map[string]any{"secret": raw.Secrets, "config": raw.Configs} {
+			for name, obj := range objs {
+				if n, _ := obj["name"].(string); !versionedName.MatchString(n) {
+					problems = append(problems, fmt.Sprintf("%s: %s %s has no name with a ${..._VERSION} in it, so a changed file cannot be deployed", file, kind, name))
+				}
+			}
+		}
+	}
 	for name, c := range d.tls.Configs {
 		if _, err := os.Stat(c.File); err != nil {
 			problems = append(problems, fmt.Sprintf("config %s: %v", name, err))

@@ -90,6 +90,7 @@ var mutations = []mutation{
 	{name: "variable missing from the table", file: "README.md", old: "| `WORKER_RETRY_MAX` |", new: "| WORKER_RETRY_MAX |", check: "documented"},
 	{name: "shared variable missing from the table", file: "README.md", old: "| `MONGO_COLLECTION` |", new: "| MONGO_COLLECTION |", check: "documented"},
 	{name: "typo in the stack", file: stackFile, old: "WORKER_TUBES: ${WORKER_TUBES:-default}", new: "WORKER_TUBE: ${WORKER_TUBES:-default}", check: "documented"},
+	{name: "config not versioned", file: stackFile, old: "    name: jobs_admin_caddyfile_${CONFIG_VERSION:-1}\n", check: "files"},
 	{name: "missing Caddyfile", file: tlsFile, old: "file: ./Caddyfile", new: "file: ./Caddyfile.missing", check: "files"},
 }
 

@@ -119,6 +119,8 @@ type fileRef struct {
 // see how a value is given (a literal, a variable, a required variable).
 type rawStack struct {
 	Services map[string]map[string]any `yaml:"services"`
+	Secrets  map[string]map[string]any `yaml:"secrets"`
+	Configs  map[string]map[string]any `yaml:"configs"`
 }
 
 // env returns the service's environment as written, as a map, whichever of
