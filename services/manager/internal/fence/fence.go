@@ -155,6 +155,9 @@ func (f *Fence) Sync(ctx context.Context) error {
 	// number of jobs it has made; when that is above the fence already,
 	// no throwaway job (and no id) is spent.
 	if stats, err := f.q.ServerStats(ctx); err == nil {
+		f.serverMu.Lock()
+		f.server = stats["id"] + "/" + stats["pid"]
+		f.serverMu.Unlock()
 		if made, err := strconv.ParseUint(stats["total-jobs"], 10, 64); err == nil && made >= f.Value() {
 			return nil
 		}
