@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,10 @@ import (
 
 // shutdownTimeout is how long in-flight requests get to finish.
 const shutdownTimeout = 10 * time.Second
+
+// shutdownDrain is how long the manager keeps answering, with
+// "Connection: close" and a failing /readyz, before it stops listening.
+const shutdownDrain = time.Second
 
 // run is the manager: it serves the API until ctx ends, then finishes the
 // requests in flight and returns nil.
@@ -90,7 +95,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 			RateLimit: cfg.RateLimit, TrustedProxies: cfg.TrustedProxies,
 		},
 	})
-	srv := api.NewServer(handler, log)
+	var draining atomic.Bool
+	srv := api.NewServer(drain(handler, &draining), log)
 	ln, err := net.Listen("tcp", cfg.Addr())
 	if err != nil {
 		return fmt.Errorf("listen on %s (MANAGER_LISTEN_HOST, MANAGER_LISTEN_PORT): %w", cfg.Addr(), err)
@@ -126,6 +132,17 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	case err := <-served:
 		return fmt.Errorf("serve HTTP: %w", err)
 	case <-ctx.Done():
+	}
+	// Drain first: answers now carry "Connection: close", so clients stop
+	// reusing their connections before Shutdown closes the idle ones. A
+	// client that sent a request on a connection at the moment it was
+	// closed would otherwise see a reset.
+	log.Info("shutting down: draining connections", "drain", shutdownDrain.String())
+	draining.Store(true)
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve HTTP: %w", err)
+	case <-time.After(shutdownDrain):
 	}
 	log.Info("shutting down: finishing requests in flight", "timeout", shutdownTimeout.String())
 	dctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
@@ -214,4 +231,23 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// drain wraps h so that, once draining is set, every answer closes its
+// connection and /readyz fails, telling load balancers to send no more.
+func drain(h http.Handler, draining *atomic.Bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !draining.Load() {
+			h.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Connection", "close")
+		if r.URL.Path == "/readyz" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"status":"draining"}` + "\n"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
