@@ -1,0 +1,197 @@
+package faults_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/testenv"
+)
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+// post enqueues body through the manager and returns the job id.
+func post(t testing.TB, s *testenv.Stack, query, body string) uint64 {
+	t.Helper()
+	resp, err := httpClient.Post(s.ManagerURL+"/"+query, "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	require.Equal(t, http.StatusCreated, resp.StatusCode, "POST %s: %s", query, b)
+	var out struct{ ID uint64 }
+	require.NoError(t, json.Unmarshal(b, &out))
+	require.NotZero(t, out.ID)
+	return out.ID
+}
+
+// get returns the status and the decoded body of GET /id/.
+func get(t testing.TB, s *testenv.Stack, id uint64) (int, map[string]any) {
+	t.Helper()
+	resp, err := httpClient.Get(fmt.Sprintf("%s/%d/", s.ManagerURL, id))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var m map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&m))
+	return resp.StatusCode, m
+}
+
+func do(t testing.TB, method, u, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, bytes.NewBufferString(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := httpClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// results returns every stored result in the stack's database by id.
+func results(t testing.TB, s *testenv.Stack) map[uint64]job.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cur, err := s.Mongo.Client().Database(s.DB).Collection("completed").Find(ctx, bson.D{})
+	require.NoError(t, err)
+	var rs []job.Result
+	require.NoError(t, cur.All(ctx, &rs))
+	out := map[uint64]job.Result{}
+	for _, r := range rs {
+		_, dup := out[r.ID]
+		require.False(t, dup, "result %d stored twice", r.ID)
+		out[r.ID] = r
+	}
+	return out
+}
+
+func countResults(t testing.TB, s *testenv.Stack) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := s.Mongo.Client().Database(s.DB).Collection("completed").CountDocuments(ctx, bson.D{})
+	if err != nil {
+		return -1
+	}
+	return int(n)
+}
+
+// subscriber is an `all` subscriber that stays connected: when the
+// notifier goes away it reconnects with its last cursor, as the board
+// does. It counts every completion it receives by id.
+type subscriber struct {
+	url    string
+	mu     sync.Mutex
+	seen   map[uint64]int
+	cursor job.Cursor
+	gaps   int
+	conns  int
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func subscribe(t testing.TB, notifierURL string) *subscriber {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &subscriber{url: "ws" + strings.TrimPrefix(notifierURL, "http") + "/ws", seen: map[uint64]int{}, cancel: cancel, done: make(chan struct{})}
+	connected := make(chan struct{})
+	go s.loop(ctx, connected)
+	select {
+	case <-connected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("subscriber did not connect within 10s")
+	}
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *subscriber) close() {
+	s.cancel()
+	<-s.done
+}
+
+func (s *subscriber) loop(ctx context.Context, connected chan struct{}) {
+	defer close(s.done)
+	first := true
+	for ctx.Err() == nil {
+		u := s.url
+		s.mu.Lock()
+		if s.cursor != "" {
+			u += "?since=" + url.QueryEscape(string(s.cursor))
+		}
+		s.mu.Unlock()
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		c, _, err := websocket.Dial(dctx, u, nil)
+		cancel()
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		c.SetReadLimit(1 << 20)
+		if err := wsjson.Write(ctx, c, job.ClientMessage{Type: job.TypeSubscribe, All: true}); err != nil {
+			c.CloseNow()
+			continue
+		}
+		s.mu.Lock()
+		s.conns++
+		s.mu.Unlock()
+		if first {
+			close(connected)
+			first = false
+		}
+		for {
+			var e job.Event
+			if err := wsjson.Read(ctx, c, &e); err != nil {
+				break
+			}
+			s.mu.Lock()
+			switch {
+			case e.Type == job.TypeJob && e.State == job.StateCompleted:
+				s.seen[e.ID]++
+				if e.Cursor != "" {
+					s.cursor = e.Cursor
+				}
+			case e.Type == job.TypeGap:
+				s.gaps++
+			}
+			s.mu.Unlock()
+		}
+		c.CloseNow()
+	}
+}
+
+// counts returns how many distinct completions arrived and the ids that
+// arrived more than once.
+func (s *subscriber) counts() (distinct int, dups []uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, n := range s.seen {
+		if n > 1 {
+			dups = append(dups, id)
+		}
+	}
+	return len(s.seen), dups
+}
+
+func (s *subscriber) times(id uint64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seen[id]
+}
