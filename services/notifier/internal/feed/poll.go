@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/jobsys/jobs/pkg/job"
 )
 
 // pageSize is how many results one poll query reads.
@@ -39,6 +41,9 @@ type poller struct {
 	// anybody's business.
 	floor     time.Time
 	lastSweep time.Time
+	// primed is set once the results stored before the start are marked
+	// seen: they are history, for replays to send, not live events.
+	primed bool
 }
 
 func newPoller(s Store, lookback, sweepWindow, sweepEvery time.Duration, start position, log *slog.Logger) *poller {
@@ -51,6 +56,18 @@ func newPoller(s Store, lookback, sweepWindow, sweepEvery time.Duration, start p
 // round reads every result in the window once and hands the new ones to
 // sink, sweeping for late commits when it is time to.
 func (p *poller) round(ctx context.Context, sink Sink) error {
+	if !p.primed {
+		// Everything up to the start position existed before this feed
+		// did. Delivering the lookback window before it again would hand
+		// clients completions they already have: a client that reconnects
+		// after a restart gets its missed completions from its replay, and
+		// the replay's de-duplication only knows what the replay sent.
+		discard := func(context.Context, []job.Result) {}
+		if err := p.read(ctx, position{at: p.mark.Add(-p.lookback)}, p.mark.Add(time.Millisecond), discard, false); err != nil {
+			return err
+		}
+		p.primed = true
+	}
 	if err := p.read(ctx, position{at: p.mark.Add(-p.lookback)}, time.Time{}, sink, false); err != nil {
 		return err
 	}
