@@ -40,6 +40,15 @@ fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
 		done; \
 	done
 
+.PHONY: soak
+soak: build ## the soak test at full size: 20,000 jobs, a worker killed and the notifier restarted midway
+	SOAK_JOBS=$${SOAK_JOBS:-20000} DEVMONGO_BIN=$(CURDIR)/bin/devmongo $(GO) test -count=1 -timeout 60m -run '^TestSoak$$' -v ./tools/faults/ \
+		| grep -v '^\s*time='
+
+.PHONY: smoke
+smoke: ## build release binaries as the Dockerfile does and check they serve (deploy/smoke.sh)
+	bash deploy/smoke.sh
+
 .PHONY: lint
 lint: ## gofmt and go vet in every module
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

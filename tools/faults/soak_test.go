@@ -1,0 +1,106 @@
+package faults_test
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/testenv"
+)
+
+// 10. A soak: SOAK_JOBS jobs (20,000 with `make soak`, fewer in `make
+// test`) through 3 workers while one worker is killed and the notifier
+// restarted midway: exactly that many results, every one delivered to a
+// subscriber that stayed connected (after de-duplication by id), and the
+// services' memory flat.
+func TestSoak(t *testing.T) {
+	t.Parallel()
+	n := 1000
+	if v := os.Getenv("SOAK_JOBS"); v != "" {
+		var err error
+		n, err = strconv.Atoi(v)
+		require.NoError(t, err, "SOAK_JOBS")
+	}
+	b := testenv.Setup(t)
+	s := testenv.StartStack(t, b, testenv.StackOptions{Workers: 3, WorkerEnv: map[string]string{"WORKER_CONCURRENCY": "2"}})
+	sub := subscribe(t, s.NotifierURL)
+
+	var (
+		posted   atomic.Int64
+		next     atomic.Int64
+		mu       sync.Mutex
+		payloads = map[uint64]string{}
+		wg       sync.WaitGroup
+		rssMid   = map[string]int64{}
+	)
+	client := &http.Client{Timeout: 10 * time.Second}
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				payload := fmt.Sprintf(`{"soak":%d,"pad":"%s"}`, i, strings.Repeat("x", int(i%64)))
+				resp, err := client.Post(s.ManagerURL+"/?tube="+b.Tube, "application/json", strings.NewReader(payload))
+				if !assert.NoError(t, err) {
+					return
+				}
+				var out struct{ ID uint64 }
+				assert.Equal(t, http.StatusCreated, resp.StatusCode)
+				assert.NoError(t, jsonDecode(resp, &out))
+				mu.Lock()
+				payloads[out.ID] = payload
+				mu.Unlock()
+				posted.Add(1)
+			}
+		}()
+	}
+
+	// Midway: a worker dies without warning and the notifier restarts.
+	require.Eventually(t, func() bool { return posted.Load() >= int64(n/2) }, 5*time.Minute, 10*time.Millisecond)
+	rssMid["manager"] = s.Manager.RSS()
+	rssMid["worker-2"] = s.Workers[1].RSS()
+	s.Workers[0].Kill()
+	s.Notifier.Stop()
+	require.NoError(t, s.Notifier.Restart())
+	rssMid["notifier"] = s.Notifier.RSS()
+
+	wg.Wait()
+	require.EqualValues(t, n, posted.Load())
+	require.Eventually(t, func() bool { return countResults(t, s) == n }, 10*time.Minute, 250*time.Millisecond,
+		"%d results of %d", countResults(t, s), n)
+	rs := results(t, s)
+	require.Len(t, rs, n)
+	for id, p := range payloads {
+		r, ok := rs[id]
+		require.True(t, ok, "job %d has no result", id)
+		require.Equal(t, p, r.Payload, "job %d", id)
+		require.Equal(t, job.Hash(p), r.Hash, "job %d", id)
+	}
+	require.Eventually(t, func() bool { d, _ := sub.counts(); return d == n }, time.Minute, 100*time.Millisecond,
+		"the subscriber that stayed connected got every completion")
+	distinct, dups := sub.counts()
+	t.Logf("soak: %d jobs, %d results, subscriber saw %d distinct completions (%d more than once, %d gaps, %d connections)",
+		n, len(rs), distinct, len(dups), sub.gaps, sub.conns)
+
+	// Memory flat: the second half did not grow what the first half left.
+	end := map[string]int64{"manager": s.Manager.RSS(), "worker-2": s.Workers[1].RSS(), "notifier": s.Notifier.RSS()}
+	for name, mid := range rssMid {
+		t.Logf("soak: %s RSS %d MiB midway, %d MiB at the end", name, mid>>20, end[name]>>20)
+		require.NotZero(t, mid, name)
+		require.Less(t, end[name], mid+mid/2+32<<20, "%s memory grew in the second half", name)
+	}
+}
