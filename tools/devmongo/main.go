@@ -35,7 +35,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", envOr("DEVMONGO_LISTEN", "127.0.0.1:27017"), "TCP address to serve the MongoDB wire protocol on (port 0 picks a free one)")
 	dir := fs.String("data", envOr("DEVMONGO_DATA", "data/mongo"), "directory for the SQLite files, one per database")
-	level := fs.String("log-level", envOr("DEVMONGO_LOG_LEVEL", "warn"), "log level: debug, info, warn or error")
+	level := fs.String("log-level", envOr("DEVMONGO_LOG_LEVEL", "error"), "log level: debug, info, warn or error (FerretDB logs every refused command at warn)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

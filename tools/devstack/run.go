@@ -108,6 +108,11 @@ func run(ctx context.Context, getenv func(string) string, out io.Writer) error {
 	}
 
 	base := []string{"BEANSTALK_HOST=" + s.beanstalkHost, "BEANSTALK_PORT=" + s.beanstalkPort, "MONGO_URL=" + s.mongoURL}
+	if getenv("LOG_FORMAT") == "" {
+		// The services write JSON when their output is not a terminal;
+		// here a person reads it.
+		base = append(base, "LOG_FORMAT=text")
+	}
 	managerURL := "http://127.0.0.1:" + s.managerPort
 	notifierURL := "http://127.0.0.1:" + s.notifierPort
 	if err := st.start(ctx, "manager", filepath.Join(s.binDir, "manager"), base); err != nil {
@@ -137,11 +142,14 @@ func run(ctx context.Context, getenv func(string) string, out io.Writer) error {
   The stack is up. Ctrl-C stops it.
 
   Job board     %[2]s/
-  API           %[1]s/            curl -X POST %[1]s -H "Content-Type: application/json" --data '{"example":"data"}'
-                                        curl %[1]s/1/
-  Events (SSE)  %[2]s/events      curl -N %[2]s/events
+  API           %[1]s/
+                  curl -X POST %[1]s -H "Content-Type: application/json" --data '{"example":"data"}'
+                  curl %[1]s/1/
+  Events (SSE)  curl -N %[2]s/events
   Metrics       %[1]s/metrics  %[2]s/metrics
-  beanstalkd    %[3]s   MongoDB %[4]s   data in ./%[5]s
+  beanstalkd    %[3]s
+  MongoDB       %[4]s
+  Data          ./%[5]s (delete it to start afresh)
 
 `, managerURL, notifierURL, beanstalkAddr, s.mongoURL, s.dataDir)
 
