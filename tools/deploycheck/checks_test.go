@@ -711,7 +711,11 @@ func checkDockerfile(d *deployment) []string {
 	return problems
 }
 
-// checkDocumented: the README's table lists every variable the services read
+// topReadme is the top README, where the variable table is, seen from
+// deploy/.
+const topReadme = "../README.md"
+
+// checkDocumented: the top README's table lists every variable the services read
 // (string literals like NAME in their configuration code), and the stack
 // sets no variable a service does not read (a typo would go unnoticed).
 func checkDocumented(d *deployment) []string {
@@ -723,7 +727,8 @@ func checkDocumented(d *deployment) []string {
 	if len(shared) == 0 {
 		problems = append(problems, "found no variable names in pkg/config/config.go")
 	}
-	readme, err := d.read("README.md")
+	// The table is in the top README, next to deploy/.
+	readme, err := d.read(topReadme)
 	if err != nil {
 		return append(problems, err.Error())
 	}
