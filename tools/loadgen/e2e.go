@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/jobsys/jobs/pkg/job"
 	"github.com/jobsys/jobs/pkg/testenv"
@@ -33,6 +34,8 @@ type e2eFigures struct {
 	Poll         string  `json:"poll_interval"`
 	Latency      summary `json:"latency"`
 	CPU          cpuUse  `json:"cpu_cores"`
+	IdleBefore   idle    `json:"idle_before"`
+	IdleAfter    idle    `json:"idle_after"`
 }
 
 // e2eSockets is how many WebSockets share the subscriptions.
@@ -112,6 +115,13 @@ func (b *bench) e2e(ctx context.Context) error {
 				}
 			}
 		})
+	}
+
+	// What the idle stack costs the store before and after: the
+	// notifier's poll is a whole-table scan on devmongo.
+	var err error
+	if f.IdleBefore, err = b.idleCost(ctx); err != nil {
+		return err
 	}
 
 	client := newHTTPClient(64)
@@ -197,6 +207,19 @@ func (b *bench) e2e(ctx context.Context) error {
 	if f.Latency.Count == 0 {
 		return errors.Join(fmt.Errorf("no completion event arrived for %d jobs sent", f.Sent), errIf(f.FirstError))
 	}
+	if f.IdleAfter, err = b.idleCost(ctx); err != nil {
+		return err
+	}
+	// Later phases should not pay for this one's results: with them the
+	// notifier's polling alone keeps devmongo busy.
+	if b.st.own {
+		dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := b.st.results().DeleteMany(dctx, bson.D{{Key: "tube", Value: f.Tube}})
+		dcancel()
+		if err != nil {
+			return fmt.Errorf("remove the phase's results: %w", err)
+		}
+	}
 	bound := ms(b.st.pollInterval) + 25
 	limit := fmt.Sprintf("a completion waits for the next %s poll; %.0f jobs/s (%s)", f.Poll, f.Rate, f.RateSource)
 	if f.Missing > 0 || f.PostErrors > 0 {
@@ -206,7 +229,39 @@ func (b *bench) e2e(ctx context.Context) error {
 		maxRow("end to end p99 (POST answer -> WS event)", "ms", f.Latency.P99, 0, bound, fmtMS, limit),
 		infoRow("end to end p50/p95/p99", fmtPcts(f.Latency), "—", f.CPU.String()),
 	)
+	if f.IdleBefore.Docs >= 0 && f.IdleAfter.Cores >= 0 {
+		b.add(infoRow("idle stack: devmongo CPU (notifier polling)",
+			fmt.Sprintf("%.2f cores at %d results", f.IdleAfter.Cores, f.IdleAfter.Docs),
+			fmt.Sprintf("%.2f at %d", f.IdleBefore.Cores, f.IdleBefore.Docs),
+			"no requests: the poll query scans the whole results table on FerretDB/SQLite"))
+	}
 	return nil
+}
+
+// idle is the store's CPU use while nothing but the stack's own
+// background work runs.
+type idle struct {
+	Docs  int64   `json:"results"`
+	Cores float64 `json:"devmongo_cores"`
+}
+
+// idleCost measures devmongo's CPU for two quiet seconds, with the number
+// of results in the collection the notifier polls. Without a devmongo of
+// its own it reports -1s.
+func (b *bench) idleCost(ctx context.Context) (idle, error) {
+	n, err := b.st.results().EstimatedDocumentCount(ctx)
+	if err != nil {
+		return idle{}, fmt.Errorf("count results: %w", err)
+	}
+	if !b.st.own {
+		return idle{Docs: n, Cores: -1}, nil
+	}
+	b.prog.set(-1, fmt.Sprintf("idle for 2s with %d results", n))
+	m := b.st.meter()
+	if err := sleepCtx(ctx, 2*time.Second); err != nil {
+		return idle{}, err
+	}
+	return idle{Docs: n, Cores: m.read()["devmongo"]}, nil
 }
 
 func errIf(s string) error {

@@ -151,15 +151,16 @@ func writeTable(w io.Writer, rows []row) error {
 
 // report is the JSON document a run writes.
 type report struct {
-	StartedAt    time.Time      `json:"started_at"`
-	TotalSeconds float64        `json:"total_seconds"`
-	Interrupted  bool           `json:"interrupted,omitempty"`
-	Error        string         `json:"error,omitempty"`
-	Machine      machine        `json:"machine"`
-	Settings     map[string]any `json:"settings"`
-	Rows         []row          `json:"rows"`
-	Phases       map[string]any `json:"phases"`
-	Notes        []string       `json:"notes,omitempty"`
+	StartedAt    time.Time          `json:"started_at"`
+	TotalSeconds float64            `json:"total_seconds"`
+	PhaseSeconds map[string]float64 `json:"phase_seconds"`
+	Interrupted  bool               `json:"interrupted,omitempty"`
+	Error        string             `json:"error,omitempty"`
+	Machine      machine            `json:"machine"`
+	Settings     map[string]any     `json:"settings"`
+	Rows         []row              `json:"rows"`
+	Phases       map[string]any     `json:"phases"`
+	Notes        []string           `json:"notes,omitempty"`
 }
 
 // machine describes where the run happened.

@@ -28,6 +28,8 @@ type bench struct {
 
 	profMu   sync.Mutex
 	profiles []string
+	// took is each phase's wall time in seconds.
+	took map[string]float64
 }
 
 func (b *bench) add(rows ...row) { b.rows = append(b.rows, rows...) }
@@ -49,13 +51,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	started := time.Now()
 	rep := report{StartedAt: started.UTC(), Machine: describeMachine(), Settings: settingsOf(o)}
-	b := &bench{o: o, phases: map[string]any{}}
+	b := &bench{o: o, phases: map[string]any{}, took: map[string]float64{}}
 	if lim, err := raiseNoFile(); err != nil {
 		b.notef("could not raise RLIMIT_NOFILE: %v", err)
 	} else if lim < uint64(o.clients)+512 && o.has(phaseFanout) {
 		b.notef("RLIMIT_NOFILE is %d: the fan-out may run out of descriptors for %d clients", lim, o.clients)
 	}
 
+	if l := rep.Machine.LoadStart; len(l) > 0 && l[0] > float64(rep.Machine.NumCPU)/2 {
+		b.notef("load average %.1f on %d cores at the start: other processes compete for the CPU (the \"other\" share in the limit column)", l[0], rep.Machine.NumCPU)
+	}
 	b.prog = newProgress(stderr, progressMode(o.progress, stderrFile(stderr)), estimate(o))
 	b.prog.begin("starting the stack", 5*time.Second)
 	st, err := startStack(ctx, o)
@@ -73,7 +78,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				break
 			}
 			b.prog.begin(ph, phaseEstimate(o, ph))
+			began := time.Now()
 			err := b.runPhase(ctx, ph)
+			b.took[ph] = round2(time.Since(began).Seconds())
 			b.prog.end()
 			if err != nil && ctx.Err() == nil {
 				failures = append(failures, fmt.Errorf("%s: %w", ph, err))
@@ -95,7 +102,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(b.profiles) > 0 {
 		b.notef("%d CPU profiles in %s: go tool pprof -top %s/<service> <file>", len(b.profiles), o.pprofDir, o.bin)
 	}
-	rep.Rows, rep.Phases, rep.Notes = b.rows, b.phases, b.notes
+	rep.Rows, rep.Phases, rep.Notes, rep.PhaseSeconds = b.rows, b.phases, b.notes, b.took
 	rep.Interrupted = ctx.Err() != nil
 	if err := errors.Join(failures...); err != nil {
 		rep.Error = err.Error()
