@@ -20,6 +20,9 @@ type ingestFigures struct {
 	OursCPU   cpuUse  `json:"ours_cpu_cores"`
 	FloorCPU  cpuUse  `json:"floor_cpu_cores"`
 	Beanstalk string  `json:"beanstalkd"`
+	// HTTPCeiling is the same client against an empty Go handler.
+	HTTPCeiling    *summary `json:"http_ceiling,omitempty"`
+	HTTPCeilingCPU cpuUse   `json:"http_ceiling_cpu_cores,omitempty"`
 }
 
 // ingest measures POST / at -c connections against raw puts at the same
@@ -38,12 +41,33 @@ func (b *bench) ingest(ctx context.Context) error {
 	if f.Floor, f.FloorCPU, err = b.putRun(ctx, b.st.beanstalkAddr, tube+"-floor", b.o.duration, "raw put"); err != nil {
 		return err
 	}
-	b.phases[phaseIngest] = f
+	b.phases[phaseIngest] = &f
+	limit := errNote(f.Ours) + f.OursCPU.String()
+	if b.st.own {
+		// What HTTP alone costs here: the same client against a handler
+		// that only reads the body and answers.
+		p, u, err := b.st.startNullHTTP(ctx)
+		if p != nil {
+			defer b.st.stopProcs(p)
+		}
+		if err != nil {
+			return err
+		}
+		c, cpu, err := b.postRun(ctx, u, "", b.o.duration, "POST to an empty handler", "")
+		if err != nil {
+			return fmt.Errorf("empty handler: %w", err)
+		}
+		f.HTTPCeiling, f.HTTPCeilingCPU, b.httpCeiling = &c, cpu, c.Rate
+		limit = fmt.Sprintf("%s= %.0f%% of an empty Go HTTP handler; %s", errNote(f.Ours), 100*f.Ours.Rate/c.Rate, f.OursCPU)
+	}
 	b.add(
-		rateRow(fmt.Sprintf("ingest: POST / at c=%d", b.o.conc), "req/s", f.Ours.Rate, f.Floor.Rate, 0.40,
-			errNote(f.Ours)+f.OursCPU.String()),
+		rateRow(fmt.Sprintf("ingest: POST / at c=%d", b.o.conc), "req/s", f.Ours.Rate, f.Floor.Rate, 0.40, limit),
 		infoRow("ingest latency p50/p95/p99", fmtPcts(f.Ours), fmtPcts(f.Floor), "floor: "+f.FloorCPU.String()),
 	)
+	if c := f.HTTPCeiling; c != nil {
+		b.add(infoRow("HTTP ceiling: POST to an empty Go handler", fmtRate(c.Rate), fmtRate(f.Floor.Rate),
+			fmt.Sprintf("same client and c; p99 %s; %s", fmtMS(c.P99), f.HTTPCeilingCPU)))
+	}
 	return nil
 }
 

@@ -18,7 +18,7 @@ import (
 // -pprof as <label>-<process>.pprof. It returns at once; the returned
 // function waits for the profiles. Without -pprof it does nothing.
 func (b *bench) profile(ctx context.Context, label string, d time.Duration, roles ...string) (wait func()) {
-	if b.o.pprofDir == "" {
+	if b.o.pprofDir == "" || label == "" {
 		return func() {}
 	}
 	secs := max(1, int((d+time.Second/2)/time.Second))

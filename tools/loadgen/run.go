@@ -28,6 +28,8 @@ type bench struct {
 
 	profMu   sync.Mutex
 	profiles []string
+	// httpCeiling is the POST rate of an empty Go handler, when measured.
+	httpCeiling float64
 	// took is each phase's wall time in seconds.
 	took map[string]float64
 }
@@ -42,6 +44,9 @@ func (b *bench) notef(format string, args ...any) {
 // JSON. A phase that fails is reported and the others still run; the
 // error is returned at the end.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 2 && args[0] == nullHTTPArg {
+		return serveNullHTTP(ctx, args[1])
+	}
 	o, err := parseOptions(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -316,4 +318,35 @@ func TestWSURL(t *testing.T) {
 	t.Parallel()
 	require.Equal(t, "ws://127.0.0.1:8083/ws", wsURL("http://127.0.0.1:8083"))
 	require.Equal(t, "wss://n.example/ws", wsURL("https://n.example/"))
+}
+
+func TestNullHTTPAnswersLikeTheManager(t *testing.T) {
+	t.Parallel()
+	port, err := freePort()
+	require.NoError(t, err)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{nullHTTPArg, addr}, func(string) string { return "" }, io.Discard, io.Discard)
+	}()
+	require.Eventually(t, func() bool { return dialOK(addr)() == nil }, 10*time.Second, 10*time.Millisecond)
+
+	c := newHTTPClient(1)
+	id, err := postJob(ctx, c, "http://"+addr, "t", []byte(`{"a":1}`))
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), id)
+	_, err = postJob(ctx, c, "http://"+addr, "", []byte(`not json`))
+	require.ErrorContains(t, err, "status 400")
+	body, err := getJob(ctx, c, "http://"+addr, 5)
+	require.NoError(t, err)
+	require.True(t, json.Valid(body))
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the empty handler did not stop")
+	}
 }
