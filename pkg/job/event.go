@@ -57,7 +57,7 @@ func Completed(r Result) Event {
 }
 
 // Cursor marks a place in the stream of completions, ordered by
-// (completed_at, _id). Its text form is "<unix milliseconds>-<id>":
+// (stored_at, _id). Its text form is "<unix milliseconds>-<id>":
 // MongoDB keeps dates to the millisecond.
 type Cursor string
 
@@ -66,10 +66,10 @@ var ErrBadCursor = errors.New("bad cursor")
 
 // CursorOf returns the cursor just after r.
 func CursorOf(r Result) Cursor {
-	return NewCursor(r.CompletedAt, r.ID)
+	return NewCursor(r.StoredAt, r.ID)
 }
 
-// NewCursor returns the cursor for a completion at t of job id.
+// NewCursor returns the cursor for job id's result stored at t.
 func NewCursor(t time.Time, id uint64) Cursor {
 	return Cursor(strconv.FormatInt(t.UnixMilli(), 10) + "-" + strconv.FormatUint(id, 10))
 }

@@ -63,6 +63,11 @@ type Result struct {
 	StartedAt   time.Time `json:"started_at,omitzero" bson:"started_at,omitempty"`
 	CompletedAt time.Time `json:"completed_at,omitzero" bson:"completed_at,omitempty"`
 	DurationMS  float64   `json:"duration_ms" bson:"duration_ms"`
+	// StoredAt is when the database stored the result, by its own clock.
+	// Results are streamed and replayed in (stored_at, _id) order: unlike
+	// completed_at, which each worker stamps before its write commits, it
+	// follows the order in which results became visible.
+	StoredAt time.Time `json:"stored_at,omitzero" bson:"stored_at,omitempty"`
 }
 
 // SameWork reports whether r and other are results of the same job body,

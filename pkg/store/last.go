@@ -12,12 +12,11 @@ import (
 	"github.com/jobsys/jobs/pkg/job"
 )
 
-// Last returns the latest result in completion order (completed_at, then
-// _id), or ErrNotFound when there is none. A feed that starts reading new
+// Last returns the latest result in stored order (stored_at, then _id), or ErrNotFound when there is none. A feed that starts reading new
 // completions starts after it.
 func (s *Results) Last(ctx context.Context) (job.Result, error) {
 	var r job.Result
-	opts := options.FindOne().SetSort(bson.D{{Key: "completed_at", Value: -1}, {Key: "_id", Value: -1}})
+	opts := options.FindOne().SetSort(bson.D{{Key: "stored_at", Value: -1}, {Key: "_id", Value: -1}})
 	err := s.coll.FindOne(ctx, bson.D{}, opts).Decode(&r)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return r, ErrNotFound
@@ -28,13 +27,13 @@ func (s *Results) Last(ctx context.Context) (job.Result, error) {
 	return r, nil
 }
 
-// CountBetween returns how many results completed in [from, to). A feed
-// that polls by completion time compares it with what it has read, to
-// find results that were stored long after their completion time.
+// CountBetween returns how many results were stored in [from, to). A
+// feed that polls by stored time compares it with what it has read, to
+// find results whose write became visible long after its stamp.
 func (s *Results) CountBetween(ctx context.Context, from, to time.Time) (int64, error) {
-	n, err := s.coll.CountDocuments(ctx, bson.D{{Key: "completed_at", Value: bson.D{{Key: "$gte", Value: from}, {Key: "$lt", Value: to}}}})
+	n, err := s.coll.CountDocuments(ctx, bson.D{{Key: "stored_at", Value: bson.D{{Key: "$gte", Value: from}, {Key: "$lt", Value: to}}}})
 	if err != nil {
-		return 0, wrap("count results by completion time", err)
+		return 0, wrap("count results by stored time", err)
 	}
 	return n, nil
 }

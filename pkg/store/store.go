@@ -63,7 +63,8 @@ func (s *Results) Collection() *mongo.Collection { return s.coll }
 // EnsureIndexes creates the index that the feed and replays read by.
 func (s *Results) EnsureIndexes(ctx context.Context) error {
 	_, err := s.coll.Indexes().CreateMany(ctx, []mongo.IndexModel{
-		{Keys: bson.D{{Key: "completed_at", Value: 1}, {Key: "_id", Value: 1}}, Options: options.Index().SetName("completed_at_id")},
+		{Keys: bson.D{{Key: "stored_at", Value: 1}, {Key: "_id", Value: 1}}, Options: options.Index().SetName("stored_at_id")},
+		{Keys: bson.D{{Key: "completed_at", Value: 1}}, Options: options.Index().SetName("completed_at")},
 	})
 	if err != nil {
 		return wrap("create indexes", err)
@@ -71,11 +72,24 @@ func (s *Results) EnsureIndexes(ctx context.Context) error {
 	return nil
 }
 
-// Save stores r. When a result with r's id exists it returns
-// ErrAlreadyStored if it is the same job's, and ErrConflict otherwise; it
-// never overwrites.
+// Save stores r, stamped with the database's clock in stored_at. When a
+// result with r's id exists it returns ErrAlreadyStored if it is the same
+// job's, and ErrConflict otherwise; it never overwrites.
 func (s *Results) Save(ctx context.Context, r job.Result) error {
-	_, err := s.coll.InsertOne(ctx, r)
+	// An upsert whose filter cannot match a stored result inserts with
+	// $currentDate, the one way to have the server stamp the document;
+	// when the id is taken, the insert fails with a duplicate key.
+	r.StoredAt = time.Time{}
+	fields, err := bson.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode result %d: %w", r.ID, err)
+	}
+	filter := bson.D{{Key: "_id", Value: int64(r.ID)}, {Key: "stored_at", Value: bson.D{{Key: "$exists", Value: false}}}}
+	update := bson.D{
+		{Key: "$setOnInsert", Value: bson.Raw(fields)},
+		{Key: "$currentDate", Value: bson.D{{Key: "stored_at", Value: true}}},
+	}
+	_, err = s.coll.UpdateOne(ctx, filter, update, options.UpdateOne().SetUpsert(true))
 	if err == nil {
 		return nil
 	}
@@ -121,15 +135,15 @@ func (s *Results) MaxID(ctx context.Context) (uint64, error) {
 	return uint64(r.ID), nil
 }
 
-// After returns up to limit results that come after (at, id) in
-// completion order: completed later, or at the same millisecond with a
+// After returns up to limit results that come after (at, id) in the order
+// they were stored: stored later, or in the same millisecond with a
 // larger id.
 func (s *Results) After(ctx context.Context, at time.Time, id uint64, limit int) ([]job.Result, error) {
 	filter := bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: "completed_at", Value: bson.D{{Key: "$gt", Value: at}}}},
-		bson.D{{Key: "completed_at", Value: at}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: int64(id)}}}},
+		bson.D{{Key: "stored_at", Value: bson.D{{Key: "$gt", Value: at}}}},
+		bson.D{{Key: "stored_at", Value: at}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: int64(id)}}}},
 	}}}
-	opts := options.Find().SetSort(bson.D{{Key: "completed_at", Value: 1}, {Key: "_id", Value: 1}})
+	opts := options.Find().SetSort(bson.D{{Key: "stored_at", Value: 1}, {Key: "_id", Value: 1}})
 	if limit > 0 {
 		opts.SetLimit(int64(limit))
 	}

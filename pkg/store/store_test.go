@@ -37,10 +37,13 @@ func TestSaveFindNeverOverwrites(t *testing.T) {
 	s, ctx := setup(t)
 	at := time.UnixMilli(1_700_000_000_000).UTC()
 	r := result(1, `{"example":"data"}`, at)
+	before := time.Now().Add(-time.Minute)
 	require.NoError(t, s.Save(ctx, r))
 
 	got, err := s.Find(ctx, 1)
 	require.NoError(t, err)
+	require.True(t, got.StoredAt.After(before), "stored_at is the database's clock at the insert: %s", got.StoredAt)
+	r.StoredAt = got.StoredAt
 	require.Equal(t, r, got)
 
 	// The same job again: reported, not duplicated.
@@ -66,14 +69,19 @@ func TestMaxIDAndAfter(t *testing.T) {
 	require.Zero(t, n)
 
 	base := time.UnixMilli(1_700_000_000_000).UTC()
-	// Ids out of completion order, two in the same millisecond.
+	// Stored in this order, whatever their ids and completion times.
+	stored := map[uint64]job.Result{}
 	for _, r := range []job.Result{
-		result(5, "a", base),
-		result(3, "b", base.Add(time.Millisecond)),
-		result(4, "c", base.Add(time.Millisecond)),
-		result(9, "d", base.Add(2*time.Millisecond)),
+		result(5, "a", base.Add(time.Hour)),
+		result(3, "b", base),
+		result(4, "c", base.Add(time.Minute)),
+		result(9, "d", base.Add(-time.Hour)),
 	} {
 		require.NoError(t, s.Save(ctx, r))
+		got, err := s.Find(ctx, r.ID)
+		require.NoError(t, err)
+		stored[r.ID] = got
+		time.Sleep(2 * time.Millisecond) // distinct stamps: within one millisecond the id orders
 	}
 	n, err = s.MaxID(ctx)
 	require.NoError(t, err)
@@ -90,13 +98,19 @@ func TestMaxIDAndAfter(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []uint64{5, 3, 4, 9}, ids(all))
 
-	rest, err := s.After(ctx, base.Add(time.Millisecond), 3, 0)
+	rest, err := s.After(ctx, stored[3].StoredAt, 3, 0)
 	require.NoError(t, err)
 	require.Equal(t, []uint64{4, 9}, ids(rest))
 
-	one, err := s.After(ctx, base, 5, 1)
+	one, err := s.After(ctx, stored[5].StoredAt, 5, 1)
 	require.NoError(t, err)
 	require.Equal(t, []uint64{3}, ids(one))
+
+	// At the same stamp the id decides: a cursor at 4's stamp with a
+	// smaller id returns 4 first.
+	same, err := s.After(ctx, stored[4].StoredAt, 0, 1)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{4}, ids(same))
 }
 
 func TestUnavailable(t *testing.T) {

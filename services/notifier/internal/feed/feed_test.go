@@ -90,8 +90,17 @@ func (c *collector) dups() []uint64 {
 
 func result(id uint64, at time.Time) job.Result {
 	p := fmt.Sprintf(`{"n":%d}`, id)
+	at = at.Truncate(time.Millisecond).UTC()
 	return job.Result{ID: id, Hash: job.Hash(p), Payload: p, Tube: "default", Worker: "test", Attempts: 1,
-		StartedAt: at.Add(-time.Millisecond), CompletedAt: at.Truncate(time.Millisecond).UTC(), DurationMS: 1}
+		StartedAt: at.Add(-time.Millisecond), CompletedAt: at, DurationMS: 1, StoredAt: at}
+}
+
+// insert stores r as it is, stored_at included: a result that the database
+// stamped at r.StoredAt and that became visible only now. (Results.Save
+// stamps with the database's clock, which a test cannot set.)
+func insert(ctx context.Context, rs *store.Results, r job.Result) error {
+	_, err := rs.Collection().InsertOne(ctx, r)
+	return err
 }
 
 // start runs f until the test ends and returns Run's error channel.
@@ -127,15 +136,15 @@ func TestPollDeliversALateCommitOnce(t *testing.T) {
 	waitMode(t, f, feed.ModePoll)
 
 	now := time.Now()
-	require.NoError(t, b.results.Save(ctx, result(10, now)))
+	require.NoError(t, insert(ctx, b.results, result(10, now)))
 	require.Eventually(t, func() bool { return c.times(10) == 1 }, 5*time.Second, 10*time.Millisecond)
 
 	// Stamped 700ms before the one already delivered, committed after it.
-	require.NoError(t, b.results.Save(ctx, result(9, now.Add(-700*time.Millisecond))))
+	require.NoError(t, insert(ctx, b.results, result(9, now.Add(-700*time.Millisecond))))
 	require.Eventually(t, func() bool { return c.times(9) == 1 }, 5*time.Second, 10*time.Millisecond)
 
 	// Many rounds later (a newer result proves them), each was delivered once.
-	require.NoError(t, b.results.Save(ctx, result(11, now.Add(time.Second))))
+	require.NoError(t, insert(ctx, b.results, result(11, now.Add(time.Second))))
 	require.Eventually(t, func() bool { return c.times(11) == 1 }, 5*time.Second, 10*time.Millisecond)
 	time.Sleep(100 * time.Millisecond) // a few more rounds over the same window
 	require.Empty(t, c.dups())
@@ -157,14 +166,14 @@ func TestPollSweepFindsACommitLaterThanTheLookback(t *testing.T) {
 	// lookback): give it a second of history.
 	time.Sleep(time.Second)
 	now := time.Now()
-	require.NoError(t, b.results.Save(ctx, result(10, now)))
+	require.NoError(t, insert(ctx, b.results, result(10, now)))
 	require.Eventually(t, func() bool { return c.times(10) == 1 }, 5*time.Second, 10*time.Millisecond)
 	// Stored 800ms after its completion: eight lookbacks late.
-	require.NoError(t, b.results.Save(ctx, result(9, now.Add(-800*time.Millisecond))))
+	require.NoError(t, insert(ctx, b.results, result(9, now.Add(-800*time.Millisecond))))
 	require.Eventually(t, func() bool { return c.times(9) == 1 }, 5*time.Second, 10*time.Millisecond)
 	// Older than the sweep window: beyond what polling promises.
-	require.NoError(t, b.results.Save(ctx, result(8, now.Add(-time.Minute))))
-	require.NoError(t, b.results.Save(ctx, result(11, now.Add(time.Second))))
+	require.NoError(t, insert(ctx, b.results, result(8, now.Add(-time.Minute))))
+	require.NoError(t, insert(ctx, b.results, result(11, now.Add(time.Second))))
 	require.Eventually(t, func() bool { return c.times(11) == 1 }, 5*time.Second, 10*time.Millisecond)
 	time.Sleep(200 * time.Millisecond) // a few sweeps more
 	require.Empty(t, c.dups())
@@ -203,16 +212,16 @@ func TestPollStartsAfterTheLatestStoredResult(t *testing.T) {
 	now := time.Now()
 	// Stored before the feed starts, inside its first lookback window:
 	// history, which replays send, not live events.
-	require.NoError(t, b.results.Save(ctx, result(1, now.Add(-500*time.Millisecond))))
-	require.NoError(t, b.results.Save(ctx, result(2, now)))
+	require.NoError(t, insert(ctx, b.results, result(1, now.Add(-500*time.Millisecond))))
+	require.NoError(t, insert(ctx, b.results, result(2, now)))
 	c := newCollector()
 	f := feed.New(feed.Config{Mode: feed.ModePoll, PollInterval: 20 * time.Millisecond, PollLookback: time.Second,
 		ID: "n1", Store: b.results, State: b.state, Logger: logger(t)})
 	start(t, f, c.sink)
 	waitMode(t, f, feed.ModePoll)
 	// A late commit stamped before the start is new to everybody.
-	require.NoError(t, b.results.Save(ctx, result(3, now.Add(-200*time.Millisecond))))
-	require.NoError(t, b.results.Save(ctx, result(4, time.Now())))
+	require.NoError(t, insert(ctx, b.results, result(3, now.Add(-200*time.Millisecond))))
+	require.NoError(t, insert(ctx, b.results, result(4, time.Now())))
 	require.Eventually(t, func() bool { return c.times(3) == 1 && c.times(4) == 1 }, 5*time.Second, 10*time.Millisecond)
 	time.Sleep(100 * time.Millisecond) // a few more rounds over the same window
 	require.Zero(t, c.times(1))
@@ -238,7 +247,7 @@ func TestDevmongoAnswersWatchWithNotImplemented(t *testing.T) {
 		ID: "n1", Store: b.results, Opener: feed.MongoOpener{Coll: b.results.Collection()}, State: b.state, Logger: logger(t)})
 	start(t, f, c.sink)
 	waitMode(t, f, feed.ModePoll)
-	require.NoError(t, b.results.Save(ctx, result(7, time.Now())))
+	require.NoError(t, insert(ctx, b.results, result(7, time.Now())))
 	require.Eventually(t, func() bool { return c.times(7) == 1 }, 5*time.Second, 10*time.Millisecond)
 }
 
@@ -284,13 +293,13 @@ func TestChangeStreamAgainstAReplicaSet(t *testing.T) {
 	}
 	c := newCollector()
 	_, stop, done := run(c)
-	require.NoError(t, rs.Save(ctx, result(1, time.Now())))
+	require.NoError(t, insert(ctx, rs, result(1, time.Now())))
 	require.Eventually(t, func() bool { return c.times(1) == 1 }, 10*time.Second, 10*time.Millisecond)
 	stop()
 	require.NoError(t, <-done)
 
 	// Stored while no notifier ran: the saved token brings it.
-	require.NoError(t, rs.Save(ctx, result(2, time.Now())))
+	require.NoError(t, insert(ctx, rs, result(2, time.Now())))
 	c2 := newCollector()
 	_, stop, done = run(c2)
 	defer func() { stop(); <-done }()

@@ -12,10 +12,12 @@ import (
 // pageSize is how many results one poll query reads.
 const pageSize = 1000
 
-// poller reads new results by (completed_at, _id) every interval.
+// poller reads new results by (stored_at, _id) every interval.
 //
-// Workers stamp completed_at before their insert commits, so a result can
-// become visible after a later-stamped one was already read. Each round
+// The database stamps stored_at when it executes the insert, a moment
+// before the write commits, so a result can become visible after a
+// later-stamped one was already read (by milliseconds, or by seconds when
+// the database stalls). Each round
 // therefore reads again from the watermark minus the lookback, and the
 // seen set drops what was delivered already: a late result is delivered
 // once as long as it commits within the lookback of its own timestamp.
@@ -33,9 +35,9 @@ type poller struct {
 	now         func() time.Time
 	log         *slog.Logger
 	seen        *seen
-	// mark is the latest completion read, capped at the local clock so a
-	// worker with a clock running ahead cannot push the window past
-	// everybody else's results.
+	// mark is the latest stamp read, capped at the local clock so a
+	// database clock running ahead of this machine's cannot push the
+	// window past results still to come.
 	mark time.Time
 	// floor is where the first window started: nothing before it is
 	// anybody's business.
@@ -96,7 +98,7 @@ func (p *poller) read(ctx context.Context, from position, to time.Time, sink Sin
 		full := len(rs) == pageSize
 		if !to.IsZero() {
 			for i, r := range rs {
-				if !r.CompletedAt.Before(to) {
+				if !r.StoredAt.Before(to) {
 					rs, full = rs[:i], false
 					break
 				}
@@ -105,15 +107,15 @@ func (p *poller) read(ctx context.Context, from position, to time.Time, sink Sin
 		if fresh := p.seen.fresh(rs); len(fresh) > 0 {
 			if late {
 				for _, r := range fresh {
-					p.log.Warn("result stored later than NOTIFIER_POLL_LOOKBACK after its completion: delivered late",
-						"job_id", r.ID, "completed_at", r.CompletedAt, "lookback", p.lookback)
+					p.log.Warn("result became visible later than NOTIFIER_POLL_LOOKBACK after its stored_at stamp: delivered late",
+						"job_id", r.ID, "stored_at", r.StoredAt, "lookback", p.lookback)
 				}
 			}
 			sink(ctx, fresh)
 		}
 		for _, r := range rs {
-			if r.CompletedAt.After(p.mark) {
-				p.mark = r.CompletedAt
+			if r.StoredAt.After(p.mark) {
+				p.mark = r.StoredAt
 			}
 		}
 		if !full {

@@ -9,7 +9,7 @@ import (
 // seen is the set of recently delivered result ids, so that a result read
 // twice (by overlapping poll windows, or by a catch-up query that overlaps
 // a new change stream) is delivered once. Entries are pruned by
-// completion time, which keeps the set as small as the window it guards.
+// stored time, which keeps the set as small as the window it guards.
 type seen struct {
 	ids map[uint64]time.Time
 }
@@ -23,13 +23,13 @@ func (s *seen) fresh(rs []job.Result) []job.Result {
 		if _, ok := s.ids[r.ID]; ok {
 			continue
 		}
-		s.ids[r.ID] = r.CompletedAt
+		s.ids[r.ID] = r.StoredAt
 		out = append(out, r)
 	}
 	return out
 }
 
-// prune forgets results completed before t.
+// prune forgets results stored before t.
 func (s *seen) prune(t time.Time) {
 	for id, at := range s.ids {
 		if at.Before(t) {
@@ -38,7 +38,7 @@ func (s *seen) prune(t time.Time) {
 	}
 }
 
-// between counts the delivered results completed in [from, to).
+// between counts the delivered results stored in [from, to).
 func (s *seen) between(from, to time.Time) int {
 	n := 0
 	for _, at := range s.ids {
@@ -49,13 +49,13 @@ func (s *seen) between(from, to time.Time) int {
 	return n
 }
 
-// position is a place in (completed_at, _id) order.
+// position is a place in (stored_at, _id) order.
 type position struct {
 	at time.Time
 	id uint64
 }
 
-func positionOf(r job.Result) position { return position{at: r.CompletedAt, id: r.ID} }
+func positionOf(r job.Result) position { return position{at: r.StoredAt, id: r.ID} }
 
 func (p position) less(q position) bool {
 	if !p.at.Equal(q.at) {

@@ -81,7 +81,7 @@ const (
 	// saved token.
 	retry verdict = iota
 	// restart: the token is useless; open a new stream from now and
-	// catch up by querying completed_at from the last cursor seen.
+	// catch up by querying stored_at from the last cursor seen.
 	restart
 	// unsupported: this server has no change streams; poll instead.
 	unsupported
@@ -226,7 +226,7 @@ func (s *streamer) consume(ctx context.Context, cs Stream, sink Sink) error {
 			} else if ev.OperationType == "invalidate" {
 				s.deliver(ctx, batch, sink)
 				return errInvalidated
-			} else if ev.FullDocument != nil && !ev.FullDocument.CompletedAt.IsZero() {
+			} else if ev.FullDocument != nil && !ev.FullDocument.StoredAt.IsZero() {
 				batch = append(batch, *ev.FullDocument)
 			}
 			if cs.RemainingBatchLength() == 0 {

@@ -165,7 +165,7 @@ func TestServersWithoutChangeStreamsArePolled(t *testing.T) {
 				ID: "n1", Store: b.results, Opener: o, State: b.state, Logger: logger(t)})
 			start(t, f, c.sink)
 			waitMode(t, f, feed.ModePoll)
-			require.NoError(t, b.results.Save(context.Background(), result(5, time.Now())))
+			require.NoError(t, insert(context.Background(), b.results, result(5, time.Now())))
 			require.Eventually(t, func() bool { return c.times(5) == 1 }, 5*time.Second, 10*time.Millisecond)
 			require.Len(t, o.opened(), 1, "one try, then polling")
 		})
@@ -178,10 +178,10 @@ func TestHistoryLostStartsANewStreamAndCatchesUp(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	r1 := result(1, now)
-	require.NoError(t, b.results.Save(ctx, r1))
+	require.NoError(t, insert(ctx, b.results, r1))
 	// Stored while the stream was failing: only the catch-up query can find it.
 	r2 := result(2, now.Add(time.Millisecond))
-	require.NoError(t, b.results.Save(ctx, r2))
+	require.NoError(t, insert(ctx, b.results, r2))
 	r3 := result(3, now.Add(2*time.Millisecond))
 
 	o := &fakeOpener{answers: []answer{
@@ -211,8 +211,8 @@ func TestLostTokenAtStartCatchesUpFromTheSavedCursor(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	r1, r2 := result(1, now), result(2, now.Add(time.Millisecond))
-	require.NoError(t, b.results.Save(ctx, r1))
-	require.NoError(t, b.results.Save(ctx, r2))
+	require.NoError(t, insert(ctx, b.results, r1))
+	require.NoError(t, insert(ctx, b.results, r2))
 	require.NoError(t, b.state.Save(ctx, "n1", feed.State{Token: token("old"), Cursor: job.CursorOf(r1)}))
 
 	o := &fakeOpener{answers: []answer{{err: serverError(286, "ChangeStreamHistoryLost")}}}
