@@ -194,7 +194,7 @@ func (b *bench) drainLoops(ctx context.Context, run *drainRun, coll *mongo.Colle
 				}
 				done := time.Now()
 				r := job.Result{ID: id, Hash: job.Hash(string(body)), Payload: string(body), Tube: run.Tube,
-					Worker: "floor", Attempts: 1, StartedAt: t0.UTC(), CompletedAt: done.UTC(),
+					Worker: "floor", Attempts: 1, StartedAt: t0.UTC(), CompletedAt: done.UTC(), StoredAt: done.UTC(),
 					DurationMS: float64(done.Sub(t0)) / float64(time.Millisecond)}
 				if _, err := coll.InsertOne(ctx, r); err != nil {
 					errs[i] = fmt.Errorf("insert result %d: %w", id, err)
@@ -272,10 +272,11 @@ func (b *bench) drainWorkers(ctx context.Context, run *drainRun, coll *mongo.Col
 	return nil
 }
 
-// resultSpan returns the earliest started_at, the latest completed_at and
-// the number of results stored for tube.
+// resultSpan returns the earliest started_at, the latest stored_at (or
+// completed_at, for results without it) and the number of results stored
+// for tube.
 func resultSpan(ctx context.Context, coll *mongo.Collection, tube string) (first, last time.Time, n int, err error) {
-	opts := mongoopts.Find().SetProjection(bson.D{{Key: "started_at", Value: 1}, {Key: "completed_at", Value: 1}})
+	opts := mongoopts.Find().SetProjection(bson.D{{Key: "started_at", Value: 1}, {Key: "completed_at", Value: 1}, {Key: "stored_at", Value: 1}})
 	cur, err := coll.Find(ctx, bson.D{{Key: "tube", Value: tube}}, opts)
 	if err != nil {
 		return first, last, 0, fmt.Errorf("read results of %s: %w", tube, err)
@@ -285,6 +286,7 @@ func resultSpan(ctx context.Context, coll *mongo.Collection, tube string) (first
 		var r struct {
 			StartedAt   time.Time `bson:"started_at"`
 			CompletedAt time.Time `bson:"completed_at"`
+			StoredAt    time.Time `bson:"stored_at"`
 		}
 		if err := cur.Decode(&r); err != nil {
 			return first, last, n, fmt.Errorf("decode result: %w", err)
@@ -293,8 +295,14 @@ func resultSpan(ctx context.Context, coll *mongo.Collection, tube string) (first
 		if first.IsZero() || r.StartedAt.Before(first) {
 			first = r.StartedAt
 		}
-		if r.CompletedAt.After(last) {
-			last = r.CompletedAt
+		// The store's own stamp when there is one: the result is stored
+		// then, not when the worker finished the work.
+		done := r.StoredAt
+		if done.IsZero() {
+			done = r.CompletedAt
+		}
+		if done.After(last) {
+			last = done
 		}
 	}
 	return first, last, n, cur.Err()

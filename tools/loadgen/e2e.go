@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,7 +34,7 @@ type e2eFigures struct {
 	DrainSeconds float64 `json:"seconds_after_last_send"`
 	Poll         string  `json:"poll_interval"`
 	Latency      summary `json:"latency"`
-	// ToStore runs from the POST's answer to the result's completed_at,
+	// ToStore runs from the POST's answer to the result's stored_at,
 	// ToNotify from there to the event.
 	ToStore    summary `json:"post_to_stored"`
 	ToNotify   summary `json:"stored_to_event"`
@@ -112,6 +113,7 @@ func (b *bench) e2e(ctx context.Context) error {
 					State  job.State `json:"state"`
 					Result *struct {
 						CompletedAt time.Time `json:"completed_at"`
+						StoredAt    time.Time `json:"stored_at"`
 					} `json:"result"`
 				}
 				if json.Unmarshal(data, &ev) != nil || ev.Type != job.TypeJob || ev.State != job.StateCompleted {
@@ -121,13 +123,16 @@ func (b *bench) e2e(ctx context.Context) error {
 					t0 := v.(time.Time)
 					mu.Lock()
 					lat = append(lat, at.Sub(t0))
-					// The worker's clock is this machine's: the result's
-					// completion splits the latency into queue and work
-					// (to store) and the notifier's part (to notify), to
-					// the millisecond the store keeps.
-					if ev.Result != nil && !ev.Result.CompletedAt.IsZero() {
-						toStore = append(toStore, max(0, ev.Result.CompletedAt.Sub(t0)))
-						toNotify = append(toNotify, max(0, at.Sub(ev.Result.CompletedAt)))
+					// The store's clock is this machine's: the time the
+					// result was stored splits the latency into queue,
+					// work and write (to store) and the notifier's part
+					// (to notify), to the millisecond the store keeps.
+					if ev.Result != nil {
+						stored := cmp.Or(ev.Result.StoredAt, ev.Result.CompletedAt)
+						if !stored.IsZero() {
+							toStore = append(toStore, max(0, stored.Sub(t0)))
+							toNotify = append(toNotify, max(0, at.Sub(stored)))
+						}
 					}
 					mu.Unlock()
 				}

@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/store"
 )
 
 // fanoutFigures is the fan-out phase in the JSON.
@@ -194,6 +195,7 @@ func (b *bench) fanout(ctx context.Context) error {
 		return err
 	}
 	f.RSSConnectedMB = mb()
+	b.heapProfile(ctx, "fanout-connected", "notifier")
 	if n, err := rssBytes(os.Getpid()); err == nil {
 		f.LoadgenRSSMB = float64(n) / (1 << 20)
 	}
@@ -215,7 +217,8 @@ func (b *bench) fanout(ctx context.Context) error {
 		t0 := time.Now()
 		r := job.Result{ID: id, Hash: job.Hash("{}"), Payload: "{}", Tube: "bench-fanout", Worker: "loadgen",
 			Attempts: 1, StartedAt: t0.UTC(), CompletedAt: t0.UTC()}
-		if _, err := b.st.results().InsertOne(ctx, r); err != nil {
+		// Stored as a worker stores it, so the feed sees it as it would.
+		if err := store.NewResults(b.st.mongo, b.st.mongoDB, b.st.mongoColl).Save(ctx, r); err != nil {
 			return fmt.Errorf("insert broadcast result: %w", err)
 		}
 		deadline := time.Now().Add(5*time.Second + 2*b.st.pollInterval)

@@ -217,7 +217,7 @@ func storeResults(ctx context.Context, coll *mongo.Collection, ids []uint64) err
 	for i, id := range ids {
 		p := fmt.Sprintf(`{"example":"data","n":%d}`, i)
 		docs[i] = job.Result{ID: id, Hash: job.Hash(p), Payload: p, Tube: "bench-lookup", Worker: "loadgen",
-			Attempts: 1, StartedAt: now, CompletedAt: now, DurationMS: 0.1}
+			Attempts: 1, StartedAt: now, CompletedAt: now, StoredAt: now, DurationMS: 0.1}
 	}
 	if _, err := coll.InsertMany(ctx, docs); err != nil {
 		return fmt.Errorf("store results to look up: %w", err)

@@ -41,6 +41,27 @@ func (b *bench) profile(ctx context.Context, label string, d time.Duration, role
 	return wg.Wait
 }
 
+// heapProfile saves the heap profile of the processes of the given roles
+// (or names) as <label>-<process>.heap.pprof, with -pprof.
+func (b *bench) heapProfile(ctx context.Context, label string, roles ...string) {
+	if b.o.pprofDir == "" {
+		return
+	}
+	for _, p := range b.st.live() {
+		if p.pprofURL == "" || !(slices.Contains(roles, role(p.name)) || slices.Contains(roles, p.name)) {
+			continue
+		}
+		path := filepath.Join(b.o.pprofDir, label+"-"+p.name+".heap.pprof")
+		if err := fetchProfile(ctx, p.pprofURL+"/debug/pprof/heap", path); err != nil {
+			b.prog.logf("heap profile %s of %s: %v", label, p.name, err)
+			continue
+		}
+		b.profMu.Lock()
+		b.profiles = append(b.profiles, path)
+		b.profMu.Unlock()
+	}
+}
+
 func fetchProfile(ctx context.Context, url, path string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
