@@ -251,7 +251,11 @@ func (c *client) closed(within time.Duration) websocket.StatusCode {
 		select {
 		case <-c.msgs:
 		case <-c.done:
-			return websocket.CloseStatus(c.err)
+			code := websocket.CloseStatus(c.err)
+			if code == -1 {
+				c.t.Logf("connection ended without a close frame: %v", c.err)
+			}
+			return code
 		case <-time.After(within):
 			c.t.Fatalf("connection still open after %s", within)
 		}
@@ -263,6 +267,20 @@ func result(id uint64, at time.Time) job.Result {
 	p := fmt.Sprintf(`{"n":%d}`, id)
 	return job.Result{ID: id, Hash: job.Hash(p), Payload: p, Tube: "default", Worker: "test", Attempts: 1,
 		StartedAt: at.Add(-time.Millisecond).UTC(), CompletedAt: at.Truncate(time.Millisecond).UTC(), DurationMS: 1}
+}
+
+// stamped returns r as the database would have stamped it at at.
+func stamped(r job.Result, at time.Time) job.Result {
+	r.StoredAt = at.Truncate(time.Millisecond).UTC()
+	return r
+}
+
+// insert stores r as it is, stored_at included, for results that the
+// database stamped at a moment a test chooses (Results.Save stamps with
+// the database's clock).
+func (b bundle) insert(ctx context.Context, r job.Result) error {
+	_, err := b.results.Collection().InsertOne(ctx, r)
+	return err
 }
 
 // complete stores results for ids first..first+n-1, as workers would.

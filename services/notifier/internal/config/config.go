@@ -44,6 +44,9 @@ type Config struct {
 	// every origin.
 	AllowedOrigins []string
 	MaxClients     int
+	// ClientBuffer is how many frames may wait for one slow client before
+	// it is closed.
+	ClientBuffer int
 
 	ManagerURL *url.URL
 	BoardLinks []Link
@@ -74,6 +77,7 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 		ReplayLimit:    int(r.Int("NOTIFIER_REPLAY_LIMIT", 10000, 1, 1_000_000)),
 		AllowedOrigins: r.List("NOTIFIER_ALLOWED_ORIGINS", nil),
 		MaxClients:     int(r.Int("NOTIFIER_MAX_CLIENTS", 10000, 1, 1_000_000)),
+		ClientBuffer:   int(r.Int("NOTIFIER_CLIENT_BUFFER", 1024, 1, 1_000_000)),
 		ID:             r.String("", "NOTIFIER_ID"),
 	}
 	switch c.Mode {

@@ -23,6 +23,7 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 2*time.Second, c.PollLookback)
 	require.Equal(t, 10000, c.ReplayLimit)
 	require.Equal(t, 10000, c.MaxClients)
+	require.Equal(t, 1024, c.ClientBuffer)
 	require.Empty(t, c.AllowedOrigins)
 	require.Equal(t, "http://127.0.0.1:8080", c.ManagerURL.String())
 	require.Empty(t, c.BoardLinks)
@@ -85,6 +86,7 @@ func TestBadValuesAreNamed(t *testing.T) {
 		{map[string]string{"NOTIFIER_POLL_LOOKBACK": "2h"}, "NOTIFIER_POLL_LOOKBACK"},
 		{map[string]string{"NOTIFIER_REPLAY_LIMIT": "0"}, "NOTIFIER_REPLAY_LIMIT"},
 		{map[string]string{"NOTIFIER_MAX_CLIENTS": "many"}, "NOTIFIER_MAX_CLIENTS"},
+		{map[string]string{"NOTIFIER_CLIENT_BUFFER": "0"}, "NOTIFIER_CLIENT_BUFFER"},
 		{map[string]string{"NOTIFIER_ALLOWED_ORIGINS": "[a-"}, "NOTIFIER_ALLOWED_ORIGINS"},
 		{map[string]string{"MANAGER_URL": "manager:8080"}, "MANAGER_URL"},
 		{map[string]string{"MANAGER_URL": "ftp://manager"}, "MANAGER_URL"},

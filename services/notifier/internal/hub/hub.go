@@ -179,24 +179,24 @@ type frame struct {
 	live bool
 }
 
-func newFrame(ev job.Event) frame {
+func newFrame(ev job.Event) *frame {
 	data, err := json.Marshal(ev)
 	if err != nil {
 		panic(err) // job.Event always encodes
 	}
-	f := frame{typ: ev.Type, data: data, id: ev.ID, state: ev.State, cursor: ev.Cursor}
+	f := &frame{typ: ev.Type, data: data, id: ev.ID, state: ev.State, cursor: ev.Cursor}
 	if ev.Result != nil {
 		f.at = ev.Result.CompletedAt
 	}
 	return f
 }
 
-func errorFrame(msg string) frame { return newFrame(job.Event{Type: job.TypeError, Error: msg}) }
+func errorFrame(msg string) *frame { return newFrame(job.Event{Type: job.TypeError, Error: msg}) }
 
 // client is one connection's subscriptions and queue.
 type client struct {
 	transport string // ws or sse
-	send      chan frame
+	send      chan *frame
 	stats     bool // wants stats frames
 	closeSlow func()
 
@@ -207,12 +207,12 @@ type client struct {
 }
 
 func (h *Hub) newClient(transport string, all, stats bool) *client {
-	return &client{transport: transport, send: make(chan frame, h.cfg.Buffer), stats: stats, all: all, jobs: map[uint64]job.State{}}
+	return &client{transport: transport, send: make(chan *frame, h.cfg.Buffer), stats: stats, all: all, jobs: map[uint64]job.State{}}
 }
 
 // enqueue queues f without blocking; a full queue drops the client.
 // c.mu is held.
-func (h *Hub) enqueue(c *client, f frame) {
+func (h *Hub) enqueue(c *client, f *frame) {
 	if c.dropped {
 		return
 	}
@@ -227,7 +227,7 @@ func (h *Hub) enqueue(c *client, f frame) {
 }
 
 // offerCompletion queues a completion for c unless c had it already.
-func (h *Hub) offerCompletion(c *client, f frame) {
+func (h *Hub) offerCompletion(c *client, f *frame) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st, ok := c.jobs[f.id]; ok {
@@ -245,7 +245,7 @@ func (h *Hub) offerCompletion(c *client, f frame) {
 
 // offerState queues a state change for a watcher of the job: only a
 // change, and nothing after completion.
-func (h *Hub) offerState(c *client, f frame) {
+func (h *Hub) offerState(c *client, f *frame) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, ok := c.jobs[f.id]
@@ -256,7 +256,7 @@ func (h *Hub) offerState(c *client, f frame) {
 	h.enqueue(c, f)
 }
 
-func (h *Hub) offer(c *client, f frame) {
+func (h *Hub) offer(c *client, f *frame) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	h.enqueue(c, f)

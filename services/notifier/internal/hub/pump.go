@@ -2,7 +2,9 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/jobsys/jobs/pkg/job"
@@ -18,7 +20,7 @@ const replayMemory = time.Minute
 
 // writer writes frames to one client.
 type writer interface {
-	write(ctx context.Context, f frame) error
+	write(ctx context.Context, f *frame) error
 	// heartbeat keeps an idle connection open (SSE); nil channel for none.
 	heartbeat(ctx context.Context) error
 }
@@ -76,15 +78,25 @@ func (h *Hub) pump(ctx context.Context, c *client, w writer, since job.Cursor, h
 					continue
 				}
 			}
-			if err := h.write(ctx, w, f); err != nil {
+			if err := h.write(ctx, c, w, f); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-func (h *Hub) write(ctx context.Context, w writer, f frame) error {
+func (h *Hub) write(ctx context.Context, c *client, w writer, f *frame) error {
 	if err := w.write(ctx, f); err != nil {
+		c.mu.Lock()
+		dropped := c.dropped
+		c.dropped = true
+		c.mu.Unlock()
+		if !dropped && ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)) {
+			// A peer that takes nothing for the write timeout is gone or
+			// stuck: its connection is closed.
+			h.m.Dropped.WithLabelValues("write_timeout").Inc()
+			h.log.Info("client write timed out: closing it", "timeout", h.cfg.WriteTimeout)
+		}
 		return err
 	}
 	h.m.EventsSent.WithLabelValues(f.typ).Inc()
@@ -117,7 +129,7 @@ func (h *Hub) replay(ctx context.Context, c *client, w writer, since job.Cursor)
 		}
 		for _, r := range rs {
 			f := newFrame(job.Completed(r))
-			if err := h.write(ctx, w, f); err != nil {
+			if err := h.write(ctx, c, w, f); err != nil {
 				return nil, err
 			}
 			sent[r.ID] = struct{}{}
@@ -145,7 +157,7 @@ func (h *Hub) replay(ctx context.Context, c *client, w writer, since job.Cursor)
 			h.log.Warn("replay", "err", failure, "since", since)
 		}
 		gap := newFrame(job.Event{Type: job.TypeGap, Cursor: last, Error: reason})
-		if err := h.write(ctx, w, gap); err != nil {
+		if err := h.write(ctx, c, w, gap); err != nil {
 			return nil, err
 		}
 	}

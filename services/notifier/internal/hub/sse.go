@@ -22,7 +22,7 @@ func (s sseWriter) send(b []byte) error {
 	return s.rc.Flush()
 }
 
-func (s sseWriter) write(_ context.Context, f frame) error {
+func (s sseWriter) write(_ context.Context, f *frame) error {
 	var b bytes.Buffer
 	if f.cursor != "" && f.typ == "job" {
 		b.WriteString("id: " + string(f.cursor) + "\n")

@@ -19,8 +19,11 @@ type wsWriter struct {
 	timeout time.Duration
 }
 
-func (w wsWriter) write(ctx context.Context, f frame) error {
-	ctx, cancel := context.WithTimeout(ctx, w.timeout)
+func (w wsWriter) write(ctx context.Context, f *frame) error {
+	// A write runs to its end or its timeout: cancelling a context that a
+	// coder/websocket write waits on drops the TCP connection at once,
+	// and then the close frame that shutdown sends next could not go out.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.timeout)
 	defer cancel()
 	return w.conn.Write(ctx, websocket.MessageText, f.data)
 }

@@ -19,7 +19,8 @@ type Metrics struct {
 	// EventsSent counts frames written to clients by type (job, stats,
 	// gap, error).
 	EventsSent *prometheus.CounterVec
-	// Dropped counts clients the notifier closed by reason (slow).
+	// Dropped counts clients the notifier closed by reason: slow (its
+	// queue overflowed) or write_timeout (a write took longer than 5s).
 	Dropped *prometheus.CounterVec
 	// Rejected counts refused connections by reason (max_clients,
 	// origin, unauthorized, forbidden, bad_request).
@@ -69,6 +70,7 @@ func New() *Metrics {
 		m.Mode.WithLabelValues(mode)
 	}
 	m.Dropped.WithLabelValues("slow")
+	m.Dropped.WithLabelValues("write_timeout")
 	m.Registry.MustRegister(m.Clients, m.EventsSent, m.Dropped, m.Rejected, m.Completions, m.Mode, m.PushLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

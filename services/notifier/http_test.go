@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/testenv"
+)
+
+func TestBoardFilesAreServedWithRevalidation(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	n := start(t, b, nil)
+	resp, body := get(t, n.base+"/", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, resp.Header.Get("Content-Type"), "text/html")
+	require.Contains(t, body, "<title>Job board</title>")
+	require.Equal(t, "no-cache", resp.Header.Get("Cache-Control"))
+	require.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"))
+	etag := resp.Header.Get("ETag")
+	require.NotEmpty(t, etag)
+
+	resp, body = get(t, n.base+"/", http.Header{"If-None-Match": {etag}})
+	require.Equal(t, http.StatusNotModified, resp.StatusCode)
+	require.Empty(t, body)
+
+	resp, _ = get(t, n.base+"/no-such-file.js", nil)
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	req, _ := http.NewRequest(http.MethodPost, n.base+"/", strings.NewReader("x"))
+	r, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	r.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, r.StatusCode)
+}
+
+func TestBoardConfig(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	n := start(t, b, map[string]string{"BOARD_LINKS": "mongo-express=http://localhost:8081,beanstalk console=http://localhost:8082/"})
+	resp, body := get(t, n.base+"/board-config.json", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.JSONEq(t, `{"api":"/api","links":[{"name":"mongo-express","url":"http://localhost:8081"},{"name":"beanstalk console","url":"http://localhost:8082/"}]}`, body)
+
+	n2 := start(t, b, nil)
+	_, body = get(t, n2.base+"/board-config.json", nil)
+	require.JSONEq(t, `{"api":"/api","links":[]}`, body)
+}
+
+// The proxy is checked against an upstream that says what it received;
+// the manager itself is another service's.
+func TestAPIProxyStripsThePrefixAndKeepsAuthorization(t *testing.T) {
+	t.Parallel()
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(map[string]string{
+			"method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery,
+			"auth": r.Header.Get("Authorization"), "body": string(body), "forwarded_host": r.Header.Get("X-Forwarded-Host"),
+		})
+	}))
+	t.Cleanup(upstream.Close)
+	b := setup(t)
+	n := start(t, b, map[string]string{"MANAGER_URL": upstream.URL})
+
+	req, _ := http.NewRequest(http.MethodPost, n.base+"/api/?tube=x", strings.NewReader(`{"example":"data"}`))
+	req.Header.Set("Authorization", "Bearer abc")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	var got map[string]string
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
+	require.Equal(t, map[string]string{"method": "POST", "path": "/", "query": "tube=x", "auth": "Bearer abc",
+		"body": `{"example":"data"}`, "forwarded_host": strings.TrimPrefix(n.base, "http://")}, got)
+
+	_, body := get(t, n.base+"/api/1/", nil)
+	require.Contains(t, body, `"path":"/1/"`)
+}
+
+func TestAPIProxyAnswers502WhenTheManagerIsDown(t *testing.T) {
+	t.Parallel()
+	port, err := testenv.FreePort()
+	require.NoError(t, err)
+	b := setup(t)
+	n := start(t, b, map[string]string{"MANAGER_URL": "http://127.0.0.1:" + strconv.Itoa(port)})
+	resp, body := get(t, n.base+"/api/1", nil)
+	require.Equal(t, http.StatusBadGateway, resp.StatusCode)
+	var got map[string]string
+	require.NoError(t, json.Unmarshal([]byte(body), &got))
+	require.Equal(t, "manager unreachable", got["error"])
+}
+
+func TestReadyzAndMetricsReportTheMode(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	n := start(t, b, nil)
+	resp, body := get(t, n.base+"/readyz", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var ready map[string]any
+	require.NoError(t, json.Unmarshal([]byte(body), &ready))
+	require.Equal(t, "poll", ready["mode"])
+	require.Equal(t, "ok", ready["mongo"])
+	require.Equal(t, "ok", ready["beanstalk"])
+
+	c := dial(t, n.ws(""), nil)
+	subscribeAll(c)
+	_, metrics := get(t, n.base+"/metrics", nil)
+	for _, want := range []string{
+		`notifier_feed_mode{mode="poll"} 1`,
+		`notifier_feed_mode{mode="changestream"} 0`,
+		`notifier_clients{transport="ws"} 1`,
+		`notifier_events_sent_total{type="error"} 1`,
+		`notifier_clients_dropped_total{reason="slow"} 0`,
+		`notifier_push_latency_seconds_bucket`,
+		`go_goroutines`,
+	} {
+		require.Contains(t, metrics, want)
+	}
+	require.Regexp(t, `msg="completion feed running".* mode=poll`, n.logs.String(), "the mode is logged")
+}
+
+func TestReadinessFollowsMongoDB(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	own := testenv.StartMongo(t)
+	b.Mongo = own
+	n := start(t, b, nil)
+	own.Stop()
+	require.Eventually(t, func() bool {
+		resp, _ := get(t, n.base+"/readyz", nil)
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, 15*time.Second, 100*time.Millisecond)
+	resp, _ := get(t, n.base+"/healthz", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "alive all the same")
+	require.NoError(t, own.Restart())
+	require.Eventually(t, func() bool {
+		resp, _ := get(t, n.base+"/readyz", nil)
+		return resp.StatusCode == http.StatusOK
+	}, 20*time.Second, 100*time.Millisecond)
+}
+
+// sseEvent is one Server-Sent Event.
+type sseEvent struct {
+	id, event, data string
+}
+
+// readSSE reads events from body into a channel until it ends.
+func readSSE(body io.Reader) <-chan sseEvent {
+	out := make(chan sseEvent, 1024)
+	go func() {
+		defer close(out)
+		sc := bufio.NewScanner(body)
+		var ev sseEvent
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if ev.event != "" || ev.data != "" {
+					out <- ev
+				}
+				ev = sseEvent{}
+			case strings.HasPrefix(line, ":"):
+				out <- sseEvent{event: "comment", data: line}
+			default:
+				k, v, _ := strings.Cut(line, ": ")
+				switch k {
+				case "id":
+					ev.id = v
+				case "event":
+					ev.event = v
+				case "data":
+					ev.data = v
+				}
+			}
+		}
+	}()
+	return out
+}
+
+func openSSE(t *testing.T, url string, header http.Header) <-chan sseEvent {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	require.NoError(t, err)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	t.Cleanup(func() { resp.Body.Close() })
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+	return readSSE(resp.Body)
+}
+
+// sseJobs reads n job events.
+func sseJobs(t *testing.T, events <-chan sseEvent, n int) []job.Event {
+	t.Helper()
+	var out []job.Event
+	deadline := time.After(10 * time.Second)
+	for len(out) < n {
+		select {
+		case ev, ok := <-events:
+			require.True(t, ok, "stream ended")
+			if ev.event != "job" {
+				continue
+			}
+			var je job.Event
+			require.NoError(t, json.Unmarshal([]byte(ev.data), &je))
+			require.Equal(t, string(je.Cursor), ev.id, "the SSE id is the cursor")
+			out = append(out, je)
+		case <-deadline:
+			t.Fatalf("%d of %d SSE events", len(out), n)
+		}
+	}
+	return out
+}
+
+func TestSSEReplaysFromLastEventID(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	n := start(t, b, nil)
+	ctx := context.Background()
+	base := time.Now().Add(-time.Minute)
+	var results []job.Result
+	for i := range 4 {
+		r := result(uint64(i+1), base)
+		require.NoError(t, b.insert(ctx, stamped(r, base.Add(time.Duration(i)*time.Millisecond))))
+		r, err := b.results.Find(ctx, r.ID)
+		require.NoError(t, err)
+		results = append(results, r)
+	}
+	events := openSSE(t, n.base+"/events", http.Header{"Last-Event-ID": {string(job.CursorOf(results[1]))}})
+	require.Equal(t, []uint64{3, 4}, ids(sseJobs(t, events, 2)))
+	b.complete(t, 10, 2)
+	require.Equal(t, []uint64{10, 11}, sorted(ids(sseJobs(t, events, 2))))
+
+	// ?since= works too, for a first connection.
+	events = openSSE(t, n.base+"/events?since="+string(job.CursorOf(results[2])), nil)
+	require.Equal(t, []uint64{4, 10, 11}, sorted(ids(sseJobs(t, events, 3))))
+
+	resp, body := get(t, n.base+"/events?since=yesterday", nil)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.Contains(t, body, "bad since cursor")
+	resp, _ = get(t, n.base+"/ws?since=1-x", nil)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+}
+
+func TestSSEHeartbeat(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("waits 15s for a heartbeat; -short skips it")
+	}
+	b := setup(t)
+	n := start(t, b, nil)
+	events := openSSE(t, n.base+"/events", nil)
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case ev := <-events:
+			if ev.event == "comment" {
+				require.Equal(t, ": heartbeat", ev.data)
+				return
+			}
+		case <-deadline:
+			t.Fatal("no heartbeat within 20s")
+		}
+	}
+}
