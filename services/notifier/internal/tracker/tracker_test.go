@@ -1,0 +1,182 @@
+package tracker_test
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/queue"
+	"github.com/jobsys/jobs/pkg/store"
+	"github.com/jobsys/jobs/pkg/testenv"
+	"github.com/jobsys/jobs/services/notifier/internal/tracker"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// hub records what the tracker tells it; the watched ids are set by the
+// test.
+type hub struct {
+	mu        sync.Mutex
+	watched   []uint64
+	states    map[uint64][]job.State
+	forgotten []uint64
+	stats     []map[string]job.TubeStats
+	completed int
+}
+
+func newHub(ids ...uint64) *hub { return &hub{watched: ids, states: map[uint64][]job.State{}} }
+
+func (h *hub) Watched() []uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.watched)
+}
+
+func (h *hub) JobState(ev job.Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.states[ev.ID] = append(h.states[ev.ID], ev.State)
+}
+
+func (h *hub) Forget(id uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.forgotten = append(h.forgotten, id)
+	h.watched = slices.DeleteFunc(h.watched, func(x uint64) bool { return x == id })
+}
+
+func (h *hub) TakeCompleted() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := h.completed
+	h.completed = 0
+	return n
+}
+
+func (h *hub) Stats(tubes map[string]job.TubeStats, _ int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stats = append(h.stats, tubes)
+}
+
+func (h *hub) statesOf(id uint64) []job.State {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.states[id])
+}
+
+type bundle struct {
+	testenv.Bundle
+	pool    *queue.Pool
+	results *store.Results
+}
+
+func setup(t *testing.T) bundle {
+	t.Helper()
+	b := testenv.Setup(t)
+	pool := queue.NewPool(queue.PoolConfig{Addr: b.Beanstalk.Addr()})
+	t.Cleanup(func() { pool.Close() })
+	return bundle{Bundle: b, pool: pool, results: store.NewResults(b.Mongo.Client(), b.DB, "completed")}
+}
+
+func run(t *testing.T, tr *tracker.Tracker) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = tr.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func TestLookup(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	tr := tracker.New(tracker.Config{Queue: b.pool, Results: b.results, Hub: newHub()})
+	id, err := b.pool.Put(ctx, []byte(`{"a":1}`), queue.PutOptions{Tube: b.Tube, Delay: time.Hour})
+	require.NoError(t, err)
+	ev, found, err := tr.Lookup(ctx, id)
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, job.Event{Type: job.TypeJob, ID: id, State: job.StateDelayed}, ev)
+
+	// Gone from the queue, stored: completed, with the result.
+	require.NoError(t, b.pool.Delete(ctx, id))
+	require.NoError(t, b.results.Save(ctx, job.Result{ID: id, Hash: job.Hash(`{"a":1}`), Payload: `{"a":1}`, CompletedAt: time.Now()}))
+	ev, found, err = tr.Lookup(ctx, id)
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, job.StateCompleted, ev.State)
+	require.Equal(t, job.Hash(`{"a":1}`), ev.Result.Hash)
+	require.NotEmpty(t, ev.Cursor)
+
+	// Neither.
+	_, found, err = tr.Lookup(ctx, id+1_000_000)
+	require.NoError(t, err)
+	require.False(t, found)
+}
+
+func TestChangesAreReportedOnceInBoundedRounds(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	// More watched jobs than one round asks about.
+	var ids []uint64
+	for range 25 {
+		id, err := b.pool.Put(ctx, []byte(`{}`), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	h := newHub(ids...)
+	run(t, tracker.New(tracker.Config{Queue: b.pool, Results: b.results, Hub: h, Interval: 50 * time.Millisecond, Batch: 10}))
+	require.Eventually(t, func() bool {
+		for _, id := range ids {
+			if len(h.statesOf(id)) == 0 {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, 10*time.Millisecond, "every watched job gets its turn")
+
+	// Bury one: a change, reported once more.
+	cons := queue.NewConsumer(b.Beanstalk.Addr(), []string{b.Tube}, 2*time.Second)
+	t.Cleanup(func() { cons.Close() })
+	r, err := cons.Reserve(ctx, 5*time.Second)
+	require.NoError(t, err)
+	require.NoError(t, cons.Bury(ctx, r.ID, 0))
+	require.Eventually(t, func() bool {
+		s := h.statesOf(r.ID)
+		return len(s) > 0 && s[len(s)-1] == job.StateBuried
+	}, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // rounds go on without news
+	for _, id := range ids {
+		s := h.statesOf(id)
+		if id == r.ID {
+			require.Contains(t, [][]job.State{{job.StateReady, job.StateBuried}, {job.StateReady, job.StateReserved, job.StateBuried}}, s)
+			continue
+		}
+		require.Equal(t, []job.State{job.StateReady}, s, "job %d", id)
+	}
+	h.mu.Lock()
+	require.NotEmpty(t, h.stats)
+	require.EqualValues(t, 24, h.stats[len(h.stats)-1][b.Tube].Ready)
+	h.mu.Unlock()
+}
+
+func TestAJobThatExistsNowhereIsForgottenAfterTheGrace(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	h := newHub(999_999_999)
+	run(t, tracker.New(tracker.Config{Queue: b.pool, Results: b.results, Hub: h, Interval: 20 * time.Millisecond, Grace: 200 * time.Millisecond}))
+	start := time.Now()
+	require.Eventually(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.forgotten) == 1
+	}, 5*time.Second, 10*time.Millisecond)
+	require.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond)
+	require.Empty(t, h.statesOf(999_999_999))
+}
