@@ -408,3 +408,28 @@ func TestStatsEverySecond(t *testing.T) {
 	require.Equal(t, uint64(1), stats[1].Tubes[b.Tube].Ready)
 	require.NotNil(t, stats[1].CompletedLastSecond)
 }
+
+// A replay longer than one page (1,000 results) pages by the stored order,
+// whatever the completion times say.
+func TestReplayPagesInStoredOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const total = 2500
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	docs := make([]any, total)
+	for i := range total {
+		// completed_at runs backwards: paging by it would repeat and skip.
+		r := result(uint64(i+1), base.Add(time.Duration(total-i)*time.Millisecond))
+		docs[i] = stamped(r, base.Add(time.Duration(i)*time.Millisecond))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := b.results.Collection().InsertMany(ctx, docs)
+	require.NoError(t, err)
+
+	n := start(t, b, nil)
+	c := dial(t, n.ws("?since="+string(job.NewCursor(base.Add(-time.Second), 0))), nil)
+	got := ids(c.collect(total, 30*time.Second))
+	require.Equal(t, seq(1, total), got, "every result once, in stored order")
+	c.quiet(300 * time.Millisecond)
+}

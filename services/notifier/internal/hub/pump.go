@@ -133,7 +133,7 @@ func (h *Hub) replay(ctx context.Context, c *client, w writer, since job.Cursor)
 				return nil, err
 			}
 			sent[r.ID] = struct{}{}
-			at, id, last = r.CompletedAt, r.ID, f.cursor
+			at, id, last = r.StoredAt, r.ID, f.cursor
 		}
 		if len(rs) < n {
 			complete = true
