@@ -103,6 +103,11 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 	c.ManagerURL = readURL(r, "MANAGER_URL", "http://127.0.0.1:8080")
 	c.BoardLinks = readLinks(r, "BOARD_LINKS")
 	c.APIToken = readToken(r, getenv)
+	if getenv("API_TOKEN_FILE") != "" {
+		checkToken(r, c.APIToken, "API_TOKEN_FILE")
+	} else {
+		checkToken(r, c.APIToken, "API_TOKEN")
+	}
 	return c, r.Err()
 }
 
@@ -178,4 +183,15 @@ func readToken(r *config.Reader, getenv config.Getenv) string {
 		r.Failf("API_TOKEN_FILE", "%q is empty", file)
 	}
 	return tok
+}
+
+// checkToken refuses what the manager refuses: a token must be visible
+// ASCII without spaces, so the same one works in a header and a URL.
+func checkToken(r *config.Reader, tok, name string) {
+	for _, c := range []byte(tok) {
+		if c <= ' ' || c > '~' {
+			r.Failf(name, "the token may hold only visible ASCII characters, without spaces")
+			return
+		}
+	}
 }

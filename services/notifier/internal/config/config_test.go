@@ -96,6 +96,8 @@ func TestBadValuesAreNamed(t *testing.T) {
 		{map[string]string{"API_TOKEN": "a", "API_TOKEN_FILE": empty}, "API_TOKEN_FILE"},
 		{map[string]string{"API_TOKEN_FILE": empty}, "API_TOKEN_FILE"},
 		{map[string]string{"API_TOKEN_FILE": filepath.Join(dir, "missing")}, "API_TOKEN_FILE"},
+		{map[string]string{"API_TOKEN": "a b"}, "API_TOKEN"},
+		{map[string]string{"API_TOKEN": "café"}, "API_TOKEN"},
 		{map[string]string{"BEANSTALK_PORT": "0"}, "BEANSTALK_PORT"},
 		{map[string]string{"MONGO_URL": "localhost"}, "MONGO_URL"},
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,7 +144,8 @@ func (f *Feed) Run(ctx context.Context, sink Sink) error {
 		if !errors.Is(err, ErrNoChangeStreams) || f.mode == ModeChangeStream {
 			return fmt.Errorf("change stream feed: %w", err)
 		}
-		f.log.Info("the MongoDB server has no change streams: polling", "reason", err.Error())
+		f.log.Info("the MongoDB server has no change streams: polling",
+			"answer", strings.TrimPrefix(err.Error(), ErrNoChangeStreams.Error()+": "))
 		start = s.last
 	}
 	if start.at.IsZero() {
