@@ -204,7 +204,7 @@ func (b *bench) e2e(ctx context.Context) error {
 	// events keep coming; an event that has not come after a quiet spell
 	// of a few polls counts as missing.
 	quiet := 3*time.Second + 4*b.st.pollInterval
-	hardStop := time.Now().Add(30 * time.Second)
+	hardStop := time.Now().Add(15 * time.Second)
 	left, lastChange := countMap(&pending), time.Now()
 	for left > 0 && time.Since(lastChange) < quiet && time.Now().Before(hardStop) {
 		b.prog.set(-1, fmt.Sprintf("waiting for %d events", left))
