@@ -245,7 +245,7 @@ func (b *bench) drainWorkers(parent context.Context, run *drainRun, coll *mongo.
 		return err
 	}
 	// A short profile: the workers stop when the tube is empty.
-	defer b.profile(ctx, fmt.Sprintf("drain-%dw", n), 2*time.Second, "worker")()
+	defer b.profile(ctx, fmt.Sprintf("drain-%dw", n), 3*time.Second, "worker", "devmongo")()
 	c, err := dialBeanstalk(ctx, b.st.beanstalkAddr, time.Now().Add(drainTimeout+10*time.Second))
 	if err != nil {
 		return err

@@ -150,7 +150,7 @@ func (b *bench) e2e(ctx context.Context) error {
 	client := newHTTPClient(64)
 	defer client.CloseIdleConnections()
 	m := b.st.meter()
-	defer b.profile(ctx, "e2e", b.o.duration, "manager", "notifier", "worker")()
+	defer b.profile(ctx, "e2e", b.o.duration, "manager", "notifier", "worker", "devmongo")()
 	interval := time.Duration(float64(time.Second) / f.Rate)
 	start := time.Now()
 	end := start.Add(b.o.duration)

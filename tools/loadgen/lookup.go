@@ -126,7 +126,7 @@ func (b *bench) lookup(ctx context.Context) error {
 		m := b.st.meter()
 		var wait func()
 		if strings.HasPrefix(r.label, "GET ") {
-			wait = b.profile(ctx, "lookup-"+strings.TrimPrefix(r.label, "GET "), b.o.warmup+b.o.duration, profiled)
+			wait = b.profile(ctx, "lookup-"+strings.TrimPrefix(r.label, "GET "), b.o.warmup+b.o.duration, profiled, "devmongo")
 		}
 		s, err := hammer(ctx, b.hammerConfig(b.o.duration, r.label), r.loop)
 		*r.cpu = m.read()

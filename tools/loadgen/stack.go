@@ -168,7 +168,7 @@ func (s *stack) stopProcs(ps ...*proc) {
 
 func (s *stack) start(name, path string, args, env []string) (*proc, error) {
 	var pprofURL string
-	if r := role(name); s.o.pprofDir != "" && (r == "manager" || r == "worker" || r == "notifier") {
+	if r := role(name); s.o.pprofDir != "" && (r == "manager" || r == "worker" || r == "notifier" || r == "devmongo") {
 		port, err := freePort()
 		if err != nil {
 			return nil, err

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds profiling copies of the services into <out dir> (default
-# bin-pprof): the same source plus pprof.go.in, added with `go build
+# Builds profiling copies of the services and devmongo into <out dir>
+# (default bin-pprof): the same source plus pprof.go.in, added with `go build
 # -overlay`, which serves net/http/pprof on $BENCH_PPROF_ADDR. The source
 # tree is not changed. Then:
 #
@@ -19,13 +19,12 @@ trap 'rm -f "$overlay"' EXIT
 {
 	echo '{"Replace": {'
 	sep=""
-	for svc in manager worker notifier; do
-		printf '%s"%s/services/%s/zz_bench_pprof.go": "%s/pprof.go.in"' "$sep" "$root" "$svc" "$here"
+	for dir in services/manager services/worker services/notifier tools/devmongo; do
+		printf '%s"%s/%s/zz_bench_pprof.go": "%s/pprof.go.in"' "$sep" "$root" "$dir" "$here"
 		sep=$',\n'
 	done
 	echo '}}'
 } >"$overlay"
 cd "$root"
-go build -overlay "$overlay" -o "$out/" ./services/manager ./services/worker ./services/notifier
-go build -o "$out/" ./tools/devmongo
+go build -overlay "$overlay" -o "$out/" ./services/manager ./services/worker ./services/notifier ./tools/devmongo
 echo "profiling builds in $out"
