@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strconv"
 	"sync"
@@ -57,10 +58,9 @@ type Config struct {
 	ReadLimit int64
 	// MaxJobs is the most jobs one client may watch (10000).
 	MaxJobs int
-	// SkipOriginCheck: the caller has checked the Origin header already.
+	// SkipOriginCheck: the caller has checked the Origin header already;
+	// otherwise coder/websocket allows the request's own host only.
 	SkipOriginCheck bool
-	// OriginPatterns for coder/websocket's own check, when it is used.
-	OriginPatterns []string
 }
 
 func (c *Config) defaults() {
@@ -146,14 +146,17 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 // Clients is the number of connected clients.
 func (h *Hub) Clients() int { return int(h.count.Load()) }
 
-// reserve takes a place for a new client, or reports that the hub is full
-// or shutting down.
-func (h *Hub) reserve() bool {
+// admit takes a place for a new client, or answers 503 when the hub is
+// full or shutting down. A client admitted is released when it leaves.
+func (h *Hub) admit(w http.ResponseWriter) bool {
 	if h.ctx.Err() != nil {
+		writeError(w, http.StatusServiceUnavailable, "shutting down", "")
 		return false
 	}
 	if h.count.Add(1) > int64(h.cfg.MaxClients) {
 		h.count.Add(-1)
+		h.m.Rejected.WithLabelValues("max_clients").Inc()
+		writeError(w, http.StatusServiceUnavailable, "too many clients", "")
 		return false
 	}
 	h.conns.Add(1)

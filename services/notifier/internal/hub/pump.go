@@ -21,12 +21,9 @@ const replayMemory = time.Minute
 // writer writes frames to one client.
 type writer interface {
 	write(ctx context.Context, f *frame) error
-	// heartbeat keeps an idle connection open (SSE); nil channel for none.
+	// heartbeat keeps an idle stream open (SSE comments).
 	heartbeat(ctx context.Context) error
 }
-
-// ErrBadCursor is returned for a since cursor that does not parse.
-var ErrBadCursor = job.ErrBadCursor
 
 // parseSince checks a since cursor; "" means no replay.
 func parseSince(s string) (job.Cursor, error) {

@@ -49,9 +49,7 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad since cursor", err.Error())
 		return
 	}
-	if !h.reserve() {
-		h.m.Rejected.WithLabelValues("max_clients").Inc()
-		writeError(w, http.StatusServiceUnavailable, "too many clients", "")
+	if !h.admit(w) {
 		return
 	}
 	defer h.release()

@@ -3,14 +3,11 @@ package hub
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/coder/websocket"
-
-	"github.com/jobsys/jobs/pkg/job"
 )
 
 // wsWriter writes frames as WebSocket text messages.
@@ -40,16 +37,11 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad since cursor", err.Error())
 		return
 	}
-	if !h.reserve() {
-		h.m.Rejected.WithLabelValues("max_clients").Inc()
-		writeError(w, http.StatusServiceUnavailable, "too many clients", "")
+	if !h.admit(w) {
 		return
 	}
 	defer h.release()
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		InsecureSkipVerify: h.cfg.SkipOriginCheck,
-		OriginPatterns:     h.cfg.OriginPatterns,
-	})
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: h.cfg.SkipOriginCheck})
 	if err != nil {
 		h.log.Debug("websocket handshake", "err", err)
 		return // Accept answered
@@ -82,13 +74,10 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	})
 	wg.Go(func() { h.ping(ctx, conn) })
 
-	err = h.pump(ctx, c, wsWriter{conn: conn, timeout: h.cfg.WriteTimeout}, since, 0)
-	switch {
-	case h.ctx.Err() != nil:
+	_ = h.pump(ctx, c, wsWriter{conn: conn, timeout: h.cfg.WriteTimeout}, since, 0)
+	if h.ctx.Err() != nil {
 		closeWith(websocket.StatusGoingAway, "server shutting down")
-	case errors.Is(err, job.ErrBadCursor):
-		closeWith(websocket.StatusInternalError, err.Error())
-	default:
+	} else {
 		closeWith(websocket.StatusNormalClosure, "")
 	}
 	cancel()
