@@ -60,14 +60,31 @@ func NewResults(client *mongo.Client, db, coll string) *Results {
 // Collection is the underlying collection, for change streams.
 func (s *Results) Collection() *mongo.Collection { return s.coll }
 
-// EnsureIndexes creates the index that the feed and replays read by.
+// EnsureIndexes creates the indexes that the feed and replays read by,
+// leaving those that exist alone.
 func (s *Results) EnsureIndexes(ctx context.Context) error {
-	_, err := s.coll.Indexes().CreateMany(ctx, []mongo.IndexModel{
-		{Keys: bson.D{{Key: "stored_at", Value: 1}, {Key: "_id", Value: 1}}, Options: options.Index().SetName("stored_at_id")},
-		{Keys: bson.D{{Key: "completed_at", Value: 1}}, Options: options.Index().SetName("completed_at")},
-	})
+	want := map[string]bson.D{
+		"stored_at_id": {{Key: "stored_at", Value: 1}, {Key: "_id", Value: 1}},
+		"completed_at": {{Key: "completed_at", Value: 1}},
+	}
+	specs, err := s.coll.Indexes().ListSpecifications(ctx)
 	if err != nil {
-		return wrap("create indexes", err)
+		return wrap("list indexes", err)
+	}
+	have := map[string]bool{}
+	for _, spec := range specs {
+		have[spec.Name] = true
+	}
+	// One at a time and only the missing ones: FerretDB 1.24 drops the
+	// connection when asked to create a set of indexes some of which exist.
+	for _, name := range []string{"stored_at_id", "completed_at"} {
+		if have[name] {
+			continue
+		}
+		m := mongo.IndexModel{Keys: want[name], Options: options.Index().SetName(name)}
+		if _, err := s.coll.Indexes().CreateOne(ctx, m); err != nil {
+			return wrap("create index "+name, err)
+		}
 	}
 	return nil
 }

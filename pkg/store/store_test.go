@@ -133,3 +133,32 @@ func TestUnavailable(t *testing.T) {
 	require.NoError(t, m.Restart())
 	require.Eventually(t, func() bool { return s.Ping(ctx) == nil }, 10*time.Second, 100*time.Millisecond)
 }
+
+// EnsureIndexes runs at every start of every worker and notifier, often at
+// the same time, on a collection that has data.
+func TestEnsureIndexesAgainAndConcurrently(t *testing.T) {
+	t.Parallel()
+	b := testenv.Setup(t)
+	client, err := store.Connect(b.Mongo.URL, "store-test", 2*time.Second)
+	require.NoError(t, err)
+	defer client.Disconnect(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := store.NewResults(client, b.DB, "fresh")
+	require.NoError(t, s.Save(ctx, result(1, "a", time.Now())))
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() { errs <- s.EnsureIndexes(ctx) }()
+	}
+	for range 4 {
+		require.NoError(t, <-errs)
+	}
+	require.NoError(t, s.EnsureIndexes(ctx))
+	specs, err := s.Collection().Indexes().ListSpecifications(ctx)
+	require.NoError(t, err)
+	var names []string
+	for _, spec := range specs {
+		names = append(names, spec.Name)
+	}
+	require.ElementsMatch(t, []string{"_id_", "stored_at_id", "completed_at"}, names)
+}

@@ -460,3 +460,6 @@ func DevmongoPath() (string, error) {
 	}
 	return bin, nil
 }
+
+// Logs returns the last 64 KiB the server wrote to stderr.
+func (m *Mongo) Logs() string { return m.logs.String() }
