@@ -43,7 +43,7 @@ func TestCountBetween(t *testing.T) {
 		want     int64
 	}{
 		{stored[0], stored[3].Add(ms), 4},
-		{stored[0], stored[3], 3}, // to is excluded
+		{stored[0], stored[3], 3},      // to is excluded
 		{base, base.Add(time.Hour), 0}, // completed_at does not count
 	} {
 		n, err := s.CountBetween(ctx, tc.from, tc.to)
