@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,7 +16,20 @@ import (
 	"github.com/jobsys/jobs/pkg/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+// TestMain runs the tests; started as the benchmark starts itself for its
+// empty HTTP handler, the test binary serves that instead.
+func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == nullHTTPArg {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		err := serveNullHTTP(ctx, os.Args[2])
+		stop()
+		if err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	testenv.Main(m)
+}
 
 // setup returns a bench on the harness's real beanstalkd and FerretDB,
 // with a fresh database, and nothing else of the stack.

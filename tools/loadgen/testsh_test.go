@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -106,5 +108,28 @@ func TestTestShUsage(t *testing.T) {
 		require.Equal(t, 2, code, "args %q", args)
 		require.Empty(t, out)
 		require.Contains(t, errOut, "usage:", "args %q", args)
+	}
+}
+
+func TestTestShAgainstTheManager(t *testing.T) {
+	t.Parallel()
+	st := testenv.StartStack(t, testenv.Setup(t), testenv.StackOptions{Workers: -1, NoNotifier: true})
+	out, errOut, code := runTestSh(t, strings.TrimPrefix(st.ManagerURL, "http://"), "3")
+	require.Equal(t, 0, code, errOut)
+	ids := strings.Fields(out)
+	require.Len(t, ids, 3)
+	c := newHTTPClient(1)
+	for _, s := range ids {
+		id, err := strconv.ParseUint(s, 10, 64)
+		require.NoError(t, err, "line %q is not a job id", s)
+		body, err := getJob(context.Background(), c, st.ManagerURL, id)
+		require.NoError(t, err)
+		var stats struct {
+			ID    uint64 `json:"id"`
+			State string `json:"state"`
+		}
+		require.NoError(t, json.Unmarshal(body, &stats))
+		require.Equal(t, id, stats.ID)
+		require.Equal(t, "ready", stats.State, "no worker runs: the job waits")
 	}
 }
