@@ -39,7 +39,7 @@ func TestRunAllPhasesOnItsOwnStack(t *testing.T) {
 	t.Parallel()
 	out := filepath.Join(t.TempDir(), "artifacts", "bench.json")
 	var stdout, stderr bytes.Buffer
-	args := []string{"-bin", binDir(t), "-duration", "300ms", "-warmup", "0s", "-c", "4",
+	args := []string{"-bin", binDir(t), "-duration", "1s", "-warmup", "200ms", "-c", "4",
 		"-jobs", "40", "-clients", "25", "-out", out, "-progress", "lines"}
 	err := run(context.Background(), args, func(string) string { return "" }, &stdout, &stderr)
 	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
