@@ -203,13 +203,16 @@ func phaseEstimate(o options, ph string) time.Duration {
 	case phaseIngest:
 		return 2*w + time.Second
 	case phaseDrain:
-		return 4 * (time.Duration(o.jobs)*time.Millisecond + 2*time.Second)
+		// Two floor runs at about 1,000 jobs/s, two worker runs that may
+		// be slower but stop at drainTimeout, start-up and pre-fill.
+		return 8*time.Second + 2*time.Duration(o.jobs)*time.Millisecond +
+			2*min(drainTimeout, time.Duration(o.jobs)*time.Second/300)
 	case phaseE2E:
-		return o.duration + 3*time.Second
+		return o.duration + 7*time.Second
 	case phaseLookup:
 		return 4*w + 2*time.Second
 	case phaseFanout:
-		return time.Duration(o.clients)*2*time.Millisecond + 12*time.Second
+		return time.Duration(o.clients)*time.Millisecond + 8*time.Second
 	case phaseDurability:
 		return 3 * (2*(o.warmup+o.duration/2) + 2*time.Second)
 	}
