@@ -63,10 +63,11 @@ type Result struct {
 	StartedAt   time.Time `json:"started_at,omitzero" bson:"started_at,omitempty"`
 	CompletedAt time.Time `json:"completed_at,omitzero" bson:"completed_at,omitempty"`
 	DurationMS  float64   `json:"duration_ms" bson:"duration_ms"`
-	// StoredAt is when the database stored the result, by its own clock.
-	// Results are streamed and replayed in (stored_at, _id) order: unlike
-	// completed_at, which each worker stamps before its write commits, it
-	// follows the order in which results became visible.
+	// StoredAt is when the result was stored: by the database's own clock
+	// on MongoDB, by the storing process's clock just before its insert on
+	// FerretDB (see store.Results.Save). Results are streamed and replayed
+	// in (stored_at, _id) order, which follows the order in which they
+	// became visible more closely than completed_at.
 	StoredAt time.Time `json:"stored_at,omitzero" bson:"stored_at,omitempty"`
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -50,7 +51,18 @@ func Connect(uri, appName string, timeout time.Duration) (*mongo.Client, error) 
 // Results is the collection of completed jobs.
 type Results struct {
 	coll *mongo.Collection
+
+	// stamp says how Save stamps stored_at, learnt from the server on
+	// first use: stampServer or stampClient.
+	stampMu sync.Mutex
+	stamp   int
 }
+
+const (
+	stampUnknown = iota
+	stampServer  // MongoDB: $currentDate, the database's own clock
+	stampClient  // FerretDB: this process's clock, just before the insert
+)
 
 // NewResults returns the store for collection coll of database db.
 func NewResults(client *mongo.Client, db, coll string) *Results {
@@ -89,24 +101,38 @@ func (s *Results) EnsureIndexes(ctx context.Context) error {
 	return nil
 }
 
-// Save stores r, stamped with the database's clock in stored_at. When a
-// result with r's id exists it returns ErrAlreadyStored if it is the same
-// job's, and ErrConflict otherwise; it never overwrites.
+// Save stores r with stored_at stamped. When a result with r's id exists
+// it returns ErrAlreadyStored if it is the same job's, and ErrConflict
+// otherwise; it never overwrites.
+//
+// On MongoDB the database stamps stored_at itself: an upsert whose filter
+// cannot match a stored result inserts with $currentDate (the one way to
+// have the server stamp a document), and when the id is taken the insert
+// fails with a duplicate key. FerretDB cannot use an index for a numeric
+// _id in an update's filter, so that upsert reads the whole collection
+// there; against FerretDB this process stamps stored_at just before a
+// plain insert instead.
 func (s *Results) Save(ctx context.Context, r job.Result) error {
-	// An upsert whose filter cannot match a stored result inserts with
-	// $currentDate, the one way to have the server stamp the document;
-	// when the id is taken, the insert fails with a duplicate key.
-	r.StoredAt = time.Time{}
-	fields, err := bson.Marshal(r)
+	mode, err := s.stampMode(ctx)
 	if err != nil {
-		return fmt.Errorf("encode result %d: %w", r.ID, err)
+		return err
 	}
-	filter := bson.D{{Key: "_id", Value: int64(r.ID)}, {Key: "stored_at", Value: bson.D{{Key: "$exists", Value: false}}}}
-	update := bson.D{
-		{Key: "$setOnInsert", Value: bson.Raw(fields)},
-		{Key: "$currentDate", Value: bson.D{{Key: "stored_at", Value: true}}},
+	if mode == stampServer {
+		r.StoredAt = time.Time{}
+		fields, err := bson.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("encode result %d: %w", r.ID, err)
+		}
+		filter := bson.D{{Key: "_id", Value: int64(r.ID)}, {Key: "stored_at", Value: bson.D{{Key: "$exists", Value: false}}}}
+		update := bson.D{
+			{Key: "$setOnInsert", Value: bson.Raw(fields)},
+			{Key: "$currentDate", Value: bson.D{{Key: "stored_at", Value: true}}},
+		}
+		_, err = s.coll.UpdateOne(ctx, filter, update, options.UpdateOne().SetUpsert(true))
+	} else {
+		r.StoredAt = time.Now().UTC().Truncate(time.Millisecond)
+		_, err = s.coll.InsertOne(ctx, r)
 	}
-	_, err = s.coll.UpdateOne(ctx, filter, update, options.UpdateOne().SetUpsert(true))
 	if err == nil {
 		return nil
 	}
@@ -121,6 +147,25 @@ func (s *Results) Save(ctx context.Context, r job.Result) error {
 		return fmt.Errorf("result %d: %w", r.ID, ErrAlreadyStored)
 	}
 	return fmt.Errorf("result %d (stored hash %s, new hash %s): %w", r.ID, old.Hash, r.Hash, ErrConflict)
+}
+
+// stampMode asks the server once whether it is FerretDB.
+func (s *Results) stampMode(ctx context.Context) (int, error) {
+	s.stampMu.Lock()
+	defer s.stampMu.Unlock()
+	if s.stamp != stampUnknown {
+		return s.stamp, nil
+	}
+	var info bson.M
+	err := s.coll.Database().Client().Database("admin").RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info)
+	if err != nil {
+		return 0, wrap("ask the server what it is (buildInfo)", err)
+	}
+	s.stamp = stampServer
+	if _, ferret := info["ferretdbVersion"]; ferret {
+		s.stamp = stampClient
+	}
+	return s.stamp, nil
 }
 
 // Find returns the result with id.

@@ -42,7 +42,7 @@ func TestSaveFindNeverOverwrites(t *testing.T) {
 
 	got, err := s.Find(ctx, 1)
 	require.NoError(t, err)
-	require.True(t, got.StoredAt.After(before), "stored_at is the database's clock at the insert: %s", got.StoredAt)
+	require.True(t, got.StoredAt.After(before), "stored_at is stamped at the insert: %s", got.StoredAt)
 	r.StoredAt = got.StoredAt
 	require.Equal(t, r, got)
 
