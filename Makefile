@@ -30,6 +30,11 @@ test: build ## run every module's tests against real beanstalkd, FerretDB and Ch
 	DEVMONGO_BIN=$(CURDIR)/bin/devmongo $(GO) test -json -count=1 $(TESTFLAGS) $(MODULES) \
 		| tee artifacts/test.json | $(GO) run ./tools/testsummary
 
+.PHONY: bench
+bench: build ## measure against raw-client floors: table on stdout, figures in artifacts/bench.json (about 3 min; BENCHFLAGS=-only ingest,...)
+	$(GO) build -o bin/ ./tools/loadgen
+	bin/loadgen -bin bin -out artifacts/bench.json $(BENCHFLAGS)
+
 .PHONY: fuzz
 fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
 	@set -e; for pkg in $$($(GO) list $(MODULES)); do \

@@ -131,7 +131,7 @@ func TestLookupFloors(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, storeResults(ctx, b.st.results(), completed))
 	deadline := time.Now().Add(time.Minute)
-	cfg := hammerConfig{conc: 4, d: 100 * time.Millisecond}
+	cfg := hammerConfig{conc: 4, d: time.Second} // long enough for some operations to finish on a loaded machine
 
 	s, err := hammer(ctx, cfg, statsJobLoops(b.st.beanstalkAddr, queued, deadline))
 	require.NoError(t, err)
