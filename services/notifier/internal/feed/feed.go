@@ -87,6 +87,11 @@ type Feed struct {
 	modeOnce sync.Once
 	current  atomic.Value // string
 	healthy  atomic.Bool
+	// started is closed once the feed delivers everything that is stored
+	// from then on: the stream is open, or the poller has marked what was
+	// there before it as history.
+	started     chan struct{}
+	startedOnce sync.Once
 }
 
 // New returns a feed; it does nothing until Run.
@@ -110,8 +115,17 @@ func New(c Config) *Feed {
 		f.log = slog.New(slog.DiscardHandler)
 	}
 	f.current.Store("")
+	f.started = make(chan struct{})
 	return f
 }
+
+// Started is closed once every result stored from then on will be
+// delivered. A replay that runs after it and a live subscription together
+// miss nothing; one that runs before it could miss what is stored between
+// the replay and the feed's start.
+func (f *Feed) Started() <-chan struct{} { return f.started }
+
+func (f *Feed) markStarted() { f.startedOnce.Do(func() { close(f.started) }) }
 
 // Mode is "changestream" or "poll" once the feed runs, and "" before.
 func (f *Feed) Mode() string { return f.current.Load().(string) }
@@ -184,6 +198,9 @@ func (f *Feed) poll(ctx context.Context, sink Sink, start position) error {
 	failing := false
 	for {
 		err := p.round(ctx, sink)
+		if err == nil {
+			f.markStarted()
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil

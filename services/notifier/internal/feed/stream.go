@@ -172,6 +172,7 @@ func (s *streamer) run(ctx context.Context, sink Sink) error {
 		if !opened {
 			opened = true
 			f.setMode(ModeChangeStream)
+			f.markStarted()
 		}
 		f.healthy.Store(true)
 		attempt = 0

@@ -27,6 +27,9 @@ type Pinger interface {
 type Feed interface {
 	Mode() string
 	Healthy() bool
+	// Started is closed once the feed delivers everything stored from
+	// then on.
+	Started() <-chan struct{}
 }
 
 // Hub serves the event streams.
@@ -59,8 +62,8 @@ func New(cfg config.Config, d Deps) (http.Handler, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /ws", guard(d.Hub.ServeWS))
-	mux.Handle("GET /events", guard(d.Hub.ServeSSE))
+	mux.Handle("GET /ws", guard(afterStart(d.Feed, d.Hub.ServeWS)))
+	mux.Handle("GET /events", guard(afterStart(d.Feed, d.Hub.ServeSSE)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -136,4 +139,25 @@ func writeJSON(w http.ResponseWriter, code int, body any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(body)
+}
+
+// feedStartWait is how long a new stream waits for the completion feed
+// to start before it is told to come back.
+const feedStartWait = 10 * time.Second
+
+// afterStart holds a new stream until the completion feed has started: a
+// replay that ran earlier could miss a result stored between the replay
+// and the feed's start, which the feed then counts as history. A feed that
+// does not start in time answers 503, and clients retry.
+func afterStart(f Feed, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-f.Started():
+			h(w, r)
+		case <-r.Context().Done():
+		case <-time.After(feedStartWait):
+			w.Header().Set("Retry-After", "1")
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the completion feed is not running yet; try again"})
+		}
+	}
 }
