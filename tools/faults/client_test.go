@@ -107,7 +107,12 @@ type subscriber struct {
 func subscribe(t testing.TB, notifierURL string) *subscriber {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &subscriber{url: "ws" + strings.TrimPrefix(notifierURL, "http") + "/ws", seen: map[uint64]int{}, cancel: cancel, done: make(chan struct{})}
+	// Connecting with a cursor from the start, as the board does, makes
+	// the first connection replay too: what completes before the
+	// subscription takes effect, or before a restart that comes before the
+	// first event, is not lost.
+	s := &subscriber{url: "ws" + strings.TrimPrefix(notifierURL, "http") + "/ws", seen: map[uint64]int{}, cancel: cancel, done: make(chan struct{}),
+		cursor: job.NewCursor(time.Now().Add(-time.Second), 0)}
 	connected := make(chan struct{})
 	go s.loop(ctx, connected)
 	select {
