@@ -8,7 +8,9 @@ GO       ?= go
 MODULES  := ./pkg/... ./services/manager/... ./services/worker/... ./services/notifier/... ./web/... ./tools/...
 SERVICES := ./services/manager ./services/worker ./services/notifier
 TOOLS    := ./tools/devmongo ./tools/devstack
-TESTFLAGS ?= -timeout 20m
+# One package at a time (-p 1): the integration packages each start servers
+# and services, and on two cores they starve each other's deadlines.
+TESTFLAGS ?= -p 1 -timeout 20m
 FUZZTIME ?= 10s
 
 .PHONY: help

@@ -77,7 +77,7 @@ func TestTTRExpiredLateDelete(t *testing.T) {
 	// The stalled worker does not touch; after the TTR a real worker takes
 	// the job and finishes it.
 	s.AddWorker()
-	require.Eventually(t, func() bool { return countResults(t, s) == 1 }, 15*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return countResults(t, s) == 1 }, 45*time.Second, 50*time.Millisecond)
 
 	// The stalled worker wakes up and does what the worker does: store,
 	// then delete.
