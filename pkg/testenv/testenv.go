@@ -11,6 +11,7 @@ package testenv
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -463,3 +464,24 @@ func DevmongoPath() (string, error) {
 
 // Logs returns the last 64 KiB the server wrote to stderr.
 func (m *Mongo) Logs() string { return m.logs.String() }
+
+// LogBuffer collects what a service logs from many goroutines, for tests
+// that look for a line or print the log when they fail.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

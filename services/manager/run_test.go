@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,7 +27,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // manager is run() going in-process.
 type manager struct {
 	URL  string
-	Logs *syncBuffer
+	Logs *testenv.LogBuffer
 	stop context.CancelFunc
 	// done is closed when run has returned err.
 	done chan struct{}
@@ -57,7 +55,7 @@ func start(t *testing.T, getenv func(string) string, extra map[string]string) *m
 	for k, v := range extra {
 		env[k] = v
 	}
-	m := &manager{Logs: &syncBuffer{}, done: make(chan struct{})}
+	m := &manager{Logs: &testenv.LogBuffer{}, done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.stop = cancel
 	addrs := make(chan net.Addr, 1)
@@ -92,27 +90,10 @@ func runErr(t *testing.T, getenv func(string) string) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var out syncBuffer
+	var out testenv.LogBuffer
 	err := serve(ctx, getenv, &out, func(net.Addr) { t.Errorf("run started listening") })
 	require.Error(t, err, "run started; log:\n%s", out.String())
 	return err
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func request(t *testing.T, method, url, body string) (int, http.Header, []byte) {

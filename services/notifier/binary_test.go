@@ -53,7 +53,7 @@ func TestBinaryRefusesABadConfigurationNamingTheVariables(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	env := b.env(0, map[string]string{"NOTIFIER_MODE": "sometimes", "NOTIFIER_POLL_INTERVAL": "fast"})
-	err := run(ctx, func(k string) string { return env[k] }, &logBuffer{})
+	err := run(ctx, func(k string) string { return env[k] }, &testenv.LogBuffer{})
 	require.ErrorContains(t, err, "NOTIFIER_MODE")
 	require.ErrorContains(t, err, "NOTIFIER_POLL_INTERVAL")
 }

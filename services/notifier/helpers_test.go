@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -60,28 +59,10 @@ func (b bundle) env(port int, extra map[string]string) map[string]string {
 	return m
 }
 
-// logBuffer collects a notifier's log.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // notifier is a notifier running in this process.
 type notifier struct {
 	base string // http://127.0.0.1:port
-	logs *logBuffer
+	logs *testenv.LogBuffer
 	stop func() error
 }
 
@@ -95,7 +76,7 @@ func start(t *testing.T, b bundle, extra map[string]string) *notifier {
 	port, err := testenv.FreePort()
 	require.NoError(t, err)
 	env := b.env(port, extra)
-	n := &notifier{base: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &logBuffer{}}
+	n := &notifier{base: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &testenv.LogBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, func(k string) string { return env[k] }, n.logs) }()

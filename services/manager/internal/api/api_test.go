@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,7 +36,7 @@ type bundle struct {
 	URL     string
 	Pool    *queue.Pool
 	Results *store.Results
-	Logs    *syncBuffer
+	Logs    *testenv.LogBuffer
 }
 
 type options struct {
@@ -50,7 +48,7 @@ type options struct {
 
 func setup(t *testing.T, o options) bundle {
 	t.Helper()
-	b := bundle{Bundle: testenv.Setup(t), Logs: &syncBuffer{}}
+	b := bundle{Bundle: testenv.Setup(t), Logs: &testenv.LogBuffer{}}
 	addr, url := b.Beanstalk.Addr(), b.Mongo.URL
 	if o.beanstalk != "" {
 		addr = o.beanstalk
@@ -80,23 +78,6 @@ func setup(t *testing.T, o options) bundle {
 		}
 	})
 	return b
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // reply is an answer with its body read.

@@ -1,7 +1,6 @@
 package fence_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -31,7 +30,7 @@ type bundle struct {
 	bs      *testenv.Beanstalkd
 	pool    *queue.Pool
 	results *store.Results
-	logs    *syncBuffer
+	logs    *testenv.LogBuffer
 	fence   *fence.Fence
 }
 
@@ -40,7 +39,7 @@ type bundle struct {
 func setup(t *testing.T) bundle {
 	t.Helper()
 	env := testenv.Setup(t)
-	b := bundle{bs: testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{}), logs: &syncBuffer{}}
+	b := bundle{bs: testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{}), logs: &testenv.LogBuffer{}}
 	var f *fence.Fence
 	b.pool = queue.NewPool(queue.PoolConfig{Addr: b.bs.Addr(), OnConnect: func(ctx context.Context, stats map[string]string) error {
 		return f.OnConnect(ctx, stats)
@@ -222,23 +221,6 @@ func TestWatchSyncsWhenBeanstalkdReturns(t *testing.T) {
 	id := put(t, b, `{}`)
 	require.Greater(t, id, fenceBefore)
 	require.NotContains(t, b.logs.String(), "gave out an id at or under the fence", "no put came back under the fence")
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // Puts on different connections finish out of order; an id below one
