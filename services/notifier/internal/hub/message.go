@@ -34,6 +34,9 @@ func DecodeClientMessage(b []byte) (job.ClientMessage, error) {
 	if err := validate(m); err != nil {
 		return job.ClientMessage{}, fmt.Errorf("%w: %w", ErrBadMessage, err)
 	}
+	if len(m.Jobs) == 0 {
+		m.Jobs = nil // "jobs": [] beside "all": true says nothing more
+	}
 	return m, nil
 }
 
