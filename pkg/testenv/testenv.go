@@ -32,6 +32,9 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/jobsys/jobs/pkg/queue"
+	"github.com/jobsys/jobs/pkg/store"
 )
 
 var (
@@ -484,4 +487,18 @@ func (b *LogBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Pool returns a queue pool on the bundle's beanstalkd, closed when the
+// test ends.
+func (b Bundle) Pool(t testing.TB) *queue.Pool {
+	p := queue.NewPool(queue.PoolConfig{Addr: b.Beanstalk.Addr()})
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// Results returns the results store of the bundle's database, in the
+// collection the services use by default.
+func (b Bundle) Results() *store.Results {
+	return store.NewResults(b.Mongo.Client(), b.DB, "completed")
 }

@@ -138,8 +138,7 @@ func TestSubscribeToAJobNotYetPut(t *testing.T) {
 	b := setup(t)
 	// A beanstalkd of its own, so the next job id is known: 1.
 	b.Beanstalk = testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})
-	b.pool = queue.NewPool(queue.PoolConfig{Addr: b.Beanstalk.Addr()})
-	t.Cleanup(func() { b.pool.Close() })
+	b.pool = b.Pool(t)
 	n := start(t, b, nil)
 
 	c := dial(t, n.ws(""), nil)

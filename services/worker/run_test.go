@@ -32,9 +32,7 @@ type bundle struct {
 func setup(t *testing.T) bundle {
 	t.Helper()
 	b := testenv.Setup(t)
-	pool := queue.NewPool(queue.PoolConfig{Addr: b.Beanstalk.Addr()})
-	t.Cleanup(func() { pool.Close() })
-	return bundle{Bundle: b, pool: pool, results: store.NewResults(b.Mongo.Client(), b.DB, "completed")}
+	return bundle{Bundle: b, pool: b.Pool(t), results: b.Results()}
 }
 
 // env is the worker's environment for this bundle: its servers, tube and

@@ -118,8 +118,7 @@ func TestBeanstalkdKilledWithBinlog(t *testing.T) {
 	held.Close()
 	require.NoError(t, b.Beanstalk.Restart())
 
-	pool := queue.NewPool(queue.PoolConfig{Addr: b.Beanstalk.Addr()})
-	defer pool.Close()
+	pool := b.Pool(t)
 	for _, id := range ids {
 		st, err := pool.StatsJob(ctxT(t, 5*time.Second), id)
 		require.NoError(t, err, "acknowledged job %d lost", id)
@@ -246,8 +245,7 @@ func TestMongoDownTenSeconds(t *testing.T) {
 		ids = append(ids, post(t, s, "?tube="+b.Tube, fmt.Sprintf(`{"during":%d}`, i)))
 	}
 	time.Sleep(10 * time.Second) // the outage the promise is about
-	pool := queue.NewPool(queue.PoolConfig{Addr: b.Beanstalk.Addr()})
-	defer pool.Close()
+	pool := b.Pool(t)
 	tubes, err := pool.Tubes(ctxT(t, 5*time.Second))
 	require.NoError(t, err)
 	require.Zero(t, tubes[b.Tube].Buried, "jobs buried because the database was down")

@@ -79,9 +79,7 @@ type bundle struct {
 func setup(t *testing.T) bundle {
 	t.Helper()
 	b := testenv.Setup(t)
-	pool := queue.NewPool(queue.PoolConfig{Addr: b.Beanstalk.Addr()})
-	t.Cleanup(func() { pool.Close() })
-	return bundle{Bundle: b, pool: pool, results: store.NewResults(b.Mongo.Client(), b.DB, "completed")}
+	return bundle{Bundle: b, pool: b.Pool(t), results: b.Results()}
 }
 
 func run(t *testing.T, tr *tracker.Tracker) {
