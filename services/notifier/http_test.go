@@ -5,9 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,10 +92,22 @@ func TestAPIProxyStripsThePrefixAndKeepsAuthorization(t *testing.T) {
 
 func TestAPIProxyAnswers502WhenTheManagerIsDown(t *testing.T) {
 	t.Parallel()
-	port, err := testenv.FreePort()
+	// A manager that accepts and hangs up at once. (A port that was free a
+	// moment ago can be taken by another test's server meanwhile.)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 	b := setup(t)
-	n := start(t, b, map[string]string{"MANAGER_URL": "http://127.0.0.1:" + strconv.Itoa(port)})
+	n := start(t, b, map[string]string{"MANAGER_URL": "http://" + l.Addr().String()})
 	resp, body := get(t, n.base+"/api/1", nil)
 	require.Equal(t, http.StatusBadGateway, resp.StatusCode)
 	var got map[string]string
@@ -117,8 +129,7 @@ func TestReadyzAndMetricsReportTheMode(t *testing.T) {
 
 	c := dial(t, n.ws(""), nil)
 	subscribeAll(c)
-	_, metrics := get(t, n.base+"/metrics", nil)
-	for _, want := range []string{
+	wants := []string{
 		`notifier_feed_mode{mode="poll"} 1`,
 		`notifier_feed_mode{mode="changestream"} 0`,
 		`notifier_clients{transport="ws"} 1`,
@@ -126,7 +137,20 @@ func TestReadyzAndMetricsReportTheMode(t *testing.T) {
 		`notifier_clients_dropped_total{reason="slow"} 0`,
 		`notifier_push_latency_seconds_bucket`,
 		`go_goroutines`,
-	} {
+	}
+	// The counters move as the subscription is handled: read until they
+	// have, then require every line.
+	var metrics string
+	require.Eventually(t, func() bool {
+		_, metrics = get(t, n.base+"/metrics", nil)
+		for _, want := range wants {
+			if !strings.Contains(metrics, want) {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, 20*time.Millisecond)
+	for _, want := range wants {
 		require.Contains(t, metrics, want)
 	}
 	require.Regexp(t, `msg="completion feed running".* mode=poll`, n.logs.String(), "the mode is logged")

@@ -65,7 +65,8 @@ func TestWorkerKilledMidJob(t *testing.T) {
 func TestTTRExpiredLateDelete(t *testing.T) {
 	t.Parallel()
 	b := testenv.Setup(t)
-	s := testenv.StartStack(t, b, testenv.StackOptions{Workers: -1, NoNotifier: true})
+	s := testenv.StartStack(t, b, testenv.StackOptions{Workers: -1, NoNotifier: true,
+		WorkerEnv: map[string]string{"LOG_LEVEL": "debug"}}) // its log is printed if the redelivery never comes
 
 	id := post(t, s, "?tube="+b.Tube+"&ttr=1", `{"slow":true}`)
 	stalled := queue.NewConsumer(b.Beanstalk.Addr(), []string{b.Tube}, 0)
