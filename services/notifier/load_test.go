@@ -344,3 +344,32 @@ func TestThousandClients(t *testing.T) {
 	t.Logf("1,000 clients x %d completions, polling every 250ms: push latency p50 %s, p99 %s",
 		broadcasts, p50.Round(time.Millisecond), p99.Round(time.Millisecond))
 }
+
+// A peer that stops answering pings (its process hung, its network gone
+// without a FIN) is disconnected after one ping interval; a peer that
+// reads, and so answers them, stays.
+func TestAPeerThatDoesNotAnswerPingsIsDisconnected(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	n := start(t, b, map[string]string{"NOTIFIER_PING_INTERVAL": "200ms"})
+	alive := dial(t, n.ws(""), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	mute, _, err := websocket.Dial(ctx, n.ws(""), nil) // never reads, so never pongs
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = mute.CloseNow() })
+	require.Eventually(t, func() bool { return metric(t, n.base, `notifier_clients{transport="ws"}`) == 2 }, 5*time.Second, 20*time.Millisecond)
+
+	require.Eventually(t, func() bool { return metric(t, n.base, `notifier_clients{transport="ws"}`) == 1 }, 5*time.Second, 20*time.Millisecond)
+	_, _, err = mute.Read(ctx)
+	require.Error(t, err, "the server closed the mute peer")
+
+	// Five more ping rounds: the reading peer is still there and served.
+	time.Sleep(time.Second)
+	require.Equal(t, 1.0, metric(t, n.base, `notifier_clients{transport="ws"}`))
+	require.NoError(t, alive.err)
+	alive.send(`{"type":"subscribe","jobs":[424242]}`)
+	ev := alive.next(5 * time.Second)
+	require.Equal(t, job.TypeError, ev.Type, "%+v", ev)
+	require.Equal(t, "job 424242 not found", ev.Error)
+}

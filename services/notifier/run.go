@@ -62,6 +62,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		ReplayLimit:     cfg.ReplayLimit,
 		MaxClients:      cfg.MaxClients,
 		Buffer:          cfg.ClientBuffer,
+		PingInterval:    cfg.PingInterval,
 		SkipOriginCheck: true, // server checks origins for /ws and /events alike
 	})
 	tr = tracker.New(tracker.Config{Queue: pool, Results: results, Hub: h, Logger: log})

@@ -35,6 +35,9 @@ type Config struct {
 	Mode         string
 	PollInterval time.Duration
 	PollLookback time.Duration
+	// PingInterval is how often WebSocket clients are pinged; one that
+	// has not answered by the next ping is disconnected.
+	PingInterval time.Duration
 	ReplayLimit  int
 	// ID names this instance's record in notifier_state.
 	ID string
@@ -78,6 +81,7 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 		AllowedOrigins: r.List("NOTIFIER_ALLOWED_ORIGINS", nil),
 		MaxClients:     int(r.Int("NOTIFIER_MAX_CLIENTS", 10000, 1, 1_000_000)),
 		ClientBuffer:   int(r.Int("NOTIFIER_CLIENT_BUFFER", 1024, 1, 1_000_000)),
+		PingInterval:   r.Duration("NOTIFIER_PING_INTERVAL", 20*time.Second, 100*time.Millisecond),
 		ID:             r.String("", "NOTIFIER_ID"),
 	}
 	switch c.Mode {

@@ -197,20 +197,47 @@ func newFrame(ev job.Event) *frame {
 func errorFrame(msg string) *frame { return newFrame(job.Event{Type: job.TypeError, Error: msg}) }
 
 // client is one connection's subscriptions and queue.
+//
+// The queue is a slice that grows only while frames wait, not a channel
+// of Buffer slots: an idle client then holds a few hundred bytes instead
+// of 8 KB of empty slots, and ten thousand idle clients are common.
 type client struct {
 	transport string // ws or sse
-	send      chan *frame
-	stats     bool // wants stats frames
+	stats     bool   // wants stats frames
 	closeSlow func()
+	// ready has a value when the queue may hold frames.
+	ready chan struct{}
 
-	mu      sync.Mutex
+	mu    sync.Mutex
+	queue []*frame
+	// taken is how many frames the writer took and has not written yet;
+	// they count against the buffer.
+	taken   int
 	all     bool
 	jobs    map[uint64]job.State // last state sent; "" before the first
 	dropped bool
 }
 
 func (h *Hub) newClient(transport string, all, stats bool) *client {
-	return &client{transport: transport, send: make(chan *frame, h.cfg.Buffer), stats: stats, all: all, jobs: map[uint64]job.State{}}
+	return &client{transport: transport, ready: make(chan struct{}, 1), stats: stats, all: all, jobs: map[uint64]job.State{}}
+}
+
+// take empties the queue and returns what it held, oldest first; the
+// frames count against the buffer until the writer calls written.
+func (c *client) take() []*frame {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.queue
+	c.queue = nil
+	c.taken = len(q)
+	return q
+}
+
+// written says the frames of the last take are out.
+func (c *client) written() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.taken = 0
 }
 
 // enqueue queues f without blocking; a full queue drops the client.
@@ -219,13 +246,17 @@ func (h *Hub) enqueue(c *client, f *frame) {
 	if c.dropped {
 		return
 	}
-	select {
-	case c.send <- f:
-	default:
+	if len(c.queue)+c.taken >= h.cfg.Buffer {
 		c.dropped = true
 		h.m.Dropped.WithLabelValues("slow").Inc()
-		h.log.Info("client too slow: closing it", "transport", c.transport, "buffer", cap(c.send))
+		h.log.Info("client too slow: closing it", "transport", c.transport, "buffer", h.cfg.Buffer)
 		go c.closeSlow()
+		return
+	}
+	c.queue = append(c.queue, f)
+	select {
+	case c.ready <- struct{}{}:
+	default: // already signalled
 	}
 }
 

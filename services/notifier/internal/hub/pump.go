@@ -67,17 +67,20 @@ func (h *Hub) pump(ctx context.Context, c *client, w writer, since job.Cursor, h
 			if err := w.heartbeat(ctx); err != nil {
 				return err
 			}
-		case f := <-c.send:
-			if replayed != nil && f.state == job.StateCompleted {
-				if time.Now().After(forgetAt) {
-					replayed = nil
-				} else if _, ok := replayed[f.id]; ok {
-					continue
+		case <-c.ready:
+			for _, f := range c.take() {
+				if replayed != nil && f.state == job.StateCompleted {
+					if time.Now().After(forgetAt) {
+						replayed = nil
+					} else if _, ok := replayed[f.id]; ok {
+						continue
+					}
+				}
+				if err := h.write(ctx, c, w, f); err != nil {
+					return err
 				}
 			}
-			if err := h.write(ctx, c, w, f); err != nil {
-				return err
-			}
+			c.written()
 		}
 	}
 }

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -10,10 +11,13 @@ import (
 	"github.com/coder/websocket"
 )
 
-// wsWriter writes frames as WebSocket text messages.
+// wsWriter writes frames as WebSocket text messages and pings the peer
+// between them.
 type wsWriter struct {
 	conn    *websocket.Conn
 	timeout time.Duration
+	// pingTimeout is how long a pong may take.
+	pingTimeout time.Duration
 }
 
 func (w wsWriter) write(ctx context.Context, f *frame) error {
@@ -25,7 +29,22 @@ func (w wsWriter) write(ctx context.Context, f *frame) error {
 	return w.conn.Write(ctx, websocket.MessageText, f.data)
 }
 
-func (w wsWriter) heartbeat(context.Context) error { return nil }
+// heartbeat pings the peer and waits for its pong (the reader delivers
+// it): a peer that does not answer in time is dead or stuck, and its
+// connection is closed at once. Pinging from the writer's loop, not from
+// a goroutine per client, keeps a client to two goroutines (reader and
+// writer), which matters with ten thousand of them.
+func (w wsWriter) heartbeat(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, w.pingTimeout)
+	defer cancel()
+	if err := w.conn.Ping(pctx); err != nil {
+		if ctx.Err() == nil {
+			_ = w.conn.CloseNow()
+		}
+		return fmt.Errorf("ping: %w", err)
+	}
+	return nil
+}
 
 // ServeWS upgrades to a WebSocket and serves one client until it leaves,
 // falls behind, or the hub shuts down. ?since=<cursor> replays the
@@ -72,9 +91,11 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 		h.read(ctx, conn, c)
 		cancel()
 	})
-	wg.Go(func() { h.ping(ctx, conn) })
 
-	_ = h.pump(ctx, c, wsWriter{conn: conn, timeout: h.cfg.WriteTimeout}, since, 0)
+	ww := wsWriter{conn: conn, timeout: h.cfg.WriteTimeout, pingTimeout: h.cfg.PingInterval}
+	if err := h.pump(ctx, c, ww, since, h.cfg.PingInterval); err != nil && ctx.Err() == nil {
+		h.log.Debug("websocket client ends", "err", err)
+	}
 	if h.ctx.Err() != nil {
 		closeWith(websocket.StatusGoingAway, "server shutting down")
 	} else {
@@ -104,30 +125,6 @@ func (h *Hub) read(ctx context.Context, conn *websocket.Conn, c *client) {
 			continue
 		}
 		h.handle(ctx, c, m)
-	}
-}
-
-// ping finds dead peers: a peer that does not answer a ping within the
-// interval is closed.
-func (h *Hub) ping(ctx context.Context, conn *websocket.Conn) {
-	t := time.NewTicker(h.cfg.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, h.cfg.PingInterval)
-			err := conn.Ping(pctx)
-			cancel()
-			if err != nil {
-				if ctx.Err() == nil {
-					h.log.Debug("ping failed: closing", "err", err)
-					_ = conn.CloseNow()
-				}
-				return
-			}
-		}
 	}
 }
 
