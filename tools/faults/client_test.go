@@ -91,10 +91,15 @@ func countResults(t testing.TB, s *testenv.Stack) int {
 }
 
 // subscriber is an `all` subscriber that stays connected: when the
-// notifier goes away it reconnects with its last cursor, as the board
-// does. It counts every completion it receives by id.
+// notifier goes away it reconnects with the greatest cursor it received.
+// It counts every completion it receives by id.
 type subscriber struct {
-	url    string
+	url string
+	// rewind, when set, reconnects that much before the greatest cursor,
+	// as the board does: a completion that committed late, out of cursor
+	// order, just before the disconnect is then not missed, and the
+	// repeats it brings are counted as duplicates (PROTOCOL.md).
+	rewind time.Duration
 	mu     sync.Mutex
 	seen   map[uint64]int
 	cursor job.Cursor
@@ -106,12 +111,18 @@ type subscriber struct {
 
 func subscribe(t testing.TB, notifierURL string) *subscriber {
 	t.Helper()
+	return subscribeRewinding(t, notifierURL, 0)
+}
+
+// subscribeRewinding is subscribe with a rewind on reconnects.
+func subscribeRewinding(t testing.TB, notifierURL string, rewind time.Duration) *subscriber {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	// Connecting with a cursor from the start, as the board does, makes
 	// the first connection replay too: what completes before the
 	// subscription takes effect, or before a restart that comes before the
 	// first event, is not lost.
-	s := &subscriber{url: "ws" + strings.TrimPrefix(notifierURL, "http") + "/ws", seen: map[uint64]int{}, cancel: cancel, done: make(chan struct{}),
+	s := &subscriber{url: "ws" + strings.TrimPrefix(notifierURL, "http") + "/ws", rewind: rewind, seen: map[uint64]int{}, cancel: cancel, done: make(chan struct{}),
 		cursor: job.NewCursor(time.Now().Add(-time.Second), 0)}
 	connected := make(chan struct{})
 	go s.loop(ctx, connected)
@@ -135,8 +146,8 @@ func (s *subscriber) loop(ctx context.Context, connected chan struct{}) {
 	for ctx.Err() == nil {
 		u := s.url
 		s.mu.Lock()
-		if s.cursor != "" {
-			u += "?since=" + url.QueryEscape(string(s.cursor))
+		if since := s.since(); since != "" {
+			u += "?since=" + url.QueryEscape(string(since))
 		}
 		s.mu.Unlock()
 		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -170,7 +181,7 @@ func (s *subscriber) loop(ctx context.Context, connected chan struct{}) {
 			switch {
 			case e.Type == job.TypeJob && e.State == job.StateCompleted:
 				s.seen[e.ID]++
-				if e.Cursor != "" {
+				if e.Cursor != "" && cursorAfter(e.Cursor, s.cursor) {
 					s.cursor = e.Cursor
 				}
 			case e.Type == job.TypeGap:
@@ -180,6 +191,31 @@ func (s *subscriber) loop(ctx context.Context, connected chan struct{}) {
 		}
 		c.CloseNow()
 	}
+}
+
+// since is the cursor to reconnect with; s.mu is held.
+func (s *subscriber) since() job.Cursor {
+	if s.rewind == 0 || s.cursor == "" {
+		return s.cursor
+	}
+	at, _, err := s.cursor.Parse()
+	if err != nil {
+		return s.cursor
+	}
+	return job.NewCursor(at.Add(-s.rewind), 0)
+}
+
+// cursorAfter reports whether cursor a comes after b ("" is before all).
+func cursorAfter(a, b job.Cursor) bool {
+	if b == "" {
+		return true
+	}
+	at, aid, err1 := a.Parse()
+	bt, bid, err2 := b.Parse()
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return at.After(bt) || at.Equal(bt) && aid > bid
 }
 
 // counts returns how many distinct completions arrived and the ids that

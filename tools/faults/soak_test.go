@@ -38,7 +38,9 @@ func TestSoak(t *testing.T) {
 	b.Beanstalk = testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})
 	b.Mongo = testenv.StartMongo(t)
 	s := testenv.StartStack(t, b, testenv.StackOptions{Workers: 3, WorkerEnv: map[string]string{"WORKER_CONCURRENCY": "2"}})
-	sub := subscribe(t, s.NotifierURL)
+	// The board's way of reconnecting: a little before its greatest
+	// cursor, de-duplicating by id (PROTOCOL.md, "Cursors and replay").
+	sub := subscribeRewinding(t, s.NotifierURL, 2*time.Second)
 
 	var (
 		posted   atomic.Int64
@@ -74,8 +76,9 @@ func TestSoak(t *testing.T) {
 		}()
 	}
 
-	// Midway: a worker dies without warning and the notifier restarts.
-	require.Eventually(t, func() bool { return posted.Load() >= int64(n/2) }, 5*time.Minute, 10*time.Millisecond)
+	// Midway through the completions (posting goes much faster than the
+	// work): a worker dies without warning and the notifier restarts.
+	require.Eventually(t, func() bool { d, _ := sub.counts(); return d >= n/2 }, 5*time.Minute, 10*time.Millisecond)
 	rssMid["manager"] = s.Manager.RSS()
 	rssMid["worker-2"] = s.Workers[1].RSS()
 	s.Workers[0].Kill()

@@ -2,9 +2,9 @@
 // "My jobs" and the detail view, and the forms to the manager's API.
 //
 // Every completion carries a cursor; the board remembers the newest and,
-// after a reconnect, asks the notifier to replay from it (?since=), then
-// drops anything it has already seen by job id. So a reconnect leaves
-// neither a hole nor a duplicate.
+// after a reconnect, asks the notifier to replay from a little before it
+// (?since=), then drops anything it has already seen by job id. So a
+// reconnect leaves neither a hole nor a duplicate.
 
 import { Api, askToken, errorText, request, token } from './api.js';
 import { Detail } from './detail.js';
@@ -12,7 +12,7 @@ import { PayloadEditor } from './editor.js';
 import { Feed } from './feed.js';
 import { MyJobs } from './myjobs.js';
 import { Stats } from './stats.js';
-import { BoundedMap, cursorAfter, h } from './util.js';
+import { BoundedMap, cursorAfter, cursorBefore, h } from './util.js';
 import { Connection } from './ws.js';
 
 const TUBE_RE = /^[A-Za-z0-9+/;.$_()][A-Za-z0-9\-+/;.$_()]{0,199}$/;
@@ -73,6 +73,9 @@ async function main() {
   // state of recent jobs: a job's events can beat the API's answer to the
   // submit that created it.
   const seen = new BoundedMap(50_000);
+  // How far before its newest cursor the board reconnects: the notifier's
+  // default NOTIFIER_POLL_LOOKBACK, its allowance for late commits.
+  const REWIND_MS = 2000;
   const states = new BoundedMap(5_000);
   let cursor = '';
   let firstOpenAt = 0;
@@ -136,7 +139,10 @@ async function main() {
   const conn = new Connection({
     // Before the first completion there is no cursor: replay from when the
     // board first connected, which misses nothing it could have shown.
-    since: () => cursor || (firstOpenAt ? `${firstOpenAt}-0` : ''),
+    // After one, replay from a little before the newest: a completion that
+    // committed late, out of cursor order, just before the disconnect
+    // comes too, and `seen` drops the repeats (PROTOCOL.md).
+    since: () => (cursor ? cursorBefore(cursor, REWIND_MS) : firstOpenAt ? `${firstOpenAt}-0` : ''),
     token,
     onOpen: ({ replayed }) => {
       const first = !everOpened;

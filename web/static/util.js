@@ -111,6 +111,16 @@ export function cursorAfter(a, b) {
   return pa[0] !== pb[0] ? pa[0] > pb[0] : pa[1] > pb[1];
 }
 
+/**
+ * Returns a cursor ms milliseconds before cursor c (id 0), or c when it
+ * does not parse: reconnecting from there also brings a completion that
+ * committed late, out of cursor order, just before a disconnect.
+ */
+export function cursorBefore(c, ms) {
+  const p = parseCursor(c);
+  return p ? `${Math.max(0, p[0] - ms)}-0` : c;
+}
+
 const dirty = new Set();
 let frame = 0;
 
