@@ -9,6 +9,7 @@
 package queue
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -66,6 +67,11 @@ func ValidateTube(name string) error {
 type conn struct {
 	nc net.Conn
 	bc *beanstalk.Conn
+	// br, bw and used serve pipelined puts (pipeline.go); used is the
+	// tube the connection uses for them.
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	used string
 }
 
 func dial(ctx context.Context, addr string, timeout time.Duration) (*conn, error) {
@@ -126,6 +132,7 @@ type Pool struct {
 	cmdTimeout  time.Duration
 	idle        chan *conn
 	onConnect   func(ctx context.Context, stats map[string]string) error
+	pipeline    *pipeline
 }
 
 // PoolConfig configures a Pool.
@@ -140,6 +147,9 @@ type PoolConfig struct {
 	// can tell from the stats' "id" and "pid" that beanstalkd restarted. An
 	// error fails the call that dialed.
 	OnConnect func(ctx context.Context, stats map[string]string) error
+	// PutSenders is how many connections send puts at the same time
+	// (default 2); concurrent puts beyond that are pipelined onto them.
+	PutSenders int
 }
 
 // NewPool returns a pool for the beanstalkd at cfg.Addr. It does not dial.
@@ -150,7 +160,11 @@ func NewPool(cfg PoolConfig) *Pool {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
 	}
-	return &Pool{addr: cfg.Addr, dialTimeout: cfg.Timeout, cmdTimeout: cfg.Timeout, idle: make(chan *conn, cfg.MaxIdle), onConnect: cfg.OnConnect}
+	if cfg.PutSenders <= 0 {
+		cfg.PutSenders = 2
+	}
+	return &Pool{addr: cfg.Addr, dialTimeout: cfg.Timeout, cmdTimeout: cfg.Timeout, idle: make(chan *conn, cfg.MaxIdle), onConnect: cfg.OnConnect,
+		pipeline: newPipeline(cfg.PutSenders)}
 }
 
 // Addr is the address the pool dials.
@@ -225,20 +239,20 @@ type PutOptions struct {
 	TTR      time.Duration
 }
 
-// Put adds body to the tube and returns the new job's id.
+// Put adds body to the tube and returns the new job's id. Concurrent puts
+// share connections: see pipeline.
 func (p *Pool) Put(ctx context.Context, body []byte, o PutOptions) (uint64, error) {
 	tube := o.Tube
 	if tube == "" {
 		tube = DefaultTube
 	}
-	var id uint64
-	err := p.with(ctx, "put", func(c *conn) error {
-		t := beanstalk.NewTube(c.bc, tube)
-		var err error
-		id, err = t.Put(body, o.Priority, o.Delay, o.TTR)
-		return err
-	})
-	return id, err
+	if err := ValidateTube(tube); err != nil {
+		return 0, fmt.Errorf("put: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("put: %w", err)
+	}
+	return p.putPipelined(ctx, &putReq{tube: tube, body: body, o: o, done: make(chan putRes, 1)})
 }
 
 // StatsJob returns beanstalkd's statistics for job id, or ErrNotFound.
