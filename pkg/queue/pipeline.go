@@ -65,6 +65,13 @@ func (p *Pool) putPipelined(ctx context.Context, r *putReq) (uint64, error) {
 				p.send(ctx, batch)
 			}
 			<-pl.senders
+			if pl.isTaken(r) {
+				// Sent, by this caller or another: only the answer is
+				// left to wait for (it comes within the command timeout),
+				// not another turn at sending.
+				res := <-r.done
+				return res.id, res.err
+			}
 		case <-ctx.Done():
 			if pl.withdraw(r) {
 				return 0, fmt.Errorf("put: %w", ctx.Err())
@@ -89,6 +96,12 @@ func (pl *pipeline) take() []*putReq {
 	}
 	pl.pending = append(pl.pending[:0], pl.pending[n:]...)
 	return batch
+}
+
+func (pl *pipeline) isTaken(r *putReq) bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return r.taken
 }
 
 // withdraw removes r from the queue unless a sender took it already.
