@@ -193,11 +193,11 @@ func (f *Feed) latest(ctx context.Context) (position, bool) {
 func (f *Feed) poll(ctx context.Context, sink Sink, start position) error {
 	p := newPoller(f.store, f.lookback, f.sweep, f.sweepEvery, start, f.log)
 	f.setMode(ModePoll)
-	t := time.NewTicker(f.interval)
-	defer t.Stop()
 	failing := false
 	for {
+		began := time.Now()
 		err := p.round(ctx, sink)
+		took := time.Since(began)
 		if err == nil {
 			f.markStarted()
 		}
@@ -212,12 +212,20 @@ func (f *Feed) poll(ctx context.Context, sink Sink, start position) error {
 			failing = false
 		}
 		f.healthy.Store(err == nil)
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, pollPause(f.interval, took)) {
 			return nil
-		case <-t.C:
 		}
 	}
+}
+
+// pollPause is the wait before the next poll round: the interval after a
+// quick round, and as long as the round took after a slow one, so polling
+// never takes more than half of the database's time. On FerretDB every
+// round scans the whole results table; without this pause, a table of a
+// few thousand results kept the server busy with polls alone and the
+// workers' writes queued behind them.
+func pollPause(interval, took time.Duration) time.Duration {
+	return max(interval-took, took)
 }
 
 // backoff is the pause before retry number attempt: 100ms doubling to
