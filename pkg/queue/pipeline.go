@@ -159,12 +159,12 @@ func (c *conn) pipelinePuts(batch []*putReq, answered *int) error {
 		}
 		return strings.Compare(a.tube, b.tube)
 	})
-	uses := 0
-	for _, r := range batch {
+	useFirst := make([]bool, len(batch))
+	for i, r := range batch {
 		if r.tube != c.used {
 			fmt.Fprintf(c.bw, "use %s\r\n", r.tube)
 			c.used = r.tube
-			uses++
+			useFirst[i] = true
 		}
 		fmt.Fprintf(c.bw, "put %d %d %d %d\r\n", r.o.Priority, int64(r.o.Delay.Seconds()), int64(r.o.TTR.Seconds()), len(r.body))
 		c.bw.Write(r.body)
@@ -174,19 +174,25 @@ func (c *conn) pipelinePuts(batch []*putReq, answered *int) error {
 		c.used = "" // unknown: the connection is dropped anyway
 		return err
 	}
-	for _, r := range batch {
+	for i, r := range batch {
+		if useFirst[i] {
+			line, err := c.line()
+			if err != nil {
+				return err
+			}
+			if line != "USING "+r.tube {
+				// The put that follows went to another tube, or the
+				// answers no longer match the commands: the connection
+				// is dropped and the rest of the batch fails.
+				return fmt.Errorf("%w: use %s answered %q", errOutOfStep, r.tube, line)
+			}
+		}
 		line, err := c.line()
 		if err != nil {
 			return err
 		}
-		if word, _, _ := strings.Cut(line, " "); word == "USING" && uses > 0 {
-			uses--
-			if line, err = c.line(); err != nil {
-				return err
-			}
-		}
 		id, err := parsePutAnswer(line)
-		if err != nil && errors.Is(err, errOutOfStep) {
+		if errors.Is(err, errOutOfStep) {
 			return err
 		}
 		if err != nil {

@@ -68,7 +68,9 @@ type conn struct {
 	nc net.Conn
 	bc *beanstalk.Conn
 	// br, bw and used serve pipelined puts (pipeline.go); used is the
-	// tube the connection uses for them.
+	// tube the connection uses for them. go-beanstalk's own idea of the
+	// used tube is then stale, so pool code must not call its commands
+	// that depend on it (Tube.Put, the Peek* and Kick of a Tube).
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used string
