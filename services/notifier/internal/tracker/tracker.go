@@ -59,6 +59,16 @@ type Config struct {
 	// Grace is how long a job that exists nowhere stays watched (30s):
 	// it may be about to be put.
 	Grace time.Duration
+	// StoreAfter is how long a watched job must be gone from the queue
+	// before the results store is asked about it (3s), and StoreBatch
+	// the most store lookups per round (20). A job gone from the queue
+	// has almost always completed, and the feed delivers its completion
+	// within a poll or two; asking the store sooner repeats that work,
+	// and on FerretDB every lookup by id reads the whole results table:
+	// at 330 completions a second those lookups took the server from the
+	// workers.
+	StoreAfter time.Duration
+	StoreBatch int
 }
 
 // Tracker follows watched jobs and the tubes.
@@ -66,7 +76,7 @@ type Tracker struct {
 	cfg Config
 	log *slog.Logger
 	// known is the last state seen of each watched job; missingSince is
-	// when a job was first found nowhere.
+	// when a job was first found gone from the queue.
 	known        map[uint64]job.State
 	missingSince map[uint64]time.Time
 	next         uint64 // round-robin position: the first id of the next round
@@ -84,6 +94,12 @@ func New(cfg Config) *Tracker {
 	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = 30 * time.Second
+	}
+	if cfg.StoreAfter <= 0 {
+		cfg.StoreAfter = 3 * time.Second
+	}
+	if cfg.StoreBatch <= 0 {
+		cfg.StoreBatch = 20
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -170,40 +186,66 @@ func (t *Tracker) round(ctx context.Context) {
 	n := min(t.cfg.Batch, len(ids))
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.Interval)
 	defer cancel()
+	lookups := t.cfg.StoreBatch
 	for i := range n {
 		id := ids[(start+i)%len(ids)]
-		if !t.check(ctx, id) {
-			break // the queue is not answering: try again next round
+		if !t.check(ctx, id, &lookups) {
+			break // the queue or the store is not answering: next round
 		}
 		t.next = id + 1
 	}
 }
 
 // check asks about one job and reports a change. It returns false when
-// the queue or the store did not answer.
-func (t *Tracker) check(ctx context.Context, id uint64) bool {
-	ev, found, err := t.Lookup(ctx, id)
-	if err != nil {
+// the queue or the store did not answer, or when the round has no store
+// lookups left (lookups counts them down).
+func (t *Tracker) check(ctx context.Context, id uint64, lookups *int) bool {
+	st, err := t.cfg.Queue.StatsJob(ctx, id)
+	if err == nil {
+		delete(t.missingSince, id)
+		t.report(job.Event{Type: job.TypeJob, ID: id, State: st.State})
+		return true
+	}
+	if !errors.Is(err, queue.ErrNotFound) {
 		t.log.Debug("check watched job", "job_id", id, "err", err)
 		return false
 	}
-	if !found {
-		first, ok := t.missingSince[id]
-		if !ok {
-			t.missingSince[id] = time.Now()
-		} else if time.Since(first) > t.cfg.Grace {
+	first, ok := t.missingSince[id]
+	if !ok {
+		first = time.Now()
+		t.missingSince[id] = first
+	}
+	if time.Since(first) < t.cfg.StoreAfter {
+		return true // the feed is about to deliver its completion
+	}
+	if *lookups == 0 {
+		return false
+	}
+	*lookups--
+	r, err := t.cfg.Results.Find(ctx, id)
+	switch {
+	case err == nil:
+		delete(t.missingSince, id)
+		t.report(job.Completed(r))
+	case errors.Is(err, store.ErrNotFound):
+		if time.Since(first) > t.cfg.Grace {
 			t.cfg.Hub.Forget(id)
 			delete(t.missingSince, id)
 			delete(t.known, id)
 		}
-		return true
-	}
-	delete(t.missingSince, id)
-	if t.known[id] != ev.State {
-		t.known[id] = ev.State
-		t.cfg.Hub.JobState(ev)
+	default:
+		t.log.Debug("check watched job", "job_id", id, "err", err)
+		return false
 	}
 	return true
+}
+
+// report sends ev when it changes what the watchers know.
+func (t *Tracker) report(ev job.Event) {
+	if t.known[ev.ID] != ev.State {
+		t.known[ev.ID] = ev.State
+		t.cfg.Hub.JobState(ev)
+	}
 }
 
 // prune forgets jobs nobody watches any more.

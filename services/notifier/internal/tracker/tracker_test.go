@@ -168,7 +168,7 @@ func TestAJobThatExistsNowhereIsForgottenAfterTheGrace(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	h := newHub(999_999_999)
-	run(t, tracker.New(tracker.Config{Queue: b.pool, Results: b.results, Hub: h, Interval: 20 * time.Millisecond, Grace: 200 * time.Millisecond}))
+	run(t, tracker.New(tracker.Config{Queue: b.pool, Results: b.results, Hub: h, Interval: 20 * time.Millisecond, Grace: 200 * time.Millisecond, StoreAfter: 50 * time.Millisecond}))
 	start := time.Now()
 	require.Eventually(t, func() bool {
 		h.mu.Lock()
@@ -177,4 +177,82 @@ func TestAJobThatExistsNowhereIsForgottenAfterTheGrace(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 	require.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond)
 	require.Empty(t, h.statesOf(999_999_999))
+}
+
+// countingResults counts the store lookups.
+type countingResults struct {
+	tracker.Results
+	mu    sync.Mutex
+	finds map[uint64]int
+}
+
+func (c *countingResults) Find(ctx context.Context, id uint64) (job.Result, error) {
+	c.mu.Lock()
+	c.finds[id]++
+	c.mu.Unlock()
+	return c.Results.Find(ctx, id)
+}
+
+func (c *countingResults) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, k := range c.finds {
+		n += k
+	}
+	return n
+}
+
+// A watched job that leaves the queue completed is not looked up in the
+// store at once (the feed delivers its completion; on FerretDB a lookup
+// reads the whole table): only after StoreAfter, and at most StoreBatch
+// lookups per round. Then the completion is reported once.
+func TestStoreLookupsWaitAndAreBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	var ids []uint64
+	for range 30 {
+		id, err := b.pool.Put(ctx, []byte(`{"n":1}`), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	h := newHub(ids...)
+	rs := &countingResults{Results: b.results, finds: map[uint64]int{}}
+	run(t, tracker.New(tracker.Config{Queue: b.pool, Results: rs, Hub: h, Interval: 200 * time.Millisecond,
+		Batch: 100, StoreAfter: time.Second, StoreBatch: 4}))
+	require.Eventually(t, func() bool { return len(h.statesOf(ids[29])) == 1 }, 5*time.Second, 10*time.Millisecond)
+
+	// A worker's way: store every result, then delete every job.
+	cons := queue.NewConsumer(b.Beanstalk.Addr(), []string{b.Tube}, 2*time.Second)
+	t.Cleanup(func() { cons.Close() })
+	for range ids {
+		r, err := cons.Reserve(ctx, 5*time.Second)
+		require.NoError(t, err)
+		res := job.Result{ID: r.ID, Hash: job.Hash(string(r.Body)), Payload: string(r.Body), Tube: b.Tube, Attempts: 1}
+		require.NoError(t, b.results.Save(ctx, res))
+		require.NoError(t, cons.Delete(ctx, r.ID))
+	}
+
+	time.Sleep(600 * time.Millisecond) // three rounds, before StoreAfter
+	require.Zero(t, rs.total(), "the store was asked before StoreAfter")
+
+	// The first round after StoreAfter asks about 4 jobs, not 30; the
+	// next comes 200ms later.
+	require.Eventually(t, func() bool { return rs.total() >= 4 }, 5*time.Second, 2*time.Millisecond)
+	require.Equal(t, 4, rs.total())
+
+	require.Eventually(t, func() bool {
+		for _, id := range ids {
+			if s := h.statesOf(id); len(s) == 0 || s[len(s)-1] != job.StateCompleted {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(400 * time.Millisecond)
+	for _, id := range ids {
+		require.Equal(t, []job.State{job.StateReady, job.StateCompleted}, h.statesOf(id), "job %d", id)
+	}
+	require.Equal(t, 30, rs.total(), "one lookup per job")
 }
