@@ -50,7 +50,7 @@ func newPipeline(senders int) *pipeline {
 	return &pipeline{senders: make(chan struct{}, senders)}
 }
 
-// put runs r on the pool through the pipeline.
+// putPipelined runs r on the pool through the pipeline.
 func (p *Pool) putPipelined(ctx context.Context, r *putReq) (uint64, error) {
 	pl := p.pipeline
 	pl.mu.Lock()
@@ -94,7 +94,9 @@ func (pl *pipeline) take() []*putReq {
 	for _, r := range batch {
 		r.taken = true
 	}
-	pl.pending = append(pl.pending[:0], pl.pending[n:]...)
+	rest := copy(pl.pending, pl.pending[n:])
+	clear(pl.pending[rest:]) // no stale pointers behind the queue
+	pl.pending = pl.pending[:rest]
 	return batch
 }
 
@@ -111,11 +113,8 @@ func (pl *pipeline) withdraw(r *putReq) bool {
 	if r.taken {
 		return false
 	}
-	for i, q := range pl.pending {
-		if q == r {
-			pl.pending = append(pl.pending[:i], pl.pending[i+1:]...)
-			break
-		}
+	if i := slices.Index(pl.pending, r); i >= 0 {
+		pl.pending = slices.Delete(pl.pending, i, i+1)
 	}
 	return true
 }
