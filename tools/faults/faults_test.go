@@ -71,10 +71,10 @@ func TestWorkerKilledMidJob(t *testing.T) {
 // time-left and no timeout counted, until that connection sends anything
 // or closes. Measured here with 20 concurrent copies of this scenario on
 // one server, the idle holder kept 23 to 44 of 200 jobs past their TTR
-// for good on 1.12 (12 of 200 on 1.13); with the one list-tubes after the
-// TTR, 0 of 200. Without it this test failed 3 times in 7 full runs on the
-// shared test server, and once in 4 runs on a server of its own (README,
-// "Known limits").
+// for good on 1.12 (12 of 200 on 1.13); with one harmless command after
+// the TTR (list-tubes-watched there), 0 of 200. Without it this test
+// failed 3 times in 7 full runs on the shared test server, and once in 4
+// runs on a server of its own (README, "Known limits").
 func TestTTRExpiredLateDelete(t *testing.T) {
 	t.Parallel()
 	b := testenv.Setup(t)
