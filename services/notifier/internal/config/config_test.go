@@ -21,6 +21,7 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, config.ModeAuto, c.Mode)
 	require.Equal(t, 250*time.Millisecond, c.PollInterval)
 	require.Equal(t, 2*time.Second, c.PollLookback)
+	require.Equal(t, 20*time.Second, c.PingInterval)
 	require.Equal(t, 10000, c.ReplayLimit)
 	require.Equal(t, 10000, c.MaxClients)
 	require.Equal(t, 1024, c.ClientBuffer)
@@ -41,6 +42,7 @@ func TestValues(t *testing.T) {
 		"NOTIFIER_MODE":            "Poll",
 		"NOTIFIER_POLL_INTERVAL":   "0.1",
 		"NOTIFIER_POLL_LOOKBACK":   "5s",
+		"NOTIFIER_PING_INTERVAL":   "45s",
 		"NOTIFIER_ALLOWED_ORIGINS": "https://board.example.com, *.example.org",
 		"NOTIFIER_ID":              "n7",
 		"MANAGER_URL":              "https://manager:8443/base",
@@ -52,6 +54,7 @@ func TestValues(t *testing.T) {
 	require.Equal(t, config.ModePoll, c.Mode)
 	require.Equal(t, 100*time.Millisecond, c.PollInterval)
 	require.Equal(t, 5*time.Second, c.PollLookback)
+	require.Equal(t, 45*time.Second, c.PingInterval)
 	require.Equal(t, []string{"https://board.example.com", "*.example.org"}, c.AllowedOrigins)
 	require.Equal(t, "n7", c.ID)
 	require.Equal(t, "https://manager:8443/base", c.ManagerURL.String())
@@ -84,6 +87,8 @@ func TestBadValuesAreNamed(t *testing.T) {
 		{map[string]string{"NOTIFIER_POLL_INTERVAL": "1ms"}, "NOTIFIER_POLL_INTERVAL"},
 		{map[string]string{"NOTIFIER_POLL_INTERVAL": "soon"}, "NOTIFIER_POLL_INTERVAL"},
 		{map[string]string{"NOTIFIER_POLL_LOOKBACK": "2h"}, "NOTIFIER_POLL_LOOKBACK"},
+		{map[string]string{"NOTIFIER_PING_INTERVAL": "50ms"}, "NOTIFIER_PING_INTERVAL"},
+		{map[string]string{"NOTIFIER_PING_INTERVAL": "often"}, "NOTIFIER_PING_INTERVAL"},
 		{map[string]string{"NOTIFIER_REPLAY_LIMIT": "0"}, "NOTIFIER_REPLAY_LIMIT"},
 		{map[string]string{"NOTIFIER_MAX_CLIENTS": "many"}, "NOTIFIER_MAX_CLIENTS"},
 		{map[string]string{"NOTIFIER_CLIENT_BUFFER": "0"}, "NOTIFIER_CLIENT_BUFFER"},
