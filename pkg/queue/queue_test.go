@@ -15,11 +15,7 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return testenv.Context(t, 20*time.Second) }
 
 func TestPutStatsReserveDelete(t *testing.T) {
 	t.Parallel()

@@ -66,6 +66,15 @@ type Bundle struct {
 	DB   string
 }
 
+// Context returns a context that ends after d or when the test ends: it
+// bounds one step of a test, so a server that stops answering fails that
+// step instead of hanging the test binary.
+func Context(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // Setup returns the shared servers and a fresh tube and database name.
 // The database is dropped when the test ends.
 func Setup(t testing.TB) Bundle {

@@ -119,11 +119,7 @@ func postJob(t *testing.T, base, body string) uint64 {
 	return c.ID
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return testenv.Context(t, 20*time.Second) }
 
 func TestRunServesTheSeedExample(t *testing.T) {
 	t.Parallel()

@@ -26,12 +26,6 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // 1. A worker killed with SIGKILL in the middle of a job: the job is
 // reserved again, there is exactly one result, and an `all` subscriber
 // sees one completion.
@@ -105,7 +99,7 @@ func TestTTRExpiredLateDelete(t *testing.T) {
 	defer client.Disconnect(context.Background())
 	res := store.NewResults(client, b.DB, "completed")
 	late := job.Result{ID: id, Hash: job.Hash(string(body)), Payload: string(body), CompletedAt: time.Now().UTC().Truncate(time.Millisecond)}
-	require.ErrorIs(t, res.Save(ctxT(t, 5*time.Second), late), store.ErrAlreadyStored)
+	require.ErrorIs(t, res.Save(testenv.Context(t, 5*time.Second), late), store.ErrAlreadyStored)
 	require.ErrorIs(t, stalled.Delete(id), beanstalk.ErrNotFound)
 
 	rs := results(t, s)
@@ -130,7 +124,7 @@ func TestBeanstalkdKilledWithBinlog(t *testing.T) {
 	}
 	held := queue.NewConsumer(b.Beanstalk.Addr(), []string{b.Tube}, 0)
 	for range 5 {
-		_, err := held.Reserve(ctxT(t, 5*time.Second), time.Second)
+		_, err := held.Reserve(testenv.Context(t, 5*time.Second), time.Second)
 		require.NoError(t, err)
 	}
 
@@ -140,7 +134,7 @@ func TestBeanstalkdKilledWithBinlog(t *testing.T) {
 
 	pool := b.Pool(t)
 	for _, id := range ids {
-		st, err := pool.StatsJob(ctxT(t, 5*time.Second), id)
+		st, err := pool.StatsJob(testenv.Context(t, 5*time.Second), id)
 		require.NoError(t, err, "acknowledged job %d lost", id)
 		require.Equal(t, job.StateReady, st.State, "job %d", id)
 	}
@@ -266,7 +260,7 @@ func TestMongoDownTenSeconds(t *testing.T) {
 	}
 	time.Sleep(10 * time.Second) // the outage the promise is about
 	pool := b.Pool(t)
-	tubes, err := pool.Tubes(ctxT(t, 5*time.Second))
+	tubes, err := pool.Tubes(testenv.Context(t, 5*time.Second))
 	require.NoError(t, err)
 	require.Zero(t, tubes[b.Tube].Buried, "jobs buried because the database was down")
 	require.NoError(t, b.Mongo.Restart())

@@ -146,11 +146,7 @@ func post(t *testing.T, b bundle, query, body string) api.Created {
 	return c
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return testenv.Context(t, 20*time.Second) }
 
 // TestSeedExamples walks through the original README: post a job, read
 // its stats while it is queued, and its result once a worker is done.

@@ -59,11 +59,7 @@ func setup(t *testing.T) bundle {
 	return b
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return testenv.Context(t, 30*time.Second) }
 
 // put puts through the fence, trying again while the pool's connections
 // to the old process fail.
