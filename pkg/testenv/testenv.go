@@ -511,3 +511,19 @@ func (b Bundle) Pool(t testing.TB) *queue.Pool {
 func (b Bundle) Results() *store.Results {
 	return store.NewResults(b.Mongo.Client(), b.DB, "completed")
 }
+
+// Clients is a Bundle with the two clients most tests use: a queue pool
+// on its beanstalkd and the results store of its database.
+type Clients struct {
+	Bundle
+	Queue *queue.Pool
+	Store *store.Results
+}
+
+// SetupClients is Setup with those clients made; the pool is closed when
+// the test ends.
+func SetupClients(t testing.TB) Clients {
+	t.Helper()
+	b := Setup(t)
+	return Clients{Bundle: b, Queue: b.Pool(t), Store: b.Results()}
+}

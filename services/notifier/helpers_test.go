@@ -18,25 +18,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobsys/jobs/pkg/job"
-	"github.com/jobsys/jobs/pkg/queue"
-	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 // bundle is a test's servers plus clients to put jobs and store results.
-type bundle struct {
-	testenv.Bundle
-	pool    *queue.Pool
-	results *store.Results
-}
+type bundle struct{ testenv.Clients }
 
-func setup(t *testing.T) bundle {
-	t.Helper()
-	b := testenv.Setup(t)
-	return bundle{Bundle: b, pool: b.Pool(t), results: b.Results()}
-}
+func setup(t *testing.T) bundle { return bundle{testenv.SetupClients(t)} }
 
 // env is the notifier's environment for this bundle plus extra.
 func (b bundle) env(port int, extra map[string]string) map[string]string {
@@ -258,7 +248,7 @@ func stamped(r job.Result, at time.Time) job.Result {
 // database stamped at a moment a test chooses (Results.Save stamps with
 // the database's clock).
 func (b bundle) insert(ctx context.Context, r job.Result) error {
-	_, err := b.results.Collection().InsertOne(ctx, r)
+	_, err := b.Store.Collection().InsertOne(ctx, r)
 	return err
 }
 
@@ -274,7 +264,7 @@ func (b bundle) complete(t *testing.T, first uint64, n int) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			errs <- b.results.Save(ctx, result(first+uint64(i), time.Now()))
+			errs <- b.Store.Save(ctx, result(first+uint64(i), time.Now()))
 		})
 	}
 	wg.Wait()

@@ -264,7 +264,7 @@ func TestSSEReplaysFromLastEventID(t *testing.T) {
 	for i := range 4 {
 		r := result(uint64(i+1), base)
 		require.NoError(t, b.insert(ctx, stamped(r, base.Add(time.Duration(i)*time.Millisecond))))
-		r, err := b.results.Find(ctx, r.ID)
+		r, err := b.Store.Find(ctx, r.ID)
 		require.NoError(t, err)
 		results = append(results, r)
 	}

@@ -100,7 +100,7 @@ func (b bundle) bigResults(t *testing.T, first uint64, n, size int) {
 	flush := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		_, err := b.results.Collection().InsertMany(ctx, docs)
+		_, err := b.Store.Collection().InsertMany(ctx, docs)
 		require.NoError(t, err)
 		docs = docs[:0]
 	}
@@ -224,7 +224,7 @@ func TestPushLatencyWhenPolling(t *testing.T) {
 	const total = 200
 	go func() {
 		for i := range total {
-			_ = b.results.Save(context.Background(), result(uint64(i+1), time.Now()))
+			_ = b.Store.Save(context.Background(), result(uint64(i+1), time.Now()))
 			time.Sleep(10 * time.Millisecond)
 		}
 	}()
@@ -317,7 +317,7 @@ func TestThousandClients(t *testing.T) {
 
 	const broadcasts = 5
 	for i := range broadcasts {
-		require.NoError(t, b.results.Save(context.Background(), result(uint64(i+1), time.Now())))
+		require.NoError(t, b.Store.Save(context.Background(), result(uint64(i+1), time.Now())))
 		time.Sleep(50 * time.Millisecond)
 	}
 	require.Eventually(t, func() bool {

@@ -64,7 +64,7 @@ func TestAllSubscriberGetsEveryCompletionOnce(t *testing.T) {
 // put adds a job to the bundle's tube.
 func (b bundle) put(t *testing.T, payload string) uint64 {
 	t.Helper()
-	id, err := b.pool.Put(context.Background(), []byte(payload), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
+	id, err := b.Queue.Put(context.Background(), []byte(payload), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
 	require.NoError(t, err)
 	return id
 }
@@ -85,7 +85,7 @@ func (b bundle) work(t *testing.T) (id uint64, finish func()) {
 		now := time.Now().UTC()
 		res := job.Result{ID: r.ID, Hash: job.Hash(string(r.Body)), Payload: string(r.Body), Tube: b.Tube, Worker: "test",
 			Attempts: 1, StartedAt: now.Add(-time.Millisecond), CompletedAt: now, DurationMS: 1}
-		require.NoError(t, b.results.Save(ctx, res))
+		require.NoError(t, b.Store.Save(ctx, res))
 		require.NoError(t, cons.Delete(ctx, r.ID))
 	}
 }
@@ -138,7 +138,7 @@ func TestSubscribeToAJobNotYetPut(t *testing.T) {
 	b := setup(t)
 	// A beanstalkd of its own, so the next job id is known: 1.
 	b.Beanstalk = testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})
-	b.pool = b.Pool(t)
+	b.Queue = b.Pool(t)
 	n := start(t, b, nil)
 
 	c := dial(t, n.ws(""), nil)
@@ -423,7 +423,7 @@ func TestReplayPagesInStoredOrder(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := b.results.Collection().InsertMany(ctx, docs)
+	_, err := b.Store.Collection().InsertMany(ctx, docs)
 	require.NoError(t, err)
 
 	n := start(t, b, nil)

@@ -23,17 +23,9 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // bundle is what a worker test needs: the servers, a pool to put and
 // inspect jobs with, and the results collection.
-type bundle struct {
-	testenv.Bundle
-	pool    *queue.Pool
-	results *store.Results
-}
+type bundle struct{ testenv.Clients }
 
-func setup(t *testing.T) bundle {
-	t.Helper()
-	b := testenv.Setup(t)
-	return bundle{Bundle: b, pool: b.Pool(t), results: b.Results()}
-}
+func setup(t *testing.T) bundle { return bundle{testenv.SetupClients(t)} }
 
 // env is the worker's environment for this bundle: its servers, tube and
 // database, a metrics port of the system's choosing, and extra on top.
@@ -84,7 +76,7 @@ func put(t *testing.T, b bundle, tube, body string, ttr time.Duration) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	id, err := b.pool.Put(ctx, []byte(body), queue.PutOptions{Tube: tube, TTR: ttr})
+	id, err := b.Queue.Put(ctx, []byte(body), queue.PutOptions{Tube: tube, TTR: ttr})
 	require.NoError(t, err)
 	return id
 }
@@ -92,20 +84,20 @@ func put(t *testing.T, b bundle, tube, body string, ttr time.Duration) uint64 {
 func statsJob(b bundle, id uint64) (job.Stats, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return b.pool.StatsJob(ctx, id)
+	return b.Queue.StatsJob(ctx, id)
 }
 
 func find(b bundle, id uint64) (job.Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return b.results.Find(ctx, id)
+	return b.Store.Find(ctx, id)
 }
 
 func count(t *testing.T, b bundle) int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	n, err := b.results.Collection().CountDocuments(ctx, map[string]any{})
+	n, err := b.Store.Collection().CountDocuments(ctx, map[string]any{})
 	require.NoError(t, err)
 	return n
 }
@@ -198,7 +190,7 @@ func TestRedeliveredJobIsDeletedWithoutASecondResult(t *testing.T) {
 	earlier := job.Result{ID: id, Hash: job.Hash(body), Payload: body, Worker: "earlier-worker", Attempts: 1}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	require.NoError(t, b.results.Save(ctx, earlier))
+	require.NoError(t, b.Store.Save(ctx, earlier))
 
 	startWorker(t, b.env(nil))
 	waitGone(t, b, id, 20*time.Second)
@@ -215,7 +207,7 @@ func TestDifferentResultUnderTheSameIDBuriesTheJob(t *testing.T) {
 	old := job.Result{ID: id, Hash: job.Hash(`{"old":"job"}`), Payload: `{"old":"job"}`, Worker: "before-restart"}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	require.NoError(t, b.results.Save(ctx, old))
+	require.NoError(t, b.Store.Save(ctx, old))
 
 	logs := startWorker(t, b.env(nil))
 	s := waitState(t, b, id, job.StateBuried, 20*time.Second)
@@ -265,7 +257,7 @@ func TestMongoDownReleasesJobsAndNeverBuriesThem(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	mongo := testenv.StartMongo(t)
-	b.results = store.NewResults(mongo.Client(), b.DB, "completed")
+	b.Store = store.NewResults(mongo.Client(), b.DB, "completed")
 	mongo.Stop()
 
 	// Started while MongoDB is down: the worker must come up all the same.
@@ -315,8 +307,8 @@ func TestBeanstalkdOutageIsLoggedOnceAndSurvived(t *testing.T) {
 	b := setup(t)
 	bs := testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})
 	b.Beanstalk = bs
-	b.pool = queue.NewPool(queue.PoolConfig{Addr: bs.Addr()})
-	t.Cleanup(func() { b.pool.Close() })
+	b.Queue = queue.NewPool(queue.PoolConfig{Addr: bs.Addr()})
+	t.Cleanup(func() { b.Queue.Close() })
 
 	logs := startWorker(t, b.env(map[string]string{"WORKER_CONCURRENCY": "3"}))
 	first := put(t, b, b.Tube, `{"before":1}`, time.Minute)
@@ -327,8 +319,8 @@ func TestBeanstalkdOutageIsLoggedOnceAndSurvived(t *testing.T) {
 		10*time.Second, 20*time.Millisecond)
 	time.Sleep(2500 * time.Millisecond) // let the reservers retry a few times while it is down
 	require.NoError(t, bs.Restart())
-	b.pool = queue.NewPool(queue.PoolConfig{Addr: bs.Addr()}) // the old one holds dead connections
-	t.Cleanup(func() { b.pool.Close() })
+	b.Queue = queue.NewPool(queue.PoolConfig{Addr: bs.Addr()}) // the old one holds dead connections
+	t.Cleanup(func() { b.Queue.Close() })
 
 	body := `{"after":1}`
 	second := put(t, b, b.Tube, body, time.Minute)
@@ -395,7 +387,7 @@ func TestThousandJobsThroughThreeWorkers(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cur, err := b.results.Collection().Find(ctx, map[string]any{})
+	cur, err := b.Store.Collection().Find(ctx, map[string]any{})
 	require.NoError(t, err)
 	var all []job.Result
 	require.NoError(t, cur.All(ctx, &all))
@@ -411,7 +403,7 @@ func TestThousandJobsThroughThreeWorkers(t *testing.T) {
 	require.Len(t, workers, 3, "every worker took part: %v", workers)
 
 	require.Eventually(t, func() bool {
-		tubes, err := b.pool.Tubes(ctx)
+		tubes, err := b.Queue.Tubes(ctx)
 		require.NoError(t, err)
 		s := tubes[b.Tube]
 		return s.Ready == 0 && s.Reserved == 0 && s.Delayed == 0 && s.Buried == 0

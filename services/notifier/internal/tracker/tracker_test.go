@@ -11,7 +11,6 @@ import (
 
 	"github.com/jobsys/jobs/pkg/job"
 	"github.com/jobsys/jobs/pkg/queue"
-	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
 	"github.com/jobsys/jobs/services/notifier/internal/tracker"
 )
@@ -70,18 +69,6 @@ func (h *hub) statesOf(id uint64) []job.State {
 	return slices.Clone(h.states[id])
 }
 
-type bundle struct {
-	testenv.Bundle
-	pool    *queue.Pool
-	results *store.Results
-}
-
-func setup(t *testing.T) bundle {
-	t.Helper()
-	b := testenv.Setup(t)
-	return bundle{Bundle: b, pool: b.Pool(t), results: b.Results()}
-}
-
 func run(t *testing.T, tr *tracker.Tracker) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -91,10 +78,10 @@ func run(t *testing.T, tr *tracker.Tracker) {
 
 func TestLookup(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := testenv.SetupClients(t)
 	ctx := context.Background()
-	tr := tracker.New(tracker.Config{Queue: b.pool, Results: b.results, Hub: newHub()})
-	id, err := b.pool.Put(ctx, []byte(`{"a":1}`), queue.PutOptions{Tube: b.Tube, Delay: time.Hour})
+	tr := tracker.New(tracker.Config{Queue: b.Queue, Results: b.Store, Hub: newHub()})
+	id, err := b.Queue.Put(ctx, []byte(`{"a":1}`), queue.PutOptions{Tube: b.Tube, Delay: time.Hour})
 	require.NoError(t, err)
 	ev, found, err := tr.Lookup(ctx, id)
 	require.NoError(t, err)
@@ -102,8 +89,8 @@ func TestLookup(t *testing.T) {
 	require.Equal(t, job.Event{Type: job.TypeJob, ID: id, State: job.StateDelayed}, ev)
 
 	// Gone from the queue, stored: completed, with the result.
-	require.NoError(t, b.pool.Delete(ctx, id))
-	require.NoError(t, b.results.Save(ctx, job.Result{ID: id, Hash: job.Hash(`{"a":1}`), Payload: `{"a":1}`, CompletedAt: time.Now()}))
+	require.NoError(t, b.Queue.Delete(ctx, id))
+	require.NoError(t, b.Store.Save(ctx, job.Result{ID: id, Hash: job.Hash(`{"a":1}`), Payload: `{"a":1}`, CompletedAt: time.Now()}))
 	ev, found, err = tr.Lookup(ctx, id)
 	require.NoError(t, err)
 	require.True(t, found)
@@ -119,17 +106,17 @@ func TestLookup(t *testing.T) {
 
 func TestChangesAreReportedOnceInBoundedRounds(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := testenv.SetupClients(t)
 	ctx := context.Background()
 	// More watched jobs than one round asks about.
 	var ids []uint64
 	for range 25 {
-		id, err := b.pool.Put(ctx, []byte(`{}`), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
+		id, err := b.Queue.Put(ctx, []byte(`{}`), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
 		require.NoError(t, err)
 		ids = append(ids, id)
 	}
 	h := newHub(ids...)
-	run(t, tracker.New(tracker.Config{Queue: b.pool, Results: b.results, Hub: h, Interval: 50 * time.Millisecond, Batch: 10}))
+	run(t, tracker.New(tracker.Config{Queue: b.Queue, Results: b.Store, Hub: h, Interval: 50 * time.Millisecond, Batch: 10}))
 	require.Eventually(t, func() bool {
 		for _, id := range ids {
 			if len(h.statesOf(id)) == 0 {
@@ -166,9 +153,9 @@ func TestChangesAreReportedOnceInBoundedRounds(t *testing.T) {
 
 func TestAJobThatExistsNowhereIsForgottenAfterTheGrace(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := testenv.SetupClients(t)
 	h := newHub(999_999_999)
-	run(t, tracker.New(tracker.Config{Queue: b.pool, Results: b.results, Hub: h, Interval: 20 * time.Millisecond, Grace: 200 * time.Millisecond, StoreAfter: 50 * time.Millisecond}))
+	run(t, tracker.New(tracker.Config{Queue: b.Queue, Results: b.Store, Hub: h, Interval: 20 * time.Millisecond, Grace: 200 * time.Millisecond, StoreAfter: 50 * time.Millisecond}))
 	start := time.Now()
 	require.Eventually(t, func() bool {
 		h.mu.Lock()
@@ -209,17 +196,17 @@ func (c *countingResults) total() int {
 // lookups per round. Then the completion is reported once.
 func TestStoreLookupsWaitAndAreBounded(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := testenv.SetupClients(t)
 	ctx := context.Background()
 	var ids []uint64
 	for range 30 {
-		id, err := b.pool.Put(ctx, []byte(`{"n":1}`), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
+		id, err := b.Queue.Put(ctx, []byte(`{"n":1}`), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
 		require.NoError(t, err)
 		ids = append(ids, id)
 	}
 	h := newHub(ids...)
-	rs := &countingResults{Results: b.results, finds: map[uint64]int{}}
-	run(t, tracker.New(tracker.Config{Queue: b.pool, Results: rs, Hub: h, Interval: 200 * time.Millisecond,
+	rs := &countingResults{Results: b.Store, finds: map[uint64]int{}}
+	run(t, tracker.New(tracker.Config{Queue: b.Queue, Results: rs, Hub: h, Interval: 200 * time.Millisecond,
 		Batch: 100, StoreAfter: time.Second, StoreBatch: 4}))
 	require.Eventually(t, func() bool { return len(h.statesOf(ids[29])) == 1 }, 5*time.Second, 10*time.Millisecond)
 
@@ -230,7 +217,7 @@ func TestStoreLookupsWaitAndAreBounded(t *testing.T) {
 		r, err := cons.Reserve(ctx, 5*time.Second)
 		require.NoError(t, err)
 		res := job.Result{ID: r.ID, Hash: job.Hash(string(r.Body)), Payload: string(r.Body), Tube: b.Tube, Attempts: 1}
-		require.NoError(t, b.results.Save(ctx, res))
+		require.NoError(t, b.Store.Save(ctx, res))
 		require.NoError(t, cons.Delete(ctx, r.ID))
 	}
 
