@@ -147,26 +147,73 @@ func (e errStatus) Error() string { return fmt.Sprintf("status %d: %s", e.code, 
 
 // postJob POSTs body to the manager and returns the new job's id.
 func postJob(ctx context.Context, c *http.Client, managerURL, tube string, body []byte) (uint64, error) {
-	u := managerURL + "/"
-	if tube != "" {
-		u += "?tube=" + tube
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, managerURL+postTarget(tube), bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.Do(req)
+	code, b, err := send(c, req)
 	if err != nil {
 		return 0, err
+	}
+	return postAnswer(code, b)
+}
+
+// getJob GETs /id/ and returns the answer's body.
+func getJob(ctx context.Context, c *http.Client, managerURL string, id uint64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, managerURL+getTarget(id), nil)
+	if err != nil {
+		return nil, err
+	}
+	code, b, err := send(c, req)
+	if err != nil {
+		return nil, err
+	}
+	return b, getAnswer(code, b)
+}
+
+// postJob is postJob on the lean client.
+func (c *httpConn) postJob(ctx context.Context, tube string, body []byte) (uint64, error) {
+	code, b, err := c.do(ctx, http.MethodPost, c.path+postTarget(tube), "application/json", body)
+	if err != nil {
+		return 0, err
+	}
+	return postAnswer(code, b)
+}
+
+// getJob is getJob on the lean client; the body is valid until the next
+// request.
+func (c *httpConn) getJob(ctx context.Context, id uint64) ([]byte, error) {
+	code, b, err := c.do(ctx, http.MethodGet, c.path+getTarget(id), "", nil)
+	if err != nil {
+		return nil, err
+	}
+	return b, getAnswer(code, b)
+}
+
+func send(c *http.Client, req *http.Request) (int, []byte, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
+	return resp.StatusCode, b, err
+}
+
+func postTarget(tube string) string {
+	if tube == "" {
+		return "/"
 	}
-	if resp.StatusCode != http.StatusCreated {
-		return 0, errStatus{resp.StatusCode, strings.TrimSpace(string(b[:min(len(b), 200)]))}
+	return "/?tube=" + tube
+}
+
+func getTarget(id uint64) string { return "/" + strconv.FormatUint(id, 10) + "/" }
+
+// postAnswer checks a POST's answer: 201 and a job id.
+func postAnswer(code int, b []byte) (uint64, error) {
+	if code != http.StatusCreated {
+		return 0, errStatus{code, strings.TrimSpace(string(b[:min(len(b), 200)]))}
 	}
 	var v struct {
 		ID uint64 `json:"id"`
@@ -177,25 +224,12 @@ func postJob(ctx context.Context, c *http.Client, managerURL, tube string, body 
 	return v.ID, nil
 }
 
-// getJob GETs /id/ and returns the answer's body.
-func getJob(ctx context.Context, c *http.Client, managerURL string, id uint64) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, managerURL+"/"+strconv.FormatUint(id, 10)+"/", nil)
-	if err != nil {
-		return nil, err
+// getAnswer checks a GET's answer: 200.
+func getAnswer(code int, b []byte) error {
+	if code != http.StatusOK {
+		return errStatus{code, strings.TrimSpace(string(b[:min(len(b), 200)]))}
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, errStatus{resp.StatusCode, strings.TrimSpace(string(b[:min(len(b), 200)]))}
-	}
-	return b, nil
+	return nil
 }
 
 // wsURL turns the notifier's http URL into its WebSocket endpoint.

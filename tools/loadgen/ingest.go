@@ -83,23 +83,27 @@ func errNote(s summary) string {
 	return note
 }
 
-// postRun measures POSTs of fresh payloads for a window of d.
+// postRun measures POSTs of fresh payloads for a window of d, one lean
+// keep-alive connection per client, as the floor has one beanstalkd
+// connection per client.
 // With -pprof the manager is profiled as <prof>-<manager>.pprof.
 func (b *bench) postRun(ctx context.Context, managerURL, tube string, d time.Duration, label, prof string) (summary, cpuUse, error) {
-	client := newHTTPClient(b.o.conc)
-	defer client.CloseIdleConnections()
 	defer b.profile(ctx, prof, b.o.warmup+d, "manager")()
 	m := b.st.meter()
 	s, err := hammer(ctx, b.hammerConfig(d, label), func(ctx context.Context, i int) (loop, error) {
+		c, err := newHTTPConn(managerURL)
+		if err != nil {
+			return loop{}, err
+		}
 		r := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
 		n := 0
 		return loop{
 			op: func(ctx context.Context) error {
 				n++
-				_, err := postJob(ctx, client, managerURL, tube, payload(r, n))
+				_, err := c.postJob(ctx, tube, payload(r, n))
 				return err
 			},
-			close: func() {},
+			close: c.Close,
 		}, nil
 	})
 	return s, m.read(), err

@@ -100,13 +100,17 @@ func (b *bench) lookup(ctx context.Context) error {
 
 	get := func(ids []uint64) func(ctx context.Context, i int) (loop, error) {
 		return func(ctx context.Context, i int) (loop, error) {
+			c, err := newHTTPConn(managerURL)
+			if err != nil {
+				return loop{}, err
+			}
 			r := rand.New(rand.NewPCG(uint64(i), 7))
 			return loop{
 				op: func(ctx context.Context) error {
-					_, err := getJob(ctx, client, managerURL, ids[r.IntN(len(ids))])
+					_, err := c.getJob(ctx, ids[r.IntN(len(ids))])
 					return err
 				},
-				close: func() {},
+				close: c.Close,
 			}, nil
 		}
 	}
