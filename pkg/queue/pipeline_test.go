@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -98,6 +99,69 @@ func TestConcurrentPutsArePipelinedFaithfully(t *testing.T) {
 		require.True(t, ok, "job %d", r.ID)
 		require.Equal(t, puts[i].body, string(r.Body), "put %d", i)
 		require.NoError(t, c.Delete(ctx(t), r.ID))
+	}
+}
+
+// Concurrent stats-jobs share the pipeline with puts: each answer is its
+// own job's (tube, priority, state), an unknown id is ErrNotFound without
+// disturbing its neighbours, and the puts in between still land in their
+// tubes.
+func TestConcurrentStatsJobsArePipelinedWithPuts(t *testing.T) {
+	t.Parallel()
+	bs := testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})
+	p0 := queue.NewPool(queue.PoolConfig{Addr: bs.Addr()})
+	defer p0.Close()
+	long := strings.Repeat("t", 200) // the longest tube name beanstalkd takes
+	tubes := []string{"s-" + testenv.RandomName(), long}
+	const n = 300
+	known := make([]uint64, n)
+	for i := range known {
+		var err error
+		known[i], err = p0.Put(ctx(t), []byte("x"), queue.PutOptions{Tube: tubes[i%2], Priority: uint32(i), Delay: time.Duration(i%3) * time.Hour, TTR: time.Minute})
+		require.NoError(t, err)
+	}
+	st0, err := p0.ServerStats(ctx(t))
+	require.NoError(t, err)
+
+	p := queue.NewPool(queue.PoolConfig{Addr: bs.Addr()})
+	defer p.Close()
+	putTube := "p-" + testenv.RandomName()
+	stats := make([]job.Stats, n)
+	errs := make([]error, n)
+	unknownErrs := make([]error, 100)
+	putIDs := make([]uint64, 100)
+	putErrs := make([]error, 100)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range known {
+		wg.Go(func() { <-start; stats[i], errs[i] = p.StatsJob(ctx(t), known[i]) })
+	}
+	for i := range unknownErrs {
+		wg.Go(func() { <-start; _, unknownErrs[i] = p.StatsJob(ctx(t), 1_000_000+uint64(i)) })
+		wg.Go(func() { <-start; putIDs[i], putErrs[i] = p.Put(ctx(t), []byte("y"), queue.PutOptions{Tube: putTube, TTR: time.Minute}) })
+	}
+	close(start)
+	wg.Wait()
+	st, err := p0.ServerStats(ctx(t))
+	require.NoError(t, err)
+	require.LessOrEqual(t, atoi(t, st["total-connections"])-atoi(t, st0["total-connections"]), 2, "connections")
+	require.Equal(t, n+100, atoi(t, st["cmd-stats-job"])-atoi(t, st0["cmd-stats-job"]), "each stats-job sent once")
+
+	for i, id := range known {
+		require.NoError(t, errs[i], "stats-job %d", id)
+		state := job.StateReady
+		if i%3 > 0 {
+			state = job.StateDelayed
+		}
+		require.Equal(t, job.Stats{ID: id, Tube: tubes[i%2], State: state, Pri: uint32(i), TTR: 60, Delay: uint64(i%3) * 3600},
+			job.Stats{ID: stats[i].ID, Tube: stats[i].Tube, State: stats[i].State, Pri: stats[i].Pri, TTR: stats[i].TTR, Delay: stats[i].Delay})
+	}
+	for i := range unknownErrs {
+		require.ErrorIs(t, unknownErrs[i], queue.ErrNotFound)
+		require.NoError(t, putErrs[i])
+		s, err := p0.StatsJob(ctx(t), putIDs[i])
+		require.NoError(t, err)
+		require.Equal(t, putTube, s.Tube)
 	}
 }
 

@@ -67,8 +67,8 @@ func ValidateTube(name string) error {
 type conn struct {
 	nc net.Conn
 	bc *beanstalk.Conn
-	// br, bw and used serve pipelined puts (pipeline.go); used is the
-	// tube the connection uses for them. go-beanstalk's own idea of the
+	// br, bw and used serve pipelined commands (pipeline.go); used is
+	// the tube the connection uses for puts. go-beanstalk's own idea of the
 	// used tube is then stale, so pool code must not call its commands
 	// that depend on it (Tube.Put, the Peek* and Kick of a Tube).
 	br   *bufio.Reader
@@ -254,21 +254,22 @@ func (p *Pool) Put(ctx context.Context, body []byte, o PutOptions) (uint64, erro
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("put: %w", err)
 	}
-	return p.putPipelined(ctx, &putReq{tube: tube, body: body, o: o, done: make(chan putRes, 1)})
+	res := p.pipelined(ctx, &pipeReq{tube: tube, body: body, o: o, done: make(chan pipeRes, 1)})
+	return res.id, res.err
 }
 
 // StatsJob returns beanstalkd's statistics for job id, or ErrNotFound.
+// Concurrent calls share connections with each other and with puts: see
+// pipeline.
 func (p *Pool) StatsJob(ctx context.Context, id uint64) (job.Stats, error) {
-	var m map[string]string
-	err := p.with(ctx, "stats-job", func(c *conn) error {
-		var err error
-		m, err = c.bc.StatsJob(id)
-		return err
-	})
-	if err != nil {
-		return job.Stats{}, err
+	if err := ctx.Err(); err != nil {
+		return job.Stats{}, fmt.Errorf("stats-job: %w", err)
 	}
-	return parseJobStats(m)
+	res := p.pipelined(ctx, &pipeReq{statsJob: true, id: id, done: make(chan pipeRes, 1)})
+	if res.err != nil {
+		return job.Stats{}, res.err
+	}
+	return parseJobStats(res.stats)
 }
 
 func parseJobStats(m map[string]string) (job.Stats, error) {
