@@ -138,7 +138,10 @@ func TestConcurrentStatsJobsArePipelinedWithPuts(t *testing.T) {
 	}
 	for i := range unknownErrs {
 		wg.Go(func() { <-start; _, unknownErrs[i] = p.StatsJob(ctx(t), 1_000_000+uint64(i)) })
-		wg.Go(func() { <-start; putIDs[i], putErrs[i] = p.Put(ctx(t), []byte("y"), queue.PutOptions{Tube: putTube, TTR: time.Minute}) })
+		wg.Go(func() {
+			<-start
+			putIDs[i], putErrs[i] = p.Put(ctx(t), []byte("y"), queue.PutOptions{Tube: putTube, TTR: time.Minute})
+		})
 	}
 	close(start)
 	wg.Wait()
