@@ -1,9 +1,13 @@
 package queue
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/beanstalkd/go-beanstalk"
@@ -30,7 +34,9 @@ type Consumer struct {
 	tubes   []string
 	timeout time.Duration
 	c       *conn
-	ts      *beanstalk.TubeSet
+	// watching is set once the connection watches the tubes (and ignores
+	// default when it is not one of them).
+	watching bool
 }
 
 // NewConsumer returns a consumer of tubes on the beanstalkd at addr. It
@@ -60,8 +66,8 @@ func (c *Consumer) run(ctx context.Context, op string, extra time.Duration, f fu
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
-		c.c = cn
-		c.ts = beanstalk.NewTubeSet(cn.bc, c.tubes...)
+		cn.br, cn.bw = bufio.NewReader(cn.nc), bufio.NewWriter(cn.nc)
+		c.c, c.watching = cn, false
 	}
 	ok, err := c.c.do(ctx, c.timeout+extra, op, f)
 	if !ok {
@@ -77,10 +83,77 @@ var ErrNoJob = errors.New("no job ready")
 // ErrNoJob when none came, so callers can check their context between
 // waits.
 func (c *Consumer) Reserve(ctx context.Context, wait time.Duration) (Reserved, error) {
+	return c.reserve(ctx, wait, 0, nil)
+}
+
+// DeleteAndReserve deletes job id, which this consumer reserved, and
+// reserves the next job, as Reserve does, writing both commands at once:
+// one round trip fewer per job than Delete and then Reserve. deleted is
+// called once with the delete's outcome (nil, or the error Delete would
+// return) as soon as it is known, before the wait for the next job.
+// When ctx is already done the delete is still made, alone.
+func (c *Consumer) DeleteAndReserve(ctx context.Context, id uint64, wait time.Duration, deleted func(error)) (Reserved, error) {
+	if err := ctx.Err(); err != nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+		deleted(c.Delete(dctx, id))
+		cancel()
+		return Reserved{}, fmt.Errorf("reserve: %w", err)
+	}
+	reported := false
+	r, err := c.reserve(ctx, wait, id, func(err error) { reported = true; deleted(err) })
+	if !reported {
+		// The connection failed (or could not be made) before the
+		// delete's answer: whether it happened is unknown. If it did
+		// not, the job comes back after the connection closes.
+		deleted(fmt.Errorf("delete: %w", err))
+	}
+	return r, err
+}
+
+// reserve reserves a job, after deleting del first when it is not 0. A
+// fresh connection first watches the tubes.
+func (c *Consumer) reserve(ctx context.Context, wait time.Duration, del uint64, deleted func(error)) (Reserved, error) {
 	var r Reserved
 	err := c.run(ctx, "reserve", wait, func() error {
+		cn := c.c
+		if !c.watching {
+			for _, t := range c.tubes {
+				fmt.Fprintf(cn.bw, "watch %s\r\n", t)
+			}
+			if !slices.Contains(c.tubes, DefaultTube) {
+				cn.bw.WriteString("ignore " + DefaultTube + "\r\n")
+			}
+		}
+		if del != 0 {
+			fmt.Fprintf(cn.bw, "delete %d\r\n", del)
+		}
+		fmt.Fprintf(cn.bw, "reserve-with-timeout %d\r\n", int64(wait.Seconds()))
+		if err := cn.bw.Flush(); err != nil {
+			return err
+		}
+		if !c.watching {
+			if err := c.readWatching(); err != nil {
+				return err
+			}
+			c.watching = true
+		}
+		if del != 0 {
+			line, err := cn.line()
+			if err != nil {
+				return err
+			}
+			switch line {
+			case "DELETED":
+				deleted(nil)
+			case "NOT_FOUND":
+				_, err := classify("delete", beanstalk.ErrNotFound)
+				deleted(err)
+			default:
+				return fmt.Errorf("%w: delete %d answered %q", errOutOfStep, del, line)
+			}
+		}
 		var err error
-		r.ID, r.Body, err = c.ts.Reserve(wait)
+		r.ID, r.Body, err = cn.reserveAnswer()
 		return err
 	})
 	if errors.Is(err, beanstalk.ErrTimeout) || errors.Is(err, beanstalk.ErrDeadline) {
@@ -106,6 +179,57 @@ func (c *Consumer) Reserve(ctx context.Context, wait time.Duration) (Reserved, e
 	}
 	r.Tube, r.Reserves, r.Priority, r.TTR = s.Tube, s.Reserves, s.Pri, time.Duration(s.TTR)*time.Second
 	return r, nil
+}
+
+// readWatching reads the answers to the watch and ignore commands.
+func (c *Consumer) readWatching() error {
+	n := len(c.tubes)
+	if !slices.Contains(c.tubes, DefaultTube) {
+		n++
+	}
+	for range n {
+		line, err := c.c.line()
+		if err != nil {
+			return err
+		}
+		// NOT_IGNORED: default was the only tube watched, which cannot
+		// be when the tubes are watched first.
+		if !strings.HasPrefix(line, "WATCHING ") {
+			return fmt.Errorf("%w: watch answered %q", errOutOfStep, line)
+		}
+	}
+	return nil
+}
+
+// reserveAnswer reads the answer to a reserve: the job, or go-beanstalk's
+// ErrTimeout or ErrDeadline.
+func (c *conn) reserveAnswer() (uint64, []byte, error) {
+	line, err := c.line()
+	if err != nil {
+		return 0, nil, err
+	}
+	switch line {
+	case "TIMED_OUT":
+		return 0, nil, beanstalk.ErrTimeout
+	case "DEADLINE_SOON":
+		return 0, nil, beanstalk.ErrDeadline
+	}
+	var id uint64
+	var n int
+	if _, err := fmt.Sscanf(line, "RESERVED %d %d", &id, &n); err != nil || n < 0 {
+		return 0, nil, fmt.Errorf("%w: reserve answered %q", errOutOfStep, line)
+	}
+	body := make([]byte, n+2)
+	if _, err := io.ReadFull(c.br, body); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, err
+	}
+	if string(body[n:]) != "\r\n" {
+		return 0, nil, fmt.Errorf("%w: job %d not followed by CRLF", errOutOfStep, id)
+	}
+	return id, body[:n:n], nil
 }
 
 // Delete removes a job this consumer reserved.

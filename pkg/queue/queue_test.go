@@ -154,3 +154,76 @@ func TestValidateTube(t *testing.T) {
 		require.ErrorIs(t, queue.ValidateTube(bad), queue.ErrBadTube, bad)
 	}
 }
+
+// DeleteAndReserve deletes the job it is given and reserves the next, in
+// one write: the delete's outcome is reported once, before the reserve's
+// wait, also when the job is not this consumer's to delete, when the
+// context is already done, and when beanstalkd is gone. Only the
+// consumer's tubes are watched, never default.
+func TestDeleteAndReserve(t *testing.T) {
+	t.Parallel()
+	bs := testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})
+	p := queue.NewPool(queue.PoolConfig{Addr: bs.Addr()})
+	defer p.Close()
+	tube, other := "d-"+testenv.RandomName(), "o-"+testenv.RandomName()
+	_, err := p.Put(ctx(t), []byte("in default"), queue.PutOptions{TTR: time.Minute})
+	require.NoError(t, err)
+	var ids []uint64
+	for i := range 4 {
+		id, err := p.Put(ctx(t), []byte{'a' + byte(i)}, queue.PutOptions{Tube: []string{tube, other}[i%2], Priority: uint32(10 + i), TTR: time.Duration(10+i) * time.Second})
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+
+	c := queue.NewConsumer(bs.Addr(), []string{tube, other}, time.Second)
+	defer c.Close()
+	r, err := c.Reserve(ctx(t), time.Second)
+	require.NoError(t, err)
+	require.Equal(t, ids[0], r.ID)
+
+	var outcomes []error
+	record := func(err error) { outcomes = append(outcomes, err) }
+	for i := 1; i < 4; i++ {
+		prev := r.ID
+		r, err = c.DeleteAndReserve(ctx(t), prev, time.Second, record)
+		require.NoError(t, err)
+		require.Len(t, outcomes, i)
+		require.NoError(t, outcomes[i-1], "delete %d", prev)
+		_, err = p.StatsJob(ctx(t), prev)
+		require.ErrorIs(t, err, queue.ErrNotFound, "job %d deleted", prev)
+		require.Equal(t, queue.Reserved{ID: ids[i], Body: []byte{'a' + byte(i)}, Tube: []string{tube, other}[i%2],
+			Reserves: 1, Priority: uint32(10 + i), TTR: time.Duration(10+i) * time.Second}, r)
+	}
+
+	// Not this consumer's job: reported, and the reserve still runs (and
+	// finds nothing: the job in default is not watched).
+	outcomes = nil
+	_, err = c.DeleteAndReserve(ctx(t), 1_000_000, 0, record)
+	require.ErrorIs(t, err, queue.ErrNoJob)
+	require.Len(t, outcomes, 1)
+	require.ErrorIs(t, outcomes[0], queue.ErrNotFound)
+
+	// The context is done: the delete is still made, the reserve is not.
+	outcomes = nil
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = c.DeleteAndReserve(done, ids[3], time.Second, record)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Len(t, outcomes, 1)
+	require.NoError(t, outcomes[0])
+	_, err = p.StatsJob(ctx(t), ids[3])
+	require.ErrorIs(t, err, queue.ErrNotFound)
+
+	// beanstalkd gone: one outcome, ErrUnavailable, for both.
+	id, err := p.Put(ctx(t), []byte("last"), queue.PutOptions{Tube: tube, TTR: time.Minute})
+	require.NoError(t, err)
+	r, err = c.Reserve(ctx(t), time.Second)
+	require.NoError(t, err)
+	require.Equal(t, id, r.ID)
+	bs.Stop()
+	outcomes = nil
+	_, err = c.DeleteAndReserve(ctx(t), id, time.Second, record)
+	require.ErrorIs(t, err, queue.ErrUnavailable)
+	require.Len(t, outcomes, 1)
+	require.ErrorIs(t, outcomes[0], queue.ErrUnavailable)
+}

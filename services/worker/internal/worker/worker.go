@@ -150,9 +150,29 @@ func (w *Worker) reserver(ctx, workCtx context.Context, n int) {
 	log := w.log.With("reserver", n)
 	c := queue.NewConsumer(w.cfg.Addr, w.cfg.Tubes, cmdTimeout)
 	defer c.Close()
+	// pending is the last job worked, stored and waiting for its delete,
+	// which goes out with the next reserve: one round trip fewer per job.
+	var pending *stored
+	defer func() {
+		if pending != nil { // stopping: no next reserve to carry it
+			w.deleted(pending, w.finishOp(pending.log, "delete", func(fctx context.Context) error { return c.Delete(fctx, pending.r.ID) }))
+		}
+	}()
 	wait := reconnectMin
 	for ctx.Err() == nil {
-		r, err := c.Reserve(ctx, reserveWait)
+		var r queue.Reserved
+		var err error
+		if s := pending; s != nil {
+			pending = nil
+			r, err = c.DeleteAndReserve(ctx, s.r.ID, reserveWait, func(err error) {
+				if err != nil {
+					s.log.Warn("delete failed; beanstalkd will hand the job out again", "err", err)
+				}
+				w.deleted(s, err)
+			})
+		} else {
+			r, err = c.Reserve(ctx, reserveWait)
+		}
 		switch {
 		case err == nil:
 		case errors.Is(err, queue.ErrNoJob):
@@ -185,7 +205,29 @@ func (w *Worker) reserver(ctx, workCtx context.Context, n int) {
 			w.release(log, c, r, 0, ReasonShutdown)
 			return
 		}
-		w.process(workCtx, c, r, log)
+		pending = w.process(workCtx, c, r, log)
+	}
+}
+
+// stored is a job whose result is stored and that waits for its delete.
+type stored struct {
+	r       queue.Reserved
+	o       outcome
+	started time.Time
+	log     *slog.Logger
+}
+
+// deleted records a stored job's delete, err being its outcome (logged
+// by the caller). A job not deleted is redelivered later and recognised as
+// stored.
+func (w *Worker) deleted(s *stored, err error) {
+	if err != nil {
+		return
+	}
+	w.m.Done.WithLabelValues(s.r.Tube).Inc()
+	w.m.Duration.WithLabelValues(s.r.Tube).Observe(time.Since(s.started).Seconds())
+	if s.o.storeErr == nil {
+		s.log.Info("job done", "hash", s.o.result.Hash, "duration_ms", s.o.result.DurationMS)
 	}
 }
 
@@ -196,11 +238,12 @@ type outcome struct {
 	storeErr   error
 }
 
-// process works one reserved job and finishes it: delete, release or bury.
-// The handler and the result write run in their own goroutine; this one
-// keeps the reservation alive with touches, since the connection is not
-// safe for concurrent use.
-func (w *Worker) process(ctx context.Context, c *queue.Consumer, r queue.Reserved, log *slog.Logger) {
+// process works one reserved job and finishes it: release or bury it, or,
+// once its result is stored, return it for the caller to delete. The
+// handler and the result write run in their own goroutine; this one keeps
+// the reservation alive with touches, since the connection is not safe
+// for concurrent use.
+func (w *Worker) process(ctx context.Context, c *queue.Consumer, r queue.Reserved, log *slog.Logger) *stored {
 	log = log.With("job_id", r.ID, "tube", r.Tube, "attempt", r.Reserves)
 	w.m.InFlight.Inc()
 	defer w.m.InFlight.Dec()
@@ -216,15 +259,13 @@ func (w *Worker) process(ctx context.Context, c *queue.Consumer, r queue.Reserve
 	for {
 		select {
 		case o := <-out:
-			w.finish(ctx, c, r, o, started, log)
-			return
+			return w.finish(ctx, c, r, o, started, log)
 		case <-touch.C:
 			w.finishOp(log, "touch", func(fctx context.Context) error { return c.Touch(fctx, r.ID) })
 		case <-ctx.Done():
 			select {
 			case o := <-out: // finished just in time
-				w.finish(ctx, c, r, o, started, log)
-				return
+				return w.finish(ctx, c, r, o, started, log)
 			default:
 			}
 			// Give the job back before waiting for the handler to notice
@@ -233,7 +274,7 @@ func (w *Worker) process(ctx context.Context, c *queue.Consumer, r queue.Reserve
 			w.releaseUnfinished(log, c, r)
 			cancel()
 			<-out
-			return
+			return nil
 		}
 	}
 }
@@ -267,10 +308,11 @@ func (w *Worker) work(ctx context.Context, r queue.Reserved, started time.Time) 
 	return outcome{result: result, storeErr: w.cfg.Store.Save(sctx, result)}
 }
 
-// finish acts on the outcome. The result is stored before the job is
-// deleted, so a crash in between only redelivers a job whose result Save
-// then recognises.
-func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved, o outcome, started time.Time, log *slog.Logger) {
+// finish acts on the outcome: it releases or buries a job, or returns one
+// whose result is stored, for the caller to delete. The result is stored
+// before the job is deleted, so a crash in between only redelivers a job
+// whose result Save then recognises.
+func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved, o outcome, started time.Time, log *slog.Logger) *stored {
 	shuttingDown := ctx.Err() != nil
 	switch {
 	case o.handlerErr != nil && shuttingDown:
@@ -281,7 +323,7 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 		if int(r.Reserves) >= w.cfg.MaxAttempts {
 			log.Error("handler failed on the last attempt; burying job", "err", o.handlerErr, "max_attempts", w.cfg.MaxAttempts)
 			w.bury(log, c, r, ReasonMaxAttempts)
-			return
+			return nil
 		}
 		d := w.cfg.Retry.Jittered(int(r.Reserves))
 		log.Warn("handler failed; releasing job for a retry", "err", o.handlerErr, "delay", d.String(), "max_attempts", w.cfg.MaxAttempts)
@@ -292,14 +334,7 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 		if o.storeErr != nil {
 			log.Info("result already stored (job redelivered); deleting job")
 		}
-		if err := w.finishOp(log, "delete", func(fctx context.Context) error { return c.Delete(fctx, r.ID) }); err != nil {
-			return // redelivered later, and then recognised as stored
-		}
-		w.m.Done.WithLabelValues(r.Tube).Inc()
-		w.m.Duration.WithLabelValues(r.Tube).Observe(time.Since(started).Seconds())
-		if o.storeErr == nil {
-			log.Info("job done", "hash", o.result.Hash, "duration_ms", o.result.DurationMS)
-		}
+		return &stored{r: r, o: o, started: started, log: log}
 
 	case errors.Is(o.storeErr, store.ErrConflict):
 		w.storeOutage.ok()
@@ -334,6 +369,7 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 		log.Debug("result not stored; releasing job", "err", o.storeErr, "delay", d.String())
 		w.release(log, c, r, d, reason)
 	}
+	return nil
 }
 
 // releaseUnfinished hands back a job cut short by the end of the shutdown
