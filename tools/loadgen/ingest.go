@@ -57,7 +57,7 @@ func (b *bench) ingest(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("empty handler: %w", err)
 		}
-		f.HTTPCeiling, f.HTTPCeilingCPU, b.httpCeiling = &c, cpu, c.Rate
+		f.HTTPCeiling, f.HTTPCeilingCPU = &c, cpu
 		limit = fmt.Sprintf("%s= %.0f%% of an empty Go HTTP handler; %s", errNote(f.Ours), 100*f.Ours.Rate/c.Rate, f.OursCPU)
 	}
 	b.add(

@@ -37,6 +37,9 @@ type lookupFigures struct {
 	QFloorCPU      cpuUse            `json:"queued_floor_cpu_cores"`
 	CFloorCPU      cpuUse            `json:"completed_floor_cpu_cores"`
 	Errors         map[string]string `json:"errors,omitempty"`
+	// HTTPCeiling is the same GETs against an empty Go handler.
+	HTTPCeiling    *summary `json:"http_ceiling,omitempty"`
+	HTTPCeilingCPU cpuUse   `json:"http_ceiling_cpu_cores,omitempty"`
 }
 
 const (
@@ -98,22 +101,7 @@ func (b *bench) lookup(ctx context.Context) error {
 		return err
 	}
 
-	get := func(ids []uint64) func(ctx context.Context, i int) (loop, error) {
-		return func(ctx context.Context, i int) (loop, error) {
-			c, err := newHTTPConn(managerURL)
-			if err != nil {
-				return loop{}, err
-			}
-			r := rand.New(rand.NewPCG(uint64(i), 7))
-			return loop{
-				op: func(ctx context.Context) error {
-					_, err := c.getJob(ctx, ids[r.IntN(len(ids))])
-					return err
-				},
-				close: c.Close,
-			}, nil
-		}
-	}
+	get := func(ids []uint64) func(ctx context.Context, i int) (loop, error) { return getLoops(managerURL, ids) }
 	deadline := time.Now().Add(4*(b.o.warmup+b.o.duration) + 30*time.Second)
 	runs := []struct {
 		label string
@@ -145,6 +133,23 @@ func (b *bench) lookup(ctx context.Context) error {
 			f.Errors[r.label] = err.Error()
 		}
 	}
+	if b.st.own && f.Errors["GET queued"] == "" {
+		// What HTTP alone costs here: the same GETs against a handler that
+		// only answers.
+		p, u, err := b.st.startNullHTTP(ctx)
+		if p != nil {
+			defer b.st.stopProcs(p)
+		}
+		if err != nil {
+			return err
+		}
+		m := b.st.meter()
+		c, err := hammer(ctx, b.hammerConfig(b.o.duration, "GET to an empty handler"), getLoops(u, queued))
+		if err != nil {
+			return fmt.Errorf("empty handler: %w", err)
+		}
+		f.HTTPCeiling, f.HTTPCeilingCPU = &c, m.read()
+	}
 	pair := func(measure, ours, floor string, o, fl summary, oCPU, fCPU cpuUse, floorNote string) []row {
 		if e := cmp.Or(f.Errors[ours], f.Errors[floor]); e != "" {
 			r := errorRow(measure, errors.New(e))
@@ -157,11 +162,15 @@ func (b *bench) lookup(ctx context.Context) error {
 		}
 	}
 	queuedNote := "floor stats-job"
-	if b.httpCeiling > 0 {
-		queuedNote = fmt.Sprintf("floor stats-job; an empty Go handler takes %s POSTs", fmtRate(b.httpCeiling))
+	if c := f.HTTPCeiling; c != nil && c.Rate > 0 {
+		queuedNote = fmt.Sprintf("floor stats-job; = %.0f%% of an empty Go HTTP handler's GETs (%s)", 100*f.Queued.Rate/c.Rate, fmtRate(c.Rate))
 	}
 	b.add(pair(fmt.Sprintf("lookup: GET /N/ queued at c=%d", b.o.conc), "GET queued", "stats-job",
 		f.Queued, f.QueuedFloor, f.QueuedCPU, f.QFloorCPU, queuedNote)...)
+	if c := f.HTTPCeiling; c != nil {
+		b.add(infoRow("HTTP ceiling: GET from an empty Go handler", fmtRate(c.Rate), fmtRate(f.QueuedFloor.Rate),
+			fmt.Sprintf("same client and c; p99 %s; %s", fmtMS(c.P99), f.HTTPCeilingCPU)))
+	}
 	b.add(pair(fmt.Sprintf("lookup: GET /N/ completed at c=%d", b.o.conc), "GET completed", "stats-job + findOne",
 		f.Completed, f.CompletedFloor, f.CompletedCPU, f.CFloorCPU,
 		fmt.Sprintf("floor stats-job miss + findOne; %d results in the collection", f.Docs))...)
@@ -169,6 +178,25 @@ func (b *bench) lookup(ctx context.Context) error {
 		return inTable{fmt.Errorf("%d of 4 runs failed", len(f.Errors))}
 	}
 	return nil
+}
+
+// getLoops GETs random ids from base, on a lean connection of the loop's
+// own.
+func getLoops(base string, ids []uint64) func(ctx context.Context, i int) (loop, error) {
+	return func(ctx context.Context, i int) (loop, error) {
+		c, err := newHTTPConn(base)
+		if err != nil {
+			return loop{}, err
+		}
+		r := rand.New(rand.NewPCG(uint64(i), 7))
+		return loop{
+			op: func(ctx context.Context) error {
+				_, err := c.getJob(ctx, ids[r.IntN(len(ids))])
+				return err
+			},
+			close: c.Close,
+		}, nil
+	}
 }
 
 // statsJobLoops is the floor of a queued lookup: stats-job on a

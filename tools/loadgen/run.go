@@ -28,8 +28,6 @@ type bench struct {
 
 	profMu   sync.Mutex
 	profiles []string
-	// httpCeiling is the POST rate of an empty Go handler, when measured.
-	httpCeiling float64
 	// took is each phase's wall time in seconds.
 	took map[string]float64
 }
