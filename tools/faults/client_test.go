@@ -104,9 +104,11 @@ type subscriber struct {
 	seen   map[uint64]int
 	cursor job.Cursor
 	gaps   int
-	conns  int
-	cancel context.CancelFunc
-	done   chan struct{}
+	// gapErrs are the gaps' reasons, for the test's log.
+	gapErrs []string
+	conns   int
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 func subscribe(t testing.TB, notifierURL string) *subscriber {
@@ -172,7 +174,7 @@ func (s *subscriber) loop(ctx context.Context, connected chan struct{}) {
 			close(connected)
 			first = false
 		}
-		for {
+		for gap := false; !gap; {
 			var e job.Event
 			if err := wsjson.Read(ctx, c, &e); err != nil {
 				break
@@ -185,7 +187,11 @@ func (s *subscriber) loop(ctx context.Context, connected chan struct{}) {
 					s.cursor = e.Cursor
 				}
 			case e.Type == job.TypeGap:
+				// The replay stopped short: read on from where it
+				// stopped, on a new connection (PROTOCOL.md).
 				s.gaps++
+				s.gapErrs = append(s.gapErrs, e.Error)
+				gap = true
 			}
 			s.mu.Unlock()
 		}

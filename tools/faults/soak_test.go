@@ -109,11 +109,11 @@ func TestSoak(t *testing.T) {
 		for _, id := range missing[:min(len(missing), 20)] {
 			t.Logf("missing %d: stored_at %s completed_at %s", id, rs[id].StoredAt.Format(time.RFC3339Nano), rs[id].CompletedAt.Format(time.RFC3339Nano))
 		}
-		t.Fatalf("the subscriber that stayed connected missed %d of %d completions (%d connections, %d gaps)", len(missing), n, sub.conns, sub.gaps)
+		t.Fatalf("the subscriber that stayed connected missed %d of %d completions (%d connections, %d gaps: %q)", len(missing), n, sub.conns, sub.gaps, sub.gapErrs)
 	}
 	distinct, dups := sub.counts()
-	t.Logf("soak: %d jobs, %d results, subscriber saw %d distinct completions (%d more than once, %d gaps, %d connections)",
-		n, len(rs), distinct, len(dups), sub.gaps, sub.conns)
+	t.Logf("soak: %d jobs, %d results, subscriber saw %d distinct completions (%d more than once, %d gaps %q, %d connections)",
+		n, len(rs), distinct, len(dups), sub.gaps, sub.gapErrs, sub.conns)
 
 	// Memory flat: the second half did not grow what the first half left.
 	end := map[string]int64{"manager": s.Manager.RSS(), "worker-2": s.Workers[1].RSS(), "notifier": s.Notifier.RSS()}
