@@ -51,3 +51,26 @@ func TestCountBetween(t *testing.T) {
 		require.Equal(t, tc.want, n, "%s..%s", tc.from, tc.to)
 	}
 }
+
+// On FerretDB QuickCount counts exactly, before the collection exists and
+// as results are added and removed.
+func TestQuickCount(t *testing.T) {
+	t.Parallel()
+	s, ctx := setup(t)
+	n, ok, err := s.QuickCount(ctx)
+	require.NoError(t, err)
+	require.True(t, ok, "FerretDB counts cheaply")
+	require.Zero(t, n, "no collection yet")
+	for i := range 5 {
+		require.NoError(t, s.Save(ctx, result(uint64(10+i), "p", time.Now())))
+		n, ok, err = s.QuickCount(ctx)
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.EqualValues(t, i+1, n)
+	}
+	_, err = s.Collection().DeleteOne(ctx, map[string]any{"_id": 12})
+	require.NoError(t, err)
+	n, _, err = s.QuickCount(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 4, n)
+}

@@ -41,6 +41,7 @@ type Store interface {
 	After(ctx context.Context, at time.Time, id uint64, limit int) ([]job.Result, error)
 	Last(ctx context.Context) (job.Result, error)
 	CountBetween(ctx context.Context, from, to time.Time) (int64, error)
+	QuickCount(ctx context.Context) (n int64, ok bool, err error)
 }
 
 var _ Store = (*store.Results)(nil)

@@ -12,6 +12,11 @@ import (
 // pageSize is how many results one poll query reads.
 const pageSize = 1000
 
+// maxQuiet is the longest a poller skips reading because the collection's
+// count has not moved. A count can stand still while results come in only
+// if as many are deleted meanwhile; such a result is then read this late.
+const maxQuiet = 5 * time.Second
+
 // poller reads new results by (stored_at, _id) every interval.
 //
 // The database stamps stored_at when it executes the insert, a moment
@@ -27,6 +32,12 @@ const pageSize = 1000
 // the sweep window before the lookback and, when MongoDB has more than
 // were delivered, reads that range again. The seen set covers the sweep
 // window, so the sweep never delivers twice either.
+//
+// On a server that counts the results cheaply (QuickCount: FerretDB, where
+// every query reads the whole collection), a round first counts, and when
+// the count is what it was when the last read began, and when the last
+// sweep began, nothing was committed since that either could have missed:
+// the round reads nothing, for up to maxQuiet.
 type poller struct {
 	store       Store
 	lookback    time.Duration
@@ -46,12 +57,22 @@ type poller struct {
 	// primed is set once the results stored before the start are marked
 	// seen: they are history, for replays to send, not live events.
 	primed bool
+	// count is the collection's count taken before the last read (-1:
+	// none), and readAt when that read began; swept is the count taken
+	// before the last sweep.
+	count    int64
+	swept    int64
+	readAt   time.Time
+	maxQuiet time.Duration
+	// reads counts the rounds that read, for the tests.
+	reads int
 }
 
 func newPoller(s Store, lookback, sweepWindow, sweepEvery time.Duration, start position, log *slog.Logger) *poller {
 	return &poller{
 		store: s, lookback: lookback, sweepWindow: sweepWindow, sweepEvery: sweepEvery,
 		now: time.Now, log: log, seen: newSeen(), mark: start.at, floor: start.at.Add(-lookback),
+		count: -1, swept: -1, maxQuiet: maxQuiet,
 	}
 }
 
@@ -70,9 +91,21 @@ func (p *poller) round(ctx context.Context, sink Sink) error {
 		}
 		p.primed = true
 	}
+	n, counted, err := p.store.QuickCount(ctx)
+	if err != nil {
+		return fmt.Errorf("count results: %w", err)
+	}
+	if !counted {
+		n = -1
+	}
+	if n >= 0 && n == p.count && (n == p.swept || p.sweepWindow == 0) && p.now().Sub(p.readAt) < p.maxQuiet {
+		return nil // nothing committed since the last read and sweep
+	}
+	readAt := p.now()
 	if err := p.read(ctx, position{at: p.mark.Add(-p.lookback)}, time.Time{}, sink, false); err != nil {
 		return err
 	}
+	p.reads++
 	if now := p.now(); p.mark.After(now) {
 		p.mark = now
 	}
@@ -80,10 +113,12 @@ func (p *poller) round(ctx context.Context, sink Sink) error {
 		if err := p.sweep(ctx, sink); err != nil {
 			return err
 		}
-		p.lastSweep = p.now()
+		p.lastSweep, p.swept = p.now(), n
 	}
 	// Nothing before the sweep window can be read again.
 	p.seen.prune(p.mark.Add(-p.lookback - p.sweepWindow))
+	// Recorded only now: a round that failed reads again next time.
+	p.count, p.readAt = n, readAt
 	return nil
 }
 
