@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/beanstalkd/go-beanstalk"
+
+	"github.com/jobsys/jobs/pkg/job"
 )
 
 // Reserved is a job handed to a consumer. Finish it with the same
@@ -162,20 +164,25 @@ func (c *Consumer) reserve(ctx context.Context, wait time.Duration, del uint64, 
 	if err != nil {
 		return r, err
 	}
-	var m map[string]string
+	var s job.Stats
+	var refused error
 	err = c.run(ctx, "stats-job", 0, func() error {
+		cn := c.c
+		fmt.Fprintf(cn.bw, "stats-job %d\r\n", r.ID)
+		if err := cn.bw.Flush(); err != nil {
+			return err
+		}
 		var err error
-		m, err = c.c.bc.StatsJob(r.ID)
+		s, refused, err = cn.statsJobAnswer()
 		return err
 	})
+	if err == nil {
+		err = refused
+	}
 	if err != nil {
 		// The reservation is tied to this connection; a failed stats-job
 		// leaves it usable, and the job's own fields are enough to work.
 		return r, fmt.Errorf("stats-job %d after reserve: %w", r.ID, err)
-	}
-	s, err := parseJobStats(m)
-	if err != nil {
-		return r, err
 	}
 	r.Tube, r.Reserves, r.Priority, r.TTR = s.Tube, s.Reserves, s.Pri, time.Duration(s.TTR)*time.Second
 	return r, nil

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"sync"
 
 	"github.com/beanstalkd/go-beanstalk"
+
+	"github.com/jobsys/jobs/pkg/job"
 )
 
 // maxPipelined is the most commands one connection carries in one write.
@@ -40,7 +43,7 @@ func (r *pipeReq) op() string {
 
 type pipeRes struct {
 	id    uint64 // a put's new job
-	stats map[string]string
+	stats job.Stats
 	err   error
 }
 
@@ -213,14 +216,11 @@ func (c *conn) pipelineBatch(batch []*pipeReq, answered *int) error {
 	}
 	for i, r := range batch {
 		if r.statsJob {
-			stats, err := c.statsJobAnswer()
-			if errors.Is(err, errOutOfStep) {
+			stats, refused, err := c.statsJobAnswer()
+			if err != nil {
 				return err
 			}
-			if err != nil {
-				_, err = classify("stats-job", err)
-			}
-			r.done <- pipeRes{stats: stats, err: err}
+			r.done <- pipeRes{stats: stats, err: refused}
 			*answered++
 			continue
 		}
@@ -295,53 +295,102 @@ func parsePutAnswer(line string) (uint64, error) {
 }
 
 // statsJobAnswer reads beanstalkd's answer to a stats-job: "OK <bytes>"
-// and a YAML dictionary, or NOT_FOUND as go-beanstalk's error.
-func (c *conn) statsJobAnswer() (map[string]string, error) {
+// and a YAML dictionary. refused is an answer that is not the job's
+// statistics (NOT_FOUND and the like, or a dictionary that does not
+// parse), ready to hand to the caller; the connection stays good. err is
+// the connection's: I/O, or an answer out of step.
+func (c *conn) statsJobAnswer() (s job.Stats, refused, err error) {
 	line, err := c.line()
 	if err != nil {
-		return nil, err
+		return s, nil, err
 	}
 	word, rest, _ := strings.Cut(line, " ")
 	switch word {
 	case "OK":
 	case "NOT_FOUND":
-		return nil, beanstalk.ErrNotFound
+		_, refused = classify("stats-job", beanstalk.ErrNotFound)
+		return s, refused, nil
 	case "OUT_OF_MEMORY":
-		return nil, beanstalk.ErrOOM
+		_, refused = classify("stats-job", beanstalk.ErrOOM)
+		return s, refused, nil
 	case "INTERNAL_ERROR":
-		return nil, beanstalk.ErrInternal
+		_, refused = classify("stats-job", beanstalk.ErrInternal)
+		return s, refused, nil
 	default:
-		return nil, fmt.Errorf("%w: %q", errOutOfStep, line)
+		return s, nil, fmt.Errorf("%w: %q", errOutOfStep, line)
 	}
 	n, err := strconv.Atoi(rest)
 	if err != nil || n < 0 || n > maxStatsJob {
-		return nil, fmt.Errorf("%w: %q", errOutOfStep, line)
+		return s, nil, fmt.Errorf("%w: %q", errOutOfStep, line)
 	}
 	data := make([]byte, n+2)
 	if _, err := io.ReadFull(c.br, data); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, err
+		return s, nil, err
 	}
 	if string(data[n:]) != "\r\n" {
-		return nil, fmt.Errorf("%w: stats-job data not followed by CRLF", errOutOfStep)
+		return s, nil, fmt.Errorf("%w: stats-job data not followed by CRLF", errOutOfStep)
 	}
-	return parseDict(data[:n]), nil
+	if s, err = parseJobStats(data[:n]); err != nil {
+		return s, fmt.Errorf("stats-job: %w", err), nil
+	}
+	return s, nil, nil
 }
 
 // maxStatsJob bounds a stats-job answer: about 300 bytes, plus a tube name
 // of up to 200.
 const maxStatsJob = 64 << 10
 
-// parseDict reads the YAML dictionary of beanstalkd's stats answers
-// ("---" and "key: value" lines), as go-beanstalk does.
-func parseDict(data []byte) map[string]string {
-	m := make(map[string]string, 16)
-	for line := range strings.SplitSeq(strings.TrimPrefix(string(data), "---\n"), "\n") {
-		if k, v, ok := strings.Cut(line, ": "); ok {
-			m[k] = v
+// parseJobStats reads the YAML dictionary of a stats-job answer ("---"
+// and "key: value" lines) straight into job.Stats; every numeric field
+// must be there and parse.
+func parseJobStats(data []byte) (job.Stats, error) {
+	var s job.Stats
+	var pri uint64
+	nums := [...]struct {
+		key string
+		dst *uint64
+	}{
+		{"id", &s.ID}, {"pri", &pri}, {"age", &s.Age}, {"delay", &s.Delay}, {"ttr", &s.TTR},
+		{"time-left", &s.TimeLeft}, {"file", &s.File}, {"reserves", &s.Reserves}, {"timeouts", &s.Timeouts},
+		{"releases", &s.Releases}, {"buries", &s.Buries}, {"kicks", &s.Kicks},
+	}
+	var seen [len(nums)]bool
+	var errs []error
+	rest := bytes.TrimPrefix(data, []byte("---\n"))
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte("\n"))
+		k, v, ok := bytes.Cut(line, []byte(": "))
+		if !ok {
+			continue
+		}
+		switch string(k) {
+		case "tube":
+			s.Tube = string(v)
+		case "state":
+			s.State = job.State(v)
+		default:
+			for i := range nums {
+				if nums[i].key != string(k) {
+					continue
+				}
+				n, err := strconv.ParseUint(string(v), 10, 64)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("stats-job field %q = %q: %w", k, v, err))
+				}
+				*nums[i].dst, seen[i] = n, true
+				break
+			}
 		}
 	}
-	return m
+	for i, ok := range seen {
+		if !ok {
+			errs = append(errs, fmt.Errorf("stats-job field %q missing", nums[i].key))
+		}
+	}
+	s.Pri = uint32(pri)
+	return s, errors.Join(errs...)
 }

@@ -176,8 +176,8 @@ func atoi(t *testing.T, s string) int {
 }
 
 // A put whose caller gives up while it waits for a connection is not
-// sent; the server dying under a pipeline fails every put in it with
-// ErrUnavailable, quickly.
+// sent; the server dying under a pipeline fails every put and stats-job in
+// it with ErrUnavailable, quickly.
 func TestPipelinedPutsFailTogetherAndCancel(t *testing.T) {
 	t.Parallel()
 	bs := testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})
@@ -195,9 +195,13 @@ func TestPipelinedPutsFailTogetherAndCancel(t *testing.T) {
 	bs.Stop()
 	var wg sync.WaitGroup
 	start := time.Now()
-	for range 50 {
+	for i := range 50 {
 		wg.Go(func() {
 			_, err := p.Put(ctx(t), []byte("x"), queue.PutOptions{TTR: time.Second})
+			assert.ErrorIs(t, err, queue.ErrUnavailable)
+		})
+		wg.Go(func() {
+			_, err := p.StatsJob(ctx(t), uint64(i+1))
 			assert.ErrorIs(t, err, queue.ErrUnavailable)
 		})
 	}

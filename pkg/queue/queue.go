@@ -266,38 +266,7 @@ func (p *Pool) StatsJob(ctx context.Context, id uint64) (job.Stats, error) {
 		return job.Stats{}, fmt.Errorf("stats-job: %w", err)
 	}
 	res := p.pipelined(ctx, &pipeReq{statsJob: true, id: id, done: make(chan pipeRes, 1)})
-	if res.err != nil {
-		return job.Stats{}, res.err
-	}
-	return parseJobStats(res.stats)
-}
-
-func parseJobStats(m map[string]string) (job.Stats, error) {
-	var errs []error
-	num := func(key string) uint64 {
-		n, err := strconv.ParseUint(m[key], 10, 64)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("stats-job field %q = %q: %w", key, m[key], err))
-		}
-		return n
-	}
-	s := job.Stats{
-		ID:       num("id"),
-		Tube:     m["tube"],
-		State:    job.State(m["state"]),
-		Pri:      uint32(num("pri")),
-		Age:      num("age"),
-		Delay:    num("delay"),
-		TTR:      num("ttr"),
-		TimeLeft: num("time-left"),
-		File:     num("file"),
-		Reserves: num("reserves"),
-		Timeouts: num("timeouts"),
-		Releases: num("releases"),
-		Buries:   num("buries"),
-		Kicks:    num("kicks"),
-	}
-	return s, errors.Join(errs...)
+	return res.stats, res.err
 }
 
 // Delete removes a ready, delayed or buried job. A reserved job can be
