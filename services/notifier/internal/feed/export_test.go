@@ -18,6 +18,3 @@ func NewPoller(s Store, lookback, sweepWindow, sweepEvery, maxQuiet time.Duratio
 
 // Round runs one poll round.
 func (p *Poller) Round(ctx context.Context, sink Sink) error { return p.round(ctx, sink) }
-
-// Reads is how many rounds read the collection.
-func (p *Poller) Reads() int { return p.reads }
