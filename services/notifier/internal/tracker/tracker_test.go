@@ -109,12 +109,7 @@ func TestChangesAreReportedOnceInBoundedRounds(t *testing.T) {
 	b := testenv.SetupClients(t)
 	ctx := context.Background()
 	// More watched jobs than one round asks about.
-	var ids []uint64
-	for range 25 {
-		id, err := b.Queue.Put(ctx, []byte(`{}`), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
-		require.NoError(t, err)
-		ids = append(ids, id)
-	}
+	ids := putJobs(t, b, 25, `{}`)
 	h := newHub(ids...)
 	run(t, tracker.New(tracker.Config{Queue: b.Queue, Results: b.Store, Hub: h, Interval: 50 * time.Millisecond, Batch: 10}))
 	require.Eventually(t, func() bool {
@@ -198,12 +193,7 @@ func TestStoreLookupsWaitAndAreBounded(t *testing.T) {
 	t.Parallel()
 	b := testenv.SetupClients(t)
 	ctx := context.Background()
-	var ids []uint64
-	for range 30 {
-		id, err := b.Queue.Put(ctx, []byte(`{"n":1}`), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
-		require.NoError(t, err)
-		ids = append(ids, id)
-	}
+	ids := putJobs(t, b, 30, `{"n":1}`)
 	h := newHub(ids...)
 	rs := &countingResults{Results: b.Store, finds: map[uint64]int{}}
 	run(t, tracker.New(tracker.Config{Queue: b.Queue, Results: rs, Hub: h, Interval: 200 * time.Millisecond,
@@ -242,4 +232,16 @@ func TestStoreLookupsWaitAndAreBounded(t *testing.T) {
 		require.Equal(t, []job.State{job.StateReady, job.StateCompleted}, h.statesOf(id), "job %d", id)
 	}
 	require.Equal(t, 30, rs.total(), "one lookup per job")
+}
+
+// putJobs puts n jobs with body into the test's tube and returns their ids.
+func putJobs(t *testing.T, b testenv.Clients, n int, body string) []uint64 {
+	t.Helper()
+	ids := make([]uint64, 0, n)
+	for range n {
+		id, err := b.Queue.Put(context.Background(), []byte(body), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	return ids
 }
