@@ -101,7 +101,6 @@ func (b *bench) lookup(ctx context.Context) error {
 		return err
 	}
 
-	get := func(ids []uint64) func(ctx context.Context, i int) (loop, error) { return getLoops(managerURL, ids) }
 	deadline := time.Now().Add(4*(b.o.warmup+b.o.duration) + 30*time.Second)
 	runs := []struct {
 		label string
@@ -109,9 +108,9 @@ func (b *bench) lookup(ctx context.Context) error {
 		cpu   *cpuUse
 		loop  func(ctx context.Context, i int) (loop, error)
 	}{
-		{"GET queued", &f.Queued, &f.QueuedCPU, get(queued)},
+		{"GET queued", &f.Queued, &f.QueuedCPU, getLoops(managerURL, queued)},
 		{"stats-job", &f.QueuedFloor, &f.QFloorCPU, statsJobLoops(b.st.beanstalkAddr, queued, deadline)},
-		{"GET completed", &f.Completed, &f.CompletedCPU, get(completed)},
+		{"GET completed", &f.Completed, &f.CompletedCPU, getLoops(managerURL, completed)},
 		{"stats-job + findOne", &f.CompletedFloor, &f.CFloorCPU, findLoops(b.st.beanstalkAddr, coll, completed, deadline)},
 	}
 	for _, r := range runs {

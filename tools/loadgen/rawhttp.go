@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -163,7 +164,7 @@ func (c *httpConn) readAnswer(method string) (status int, keep bool, err error) 
 	case chunked:
 		err = c.readChunked()
 	case length >= 0:
-		c.body = grow(c.body, length)
+		c.body = slices.Grow(c.body, length)[:length]
 		_, err = io.ReadFull(c.r, c.body)
 	default:
 		return 0, false, errors.New("answer without Content-Length or chunked encoding")
@@ -194,7 +195,7 @@ func (c *httpConn) readChunked() error {
 			}
 		}
 		start := len(c.body)
-		c.body = grow(c.body, start+int(n))
+		c.body = slices.Grow(c.body, int(n))[:start+int(n)]
 		if _, err := io.ReadFull(c.r, c.body[start:]); err != nil {
 			return err
 		}
@@ -216,14 +217,4 @@ func (c *httpConn) line() ([]byte, error) {
 	}
 	l = bytes.TrimSuffix(l[:len(l)-1], []byte("\r"))
 	return l, nil
-}
-
-// grow returns b resized to n bytes, reusing its array when it can.
-func grow(b []byte, n int) []byte {
-	if cap(b) >= n {
-		return b[:n]
-	}
-	nb := make([]byte, n)
-	copy(nb, b)
-	return nb
 }
