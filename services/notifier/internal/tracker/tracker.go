@@ -111,15 +111,29 @@ func New(cfg Config) *Tracker {
 // the queue, else completed with its result when one is stored. found is
 // false when neither has it. It is the hub's subscribe answer.
 func (t *Tracker) Lookup(ctx context.Context, id uint64) (job.Event, bool, error) {
-	st, err := t.cfg.Queue.StatsJob(ctx, id)
-	if err == nil {
-		return job.Event{Type: job.TypeJob, ID: id, State: st.State}, true, nil
-	}
-	if !errors.Is(err, queue.ErrNotFound) {
-		return job.Event{}, false, fmt.Errorf("ask the queue about job %d: %w", id, err)
+	ev, queued, err := t.queued(ctx, id)
+	if err != nil || queued {
+		return ev, queued, err
 	}
 	// Workers store the result before they delete the job, so a job gone
 	// from the queue is either stored or was deleted.
+	return t.stored(ctx, id)
+}
+
+// queued asks beanstalkd about job id; false when it does not know it.
+func (t *Tracker) queued(ctx context.Context, id uint64) (job.Event, bool, error) {
+	st, err := t.cfg.Queue.StatsJob(ctx, id)
+	if errors.Is(err, queue.ErrNotFound) {
+		return job.Event{}, false, nil
+	}
+	if err != nil {
+		return job.Event{}, false, fmt.Errorf("ask the queue about job %d: %w", id, err)
+	}
+	return job.Event{Type: job.TypeJob, ID: id, State: st.State}, true, nil
+}
+
+// stored looks job id's result up; false when there is none.
+func (t *Tracker) stored(ctx context.Context, id uint64) (job.Event, bool, error) {
 	r, err := t.cfg.Results.Find(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return job.Event{}, false, nil
@@ -200,15 +214,15 @@ func (t *Tracker) round(ctx context.Context) {
 // the queue or the store did not answer, or when the round has no store
 // lookups left (lookups counts them down).
 func (t *Tracker) check(ctx context.Context, id uint64, lookups *int) bool {
-	st, err := t.cfg.Queue.StatsJob(ctx, id)
-	if err == nil {
-		delete(t.missingSince, id)
-		t.report(job.Event{Type: job.TypeJob, ID: id, State: st.State})
-		return true
-	}
-	if !errors.Is(err, queue.ErrNotFound) {
+	ev, queued, err := t.queued(ctx, id)
+	if err != nil {
 		t.log.Debug("check watched job", "job_id", id, "err", err)
 		return false
+	}
+	if queued {
+		delete(t.missingSince, id)
+		t.report(ev)
+		return true
 	}
 	first, ok := t.missingSince[id]
 	if !ok {
@@ -222,20 +236,18 @@ func (t *Tracker) check(ctx context.Context, id uint64, lookups *int) bool {
 		return false
 	}
 	*lookups--
-	r, err := t.cfg.Results.Find(ctx, id)
+	ev, stored, err := t.stored(ctx, id)
 	switch {
-	case err == nil:
-		delete(t.missingSince, id)
-		t.report(job.Completed(r))
-	case errors.Is(err, store.ErrNotFound):
-		if time.Since(first) > t.cfg.Grace {
-			t.cfg.Hub.Forget(id)
-			delete(t.missingSince, id)
-			delete(t.known, id)
-		}
-	default:
+	case err != nil:
 		t.log.Debug("check watched job", "job_id", id, "err", err)
 		return false
+	case stored:
+		delete(t.missingSince, id)
+		t.report(ev)
+	case time.Since(first) > t.cfg.Grace:
+		t.cfg.Hub.Forget(id)
+		delete(t.missingSince, id)
+		delete(t.known, id)
 	}
 	return true
 }
