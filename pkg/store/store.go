@@ -200,6 +200,37 @@ func (s *Results) Find(ctx context.Context, id uint64) (job.Result, error) {
 	return r, nil
 }
 
+// FindMany returns the stored results among ids, by id, in one query:
+// ids without a result are absent from the map. On FerretDB every lookup
+// by a numeric id reads the whole collection, so one query for many ids
+// costs what a single Find costs.
+func (s *Results) FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Result, error) {
+	out := make(map[uint64]job.Result, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	in := make(bson.A, len(ids))
+	for i, id := range ids {
+		in[i] = int64(id)
+	}
+	cur, err := s.coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: in}}}})
+	if err != nil {
+		return nil, wrap(fmt.Sprintf("find the results of %d jobs", len(ids)), err)
+	}
+	defer cur.Close(ctx)
+	for cur.Next(ctx) {
+		var r job.Result
+		if err := cur.Decode(&r); err != nil {
+			return nil, fmt.Errorf("decode a result: %w", err)
+		}
+		out[r.ID] = r
+	}
+	if err := cur.Err(); err != nil {
+		return nil, wrap(fmt.Sprintf("read the results of %d jobs", len(ids)), err)
+	}
+	return out, nil
+}
+
 // MaxID returns the largest stored id, or 0 when there is none.
 func (s *Results) MaxID(ctx context.Context) (uint64, error) {
 	var r struct {

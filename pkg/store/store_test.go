@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -59,6 +60,33 @@ func TestSaveFindNeverOverwrites(t *testing.T) {
 
 	_, err = s.Find(ctx, 2)
 	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+// FindMany answers many ids with one query: the stored ones, each with
+// its own result, and nothing for the others.
+func TestFindMany(t *testing.T) {
+	t.Parallel()
+	s, ctx := setup(t)
+	at := time.UnixMilli(1_700_000_000_000).UTC()
+	want := map[uint64]job.Result{}
+	for _, id := range []uint64{2, 7, 40} {
+		require.NoError(t, s.Save(ctx, result(id, fmt.Sprintf(`{"n":%d}`, id), at)))
+		got, err := s.Find(ctx, id)
+		require.NoError(t, err)
+		want[id] = got
+	}
+
+	got, err := s.FindMany(ctx, []uint64{40, 3, 2, 7, 1 << 40})
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+
+	got, err = s.FindMany(ctx, []uint64{3})
+	require.NoError(t, err)
+	require.Empty(t, got)
+
+	got, err = s.FindMany(ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, got)
 }
 
 func TestMaxIDAndAfter(t *testing.T) {
@@ -129,6 +157,8 @@ func TestUnavailable(t *testing.T) {
 	_, err = s.Find(ctx, 1)
 	require.ErrorIs(t, err, store.ErrUnavailable)
 	require.Less(t, time.Since(start), 2*time.Second)
+	_, err = s.FindMany(ctx, []uint64{1, 2})
+	require.ErrorIs(t, err, store.ErrUnavailable)
 
 	require.NoError(t, m.Restart())
 	require.Eventually(t, func() bool { return s.Ping(ctx) == nil }, 10*time.Second, 100*time.Millisecond)
