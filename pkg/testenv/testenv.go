@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -133,7 +134,22 @@ func RandomName() string {
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+//
+// It is taken at random below Linux's ephemeral range (32768-60999), not
+// from the kernel: a port the kernel hands out can be taken, between this
+// call and the server's bind, as the local port of one of the many
+// outgoing connections of the tests that run alongside.
 func FreePort() (int, error) {
+	const lo, hi = 20000, 32768
+	for range 100 {
+		port := lo + mrand.IntN(hi-lo)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue // taken
+		}
+		_ = l.Close()
+		return port, nil
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

@@ -54,9 +54,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	var tr *tracker.Tracker
 	h := hub.New(hub.Config{
 		Store: results,
-		Lookup: func(ctx context.Context, id uint64) (job.Event, bool, error) {
-			return tr.Lookup(ctx, id)
+		Queued: func(ctx context.Context, id uint64) (job.Event, bool, error) {
+			return tr.Queued(ctx, id)
 		},
+		Results:         results,
+		StoreDelay:      cfg.PollInterval,
 		Metrics:         m,
 		Logger:          log,
 		ReplayLimit:     cfg.ReplayLimit,

@@ -40,6 +40,8 @@ type options struct {
 	keepData    bool
 	pprofDir    string
 	pollDefault time.Duration
+	// e2eRate is a fixed end-to-end rate; 0: half the 1-worker drain rate.
+	e2eRate float64
 
 	// useStack: measure a running stack instead of starting one.
 	useStack      bool
@@ -90,6 +92,7 @@ Flags:
 	fs.StringVar(&o.bin, "bin", "bin", "directory holding manager, worker, notifier and devmongo")
 	fs.StringVar(&o.progress, "progress", "auto", "progress on stderr: auto (a bar on a terminal, lines otherwise), bar, lines or off")
 	fs.BoolVar(&o.keepData, "keep", false, "keep the temporary directory (servers' data and logs)")
+	fs.Float64Var(&o.e2eRate, "e2e-rate", 0, "jobs per second of the end-to-end run (default: half the measured 1-worker drain rate), to compare runs at one rate")
 	fs.StringVar(&o.pprofDir, "pprof", "", "save CPU profiles of the services during the measured runs here; needs the builds of tools/loadgen/pprof/build.sh")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -112,6 +115,9 @@ Flags:
 	}
 	if o.conc < 1 || o.conc > 1024 {
 		errs = append(errs, fmt.Errorf("-c %d: must be from 1 to 1024", o.conc))
+	}
+	if o.e2eRate < 0 || o.e2eRate > 100_000 {
+		errs = append(errs, fmt.Errorf("-e2e-rate %g: must be from 0 to 100000", o.e2eRate))
 	}
 	if o.out == "" {
 		errs = append(errs, errors.New("-out: must not be empty"))

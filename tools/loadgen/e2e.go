@@ -51,6 +51,9 @@ const e2eSockets = 4
 // job.
 func (b *bench) e2e(ctx context.Context) error {
 	f := e2eFigures{Rate: b.drain1 / 2, RateSource: "half the measured 1-worker drain rate", Sockets: e2eSockets, Poll: b.st.pollInterval.String()}
+	if b.o.e2eRate > 0 {
+		f.Rate, f.RateSource = b.o.e2eRate, "fixed by -e2e-rate"
+	}
 	if f.Rate <= 0 && b.st.workerBin != "" {
 		// The drain phase did not run: measure a short one for the rate.
 		saved := b.o.jobs

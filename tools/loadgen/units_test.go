@@ -229,6 +229,10 @@ func TestParseOptions(t *testing.T) {
 	o, err = parseOptions([]string{"-only", "fanout, ingest,ingest", "-duration", "2s", "-out", "x.json"}, none, &bytes.Buffer{})
 	require.NoError(t, err)
 	require.Equal(t, []string{phaseIngest, phaseFanout}, o.phases, "run order, no repeats")
+	require.Zero(t, o.e2eRate, "half the drain rate unless told")
+	o, err = parseOptions([]string{"-e2e-rate", "250"}, none, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 250.0, o.e2eRate)
 
 	bad := []struct {
 		args []string
@@ -242,6 +246,7 @@ func TestParseOptions(t *testing.T) {
 		{[]string{"-only", ","}, "no phase"},
 		{[]string{"-progress", "fancy"}, "-progress"},
 		{[]string{"-out", ""}, "-out"},
+		{[]string{"-e2e-rate", "-1"}, "-e2e-rate"},
 		{[]string{"extra"}, "unexpected arguments"},
 	}
 	for _, tt := range bad {

@@ -29,17 +29,29 @@ type ReplayStore interface {
 	After(ctx context.Context, at time.Time, id uint64, limit int) ([]job.Result, error)
 }
 
-// Lookup tells a job's current state: from the queue while it is there,
-// from the results store once completed. found is false when neither
-// knows the job.
-type Lookup func(ctx context.Context, id uint64) (ev job.Event, found bool, err error)
+// Queued tells a job's state in the queue; queued is false when the
+// queue does not have the job.
+type Queued func(ctx context.Context, id uint64) (ev job.Event, queued bool, err error)
+
+// Results finds the stored results of jobs gone from the queue.
+type Results interface {
+	FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Result, error)
+}
 
 // Config configures a Hub. Zero durations and sizes take the defaults.
 type Config struct {
 	Store   ReplayStore
-	Lookup  Lookup
+	Queued  Queued
+	Results Results
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
+
+	// StoreDelay is how long a subscribed job that is gone from the
+	// queue waits for the feed to deliver its completion before the
+	// results store is asked (250ms; the notifier uses its poll
+	// interval). A job is most often gone because it has just completed,
+	// and on FerretDB a lookup reads the whole results table.
+	StoreDelay time.Duration
 
 	// ReplayLimit is the most completions one replay sends (10000).
 	ReplayLimit int
@@ -81,6 +93,7 @@ func (c *Config) defaults() {
 	defd(&c.WriteTimeout, 5*time.Second)
 	defd(&c.PingInterval, 20*time.Second)
 	defd(&c.Heartbeat, 15*time.Second)
+	defd(&c.StoreDelay, 250*time.Millisecond)
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = 64<<10 - 1
 	}
@@ -100,7 +113,7 @@ type Hub struct {
 
 	ctx    context.Context // ends at Shutdown
 	cancel context.CancelFunc
-	conns  sync.WaitGroup // one per connection handler
+	conns  sync.WaitGroup // one per connection handler, and the store answerer
 	count  atomic.Int64   // connected clients, for MaxClients
 
 	completed atomic.Int64 // completions since the last stats
@@ -109,6 +122,10 @@ type Hub struct {
 	clients map[*client]struct{}
 	all     map[*client]struct{}
 	watches map[uint64]*watch
+	// unanswered holds the subscribers of jobs gone from the queue,
+	// waiting to be answered from the store; kick wakes the answerer.
+	unanswered map[uint64]*unanswered
+	kick       chan struct{}
 }
 
 // watch is one job's watchers.
@@ -123,14 +140,17 @@ type watch struct {
 func New(cfg Config) *Hub {
 	cfg.defaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Hub{
+	h := &Hub{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, ctx: ctx, cancel: cancel,
 		clients: map[*client]struct{}{}, all: map[*client]struct{}{}, watches: map[uint64]*watch{},
+		unanswered: map[uint64]*unanswered{}, kick: make(chan struct{}, 1),
 	}
+	h.conns.Go(h.answerFromStore)
+	return h
 }
 
 // Shutdown closes every client (WebSocket ones with StatusGoingAway) and
-// waits for their handlers, or for ctx.
+// waits for their handlers and the store answerer, or for ctx.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.cancel()
 	done := make(chan struct{})

@@ -24,7 +24,6 @@ type Queue interface {
 
 // Results finds stored results.
 type Results interface {
-	Find(ctx context.Context, id uint64) (job.Result, error)
 	FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Result, error)
 }
 
@@ -108,21 +107,9 @@ func New(cfg Config) *Tracker {
 	return &Tracker{cfg: cfg, log: cfg.Logger, known: map[uint64]job.State{}, missingSince: map[uint64]time.Time{}}
 }
 
-// Lookup tells a job's current state: beanstalkd's while the job is in
-// the queue, else completed with its result when one is stored. found is
-// false when neither has it. It is the hub's subscribe answer.
-func (t *Tracker) Lookup(ctx context.Context, id uint64) (job.Event, bool, error) {
-	ev, queued, err := t.queued(ctx, id)
-	if err != nil || queued {
-		return ev, queued, err
-	}
-	// Workers store the result before they delete the job, so a job gone
-	// from the queue is either stored or was deleted.
-	return t.stored(ctx, id)
-}
-
-// queued asks beanstalkd about job id; false when it does not know it.
-func (t *Tracker) queued(ctx context.Context, id uint64) (job.Event, bool, error) {
+// Queued asks beanstalkd about job id; queued is false when it does not
+// know the job.
+func (t *Tracker) Queued(ctx context.Context, id uint64) (ev job.Event, queued bool, err error) {
 	st, err := t.cfg.Queue.StatsJob(ctx, id)
 	if errors.Is(err, queue.ErrNotFound) {
 		return job.Event{}, false, nil
@@ -131,18 +118,6 @@ func (t *Tracker) queued(ctx context.Context, id uint64) (job.Event, bool, error
 		return job.Event{}, false, fmt.Errorf("ask the queue about job %d: %w", id, err)
 	}
 	return job.Event{Type: job.TypeJob, ID: id, State: st.State}, true, nil
-}
-
-// stored looks job id's result up; false when there is none.
-func (t *Tracker) stored(ctx context.Context, id uint64) (job.Event, bool, error) {
-	r, err := t.cfg.Results.Find(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return job.Event{}, false, nil
-	}
-	if err != nil {
-		return job.Event{}, false, fmt.Errorf("find the result of job %d: %w", id, err)
-	}
-	return job.Completed(r), true, nil
 }
 
 // Run checks watched jobs and sends the statistics every interval until
@@ -224,7 +199,7 @@ func (t *Tracker) round(ctx context.Context) {
 // when the job has been gone from the queue for StoreAfter, so the store
 // is to be asked; ok is false when beanstalkd did not answer.
 func (t *Tracker) check(ctx context.Context, id uint64) (due, ok bool) {
-	ev, queued, err := t.queued(ctx, id)
+	ev, queued, err := t.Queued(ctx, id)
 	if err != nil {
 		t.log.Debug("check watched job", "job_id", id, "err", err)
 		return false, false
