@@ -17,11 +17,11 @@ import (
 )
 
 // TestMain runs the tests; started as the benchmark starts itself for its
-// empty HTTP handler, the test binary serves that instead.
+// reference HTTP handlers, the test binary serves those instead.
 func TestMain(m *testing.M) {
-	if len(os.Args) == 3 && os.Args[1] == nullHTTPArg {
+	if len(os.Args) >= 3 && (os.Args[1] == nullHTTPArg || os.Args[1] == plainEchoArg) {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-		err := serveNullHTTP(ctx, os.Args[2])
+		err := run(ctx, os.Args[1:], func(string) string { return "" }, io.Discard, os.Stderr)
 		stop()
 		if err != nil {
 			os.Exit(1)

@@ -40,6 +40,10 @@ type lookupFigures struct {
 	// HTTPCeiling is the same GETs against an empty Go handler.
 	HTTPCeiling    *summary `json:"http_ceiling,omitempty"`
 	HTTPCeilingCPU cpuUse   `json:"http_ceiling_cpu_cores,omitempty"`
+	// PlainEcho is the same GETs against the obvious lookup handler: Echo
+	// without middleware, one go-beanstalk stats-job per request.
+	PlainEcho    *summary `json:"plain_echo_go_beanstalk,omitempty"`
+	PlainEchoCPU cpuUse   `json:"plain_echo_go_beanstalk_cpu_cores,omitempty"`
 }
 
 const (
@@ -148,6 +152,22 @@ func (b *bench) lookup(ctx context.Context) error {
 			return fmt.Errorf("empty handler: %w", err)
 		}
 		f.HTTPCeiling, f.HTTPCeilingCPU = &c, m.read()
+		b.st.stopProcs(p)
+
+		// And what the queued GET costs written the obvious way.
+		p, u, err = b.st.startPlainEcho(ctx)
+		if p != nil {
+			defer b.st.stopProcs(p)
+		}
+		if err != nil {
+			return err
+		}
+		m = b.st.meter()
+		pe, err := hammer(ctx, b.hammerConfig(b.o.duration, "GET to a plain Echo handler"), getLoops(u, queued))
+		if err != nil {
+			return fmt.Errorf("plain Echo handler: %w", err)
+		}
+		f.PlainEcho, f.PlainEchoCPU = &pe, m.read()
 	}
 	pair := func(measure, ours, floor string, o, fl summary, oCPU, fCPU cpuUse, floorNote string) []row {
 		if e := cmp.Or(f.Errors[ours], f.Errors[floor]); e != "" {
@@ -169,6 +189,11 @@ func (b *bench) lookup(ctx context.Context) error {
 	if c := f.HTTPCeiling; c != nil {
 		b.add(infoRow("HTTP ceiling: GET from an empty Go handler", fmtRate(c.Rate), fmtRate(f.QueuedFloor.Rate),
 			fmt.Sprintf("same client and c; p99 %s; %s", fmtMS(c.P99), f.HTTPCeilingCPU)))
+	}
+	if c := f.PlainEcho; c != nil {
+		b.add(infoRow("reference: GET from a plain Echo handler", fmtRate(c.Rate), fmtRate(f.QueuedFloor.Rate),
+			fmt.Sprintf("Echo, no middleware, one go-beanstalk stats-job per GET on pooled connections; %.0f%% of the floor; p99 %s; %s",
+				100*c.Rate/max(f.QueuedFloor.Rate, 1e-9), fmtMS(c.P99), f.PlainEchoCPU)))
 	}
 	b.add(pair(fmt.Sprintf("lookup: GET /N/ completed at c=%d", b.o.conc), "GET completed", "stats-job + findOne",
 		f.Completed, f.CompletedFloor, f.CompletedCPU, f.CFloorCPU,

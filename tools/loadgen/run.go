@@ -45,6 +45,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) == 2 && args[0] == nullHTTPArg {
 		return serveNullHTTP(ctx, args[1])
 	}
+	if len(args) == 3 && args[0] == plainEchoArg {
+		return servePlainEcho(ctx, args[1], args[2])
+	}
 	o, err := parseOptions(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/jobsys/jobs/pkg/queue"
+	"github.com/jobsys/jobs/pkg/testenv"
 )
 
 func TestPercentileIsNearestRank(t *testing.T) {
@@ -353,5 +356,44 @@ func TestNullHTTPAnswersLikeTheManager(t *testing.T) {
 		require.NoError(t, err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("the empty handler did not stop")
+	}
+}
+
+// The plain Echo reference answers a queued job's GET with beanstalkd's
+// stats-job and an unknown one with 404, and stops with its context.
+func TestPlainEchoAnswersFromBeanstalkd(t *testing.T) {
+	t.Parallel()
+	b := testenv.SetupClients(t)
+	id, err := b.Queue.Put(context.Background(), []byte(`{"a":1}`), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
+	require.NoError(t, err)
+	port, err := freePort()
+	require.NoError(t, err)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{plainEchoArg, addr, b.Beanstalk.Addr()}, func(string) string { return "" }, io.Discard, io.Discard)
+	}()
+	require.Eventually(t, func() bool { return dialOK(addr)() == nil }, 10*time.Second, 10*time.Millisecond)
+
+	c := newHTTPClient(1)
+	for range 3 { // the pooled connection is used again
+		body, err := getJob(ctx, c, "http://"+addr, id)
+		require.NoError(t, err)
+		var st map[string]string
+		require.NoError(t, json.Unmarshal(body, &st))
+		require.Equal(t, strconv.FormatUint(id, 10), st["id"])
+		require.Equal(t, "ready", st["state"])
+		require.Equal(t, b.Tube, st["tube"])
+	}
+	_, err = getJob(ctx, c, "http://"+addr, id+1_000_000)
+	require.ErrorContains(t, err, "status 404")
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the plain Echo handler did not stop")
 	}
 }

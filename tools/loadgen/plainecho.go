@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/beanstalkd/go-beanstalk"
+	"github.com/labstack/echo/v4"
+)
+
+// plainEchoArg makes loadgen serve the plain lookup handler instead of
+// measuring: `loadgen -serve-plain-echo 127.0.0.1:PORT BEANSTALK_ADDR`.
+// The lookup phase runs it as a reference: what the queued GET costs when
+// written the obvious way with the project's libraries, next to the
+// manager and to a handler that does nothing.
+const plainEchoArg = "-serve-plain-echo"
+
+// servePlainEcho answers GET /:id/ with the job's stats-job, asked of
+// beanstalkd through go-beanstalk on a pool of connections (one
+// request per connection at a time, as go-beanstalk wants), in Echo with
+// no middleware, until ctx ends.
+func servePlainEcho(ctx context.Context, addr, beanstalkAddr string) error {
+	pool := make(chan *beanstalk.Conn, 64)
+	get := func() (*beanstalk.Conn, error) {
+		select {
+		case c := <-pool:
+			return c, nil
+		default:
+			return beanstalk.Dial("tcp", beanstalkAddr)
+		}
+	}
+	put := func(c *beanstalk.Conn) {
+		select {
+		case pool <- c:
+		default:
+			_ = c.Close()
+		}
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.GET("/healthz", func(c echo.Context) error { return c.NoContent(http.StatusOK) })
+	e.GET("/:id/", func(c echo.Context) error {
+		id, err := strconv.ParseUint(c.Param("id"), 10, 64)
+		if err != nil {
+			return c.JSON(http.StatusBadRequest, map[string]string{"error": "bad id"})
+		}
+		conn, err := get()
+		if err != nil {
+			return c.JSON(http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+		}
+		st, err := conn.StatsJob(id)
+		if errors.Is(err, beanstalk.ErrNotFound) {
+			put(conn)
+			return c.JSON(http.StatusNotFound, map[string]string{"error": fmt.Sprintf("job %d not found", id)})
+		}
+		if err != nil {
+			_ = conn.Close()
+			return c.JSON(http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+		}
+		put(conn)
+		return c.JSON(http.StatusOK, st)
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: e, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	err = srv.Serve(l)
+	for len(pool) > 0 {
+		_ = (<-pool).Close()
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// startPlainEcho runs the plain lookup handler as a child process, as the
+// manager runs, and returns its URL.
+func (s *stack) startPlainEcho(ctx context.Context) (*proc, string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", fmt.Errorf("find the loadgen binary: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p, err := s.start("plainecho", self, []string{plainEchoArg, addr, s.beanstalkAddr}, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	u := "http://" + addr
+	return p, u, waitUntil(ctx, p, 10*time.Second, "the plain Echo handler", healthOK(u+"/healthz"))
+}
