@@ -11,6 +11,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/jobsys/jobs/pkg/testenv"
 )
 
 // nullHTTPArg makes loadgen serve the empty handler instead of measuring:
@@ -63,7 +65,7 @@ func (s *stack) startNullHTTP(ctx context.Context) (*proc, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("find the loadgen binary: %w", err)
 	}
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return nil, "", err
 	}

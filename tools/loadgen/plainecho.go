@@ -12,6 +12,8 @@ import (
 
 	"github.com/beanstalkd/go-beanstalk"
 	"github.com/labstack/echo/v4"
+
+	"github.com/jobsys/jobs/pkg/testenv"
 )
 
 // plainEchoArg makes loadgen serve the plain lookup handler instead of
@@ -94,7 +96,7 @@ func (s *stack) startPlainEcho(ctx context.Context) (*proc, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("find the loadgen binary: %w", err)
 	}
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return nil, "", err
 	}

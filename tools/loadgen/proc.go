@@ -161,16 +161,6 @@ func parseVmRSS(b []byte) (int64, error) {
 	return 0, errors.New("no VmRSS line")
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // waitUntil polls ok every 25ms until it is true, the child exits, ctx
 // ends or within passes.
 func waitUntil(ctx context.Context, p *proc, within time.Duration, what string, ok func() error) error {

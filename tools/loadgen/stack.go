@@ -169,7 +169,7 @@ func (s *stack) stopProcs(ps ...*proc) {
 func (s *stack) start(name, path string, args, env []string) (*proc, error) {
 	var pprofURL string
 	if r := role(name); s.o.pprofDir != "" && (r == "manager" || r == "worker" || r == "notifier" || r == "devmongo") {
-		port, err := freePort()
+		port, err := testenv.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -195,7 +195,7 @@ func (s *stack) startBeanstalkd(ctx context.Context, name string, fsyncMS int) (
 	if err != nil {
 		return nil, "", err
 	}
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
@@ -219,7 +219,7 @@ func (s *stack) startBeanstalkd(ctx context.Context, name string, fsyncMS int) (
 }
 
 func (s *stack) startMongo(ctx context.Context) error {
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return err
 	}
@@ -252,7 +252,7 @@ func (s *stack) serviceEnv(beanstalkAddr, coll string) []string {
 // and results collection coll (the stack's own when empty), and returns
 // it with its URL.
 func (s *stack) startManager(ctx context.Context, name, beanstalkAddr, coll string) (*proc, string, error) {
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
@@ -266,7 +266,7 @@ func (s *stack) startManager(ctx context.Context, name, beanstalkAddr, coll stri
 }
 
 func (s *stack) startNotifier(ctx context.Context) error {
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return err
 	}
@@ -299,7 +299,7 @@ func (s *stack) startWorkers(ctx context.Context, n int, tube, coll string) ([]*
 	var ps []*proc
 	var health []string
 	for i := range n {
-		port, err := freePort()
+		port, err := testenv.FreePort()
 		if err != nil {
 			return ps, err
 		}

@@ -330,7 +330,7 @@ func TestWSURL(t *testing.T) {
 
 func TestNullHTTPAnswersLikeTheManager(t *testing.T) {
 	t.Parallel()
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	require.NoError(t, err)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -366,7 +366,7 @@ func TestPlainEchoAnswersFromBeanstalkd(t *testing.T) {
 	b := testenv.SetupClients(t)
 	id, err := b.Queue.Put(context.Background(), []byte(`{"a":1}`), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
 	require.NoError(t, err)
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	require.NoError(t, err)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	ctx, cancel := context.WithCancel(context.Background())
