@@ -239,10 +239,16 @@ type outcome struct {
 }
 
 // process works one reserved job and finishes it: release or bury it, or,
-// once its result is stored, return it for the caller to delete. The
-// handler and the result write run in their own goroutine; this one keeps
-// the reservation alive with touches, since the connection is not safe
-// for concurrent use.
+// once its result is stored, return it for the caller to delete.
+//
+// The handler and the result write run on this goroutine (a hand-off to
+// another one cost about a tenth of a job's time in a drain). Meanwhile
+// the connection, which is not safe for concurrent use, is this
+// goroutine's to lend: a timer touches the job to keep the reservation
+// alive, and the end of ctx (the shutdown grace is over) hands the job
+// back at once, so another worker can start it without waiting for the
+// handler to notice. mu keeps the two apart, and this goroutine takes the
+// connection back under mu when the handler returns.
 func (w *Worker) process(ctx context.Context, c *queue.Consumer, r queue.Reserved, log *slog.Logger) *stored {
 	log = log.With("job_id", r.ID, "tube", r.Tube, "attempt", r.Reserves)
 	w.m.InFlight.Inc()
@@ -251,32 +257,41 @@ func (w *Worker) process(ctx context.Context, c *queue.Consumer, r queue.Reserve
 
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	out := make(chan outcome, 1)
-	go func() { out <- w.work(hctx, r, started) }() // always sends once
-
-	touch := time.NewTicker(max(r.TTR/2, minTouch))
-	defer touch.Stop()
-	for {
-		select {
-		case o := <-out:
-			return w.finish(ctx, c, r, o, started, log)
-		case <-touch.C:
-			w.finishOp(log, "touch", func(fctx context.Context) error { return c.Touch(fctx, r.ID) })
-		case <-ctx.Done():
-			select {
-			case o := <-out: // finished just in time
-				return w.finish(ctx, c, r, o, started, log)
-			default:
-			}
-			// Give the job back before waiting for the handler to notice
-			// the cancellation, so another worker can start at once. A
-			// result written meanwhile is found by that worker's Save.
-			w.releaseUnfinished(log, c, r)
-			cancel()
-			<-out
-			return nil
+	var (
+		mu         sync.Mutex
+		returned   bool // the handler has returned: the connection is back
+		handedBack bool // released at the end of the grace
+	)
+	every := max(r.TTR/2, minTouch)
+	var touch *time.Timer
+	touch = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if returned || handedBack {
+			return
 		}
+		w.finishOp(log, "touch", func(fctx context.Context) error { return c.Touch(fctx, r.ID) })
+		touch.Reset(every)
+	})
+	stopHandBack := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		if !returned {
+			handedBack = true
+			w.releaseUnfinished(log, c, r)
+		}
+		mu.Unlock()
+		cancel()
+	})
+	o := w.work(hctx, r, started)
+	mu.Lock()
+	returned = true
+	mu.Unlock()
+	touch.Stop()
+	stopHandBack()
+	if handedBack {
+		return nil // a result written meanwhile is found by the next worker's Save
 	}
+	return w.finish(ctx, c, r, o, started, log)
 }
 
 // work runs the handler and stores its result.
