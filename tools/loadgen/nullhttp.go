@@ -41,7 +41,12 @@ func serveNullHTTP(ctx context.Context, addr string) error {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(answer)
 	})
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return serveUntil(ctx, addr, mux)
+}
+
+// serveUntil serves h on addr until ctx ends, then shuts down gracefully.
+func serveUntil(ctx context.Context, addr string, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -61,6 +66,13 @@ func serveNullHTTP(ctx context.Context, addr string) error {
 // startNullHTTP runs the empty handler as a child process, as the manager
 // runs, and returns its URL.
 func (s *stack) startNullHTTP(ctx context.Context) (*proc, string, error) {
+	return s.startReference(ctx, "nullhttp", "the empty HTTP handler", nullHTTPArg)
+}
+
+// startReference runs loadgen itself as a reference server (mode, a free
+// address, then args) in a child process, as the manager runs, and
+// returns its URL once /healthz answers.
+func (s *stack) startReference(ctx context.Context, name, what, mode string, args ...string) (*proc, string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, "", fmt.Errorf("find the loadgen binary: %w", err)
@@ -70,10 +82,10 @@ func (s *stack) startNullHTTP(ctx context.Context) (*proc, string, error) {
 		return nil, "", err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	p, err := s.start("nullhttp", self, []string{nullHTTPArg, addr}, nil)
+	p, err := s.start(name, self, append([]string{mode, addr}, args...), nil)
 	if err != nil {
 		return nil, "", err
 	}
 	u := "http://" + addr
-	return p, u, waitUntil(ctx, p, 10*time.Second, "the empty HTTP handler", healthOK(u+"/healthz"))
+	return p, u, waitUntil(ctx, p, 10*time.Second, what, healthOK(u+"/healthz"))
 }

@@ -4,16 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
 	"strconv"
-	"time"
 
 	"github.com/beanstalkd/go-beanstalk"
 	"github.com/labstack/echo/v4"
-
-	"github.com/jobsys/jobs/pkg/testenv"
 )
 
 // plainEchoArg makes loadgen serve the plain lookup handler instead of
@@ -68,43 +63,16 @@ func servePlainEcho(ctx context.Context, addr, beanstalkAddr string) error {
 		put(conn)
 		return c.JSON(http.StatusOK, st)
 	})
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: e, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
+	defer func() {
+		for len(pool) > 0 {
+			_ = (<-pool).Close()
+		}
 	}()
-	err = srv.Serve(l)
-	for len(pool) > 0 {
-		_ = (<-pool).Close()
-	}
-	if !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serveUntil(ctx, addr, e)
 }
 
 // startPlainEcho runs the plain lookup handler as a child process, as the
 // manager runs, and returns its URL.
 func (s *stack) startPlainEcho(ctx context.Context) (*proc, string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, "", fmt.Errorf("find the loadgen binary: %w", err)
-	}
-	port, err := testenv.FreePort()
-	if err != nil {
-		return nil, "", err
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	p, err := s.start("plainecho", self, []string{plainEchoArg, addr, s.beanstalkAddr}, nil)
-	if err != nil {
-		return nil, "", err
-	}
-	u := "http://" + addr
-	return p, u, waitUntil(ctx, p, 10*time.Second, "the plain Echo handler", healthOK(u+"/healthz"))
+	return s.startReference(ctx, "plainecho", "the plain Echo handler", plainEchoArg, s.beanstalkAddr)
 }

@@ -328,35 +328,46 @@ func TestWSURL(t *testing.T) {
 	require.Equal(t, "wss://n.example/ws", wsURL("https://n.example/"))
 }
 
-func TestNullHTTPAnswersLikeTheManager(t *testing.T) {
-	t.Parallel()
+// serveReference runs loadgen as the reference server of mode on a free
+// address, followed by args, and returns its URL. stop ends it and checks
+// that it stopped cleanly.
+func serveReference(t *testing.T, mode string, args ...string) (url string, stop func()) {
+	t.Helper()
 	port, err := testenv.FreePort()
 	require.NoError(t, err)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{nullHTTPArg, addr}, func(string) string { return "" }, io.Discard, io.Discard)
+		done <- run(ctx, append([]string{mode, addr}, args...), func(string) string { return "" }, io.Discard, io.Discard)
 	}()
 	require.Eventually(t, func() bool { return dialOK(addr)() == nil }, 10*time.Second, 10*time.Millisecond)
+	return "http://" + addr, func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not stop", mode)
+		}
+	}
+}
 
+func TestNullHTTPAnswersLikeTheManager(t *testing.T) {
+	t.Parallel()
+	u, stop := serveReference(t, nullHTTPArg)
+	ctx := context.Background()
 	c := newHTTPClient(1)
-	id, err := postJob(ctx, c, "http://"+addr, "t", []byte(`{"a":1}`))
+	id, err := postJob(ctx, c, u, "t", []byte(`{"a":1}`))
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), id)
-	_, err = postJob(ctx, c, "http://"+addr, "", []byte(`not json`))
+	_, err = postJob(ctx, c, u, "", []byte(`not json`))
 	require.ErrorContains(t, err, "status 400")
-	body, err := getJob(ctx, c, "http://"+addr, 5)
+	body, err := getJob(ctx, c, u, 5)
 	require.NoError(t, err)
 	require.True(t, json.Valid(body))
-
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("the empty handler did not stop")
-	}
+	stop()
 }
 
 // The plain Echo reference answers a queued job's GET with beanstalkd's
@@ -364,21 +375,14 @@ func TestNullHTTPAnswersLikeTheManager(t *testing.T) {
 func TestPlainEchoAnswersFromBeanstalkd(t *testing.T) {
 	t.Parallel()
 	b := testenv.SetupClients(t)
-	id, err := b.Queue.Put(context.Background(), []byte(`{"a":1}`), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
+	ctx := context.Background()
+	id, err := b.Queue.Put(ctx, []byte(`{"a":1}`), queue.PutOptions{Tube: b.Tube, TTR: time.Minute})
 	require.NoError(t, err)
-	port, err := testenv.FreePort()
-	require.NoError(t, err)
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{plainEchoArg, addr, b.Beanstalk.Addr()}, func(string) string { return "" }, io.Discard, io.Discard)
-	}()
-	require.Eventually(t, func() bool { return dialOK(addr)() == nil }, 10*time.Second, 10*time.Millisecond)
+	u, stop := serveReference(t, plainEchoArg, b.Beanstalk.Addr())
 
 	c := newHTTPClient(1)
 	for range 3 { // the pooled connection is used again
-		body, err := getJob(ctx, c, "http://"+addr, id)
+		body, err := getJob(ctx, c, u, id)
 		require.NoError(t, err)
 		var st map[string]string
 		require.NoError(t, json.Unmarshal(body, &st))
@@ -386,14 +390,7 @@ func TestPlainEchoAnswersFromBeanstalkd(t *testing.T) {
 		require.Equal(t, "ready", st["state"])
 		require.Equal(t, b.Tube, st["tube"])
 	}
-	_, err = getJob(ctx, c, "http://"+addr, id+1_000_000)
+	_, err = getJob(ctx, c, u, id+1_000_000)
 	require.ErrorContains(t, err, "status 404")
-
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("the plain Echo handler did not stop")
-	}
+	stop()
 }
