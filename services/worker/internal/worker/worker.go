@@ -264,6 +264,7 @@ func (w *Worker) process(ctx context.Context, c *queue.Consumer, r queue.Reserve
 	)
 	every := max(r.TTR/2, minTouch)
 	var touch *time.Timer
+	mu.Lock() // the timer's function reads touch under mu
 	touch = time.AfterFunc(every, func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -273,6 +274,7 @@ func (w *Worker) process(ctx context.Context, c *queue.Consumer, r queue.Reserve
 		w.finishOp(log, "touch", func(fctx context.Context) error { return c.Touch(fctx, r.ID) })
 		touch.Reset(every)
 	})
+	mu.Unlock()
 	stopHandBack := context.AfterFunc(ctx, func() {
 		mu.Lock()
 		if !returned {
