@@ -57,7 +57,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Queued: func(ctx context.Context, id uint64) (job.Event, bool, error) {
 			return tr.Queued(ctx, id)
 		},
-		Results:         results,
+		Results:         countedLookups{results, m, "subscribe"},
 		StoreDelay:      cfg.PollInterval,
 		Metrics:         m,
 		Logger:          log,
@@ -67,7 +67,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		PingInterval:    cfg.PingInterval,
 		SkipOriginCheck: true, // server checks origins for /ws and /events alike
 	})
-	tr = tracker.New(tracker.Config{Queue: pool, Results: results, Hub: h, Logger: log})
+	tr = tracker.New(tracker.Config{Queue: pool, Results: countedLookups{results, m, "tracker"}, Hub: h, Logger: log})
 	f := feed.New(feed.Config{
 		Mode:         cfg.Mode,
 		PollInterval: cfg.PollInterval,
@@ -129,6 +129,20 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	wg.Wait()
 	log.Info("stopped")
 	return runErr
+}
+
+// countedLookups counts the store lookups of jobs gone from the queue in
+// the metrics, by who asks.
+type countedLookups struct {
+	r  *store.Results
+	m  *metrics.Metrics
+	by string
+}
+
+func (c countedLookups) FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Result, error) {
+	c.m.StoreLookups.WithLabelValues(c.by).Inc()
+	c.m.StoreLookupJobs.WithLabelValues(c.by).Add(float64(len(ids)))
+	return c.r.FindMany(ctx, ids)
 }
 
 // ensureIndexes creates the index the feed and replays read by, retrying

@@ -122,6 +122,9 @@ func TestSubscribeAfterCompletionAnswersAtOnce(t *testing.T) {
 	id := b.put(t, `{"late":true}`)
 	_, finish := b.work(t)
 	finish()
+	// The feed has published the completion, to nobody: the subscribe
+	// must be answered from the store.
+	require.Eventually(t, func() bool { return metric(t, n.base, "notifier_completions_total") == 1 }, 5*time.Second, 10*time.Millisecond)
 
 	c := dial(t, n.ws(""), nil)
 	c.send(fmt.Sprintf(`{"type":"subscribe","jobs":[%d]}`, id))
@@ -131,6 +134,9 @@ func TestSubscribeAfterCompletionAnswersAtOnce(t *testing.T) {
 	require.Equal(t, job.Hash(`{"late":true}`), ev.Result.Hash)
 	require.NotEmpty(t, ev.Cursor)
 	c.quiet(time.Second)
+	// One query, about one job.
+	require.Equal(t, 1.0, metric(t, n.base, `notifier_store_lookups_total{by="subscribe"}`))
+	require.Equal(t, 1.0, metric(t, n.base, `notifier_store_lookup_jobs_total{by="subscribe"}`))
 }
 
 func TestSubscribeToAJobNotYetPut(t *testing.T) {
