@@ -244,8 +244,15 @@ func wsURL(notifierURL string) string {
 	return u
 }
 
-// goroutines reads go_goroutines from a Prometheus text exposition.
+// goroutines reads go_goroutines from the notifier's metrics.
 func goroutines(ctx context.Context, metricsURL string) (int, error) {
+	v, err := metricValue(ctx, metricsURL, "go_goroutines")
+	return int(v), err
+}
+
+// metricValue reads one series (a name, with its labels as exposed:
+// `x_total{by="a"}`) from a Prometheus text exposition.
+func metricValue(ctx context.Context, metricsURL, series string) (float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
 	if err != nil {
 		return 0, err
@@ -262,24 +269,21 @@ func goroutines(ctx context.Context, metricsURL string) (int, error) {
 	if resp.StatusCode != http.StatusOK {
 		return 0, errStatus{resp.StatusCode, ""}
 	}
-	return parseGoroutines(b)
+	return parseMetric(b, series)
 }
 
-func parseGoroutines(b []byte) (int, error) {
+func parseMetric(b []byte, series string) (float64, error) {
 	for line := range strings.SplitSeq(string(b), "\n") {
-		rest, ok := strings.CutPrefix(line, "go_goroutines")
-		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+		rest, ok := strings.CutPrefix(line, series)
+		if !ok || rest == "" || (rest[0] != ' ' && (rest[0] != '{' || strings.Contains(series, "{"))) {
 			continue
 		}
 		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
 		v, err := strconv.ParseFloat(f[len(f)-1], 64)
 		if err != nil {
-			return 0, fmt.Errorf("go_goroutines line %q: %w", line, err)
+			return 0, fmt.Errorf("%s line %q: %w", series, line, err)
 		}
-		return int(v), nil
+		return v, nil
 	}
-	return 0, errors.New("no go_goroutines in the metrics")
+	return 0, fmt.Errorf("no %s in the metrics", series)
 }

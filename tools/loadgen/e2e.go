@@ -36,11 +36,15 @@ type e2eFigures struct {
 	Latency      summary `json:"latency"`
 	// ToStore runs from the POST's answer to the result's stored_at,
 	// ToNotify from there to the event.
-	ToStore    summary `json:"post_to_stored"`
-	ToNotify   summary `json:"stored_to_event"`
-	CPU        cpuUse  `json:"cpu_cores"`
-	IdleBefore idle    `json:"idle_before"`
-	IdleAfter  idle    `json:"idle_after"`
+	ToStore  summary `json:"post_to_stored"`
+	ToNotify summary `json:"stored_to_event"`
+	CPU      cpuUse  `json:"cpu_cores"`
+	// StoreLookups is what the notifier asked the store about jobs gone
+	// from the queue during the run (its notifier_store_lookup*
+	// counters), by series; absent when it does not expose them.
+	StoreLookups map[string]float64 `json:"notifier_store_lookups,omitempty"`
+	IdleBefore   idle               `json:"idle_before"`
+	IdleAfter    idle               `json:"idle_after"`
 }
 
 // e2eSockets is how many WebSockets share the subscriptions.
@@ -152,6 +156,7 @@ func (b *bench) e2e(ctx context.Context) error {
 
 	client := newHTTPClient(64)
 	defer client.CloseIdleConnections()
+	lookupsBefore := b.storeLookups(ctx)
 	m := b.st.meter()
 	defer b.profile(ctx, "e2e", b.o.duration, "manager", "notifier", "worker", "devmongo")()
 	interval := time.Duration(float64(time.Second) / f.Rate)
@@ -220,6 +225,12 @@ func (b *bench) e2e(ctx context.Context) error {
 	}
 	f.DrainSeconds = time.Since(end).Seconds()
 	f.CPU = m.read()
+	if after := b.storeLookups(ctx); after != nil && lookupsBefore != nil {
+		f.StoreLookups = map[string]float64{}
+		for k, v := range after {
+			f.StoreLookups[k] = v - lookupsBefore[k]
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -251,6 +262,10 @@ func (b *bench) e2e(ctx context.Context) error {
 	bound := ms(b.st.pollInterval) + 25
 	limit := fmt.Sprintf("p99 POST->stored %s, stored->event %s (poll %s); %.0f jobs/s (%s)",
 		fmtMS(f.ToStore.P99), fmtMS(f.ToNotify.P99), f.Poll, f.Rate, f.RateSource)
+	if l := f.StoreLookups; l != nil {
+		limit += fmt.Sprintf("; notifier store lookups: subscribe %.0f queries for %.0f jobs, tracker %.0f for %.0f",
+			l[lookupSeries[0]], l[lookupSeries[1]], l[lookupSeries[2]], l[lookupSeries[3]])
+	}
 	if f.Missing > 0 || f.PostErrors > 0 {
 		limit = fmt.Sprintf("%d events missing, %d POST errors; ", f.Missing, f.PostErrors) + limit
 	}
@@ -265,6 +280,27 @@ func (b *bench) e2e(ctx context.Context) error {
 			"no requests, after 2s to settle: on FerretDB a quiet notifier counts the results each round and reads the whole table at least every 5s"))
 	}
 	return nil
+}
+
+// lookupSeries are the notifier's counters of store lookups for jobs gone
+// from the queue.
+var lookupSeries = []string{
+	`notifier_store_lookups_total{by="subscribe"}`, `notifier_store_lookup_jobs_total{by="subscribe"}`,
+	`notifier_store_lookups_total{by="tracker"}`, `notifier_store_lookup_jobs_total{by="tracker"}`,
+}
+
+// storeLookups reads lookupSeries from the notifier, or returns nil when
+// it cannot (a notifier that does not count them).
+func (b *bench) storeLookups(ctx context.Context) map[string]float64 {
+	out := map[string]float64{}
+	for _, s := range lookupSeries {
+		v, err := metricValue(ctx, b.st.notifierURL+"/metrics", s)
+		if err != nil {
+			return nil
+		}
+		out[s] = v
+	}
+	return out
 }
 
 // idle is the store's CPU use while nothing but the stack's own

@@ -310,10 +310,16 @@ func TestProcParsers(t *testing.T) {
 	require.NoError(t, err)
 	require.Positive(t, rss)
 
-	g, err := parseGoroutines([]byte("# HELP go_goroutines Number of goroutines.\n# TYPE go_goroutines gauge\ngo_goroutines_total 3\ngo_goroutines 17\n"))
+	g, err := parseMetric([]byte("# HELP go_goroutines Number of goroutines.\n# TYPE go_goroutines gauge\ngo_goroutines_total 3\ngo_goroutines 17\n"), "go_goroutines")
 	require.NoError(t, err)
-	require.Equal(t, 17, g)
-	_, err = parseGoroutines([]byte("go_threads 3\n"))
+	require.Equal(t, 17.0, g)
+	_, err = parseMetric([]byte("go_threads 3\n"), "go_goroutines")
+	require.Error(t, err)
+	lookups := []byte("notifier_store_lookups_total{by=\"subscribe\"} 4\nnotifier_store_lookups_total{by=\"tracker\"} 2\n")
+	v, err := parseMetric(lookups, `notifier_store_lookups_total{by="tracker"}`)
+	require.NoError(t, err)
+	require.Equal(t, 2.0, v)
+	_, err = parseMetric(lookups, `notifier_store_lookups_total{by="other"}`)
 	require.Error(t, err)
 }
 
