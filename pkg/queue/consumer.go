@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"time"
@@ -226,17 +225,8 @@ func (c *conn) reserveAnswer() (uint64, []byte, error) {
 	if _, err := fmt.Sscanf(line, "RESERVED %d %d", &id, &n); err != nil || n < 0 {
 		return 0, nil, fmt.Errorf("%w: reserve answered %q", errOutOfStep, line)
 	}
-	body := make([]byte, n+2)
-	if _, err := io.ReadFull(c.br, body); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return 0, nil, err
-	}
-	if string(body[n:]) != "\r\n" {
-		return 0, nil, fmt.Errorf("%w: job %d not followed by CRLF", errOutOfStep, id)
-	}
-	return id, body[:n:n], nil
+	body, err := c.data(n, "reserve")
+	return id, body, err
 }
 
 // Delete removes a job this consumer reserved.

@@ -264,6 +264,22 @@ func (c *conn) line() (string, error) {
 	return strings.TrimSuffix(s, "\r\n"), nil
 }
 
+// data reads the n bytes and the CRLF that follow an answer line of op
+// (a job's body, a stats-job's dictionary).
+func (c *conn) data(n int, op string) ([]byte, error) {
+	b := make([]byte, n+2)
+	if _, err := io.ReadFull(c.br, b); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	if string(b[n:]) != "\r\n" {
+		return nil, fmt.Errorf("%w: %s data not followed by CRLF", errOutOfStep, op)
+	}
+	return b[:n:n], nil
+}
+
 var errOutOfStep = errors.New("unexpected answer from beanstalkd")
 
 // parsePutAnswer reads beanstalkd's answer to a put: the new id, or the
@@ -323,17 +339,11 @@ func (c *conn) statsJobAnswer() (s job.Stats, refused, err error) {
 	if err != nil || n < 0 || n > maxStatsJob {
 		return s, nil, fmt.Errorf("%w: %q", errOutOfStep, line)
 	}
-	data := make([]byte, n+2)
-	if _, err := io.ReadFull(c.br, data); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
+	data, err := c.data(n, "stats-job")
+	if err != nil {
 		return s, nil, err
 	}
-	if string(data[n:]) != "\r\n" {
-		return s, nil, fmt.Errorf("%w: stats-job data not followed by CRLF", errOutOfStep)
-	}
-	if s, err = parseJobStats(data[:n]); err != nil {
+	if s, err = parseJobStats(data); err != nil {
 		return s, fmt.Errorf("stats-job: %w", err), nil
 	}
 	return s, nil, nil

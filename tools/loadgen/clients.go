@@ -257,17 +257,12 @@ func metricValue(ctx context.Context, metricsURL, series string) (float64, error
 	if err != nil {
 		return 0, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	code, b, err := send(http.DefaultClient, req)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
+	if err := getAnswer(code, b); err != nil {
 		return 0, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, errStatus{resp.StatusCode, ""}
 	}
 	return parseMetric(b, series)
 }
