@@ -27,7 +27,8 @@ run: build ## run the whole stack locally (beanstalkd, devmongo, manager, worker
 	bin/devstack
 
 .PHONY: test
-test: build ## run every module's tests against real beanstalkd, FerretDB and Chromium
+test: build ## run every module's tests against real beanstalkd, FerretDB, Chromium and Node (installs what is missing)
+	$(GO) run ./tools/needs beanstalkd chromium node
 	@mkdir -p artifacts
 	DEVMONGO_BIN=$(CURDIR)/bin/devmongo $(GO) test -json -count=1 $(TESTFLAGS) $(MODULES) \
 		| tee artifacts/test.json | $(GO) run ./tools/testsummary

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/joho/godotenv"
+
+	"github.com/jobsys/jobs/tools/internal/sysdeps"
 )
 
 // settings are what devstack needs to know to start and wire the parts.
@@ -72,7 +74,7 @@ func run(ctx context.Context, getenv func(string) string, out io.Writer) error {
 	if answers(beanstalkAddr) {
 		st.logf("devstack", "beanstalkd already answers at %s: using it", beanstalkAddr)
 	} else {
-		path, err := ensureBeanstalkd(st)
+		path, err := ensureBeanstalkd(ctx, st)
 		if err != nil {
 			return err
 		}
@@ -200,22 +202,13 @@ func waitFor(ctx context.Context, st *stack, what string, ok func() bool) error 
 
 // ensureBeanstalkd finds beanstalkd, installing it with apt-get when it is
 // missing and we are root.
-func ensureBeanstalkd(st *stack) (string, error) {
-	if p, err := exec.LookPath("beanstalkd"); err == nil {
-		return p, nil
+func ensureBeanstalkd(ctx context.Context, st *stack) (string, error) {
+	p := sysdeps.Known["beanstalkd"]
+	logf := func(format string, args ...any) { st.logf("devstack", format, args...) }
+	if err := sysdeps.Ensure(ctx, sysdeps.System{}, logf, p); err != nil {
+		return "", err
 	}
-	if os.Geteuid() != 0 {
-		return "", errors.New("beanstalkd is not installed: run `sudo apt-get install -y beanstalkd` (Debian/Ubuntu) or `brew install beanstalkd`, then `make run` again")
-	}
-	st.logf("devstack", "beanstalkd not found: installing it with apt-get")
-	for _, args := range [][]string{{"update"}, {"install", "-y", "beanstalkd"}} {
-		cmd := exec.Command("apt-get", args...)
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("apt-get %v: %w\n%s", args, err, b)
-		}
-	}
-	return exec.LookPath("beanstalkd")
+	return exec.LookPath(p.Command)
 }
 
 // stack supervises the child processes.
