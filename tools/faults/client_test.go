@@ -107,8 +107,17 @@ type subscriber struct {
 	// gapErrs are the gaps' reasons, for the test's log.
 	gapErrs []string
 	conns   int
-	cancel  context.CancelFunc
-	done    chan struct{}
+	// dupsInConn counts completions a connection delivered twice: the
+	// notifier promises none, replay or live.
+	dupsInConn int
+	// lag is, over the completions stored while a connection was open,
+	// the longest from stored_at to receipt: how far the notifier fell
+	// behind the store. Completions stored before the connection (the
+	// replay's) do not count: their delay is the disconnect's.
+	lag      time.Duration
+	lagCount int
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 func subscribe(t testing.TB, notifierURL string) *subscriber {
@@ -152,6 +161,7 @@ func (s *subscriber) loop(ctx context.Context, connected chan struct{}) {
 			u += "?since=" + url.QueryEscape(string(since))
 		}
 		s.mu.Unlock()
+		dialAt := time.Now()
 		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		c, _, err := websocket.Dial(dctx, u, nil)
 		cancel()
@@ -174,15 +184,25 @@ func (s *subscriber) loop(ctx context.Context, connected chan struct{}) {
 			close(connected)
 			first = false
 		}
+		inConn := map[uint64]bool{}
 		for gap := false; !gap; {
 			var e job.Event
 			if err := wsjson.Read(ctx, c, &e); err != nil {
 				break
 			}
+			at := time.Now()
 			s.mu.Lock()
 			switch {
 			case e.Type == job.TypeJob && e.State == job.StateCompleted:
 				s.seen[e.ID]++
+				if inConn[e.ID] {
+					s.dupsInConn++
+				}
+				inConn[e.ID] = true
+				if e.Result != nil && e.Result.StoredAt.After(dialAt) {
+					s.lag = max(s.lag, at.Sub(e.Result.StoredAt))
+					s.lagCount++
+				}
 				if e.Cursor != "" && cursorAfter(e.Cursor, s.cursor) {
 					s.cursor = e.Cursor
 				}
@@ -235,6 +255,14 @@ func (s *subscriber) counts() (distinct int, dups []uint64) {
 		}
 	}
 	return len(s.seen), dups
+}
+
+// behind returns the longest lag behind the store, over how many
+// completions, and how many a single connection delivered twice.
+func (s *subscriber) behind() (lag time.Duration, over, dupsInConn int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lag, s.lagCount, s.dupsInConn
 }
 
 func (s *subscriber) times(id uint64) int {
