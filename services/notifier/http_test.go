@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -174,6 +176,59 @@ func TestReadinessFollowsMongoDB(t *testing.T) {
 		resp, _ := get(t, n.base+"/readyz", nil)
 		return resp.StatusCode == http.StatusOK
 	}, 20*time.Second, 100*time.Millisecond)
+}
+
+// readyz returns /readyz's status and body.
+func readyz(t *testing.T, base string) (int, map[string]any) {
+	t.Helper()
+	resp, body := get(t, base+"/readyz", nil)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(body), &m), body)
+	return resp.StatusCode, m
+}
+
+// Each dependency has a deadline of its own: a MongoDB that does not
+// answer is reported, and beanstalkd beside it is still "ok", and the
+// other way round. Neither answer names an address.
+func TestReadyzNamesTheDependencyThatIsDown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	mongo := testenv.StartMongo(t)
+	bs := testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})
+	b.Mongo, b.Beanstalk = mongo, bs
+	n := start(t, b, nil)
+
+	mongo.Stop()
+	var body map[string]any
+	require.Eventually(t, func() bool {
+		var code int
+		code, body = readyz(t, n.base)
+		return code == http.StatusServiceUnavailable && body["mongo"] != "ok"
+	}, 15*time.Second, 100*time.Millisecond)
+	// Once the driver has given up on its connections, a ping waits for
+	// the whole deadline: ask again.
+	for range 3 {
+		code, body := readyz(t, n.base)
+		require.Equal(t, http.StatusServiceUnavailable, code)
+		require.NotEqual(t, "ok", body["mongo"], "MongoDB is down: %v", body)
+		require.Equal(t, "ok", body["beanstalk"], "beanstalkd is up: %v", body)
+		require.NotContains(t, fmt.Sprint(body), mongo.Addr, "no address in the answer")
+	}
+	require.NoError(t, mongo.Restart())
+	require.Eventually(t, func() bool {
+		code, _ := readyz(t, n.base)
+		return code == http.StatusOK
+	}, 20*time.Second, 100*time.Millisecond)
+
+	bs.Stop()
+	require.Eventually(t, func() bool {
+		_, body = readyz(t, n.base)
+		return body["beanstalk"] != "ok"
+	}, 15*time.Second, 100*time.Millisecond)
+	code, body := readyz(t, n.base)
+	require.Equal(t, http.StatusOK, code, "completions need MongoDB only: %v", body)
+	require.Equal(t, "ok", body["mongo"], "MongoDB is up: %v", body)
+	require.NotContains(t, fmt.Sprint(body), strconv.Itoa(bs.Port), "no address in the answer")
 }
 
 // sseEvent is one Server-Sent Event.

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/jobsys/jobs/services/notifier/internal/config"
@@ -75,26 +76,28 @@ func New(cfg config.Config, d Deps) (http.Handler, error) {
 	return mux, nil
 }
 
+// readyTimeout bounds each dependency's check in /readyz. Each has its
+// own, and they run at once: with one shared deadline a MongoDB that does
+// not answer used it all up and beanstalkd, asked next, was reported down.
+const readyTimeout = 2 * time.Second
+
 func readyz(d Deps) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		status := func(p Pinger) string {
-			if err := p.Ping(ctx); err != nil {
-				return err.Error()
-			}
-			return "ok"
-		}
+		var mongo, beanstalk string
+		var wg sync.WaitGroup
+		wg.Go(func() { mongo = check(r.Context(), d.Logger, "mongo", d.Mongo) })
+		wg.Go(func() { beanstalk = check(r.Context(), d.Logger, "beanstalk", d.Beanstalk) })
+		wg.Wait()
 		body := map[string]any{
 			"mode":      d.Feed.Mode(),
-			"mongo":     status(d.Mongo),
-			"beanstalk": status(d.Beanstalk),
+			"mongo":     mongo,
+			"beanstalk": beanstalk,
 			"clients":   d.Hub.Clients(),
 		}
 		// Completions come from MongoDB: without it, or before the feed
 		// runs, the notifier has nothing to say. Without beanstalkd it
 		// still pushes completions, so that is reported, not required.
-		ready := d.Feed.Mode() != "" && d.Feed.Healthy() && body["mongo"] == "ok"
+		ready := d.Feed.Mode() != "" && d.Feed.Healthy() && mongo == "ok"
 		code := http.StatusOK
 		body["status"] = "ready"
 		if !ready {
@@ -102,6 +105,25 @@ func readyz(d Deps) http.HandlerFunc {
 			body["status"] = "not ready"
 		}
 		writeJSON(w, code, body)
+	}
+}
+
+// check pings one dependency under its own deadline. The answer says
+// what happened, not where the server lives (/readyz needs no token);
+// the error itself goes to the log.
+func check(ctx context.Context, log *slog.Logger, name string, p Pinger) string {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	err := p.Ping(ctx)
+	switch {
+	case err == nil:
+		return "ok"
+	case ctx.Err() != nil:
+		log.Warn("readiness check", "dependency", name, "err", err)
+		return "no answer within " + readyTimeout.String()
+	default:
+		log.Warn("readiness check", "dependency", name, "err", err)
+		return "unreachable"
 	}
 }
 
