@@ -324,7 +324,8 @@ func TestSSEReplaysFromLastEventID(t *testing.T) {
 		results = append(results, r)
 	}
 	events := openSSE(t, n.base+"/events", http.Header{"Last-Event-ID": {string(job.CursorOf(results[1]))}})
-	require.Equal(t, []uint64{3, 4}, ids(sseJobs(t, events, 2)))
+	// Rewound by the lookback (2s): 1 and 2, stamped within it, come again.
+	require.Equal(t, []uint64{1, 2, 3, 4}, ids(sseJobs(t, events, 4)))
 	b.complete(t, 10, 2)
 	require.Equal(t, []uint64{10, 11}, sorted(ids(sseJobs(t, events, 2))))
 

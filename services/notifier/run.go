@@ -62,6 +62,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Metrics:         m,
 		Logger:          log,
 		ReplayLimit:     cfg.ReplayLimit,
+		MaxReplays:      cfg.MaxReplays,
+		Lookback:        cfg.PollLookback,
 		MaxClients:      cfg.MaxClients,
 		Buffer:          cfg.ClientBuffer,
 		PingInterval:    cfg.PingInterval,

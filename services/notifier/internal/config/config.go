@@ -39,6 +39,12 @@ type Config struct {
 	// has not answered by the next ping is disconnected.
 	PingInterval time.Duration
 	ReplayLimit  int
+	// MaxReplays is how many replays may read MongoDB at once.
+	MaxReplays int
+	// MaxWatches caps the job watches of all clients together.
+	MaxWatches int
+	// StatsTubes is how many tubes a stats frame lists (the busiest).
+	StatsTubes int
 	// ID names this instance's record in notifier_state.
 	ID string
 
@@ -78,6 +84,9 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 		PollInterval:   r.Duration("NOTIFIER_POLL_INTERVAL", 250*time.Millisecond, 10*time.Millisecond),
 		PollLookback:   r.Duration("NOTIFIER_POLL_LOOKBACK", 2*time.Second, 0),
 		ReplayLimit:    int(r.Int("NOTIFIER_REPLAY_LIMIT", 10000, 1, 1_000_000)),
+		MaxReplays:     int(r.Int("NOTIFIER_MAX_REPLAYS", 4, 1, 1000)),
+		MaxWatches:     int(r.Int("NOTIFIER_MAX_WATCHES", 1_000_000, 1, 100_000_000)),
+		StatsTubes:     int(r.Int("NOTIFIER_STATS_TUBES", 50, 1, 10_000)),
 		AllowedOrigins: r.List("NOTIFIER_ALLOWED_ORIGINS", nil),
 		MaxClients:     int(r.Int("NOTIFIER_MAX_CLIENTS", 10000, 1, 1_000_000)),
 		ClientBuffer:   int(r.Int("NOTIFIER_CLIENT_BUFFER", 1024, 1, 1_000_000)),

@@ -25,6 +25,9 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 10000, c.ReplayLimit)
 	require.Equal(t, 10000, c.MaxClients)
 	require.Equal(t, 1024, c.ClientBuffer)
+	require.Equal(t, 4, c.MaxReplays)
+	require.Equal(t, 1_000_000, c.MaxWatches)
+	require.Equal(t, 50, c.StatsTubes)
 	require.Empty(t, c.AllowedOrigins)
 	require.Equal(t, "http://127.0.0.1:8080", c.ManagerURL.String())
 	require.Empty(t, c.BoardLinks)
@@ -92,6 +95,9 @@ func TestBadValuesAreNamed(t *testing.T) {
 		{map[string]string{"NOTIFIER_REPLAY_LIMIT": "0"}, "NOTIFIER_REPLAY_LIMIT"},
 		{map[string]string{"NOTIFIER_MAX_CLIENTS": "many"}, "NOTIFIER_MAX_CLIENTS"},
 		{map[string]string{"NOTIFIER_CLIENT_BUFFER": "0"}, "NOTIFIER_CLIENT_BUFFER"},
+		{map[string]string{"NOTIFIER_MAX_REPLAYS": "0"}, "NOTIFIER_MAX_REPLAYS"},
+		{map[string]string{"NOTIFIER_MAX_WATCHES": "lots"}, "NOTIFIER_MAX_WATCHES"},
+		{map[string]string{"NOTIFIER_STATS_TUBES": "0"}, "NOTIFIER_STATS_TUBES"},
 		{map[string]string{"NOTIFIER_ALLOWED_ORIGINS": "[a-"}, "NOTIFIER_ALLOWED_ORIGINS"},
 		{map[string]string{"MANAGER_URL": "manager:8080"}, "MANAGER_URL"},
 		{map[string]string{"MANAGER_URL": "ftp://manager"}, "MANAGER_URL"},

@@ -24,9 +24,11 @@ import (
 	"github.com/jobsys/jobs/services/notifier/internal/metrics"
 )
 
-// ReplayStore reads stored results after a cursor, in completion order.
+// ReplayStore reads stored results after a cursor, in completion order,
+// and the most recent ones.
 type ReplayStore interface {
 	After(ctx context.Context, at time.Time, id uint64, limit int) ([]job.Result, error)
+	// TODO(h5): Latest(ctx context.Context, n int) ([]job.Result, error) once pkg/store has it
 }
 
 // Queued tells a job's state in the queue; queued is false when the
@@ -55,6 +57,18 @@ type Config struct {
 
 	// ReplayLimit is the most completions one replay sends (10000).
 	ReplayLimit int
+	// MaxReplays is how many replays (?since=, ?last=, Last-Event-ID)
+	// may read the store at once (4); a new one waits ReplayWait (2s)
+	// for a place, then gets 503 with Retry-After. Ten replays of a
+	// large collection at once took the store down.
+	MaxReplays int
+	ReplayWait time.Duration
+	// ReplayTimeout bounds each replay query (10s).
+	ReplayTimeout time.Duration
+	// Lookback is how far an SSE Last-Event-ID replay rewinds before
+	// that cursor (0: none; the notifier uses NOTIFIER_POLL_LOOKBACK):
+	// completions commit slightly out of cursor order.
+	Lookback time.Duration
 	// MaxClients caps the connected clients (10000).
 	MaxClients int
 	// Buffer is each client's queue of frames (1024).
@@ -90,6 +104,9 @@ func (c *Config) defaults() {
 	def(&c.MaxClients, 10000)
 	def(&c.Buffer, 1024)
 	def(&c.MaxJobs, 10000)
+	def(&c.MaxReplays, 4)
+	defd(&c.ReplayWait, 2*time.Second)
+	defd(&c.ReplayTimeout, 10*time.Second)
 	defd(&c.WriteTimeout, 5*time.Second)
 	defd(&c.PingInterval, 20*time.Second)
 	defd(&c.Heartbeat, 15*time.Second)
@@ -115,6 +132,8 @@ type Hub struct {
 	cancel context.CancelFunc
 	conns  sync.WaitGroup // one per connection handler, and the store answerer
 	count  atomic.Int64   // connected clients, for MaxClients
+	// replays holds a token per replay reading the store.
+	replays chan struct{}
 
 	completed atomic.Int64 // completions since the last stats
 
@@ -144,6 +163,7 @@ func New(cfg Config) *Hub {
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, ctx: ctx, cancel: cancel,
 		clients: map[*client]struct{}{}, all: map[*client]struct{}{}, watches: map[uint64]*watch{},
 		unanswered: map[uint64]*unanswered{}, kick: make(chan struct{}, 1),
+		replays: make(chan struct{}, cfg.MaxReplays),
 	}
 	h.conns.Go(h.answerFromStore)
 	return h

@@ -40,15 +40,11 @@ func (s sseWriter) heartbeat(context.Context) error { return s.send([]byte(": he
 // Last-Event-ID header (sent by EventSource when it reconnects) or
 // ?since= replays what was missed first.
 func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
-	since, err := parseSince(r.Header.Get("Last-Event-ID"))
-	if err == nil && since == "" {
-		since, err = parseSince(r.URL.Query().Get("since"))
-	}
-	if err != nil {
-		h.m.Rejected.WithLabelValues("bad_request").Inc()
-		writeError(w, http.StatusBadRequest, "bad since cursor", err.Error())
+	rq, ok := h.acceptReplay(w, r, true)
+	if !ok {
 		return
 	}
+	defer rq.release()
 	if !h.admit(w) {
 		return
 	}
@@ -74,5 +70,5 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 	if err := sw.send([]byte("retry: 2000\n\n")); err != nil {
 		return
 	}
-	_ = h.pump(ctx, c, sw, since, h.cfg.Heartbeat)
+	_ = h.pump(ctx, c, sw, rq, h.cfg.Heartbeat)
 }

@@ -50,12 +50,11 @@ func (w wsWriter) heartbeat(ctx context.Context) error {
 // falls behind, or the hub shuts down. ?since=<cursor> replays the
 // completions after the cursor first and subscribes to all of them.
 func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
-	since, err := parseSince(r.URL.Query().Get("since"))
-	if err != nil {
-		h.m.Rejected.WithLabelValues("bad_request").Inc()
-		writeError(w, http.StatusBadRequest, "bad since cursor", err.Error())
+	rq, ok := h.acceptReplay(w, r, false)
+	if !ok {
 		return
 	}
+	defer rq.release()
 	if !h.admit(w) {
 		return
 	}
@@ -67,7 +66,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	}
 	conn.SetReadLimit(h.cfg.ReadLimit)
 
-	c := h.newClient("ws", since != "", true)
+	c := h.newClient("ws", rq.wanted(), true)
 	// ctx ends the writer: at shutdown, when the reader stops, or when
 	// the connection is gone. Cancelling a context that a coder/websocket
 	// call is waiting on closes the TCP connection at once, so reads run
@@ -93,7 +92,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	})
 
 	ww := wsWriter{conn: conn, timeout: h.cfg.WriteTimeout, pingTimeout: h.cfg.PingInterval}
-	if err := h.pump(ctx, c, ww, since, h.cfg.PingInterval); err != nil && ctx.Err() == nil {
+	if err := h.pump(ctx, c, ww, rq, h.cfg.PingInterval); err != nil && ctx.Err() == nil {
 		h.log.Debug("websocket client ends", "err", err)
 	}
 	if h.ctx.Err() != nil {

@@ -23,7 +23,7 @@ type Metrics struct {
 	// queue overflowed) or write_timeout (a write took longer than 5s).
 	Dropped *prometheus.CounterVec
 	// Rejected counts refused connections by reason (max_clients,
-	// origin, unauthorized, forbidden, bad_request).
+	// max_replays, origin, unauthorized, forbidden, bad_request).
 	Rejected *prometheus.CounterVec
 	// Completions counts completions the feed found.
 	Completions prometheus.Counter
@@ -84,6 +84,9 @@ func New() *Metrics {
 	}
 	m.Dropped.WithLabelValues("slow")
 	m.Dropped.WithLabelValues("write_timeout")
+	for _, r := range []string{"max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request"} {
+		m.Rejected.WithLabelValues(r)
+	}
 	for _, by := range []string{"subscribe", "tracker"} {
 		m.StoreLookups.WithLabelValues(by)
 		m.StoreLookupJobs.WithLabelValues(by)

@@ -1,0 +1,213 @@
+package hub
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jobsys/jobs/pkg/job"
+)
+
+// replayPage is how many results one replay query reads: the memory of
+// one replay, in the notifier and in the store, is bounded by a page.
+const replayPage = 1000
+
+// MaxLast is the most recent completions ?last= may ask for.
+const MaxLast = 500
+
+// replayRequest is what a new client asked to be replayed: the
+// completions after since, or the last n. release gives its place among
+// the concurrent replays back; it may be called more than once.
+type replayRequest struct {
+	since job.Cursor
+	last  int
+	// rewound: since was moved back by the lookback (SSE Last-Event-ID).
+	rewound bool
+	release func()
+}
+
+func (rq replayRequest) wanted() bool { return rq.since != "" || rq.last > 0 }
+
+// badRequest is a refused replay request: its message and detail.
+type badRequest struct{ msg, detail string }
+
+func (e *badRequest) Error() string { return e.msg + ": " + e.detail }
+
+// parseReplay reads ?since= and ?last= and, on SSE, the Last-Event-ID
+// header, which wins: EventSource sends it on every reconnect, to the URL
+// of the first connection, ?last= included. That cursor is rewound by
+// the lookback, because a completion stamped just before it can commit
+// after it and would be missed by an exact replay.
+func (h *Hub) parseReplay(r *http.Request, sse bool) (replayRequest, *badRequest) {
+	rq := replayRequest{release: func() {}}
+	q := r.URL.Query()
+	if id := r.Header.Get("Last-Event-ID"); sse && id != "" {
+		at, _, err := job.Cursor(id).Parse()
+		if err != nil {
+			return rq, &badRequest{"bad since cursor", "Last-Event-ID: " + err.Error()}
+		}
+		rq.since, rq.rewound = job.NewCursor(at.Add(-h.cfg.Lookback), 0), true
+		return rq, nil
+	}
+	since, last := q.Get("since"), q.Get("last")
+	if since != "" && last != "" {
+		return rq, &badRequest{"bad replay request", "give since or last, not both"}
+	}
+	if since != "" {
+		if _, _, err := job.Cursor(since).Parse(); err != nil {
+			return rq, &badRequest{"bad since cursor", err.Error()}
+		}
+		rq.since = job.Cursor(since)
+	}
+	if last != "" {
+		n, err := strconv.Atoi(last)
+		if err != nil || n < 1 || n > MaxLast {
+			return rq, &badRequest{"bad last", fmt.Sprintf("last must be a whole number from 1 to %d, not %q", MaxLast, last)}
+		}
+		rq.last = n
+	}
+	return rq, nil
+}
+
+// acceptReplay parses the replay a new client asks for and takes a place
+// among the concurrent replays for it, waiting up to ReplayWait. It
+// answers the request itself (400, or 503 with Retry-After) and returns
+// false when the client is refused. Replays read MongoDB, and many at
+// once took it down; live events cost it nothing, so only replays wait.
+func (h *Hub) acceptReplay(w http.ResponseWriter, r *http.Request, sse bool) (replayRequest, bool) {
+	rq, bad := h.parseReplay(r, sse)
+	if bad != nil {
+		h.m.Rejected.WithLabelValues("bad_request").Inc()
+		writeError(w, http.StatusBadRequest, bad.msg, bad.detail)
+		return rq, false
+	}
+	if !rq.wanted() {
+		return rq, true
+	}
+	t := time.NewTimer(h.cfg.ReplayWait)
+	defer t.Stop()
+	select {
+	case h.replays <- struct{}{}:
+		var once sync.Once
+		rq.release = func() { once.Do(func() { <-h.replays }) }
+		return rq, true
+	case <-t.C:
+	case <-r.Context().Done():
+	case <-h.ctx.Done():
+	}
+	h.m.Rejected.WithLabelValues("max_replays").Inc()
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusServiceUnavailable, "too many replays",
+		fmt.Sprintf("%d replays are running; try again in a second", h.cfg.MaxReplays))
+	return rq, false
+}
+
+// replay writes what rq asks for and returns the ids sent.
+func (h *Hub) replay(ctx context.Context, c *client, w writer, rq replayRequest) (map[uint64]struct{}, error) {
+	if rq.last > 0 {
+		return h.replayLast(ctx, c, w, rq.last)
+	}
+	return h.replaySince(ctx, c, w, rq.since)
+}
+
+// replayFailed is what a client is told when the store fails during a
+// replay. The error itself, which names the servers, goes to the log.
+const replayFailed = "replay failed: the results store did not answer; reconnect later with this cursor"
+
+// replaySince writes the completions after since, up to the replay
+// limit; when there are more, or MongoDB fails, it ends with a gap frame
+// that carries the cursor of the last completion it sent.
+func (h *Hub) replaySince(ctx context.Context, c *client, w writer, since job.Cursor) (map[uint64]struct{}, error) {
+	at, id, err := since.Parse()
+	if err != nil {
+		return nil, err
+	}
+	sent := map[uint64]struct{}{}
+	last := since
+	complete := false
+	var failure error
+	for len(sent) < h.cfg.ReplayLimit {
+		n := min(replayPage, h.cfg.ReplayLimit-len(sent))
+		qctx, cancel := context.WithTimeout(ctx, h.cfg.ReplayTimeout)
+		rs, err := h.cfg.Store.After(qctx, at, id, n)
+		cancel()
+		if err != nil {
+			failure = err
+			break
+		}
+		for _, r := range rs {
+			f := newFrame(job.Completed(r))
+			if err := h.write(ctx, c, w, f); err != nil {
+				return nil, err
+			}
+			sent[r.ID] = struct{}{}
+			at, id, last = r.StoredAt, r.ID, f.cursor
+		}
+		if len(rs) < n {
+			complete = true
+			break
+		}
+	}
+	if !complete && failure == nil {
+		// At the limit: complete only if nothing follows.
+		qctx, cancel := context.WithTimeout(ctx, h.cfg.ReplayTimeout)
+		rs, err := h.cfg.Store.After(qctx, at, id, 1)
+		cancel()
+		complete, failure = err == nil && len(rs) == 0, err
+	}
+	if !complete {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		reason := fmt.Sprintf("more than %d completions after the cursor", h.cfg.ReplayLimit)
+		if failure != nil {
+			reason = replayFailed
+			h.log.Warn("replay", "err", failure, "since", since)
+		}
+		if err := h.write(ctx, c, w, newFrame(job.Event{Type: job.TypeGap, Cursor: last, Error: reason})); err != nil {
+			return nil, err
+		}
+	}
+	return sent, nil
+}
+
+// replayLast writes the n most recent completions, oldest first. When
+// the store fails it sends a gap without a cursor: the client gets live
+// completions from then on.
+func (h *Hub) replayLast(ctx context.Context, c *client, w writer, n int) (map[uint64]struct{}, error) {
+	qctx, cancel := context.WithTimeout(ctx, h.cfg.ReplayTimeout)
+	var rs []job.Result
+	var err error
+	if ls, ok := h.cfg.Store.(interface {
+		Latest(ctx context.Context, n int) ([]job.Result, error)
+	}); ok {
+		rs, err = ls.Latest(qctx, n)
+	} else {
+		err = fmt.Errorf("no Latest yet")
+	}
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		h.log.Warn("replay the last completions", "err", err, "last", n)
+		gap := newFrame(job.Event{Type: job.TypeGap, Error: "replay failed: the results store did not answer; live completions follow"})
+		return map[uint64]struct{}{}, h.write(ctx, c, w, gap)
+	}
+	slices.SortFunc(rs, func(a, b job.Result) int {
+		return cmp.Or(a.StoredAt.Compare(b.StoredAt), cmp.Compare(a.ID, b.ID))
+	})
+	sent := make(map[uint64]struct{}, len(rs))
+	for _, r := range rs {
+		if err := h.write(ctx, c, w, newFrame(job.Completed(r))); err != nil {
+			return nil, err
+		}
+		sent[r.ID] = struct{}{}
+	}
+	return sent, nil
+}
