@@ -9,11 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobsys/jobs/pkg/job"
@@ -115,6 +117,7 @@ func TestAPIProxyAnswers502WhenTheManagerIsDown(t *testing.T) {
 	var got map[string]string
 	require.NoError(t, json.Unmarshal([]byte(body), &got))
 	require.Equal(t, "manager unreachable", got["error"])
+	require.NotContains(t, body, l.Addr().String(), "no address in the answer")
 }
 
 func TestReadyzAndMetricsReportTheMode(t *testing.T) {
@@ -360,4 +363,129 @@ func TestSSEHeartbeat(t *testing.T) {
 			t.Fatal("no heartbeat within 20s")
 		}
 	}
+}
+
+// do sends one request and returns the response and its body.
+func do(t *testing.T, method, url string, header http.Header) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	require.NoError(t, err)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, string(b)
+}
+
+// Every 4xx the notifier answers itself is JSON in the API's shape, and
+// HEAD is served wherever GET is.
+func TestErrorsAreJSONAndHEADIsServed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	n := start(t, b, nil)
+	upgrade := http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-WebSocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}
+	for _, tc := range []struct {
+		method, path string
+		header       http.Header
+		code         int
+		err          string
+	}{
+		{http.MethodGet, "/no-such-file.js", nil, http.StatusNotFound, "not found"},
+		{http.MethodGet, "/no/such/dir/", nil, http.StatusNotFound, "not found"},
+		{http.MethodPost, "/", nil, http.StatusMethodNotAllowed, "method not allowed"},
+		{http.MethodDelete, "/app.js", nil, http.StatusMethodNotAllowed, "method not allowed"},
+		{http.MethodPost, "/ws", nil, http.StatusMethodNotAllowed, "method not allowed"},
+		{http.MethodPut, "/events", nil, http.StatusMethodNotAllowed, "method not allowed"},
+		{http.MethodPost, "/healthz", nil, http.StatusMethodNotAllowed, "method not allowed"},
+		{http.MethodPost, "/readyz", nil, http.StatusMethodNotAllowed, "method not allowed"},
+		{http.MethodPost, "/metrics", nil, http.StatusMethodNotAllowed, "method not allowed"},
+		{http.MethodPost, "/board-config.json", nil, http.StatusMethodNotAllowed, "method not allowed"},
+		{http.MethodGet, "/ws", nil, http.StatusUpgradeRequired, "websocket upgrade required"},
+		{http.MethodGet, "/ws", upgrade, http.StatusBadRequest, "unsupported websocket version"},
+		{http.MethodGet, "/ws?last=0", nil, http.StatusBadRequest, "bad last"},
+		{http.MethodGet, "/events?since=x", nil, http.StatusBadRequest, "bad since cursor"},
+	} {
+		name := tc.method + " " + tc.path
+		resp, body := do(t, tc.method, n.base+tc.path, tc.header)
+		require.Equal(t, tc.code, resp.StatusCode, name)
+		require.Equal(t, "application/json", resp.Header.Get("Content-Type"), name)
+		var got map[string]string
+		require.NoError(t, json.Unmarshal([]byte(body), &got), name+": "+body)
+		require.Equal(t, tc.err, got["error"], name)
+	}
+	for _, path := range []string{"/", "/index.html", "/app.js", "/healthz", "/readyz", "/metrics", "/board-config.json", "/events"} {
+		resp, body := do(t, http.MethodHead, n.base+path, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, path)
+		require.Empty(t, body, path)
+		require.NotEmpty(t, resp.Header.Get("Content-Type"), path)
+	}
+	require.Equal(t, 0.0, metric(t, n.base, `notifier_clients{transport="sse"}`), "HEAD /events opens no stream")
+}
+
+// A text frame that is not UTF-8 closes the connection with 1007 (RFC
+// 6455 §8.1), where a bad JSON message only gets an error frame.
+func TestInvalidUTF8ClosesWith1007(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	n := start(t, b, nil)
+	c := dial(t, n.ws(""), nil)
+	c.send(`{"type":"subscribe","all":tru}`)
+	require.Equal(t, job.TypeError, c.next(5*time.Second).Type)
+	c.send("{\"type\":\"subscribe\",\"jobs\":[1],\"x\":\"\xff\xfe\"}")
+	require.Equal(t, websocket.StatusInvalidFramePayloadData, c.closed(5*time.Second))
+}
+
+// Metric labels come from fixed sets: nothing a client sends (paths,
+// origins, tokens, message types, cursors) becomes a label value.
+func TestMetricLabelsAreAFixedSet(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	n := start(t, b, map[string]string{"API_TOKEN": "s3cret", "NOTIFIER_ALLOWED_ORIGINS": "https://ok.example"})
+	auth := http.Header{"Authorization": {"Bearer s3cret"}}
+	for _, h := range []http.Header{
+		nil,
+		{"Authorization": {"Bearer evil-label"}},
+		{"Origin": {"https://evil-label.example"}},
+	} {
+		for _, path := range []string{"/ws", "/events", "/ws?since=evil-label", "/events?last=evil-label", "/evil-label"} {
+			do(t, http.MethodGet, n.base+path, h)
+		}
+	}
+	do(t, http.MethodGet, n.base+"/ws?since=evil-label", auth)
+	c := dial(t, n.ws(""), auth)
+	c.send(`{"type":"evil-label","all":true}`)
+	c.send(`{"type":"subscribe","jobs":[1],"evil-label":1}`)
+	require.Equal(t, job.TypeError, c.next(5*time.Second).Type)
+	require.Equal(t, job.TypeError, c.next(5*time.Second).Type)
+
+	allowed := map[string][]string{
+		"transport": {"ws", "sse"},
+		"type":      {"job", "stats", "gap", "error"},
+		"reason":    {"slow", "write_timeout", "max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request"},
+		"mode":      {"changestream", "poll"},
+		"by":        {"subscribe", "tracker"},
+		"le":        nil, // histogram buckets: fixed by the code
+	}
+	_, body := get(t, n.base+"/metrics", nil)
+	require.NotContains(t, body, "evil-label")
+	label := regexp.MustCompile(`(\w+)="([^"]*)"`)
+	seen := 0
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, "notifier_") {
+			continue
+		}
+		for _, m := range label.FindAllStringSubmatch(line, -1) {
+			values, ok := allowed[m[1]]
+			require.True(t, ok, "label %s in %s", m[1], line)
+			if values != nil {
+				require.Contains(t, values, m[2], line)
+			}
+			seen++
+		}
+	}
+	require.Positive(t, seen)
 }

@@ -77,11 +77,13 @@ func (h *Hub) write(ctx context.Context, c *client, w writer, f *frame) error {
 		dropped := c.dropped
 		c.dropped = true
 		c.mu.Unlock()
-		if !dropped && ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)) {
+		// Not ctx: net/http cancels an SSE request's context as soon as a
+		// write fails, so that would hide every SSE client that timed out.
+		if !dropped && h.ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)) {
 			// A peer that takes nothing for the write timeout is gone or
 			// stuck: its connection is closed.
 			h.m.Dropped.WithLabelValues("write_timeout").Inc()
-			h.log.Info("client write timed out: closing it", "timeout", h.cfg.WriteTimeout)
+			h.log.Info("client write timed out: closing it", "transport", c.transport, "timeout", h.cfg.WriteTimeout)
 		}
 		return err
 	}

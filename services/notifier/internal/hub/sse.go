@@ -40,6 +40,10 @@ func (s sseWriter) heartbeat(context.Context) error { return s.send([]byte(": he
 // Last-Event-ID header (sent by EventSource when it reconnects) or
 // ?since= replays what was missed first.
 func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		sseHeaders(w) // what a GET would get, without the stream
+		return
+	}
 	rq, ok := h.acceptReplay(w, r, true)
 	if !ok {
 		return
@@ -60,15 +64,19 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 	h.add(c)
 	defer h.remove(c)
 
-	hd := w.Header()
-	hd.Set("Content-Type", "text/event-stream")
-	hd.Set("Cache-Control", "no-cache")
-	hd.Set("X-Accel-Buffering", "no") // no proxy buffering
-	w.WriteHeader(http.StatusOK)
+	sseHeaders(w)
 	sw := sseWriter{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout}
 	// Reconnect after 2s, and say so before anything else.
 	if err := sw.send([]byte("retry: 2000\n\n")); err != nil {
 		return
 	}
 	_ = h.pump(ctx, c, sw, rq, h.cfg.Heartbeat)
+}
+
+func sseHeaders(w http.ResponseWriter) {
+	hd := w.Header()
+	hd.Set("Content-Type", "text/event-stream")
+	hd.Set("Cache-Control", "no-cache")
+	hd.Set("X-Accel-Buffering", "no") // no proxy buffering
+	w.WriteHeader(http.StatusOK)
 }

@@ -87,7 +87,7 @@ func (h *Hub) subscribe(ctx context.Context, c *client, ids []uint64) {
 			return
 		case err != nil:
 			h.log.Warn("look up job state", "job_id", id, "err", err)
-			h.offer(c, errorFrame(fmt.Sprintf("job %d: state unknown for now (%v); still watched", id, err)))
+			h.offer(c, errorFrame(fmt.Sprintf("job %d: state unknown for now: the queue did not answer; still watched", id)))
 		case !queued:
 			gone = append(gone, id)
 		default:
@@ -220,7 +220,7 @@ func (h *Hub) answer(batch map[uint64][]*client) {
 		var f *frame
 		switch r, ok := found[id]; {
 		case err != nil:
-			f = errorFrame(fmt.Sprintf("job %d: state unknown for now (%v); still watched", id, err))
+			f = errorFrame(fmt.Sprintf("job %d: state unknown for now: the results store did not answer; still watched", id))
 		case ok:
 			h.JobState(job.Completed(r))
 			continue

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 )
@@ -59,6 +61,10 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.release()
+	if !checkUpgrade(w, r) {
+		h.m.Rejected.WithLabelValues("bad_request").Inc()
+		return
+	}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: h.cfg.SkipOriginCheck})
 	if err != nil {
 		h.log.Debug("websocket handshake", "err", err)
@@ -87,7 +93,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		h.read(ctx, conn, c)
+		h.read(ctx, conn, c, closeWith)
 		cancel()
 	})
 
@@ -106,9 +112,10 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 }
 
 // read handles client messages until the connection fails. A bad
-// message is answered with an error frame and the connection stays open.
-// ctx bounds the work a message starts (state lookups).
-func (h *Hub) read(ctx context.Context, conn *websocket.Conn, c *client) {
+// message is answered with an error frame and the connection stays open;
+// a text frame that is not UTF-8 closes it with 1007, as RFC 6455 §8.1
+// requires. ctx bounds the work a message starts (state lookups).
+func (h *Hub) read(ctx context.Context, conn *websocket.Conn, c *client, closeWith func(websocket.StatusCode, string)) {
 	for {
 		typ, b, err := conn.Read(context.Background())
 		if err != nil {
@@ -118,6 +125,10 @@ func (h *Hub) read(ctx context.Context, conn *websocket.Conn, c *client) {
 			h.offer(c, errorFrame("binary frames are not understood: send JSON as text"))
 			continue
 		}
+		if !utf8.Valid(b) {
+			closeWith(websocket.StatusInvalidFramePayloadData, "text frame is not valid UTF-8")
+			return
+		}
 		m, err := DecodeClientMessage(b)
 		if err != nil {
 			h.offer(c, errorFrame(err.Error()))
@@ -125,6 +136,37 @@ func (h *Hub) read(ctx context.Context, conn *websocket.Conn, c *client) {
 		}
 		h.handle(ctx, c, m)
 	}
+}
+
+// checkUpgrade answers a request that is no WebSocket handshake with the
+// API's JSON error, as coder/websocket's Accept would in plain text: 426
+// without the upgrade headers, 400 for a version or key it cannot take.
+func checkUpgrade(w http.ResponseWriter, r *http.Request) bool {
+	hasToken := func(name, token string) bool {
+		for _, v := range r.Header.Values(name) {
+			for part := range strings.SplitSeq(v, ",") {
+				if strings.EqualFold(strings.TrimSpace(part), token) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	switch {
+	case !r.ProtoAtLeast(1, 1) || !hasToken("Connection", "upgrade") || !hasToken("Upgrade", "websocket"):
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", "websocket")
+		writeError(w, http.StatusUpgradeRequired, "websocket upgrade required",
+			"connect with a WebSocket client; for a plain HTTP stream use /events")
+	case r.Header.Get("Sec-WebSocket-Version") != "13":
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		writeError(w, http.StatusBadRequest, "unsupported websocket version", "only version 13 is spoken")
+	case len(r.Header.Values("Sec-WebSocket-Key")) != 1:
+		writeError(w, http.StatusBadRequest, "bad websocket handshake", "want one Sec-WebSocket-Key header")
+	default:
+		return true
+	}
+	return false
 }
 
 // writeError answers a refused request with the API's JSON error shape.

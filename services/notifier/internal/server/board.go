@@ -38,19 +38,18 @@ func newBoard(fsys fs.FS) (*board, error) {
 }
 
 func (b *board) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed"})
-		return
-	}
 	p := strings.TrimPrefix(r.URL.Path, "/")
 	if p == "" || strings.HasSuffix(p, "/") {
 		p += "index.html"
 	}
-	h := w.Header()
-	if tag, ok := b.etags[p]; ok {
-		h.Set("ETag", tag)
+	tag, ok := b.etags[p]
+	if !ok {
+		// Every file is known: the rest would get FileServer's text 404.
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found", "detail": r.URL.Path})
+		return
 	}
+	h := w.Header()
+	h.Set("ETag", tag)
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")

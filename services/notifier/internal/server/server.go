@@ -62,17 +62,19 @@ func New(cfg config.Config, d Deps) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Paths without a method, and getOnly in front: ServeMux would
+	// answer another method with a plain-text 405.
 	mux := http.NewServeMux()
-	mux.Handle("GET /ws", guard(afterStart(d.Feed, d.Hub.ServeWS)))
-	mux.Handle("GET /events", guard(afterStart(d.Feed, d.Hub.ServeSSE)))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/ws", getOnly(guard(afterStart(d.Feed, d.Hub.ServeWS))))
+	mux.Handle("/events", getOnly(guard(afterStart(d.Feed, d.Hub.ServeSSE))))
+	mux.Handle("/healthz", getOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", readyz(d))
-	mux.Handle("GET /metrics", d.Metrics.Handler())
-	mux.HandleFunc("GET /board-config.json", boardConfig(cfg.BoardLinks))
+	})))
+	mux.Handle("/readyz", getOnly(readyz(d)))
+	mux.Handle("/metrics", getOnly(d.Metrics.Handler()))
+	mux.Handle("/board-config.json", getOnly(boardConfig(cfg.BoardLinks)))
 	mux.Handle("/api/", http.StripPrefix("/api", managerProxy(cfg.ManagerURL, d.Logger)))
-	mux.Handle("/", board)
+	mux.Handle("/", getOnly(board))
 	return mux, nil
 }
 
@@ -152,9 +154,22 @@ func managerProxy(target *url.URL, log *slog.Logger) http.Handler {
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.Warn("proxy to the manager", "err", err, "path", r.URL.Path)
-			writeJSON(w, http.StatusBadGateway, map[string]string{"error": "manager unreachable", "detail": err.Error()})
+			// The error names the manager's address: it stays in the log.
+			writeJSON(w, http.StatusBadGateway, map[string]string{"error": "manager unreachable", "detail": "the manager did not answer; try again"})
 		},
 	}
+}
+
+// getOnly answers methods other than GET and HEAD with a JSON 405.
+func getOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method not allowed", "detail": "use GET or HEAD"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, code int, body any) {
