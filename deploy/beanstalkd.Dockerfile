@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 #
-# beanstalkd, from Debian's package, running as the unprivileged user the
-# package creates. There is no official beanstalkd image and the community
+# beanstalkd, from Debian's package, running as an unprivileged user whose
+# uid and gid are fixed (11300), not whatever the package's adduser picks:
+# the binlog volume keeps the owner it was first written by, so a rebuild
+# that moved the uid would leave beanstalkd unable to write its binlog. There is no official beanstalkd image and the community
 # ones are unmaintained, so we build this small one ourselves and push it
 # next to the service images (deploy/build-images.sh):
 #
@@ -15,12 +17,19 @@
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 FROM ${DEBIAN_IMAGE}
 
+# The user exists before the package is installed, so the package's own
+# adduser --system finds it and keeps its ids; the last line fails the
+# build if anything moved them.
 RUN set -eux; \
+    groupadd --system --gid 11300 beanstalkd; \
+    useradd --system --uid 11300 --gid beanstalkd \
+        --home-dir /var/lib/beanstalkd --no-create-home --shell /usr/sbin/nologin beanstalkd; \
     apt-get update; \
     apt-get install -y --no-install-recommends beanstalkd; \
     rm -rf /var/lib/apt/lists/*; \
     mkdir -p /data; \
-    chown beanstalkd:beanstalkd /data
+    chown beanstalkd:beanstalkd /data; \
+    test "$(id -u beanstalkd):$(id -g beanstalkd)" = "11300:11300"
 
 # Exits 0 when beanstalkd answers a command within two seconds, 1 otherwise
 # (Docker reads 1 as unhealthy). bash's /dev/tcp is enough: the image needs
@@ -38,7 +47,7 @@ EOF
 # A named volume mounted here starts with this directory's owner, so the
 # binlog is writable by the unprivileged user.
 VOLUME /data
-USER beanstalkd
+USER 11300:11300
 EXPOSE 11300
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/beanstalkd-healthcheck"]

@@ -4,19 +4,21 @@
 #   REGISTRY=registry.example.org/jobs TAG=$(git rev-parse --short HEAD) deploy/build-images.sh --push
 #
 # REGISTRY and TAG must match what `docker stack deploy` is given, since the
-# stack file names the images ${REGISTRY:-localhost:5000}/jobs-*:${TAG:-latest}.
+# stack file names the images ${REGISTRY:-localhost:5000}/jobs-*:${TAG}.
+# TAG defaults to the checkout's commit (with -dirty for uncommitted
+# changes), never to latest: the stack requires TAG, and a tag that names
+# one build is the only kind every node pulls the same image for.
 # PLATFORM (e.g. linux/amd64,linux/arm64) builds for other architectures
 # with buildx; multi-platform images need --push.
 set -euo pipefail
 
 REGISTRY=${REGISTRY:-localhost:5000}
-TAG=${TAG:-latest}
 push=false
 for arg in "$@"; do
 	case $arg in
 	--push) push=true ;;
 	-h | --help)
-		sed -n '2,10p' "$0"
+		sed -n '2,13p' "$0"
 		exit 0
 		;;
 	*)
@@ -28,6 +30,20 @@ done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+
+if [[ -z ${TAG:-} ]]; then
+	TAG=$(git rev-parse --short HEAD) || {
+		echo "build-images.sh: set TAG, or run it in a git checkout" >&2
+		exit 2
+	}
+	if [[ -n $(git status --porcelain --untracked-files=no) ]]; then
+		TAG=$TAG-dirty
+	fi
+fi
+if [[ $TAG == latest ]]; then
+	echo "build-images.sh: TAG=latest is refused: name one build, e.g. TAG=\$(git rev-parse --short HEAD)" >&2
+	exit 2
+fi
 
 build() { # image-name docker-build-arguments...
 	local image="$REGISTRY/$1:$TAG"
@@ -48,3 +64,5 @@ for service in manager worker notifier; do
 done
 # beanstalkd's image needs no build context.
 build jobs-beanstalkd - <deploy/beanstalkd.Dockerfile
+
+echo "==> deploy with REGISTRY=$REGISTRY TAG=$TAG"

@@ -27,6 +27,9 @@ var checks = []check{
 	{"replica set", checkReplicaSet},
 	{"binlog", checkBinlog},
 	{"stateful placement", checkStatefulPlacement},
+	{"notifier id", checkNotifierID},
+	{"fronts", checkFronts},
+	{"board links", checkBoardLinks},
 	{"workers", checkWorkers},
 	{"healthchecks", checkHealthchecks},
 	{"no build", checkNoBuild},
@@ -37,6 +40,7 @@ var checks = []check{
 	{"dockerfile", checkDockerfile},
 	{"documented", checkDocumented},
 	{"files", checkFiles},
+	{"operations", checkOperations},
 }
 
 // ourImages are the services whose images this repository builds, and the
@@ -67,6 +71,21 @@ var (
 // why.
 var unpinnedImages = map[string]string{
 	"beanstalkd-console": "its only published tag is latest; the README tells operators to pin it by digest through BEANSTALKD_CONSOLE_IMAGE",
+}
+
+// allServices are the services of both ways to deploy the stack: those of
+// the stack file by name, each front as "front (file)".
+func allServices(d *deployment) map[string]service {
+	all := map[string]service{}
+	for file, st := range map[string]stack{httpFile: d.http, tlsFile: d.tls} {
+		for name, s := range st.Services {
+			if _, base := d.stack.Services[name]; !base {
+				name += " (" + file + ")"
+			}
+			all[name] = s
+		}
+	}
+	return all
 }
 
 // checkRequiredVariables: each credential is a required variable (the render
@@ -118,8 +137,15 @@ func rawValue(d *deployment, name, key string) string {
 	if v, ok := d.raw.env(name)[key]; ok {
 		return v
 	}
+	if v, ok := d.rawHTTP.env(name)[key]; ok {
+		return v
+	}
 	return d.rawTLS.env(name)[key]
 }
+
+// initiateGuardRe is the test, before rs.initiate, that the data directory
+// holds no collections or views, ending in quit(1) when it does.
+var initiateGuardRe = regexp.MustCompile(`catalogStats;\s*if \(!c \|\| c\.collections \+ c\.views > 0\) \{[^}]*quit\(1\)`)
 
 var initiateRe = regexp.MustCompile(`rs\.initiate\(\s*\{\s*_id:\s*'([^']+)'.*?host:\s*'([^':]+):(\d+)'`)
 
@@ -154,6 +180,12 @@ func checkReplicaSet(d *deployment) []string {
 		status, initiate := strings.Index(hc, "rs.status()"), strings.Index(hc, "rs.initiate(")
 		if status < 0 || status > initiate || !strings.Contains(hc, "NotYetInitialized") {
 			problems = append(problems, "rs.initiate is not guarded by rs.status() failing with NotYetInitialized: it must run only once")
+		}
+		// An uninitialised member answers no reads, so whether its data
+		// directory is new is asked of serverStatus, which counts the user
+		// collections the catalog holds (catalogStats, MongoDB 5.1 on).
+		if guard := initiateGuardRe.FindStringIndex(hc); guard == nil || guard[0] > initiate {
+			problems = append(problems, "rs.initiate is not guarded by db.serverStatus().catalogStats finding no collections: it would start a new set over a data directory that holds data")
 		}
 	}
 	for name, s := range d.stack.Services {
@@ -253,14 +285,21 @@ func checkBinlog(d *deployment) []string {
 	return problems
 }
 
-// checkStatefulPlacement: the queue and the database stay on a manager node
-// (their volumes are node-local) and never run twice on one volume.
+// statefulLabels are the services that own a node-local volume, each with
+// the node label that pins it to the node holding that volume.
+var statefulLabels = map[string]string{"queue": "jobs.beanstalkd", "database": "jobs.mongo"}
+
+// checkStatefulPlacement: the queue and the database run only on the node
+// labelled for them (placed by role, a drained task starts on another
+// manager with an empty volume, and the database's healthcheck would make a
+// new set there), once, never twice on one volume; the fronts and the
+// registry are pinned the same way, and the walk-through sets each label.
 func checkStatefulPlacement(d *deployment) []string {
 	var problems []string
-	for _, name := range []string{"queue", "database"} {
+	for name, label := range statefulLabels {
 		s := d.stack.Services[name]
-		if !slices.Contains(s.Deploy.Placement.Constraints, "node.role == manager") {
-			problems = append(problems, fmt.Sprintf("%s is not placed on a manager node: %q", name, s.Deploy.Placement.Constraints))
+		if want := "node.labels." + label + " == true"; !slices.Contains(s.Deploy.Placement.Constraints, want) {
+			problems = append(problems, fmt.Sprintf("%s is placed by %q, not pinned to the node that holds its volume by %q", name, s.Deploy.Placement.Constraints, want))
 		}
 		if s.Deploy.Replicas != nil && *s.Deploy.Replicas != 1 {
 			problems = append(problems, fmt.Sprintf("%s has %d replicas; it owns a volume, so one", name, *s.Deploy.Replicas))
@@ -269,6 +308,31 @@ func checkStatefulPlacement(d *deployment) []string {
 			if u == nil || u.Order != "stop-first" {
 				problems = append(problems, fmt.Sprintf("%s.deploy.%s is not order: stop-first: two tasks would share its volume", name, what))
 			}
+		}
+	}
+	for variant, st := range d.fronted() {
+		if f, ok := st.Services["front"]; !ok {
+			problems = append(problems, variant+" has no front service")
+		} else if !slices.Contains(f.Deploy.Placement.Constraints, "node.labels.jobs.front == true") {
+			problems = append(problems, fmt.Sprintf("%s: the front is placed by %q, not on the node labelled jobs.front that DNS and its host ports point at", variant, f.Deploy.Placement.Constraints))
+		}
+	}
+	r, ok := d.registry.Services["registry"]
+	switch {
+	case !ok:
+		problems = append(problems, registryFile+" has no registry service")
+	case !hasNamedVolume(d.registry, r, "/var/lib/registry"):
+		problems = append(problems, "the registry's /var/lib/registry is not a named volume: a restarted registry would have lost every image")
+	case !slices.Contains(r.Deploy.Placement.Constraints, "node.labels.jobs.registry == true"):
+		problems = append(problems, fmt.Sprintf("the registry is placed by %q, not on the node labelled jobs.registry that holds its volume", r.Deploy.Placement.Constraints))
+	}
+	readme, err := d.read("README.md")
+	if err != nil {
+		return append(problems, err.Error())
+	}
+	for _, label := range []string{"jobs.beanstalkd", "jobs.mongo", "jobs.front", "jobs.registry"} {
+		if !strings.Contains(readme, "--label-add "+label+"=true") {
+			problems = append(problems, "the README's walk-through never labels a node "+label+"=true")
 		}
 	}
 	return problems
@@ -326,7 +390,7 @@ func parseDuration(s string, def time.Duration) (time.Duration, error) {
 // port they listen on, which is also the port they publish.
 func checkHealthchecks(d *deployment) []string {
 	var problems []string
-	for name, s := range d.tls.Services {
+	for name, s := range allServices(d) {
 		hc := s.Healthcheck
 		switch {
 		case hc == nil:
@@ -366,16 +430,18 @@ func checkHealthchecks(d *deployment) []string {
 // none (builds are build-images.sh's job).
 func checkNoBuild(d *deployment) []string {
 	var problems []string
-	for file, raw := range map[string]rawStack{stackFile: d.raw, tlsFile: d.rawTLS} {
+	for file, raw := range d.raws() {
 		for name, s := range raw.Services {
 			if _, ok := s["build"]; ok {
 				problems = append(problems, fmt.Sprintf("%s: service %s has build:", file, name))
 			}
 		}
 	}
-	for name, s := range d.tls.Services {
-		if s.Build != nil {
-			problems = append(problems, fmt.Sprintf("rendered stack: service %s has build:", name))
+	for variant, st := range d.fronted() {
+		for name, s := range st.Services {
+			if s.Build != nil {
+				problems = append(problems, fmt.Sprintf("%s: service %s has build:", variant, name))
+			}
 		}
 	}
 	return problems
@@ -395,7 +461,7 @@ var (
 // is a secret file, and the consoles are reachable only through a log-in.
 func checkCredentials(d *deployment) []string {
 	var problems []string
-	for file, raw := range map[string]rawStack{stackFile: d.raw, tlsFile: d.rawTLS} {
+	for file, raw := range d.raws() {
 		for name := range raw.Services {
 			for k, v := range raw.env(name) {
 				if base, ok := strings.CutSuffix(k, "_FILE"); ok && credentialKey.MatchString(base) {
@@ -410,7 +476,7 @@ func checkCredentials(d *deployment) []string {
 			}
 		}
 	}
-	for name, s := range d.tls.Services {
+	for name, s := range allServices(d) {
 		for k, v := range s.Environment {
 			if slices.Contains(wellKnown, strings.ToLower(strings.TrimSpace(v))) {
 				problems = append(problems, fmt.Sprintf("%s.%s=%q is a well-known default credential", name, k, v))
@@ -523,21 +589,23 @@ func checkNetwork(d *deployment) []string {
 	if len(d.stack.Networks) == 0 {
 		problems = append(problems, "the stack declares no network")
 	}
-	for name, n := range d.tls.Networks {
-		if n.Driver != "overlay" {
-			problems = append(problems, fmt.Sprintf("network %s has driver %q, want overlay", name, n.Driver))
+	for variant, st := range d.fronted() {
+		for name, n := range st.Networks {
+			if n.Driver != "overlay" {
+				problems = append(problems, fmt.Sprintf("%s: network %s has driver %q, want overlay", variant, name, n.Driver))
+			}
+			if n.DriverOpts["encrypted"] != "true" {
+				problems = append(problems, fmt.Sprintf("%s: network %s is not encrypted (driver_opts encrypted: \"true\")", variant, name))
+			}
 		}
-		if n.DriverOpts["encrypted"] != "true" {
-			problems = append(problems, fmt.Sprintf("network %s is not encrypted (driver_opts encrypted: \"true\")", name))
-		}
-	}
-	for name, s := range d.tls.Services {
-		if len(s.Networks) == 0 {
-			problems = append(problems, name+" joins no declared network, so it lands on the default one, which is not encrypted")
-		}
-		for n := range s.Networks {
-			if _, ok := d.tls.Networks[n]; !ok {
-				problems = append(problems, fmt.Sprintf("%s joins the undeclared network %s", name, n))
+		for name, s := range st.Services {
+			if len(s.Networks) == 0 {
+				problems = append(problems, variant+": "+name+" joins no declared network, so it lands on the default one, which is not encrypted")
+			}
+			for n := range s.Networks {
+				if _, ok := st.Networks[n]; !ok {
+					problems = append(problems, fmt.Sprintf("%s: %s joins the undeclared network %s", variant, name, n))
+				}
 			}
 		}
 	}
@@ -546,19 +614,32 @@ func checkNetwork(d *deployment) []string {
 
 var (
 	// ourImageRef is how the stack names an image we build.
-	ourImageRef = regexp.MustCompile(`^\$\{REGISTRY:-[^}]+\}/([a-z0-9-]+):\$\{TAG:-[^}]+\}$`)
+	ourImageRef = regexp.MustCompile(`^\$\{REGISTRY:-[^}]+\}/([a-z0-9-]+):\$\{TAG:\?[^}]+\}$`)
 	pinnedRef   = regexp.MustCompile(`^[^:@]+(?::[^:/@]+)?:(\w[\w.-]*)$|@sha256:[0-9a-f]{64}$`)
 )
 
 // checkImages: our images are named by ${REGISTRY} and ${TAG}, both of which
-// change all four; third-party images are pinned.
+// change all four, and TAG is required (build-images.sh pushes the tag it
+// is given, not latest); third-party images are pinned.
 func checkImages(d *deployment) []string {
 	var problems []string
 	for name, image := range ourImages {
 		raw, _ := d.raw.Services[name]["image"].(string)
 		if m := ourImageRef.FindStringSubmatch(raw); m == nil || m[1] != image {
-			problems = append(problems, fmt.Sprintf("%s's image %q is not ${REGISTRY:-...}/%s:${TAG:-...}", name, raw, image))
+			problems = append(problems, fmt.Sprintf("%s's image %q is not ${REGISTRY:-...}/%s:${TAG:?...}", name, raw, image))
 		}
+	}
+	if _, err := d.render(nil, []string{"TAG"}, stackFile); err == nil {
+		problems = append(problems, "the stack renders without TAG: it must be required, or nodes run a latest nobody pushed")
+	} else if !strings.Contains(err.Error(), "required variable TAG is missing") {
+		problems = append(problems, fmt.Sprintf("rendering without TAG failed, but not by naming it: %v", err))
+	}
+	script, err := d.read("build-images.sh")
+	if err != nil {
+		return append(problems, err.Error())
+	}
+	if regexp.MustCompile(`TAG=\$\{TAG:-latest\}`).MatchString(script) || !strings.Contains(script, "git rev-parse") {
+		problems = append(problems, "build-images.sh does not default TAG to the commit it builds")
 	}
 	s, err := d.renderStack(map[string]string{"REGISTRY": "registry.deploycheck.test:5000/team", "TAG": "v9.8.7"})
 	if err != nil {
@@ -569,7 +650,9 @@ func checkImages(d *deployment) []string {
 			problems = append(problems, fmt.Sprintf("with REGISTRY and TAG set, %s runs %q, want %q", name, s.Services[name].Image, want))
 		}
 	}
-	for name, svc := range d.tls.Services {
+	third := allServices(d)
+	third["registry ("+registryFile+")"] = d.registry.Services["registry"]
+	for name, svc := range third {
 		if _, ours := ourImages[name]; ours {
 			continue
 		}
@@ -609,7 +692,7 @@ func checkUpdates(d *deployment) []string {
 	if w := d.stack.Services["worker"]; w.Deploy.UpdateConfig == nil || w.Deploy.RollbackConfig == nil {
 		problems = append(problems, "the worker has no update_config and rollback_config")
 	}
-	for name, s := range d.tls.Services {
+	for name, s := range allServices(d) {
 		if p := s.Deploy.RestartPolicy; p == nil || (p.Condition != "any" && p.Condition != "on-failure") {
 			problems = append(problems, name+" has no restart policy")
 		}
@@ -705,8 +788,15 @@ func checkDockerfile(d *deployment) []string {
 	if err != nil {
 		return append(problems, err.Error())
 	}
-	if !regexp.MustCompile(`(?m)^USER\s+beanstalkd`).MatchString(bd) || !strings.Contains(bd, "HEALTHCHECK") {
-		problems = append(problems, "beanstalkd.Dockerfile does not run as the beanstalkd user with a HEALTHCHECK")
+	// The binlog volume keeps the owner it was first written by: the user's
+	// ids must not depend on what the package's adduser picks in a rebuild.
+	if user := regexp.MustCompile(`(?m)^USER\s+(\d+):(\d+)\s*$`).FindStringSubmatch(bd); user == nil || user[1] == "0" {
+		problems = append(problems, "beanstalkd.Dockerfile does not run as a fixed, non-root numeric USER uid:gid")
+	} else if !strings.Contains(bd, "useradd --system --uid "+user[1]) || !strings.Contains(bd, "groupadd --system --gid "+user[2]) {
+		problems = append(problems, fmt.Sprintf("beanstalkd.Dockerfile runs as %s:%s but does not create the beanstalkd user and group with those ids before installing the package", user[1], user[2]))
+	}
+	if !strings.Contains(bd, "HEALTHCHECK") {
+		problems = append(problems, "beanstalkd.Dockerfile has no HEALTHCHECK")
 	}
 	return problems
 }
@@ -799,7 +889,7 @@ var versionedName = regexp.MustCompile(`\$\{[A-Z][A-Z0-9_]*_VERSION:-[^}]+\}`)
 // scripts parse.
 func checkFiles(d *deployment) []string {
 	var problems []string
-	for file, raw := range map[string]rawStack{stackFile: d.raw, tlsFile: d.rawTLS} {
+	for file, raw := range d.raws() {
 		for kind, objs := range map[string]map[string]map[string]any{"secret": raw.Secrets, "config": raw.Configs} {
 			for name, obj := range objs {
 				if n, _ := obj["name"].(string); !versionedName.MatchString(n) {
@@ -808,9 +898,11 @@ func checkFiles(d *deployment) []string {
 			}
 		}
 	}
-	for name, c := range d.tls.Configs {
-		if _, err := os.Stat(c.File); err != nil {
-			problems = append(problems, fmt.Sprintf("config %s: %v", name, err))
+	for variant, st := range d.fronted() {
+		for name, c := range st.Configs {
+			if _, err := os.Stat(c.File); err != nil {
+				problems = append(problems, fmt.Sprintf("%s: config %s: %v", variant, name, err))
+			}
 		}
 	}
 	for _, script := range []string{"build-images.sh", "smoke.sh"} {

@@ -55,7 +55,27 @@ var mutations = []mutation{
 	{name: "no fsync policy", file: stackFile, old: `"-f", "${BEANSTALKD_FSYNC_MS:-0}", `, check: "binlog"},
 	{name: "-z apart from MAX_JOB_SIZE", file: stackFile, old: `"-z", "${MAX_JOB_SIZE:-65535}"`, new: `"-z", "1048576"`, check: "binlog"},
 	{name: "-z pinned to the default", file: stackFile, old: `"-z", "${MAX_JOB_SIZE:-65535}"`, new: `"-z", "65535"`, check: "binlog"},
-	{name: "queue anywhere", file: stackFile, service: "queue", old: "          - node.role == manager\n", new: "          - node.role == worker\n", check: "stateful placement"},
+	{name: "queue placed by role", file: stackFile, service: "queue", old: "          - node.labels.jobs.beanstalkd == true\n", new: "          - node.role == manager\n", check: "stateful placement"},
+	{name: "database placed by role", file: stackFile, service: "database", old: "          - node.labels.jobs.mongo == true\n", new: "          - node.role == manager\n", check: "stateful placement"},
+	{name: "tls front placed by role", file: tlsFile, old: "          - node.labels.jobs.front == true\n", new: "          - node.role == manager\n", check: "stateful placement"},
+	{name: "http front anywhere", file: httpFile, old: "      placement:\n        constraints:\n          - node.labels.jobs.front == true\n", check: "stateful placement"},
+	{name: "registry without volume", file: registryFile, old: "    volumes:\n      - registry-data:/var/lib/registry\n", check: "stateful placement"},
+	{name: "registry anywhere", file: registryFile, old: "          - node.labels.jobs.registry == true\n", new: "          - node.role == manager\n", check: "stateful placement"},
+	{name: "walk-through without labels", file: "README.md", old: "--label-add jobs.mongo=true", new: "--label-add jobs.data=true", all: true, check: "stateful placement"},
+	{name: "initiate over a used data directory", file: stackFile, old: "if (!c || c.collections + c.views > 0) {", new: "if (false) {", check: "replica set"},
+	{name: "notifier id from the hostname", file: stackFile, old: "      NOTIFIER_ID: notifier-{{.Task.Slot}}\n", check: "notifier id"},
+	{name: "notifier id per container", file: stackFile, old: "NOTIFIER_ID: notifier-{{.Task.Slot}}", new: "NOTIFIER_ID: notifier-{{.Task.ID}}", check: "notifier id"},
+	{name: "manager published by the stack", file: stackFile, service: "manager", old: "    secrets:\n", new: "    ports: [\"8080:8080\"]\n    secrets:\n", check: "fronts"},
+	{name: "notifier published beside tls", file: tlsFile, old: "configs:\n  front_caddyfile:", new: "  notifier:\n    ports: [\"8083:8083\"]\n\nconfigs:\n  front_caddyfile:", check: "fronts"},
+	{name: "front behind the routing mesh", file: httpFile, old: "        published: ${MANAGER_PORT:-8080}\n        protocol: tcp\n        mode: host", new: "        published: ${MANAGER_PORT:-8080}\n        protocol: tcp\n        mode: ingress", check: "fronts"},
+	{name: "reset tag in an overlay", file: tlsFile, old: "  front:\n", new: "  manager:\n    ports: !reset []\n  front:\n", check: "fronts"},
+	{name: "trust every private range", file: stackFile, old: "MANAGER_TRUSTED_PROXIES: ${STACK_SUBNET:-10.231.0.0/20}", new: "MANAGER_TRUSTED_PROXIES: 10.0.0.0/8,172.16.0.0/12,192.168.0.0/16", check: "fronts"},
+	{name: "trusted subnet fixed apart from the network", file: stackFile, old: "MANAGER_TRUSTED_PROXIES: ${STACK_SUBNET:-10.231.0.0/20}", new: "MANAGER_TRUSTED_PROXIES: 10.231.0.0/20", check: "fronts"},
+	{name: "no fixed subnet", file: stackFile, old: "    ipam:\n      config:\n        - subnet: ${STACK_SUBNET:-10.231.0.0/20}\n", check: "fronts"},
+	{name: "subnet over the ingress network", file: stackFile, old: "${STACK_SUBNET:-10.231.0.0/20}", new: "${STACK_SUBNET:-10.0.0.0/16}", all: true, check: "fronts"},
+	{name: "board api through the notifier", file: "http.Caddyfile", old: "\thandle_path /api/* {\n\t\treverse_proxy {$MANAGER_UPSTREAM:manager:8080}\n\t}\n", check: "fronts"},
+	{name: "front trusts clients", file: "Caddyfile", old: "\temail {$ACME_EMAIL}\n", new: "\temail {$ACME_EMAIL}\n\tservers {\n\t\ttrusted_proxies static private_ranges\n\t}\n", check: "fronts"},
+	{name: "board links on fixed ports", file: stackFile, old: "${PUBLIC_HOST:-localhost}:${MONGO_EXPRESS_PORT:-8081}", new: "${PUBLIC_HOST:-localhost}:8081", check: "board links"},
 	{name: "database start-first", file: stackFile, service: "database", old: "order: stop-first", new: "order: start-first", check: "stateful placement"},
 	{name: "two workers", file: stackFile, old: "replicas: 3 #", new: "replicas: 2 #", check: "workers"},
 	{name: "workers killed mid-job", file: stackFile, old: "stop_grace_period: 40s", new: "stop_grace_period: 30s", check: "workers"},
@@ -75,8 +95,11 @@ var mutations = []mutation{
 	{name: "network not encrypted", file: stackFile, old: `encrypted: "true"`, new: `encrypted: "false"`, check: "network"},
 	{name: "bridge by default", file: stackFile, old: "driver: ${NETWORK_DRIVER:-overlay}", new: "driver: ${NETWORK_DRIVER:-bridge}", check: "network"},
 	{name: "service off the network", file: stackFile, service: "worker", old: "    networks:\n      - internal\n", check: "network"},
-	{name: "fixed registry", file: stackFile, old: "${REGISTRY:-localhost:5000}/jobs-worker:${TAG:-latest}", new: "localhost:5000/jobs-worker:${TAG:-latest}", check: "images"},
-	{name: "fixed tag", file: stackFile, old: "${REGISTRY:-localhost:5000}/jobs-manager:${TAG:-latest}", new: "${REGISTRY:-localhost:5000}/jobs-manager:latest", check: "images"},
+	{name: "fixed registry", file: stackFile, old: "${REGISTRY:-localhost:5000}/jobs-worker:", new: "localhost:5000/jobs-worker:", check: "images"},
+	{name: "fixed tag", file: stackFile, old: "${REGISTRY:-localhost:5000}/jobs-manager:${TAG:?set TAG to the tag of the images you built and pushed, see deploy/README.md}", new: "${REGISTRY:-localhost:5000}/jobs-manager:latest", check: "images"},
+	{name: "tag defaults to latest", file: stackFile, old: "${TAG:?set TAG to the tag of the images you built and pushed, see deploy/README.md}", new: "${TAG:-latest}", all: true, check: "images"},
+	{name: "build-images tags latest", file: "build-images.sh", old: "REGISTRY=${REGISTRY:-localhost:5000}\n", new: "REGISTRY=${REGISTRY:-localhost:5000}\nTAG=${TAG:-latest}\n", check: "images"},
+	{name: "unpinned registry", file: registryFile, old: "image: registry:2.8", new: "image: registry", check: "images"},
 	{name: "unpinned mongo", file: stackFile, old: "image: mongo:7.0", new: "image: mongo", check: "images"},
 	{name: "caddy latest", file: tlsFile, old: "image: caddy:2.10", new: "image: caddy:latest", check: "images"},
 	{name: "manager stop-first", file: stackFile, service: "manager", old: "order: start-first", new: "order: stop-first", check: "updates"},
@@ -86,12 +109,21 @@ var mutations = []mutation{
 	{name: "cgo binaries", file: "Dockerfile", old: "CGO_ENABLED=0 GOOS", new: "GOOS", check: "dockerfile"},
 	{name: "worker image on debian", file: "Dockerfile", old: "FROM ${RUNTIME_IMAGE} AS worker", new: "FROM debian:bookworm-slim AS worker", check: "dockerfile"},
 	{name: "notifier without healthcheck", file: "Dockerfile", old: `CMD ["/usr/local/bin/healthcheck", "http://127.0.0.1:${NOTIFIER_LISTEN_PORT:-8083}/healthz"]`, new: `CMD ["true"]`, check: "dockerfile"},
+	{name: "beanstalkd uid from the package", file: "beanstalkd.Dockerfile", old: "USER 11300:11300", new: "USER beanstalkd", check: "dockerfile"},
+	{name: "beanstalkd uid not created", file: "beanstalkd.Dockerfile", old: "    groupadd --system --gid 11300 beanstalkd; \\\n", check: "dockerfile"},
 	{name: "smoke builds differently", file: "smoke.sh", old: `-ldflags="-s -w" -o "$work/bin/"`, new: `-o "$work/bin/"`, check: "dockerfile"},
 	{name: "variable missing from the table", file: topReadme, old: "| `WORKER_RETRY_MAX` |", new: "| WORKER_RETRY_MAX |", check: "documented"},
 	{name: "shared variable missing from the table", file: topReadme, old: "| `MONGO_COLLECTION` |", new: "| MONGO_COLLECTION |", check: "documented"},
 	{name: "typo in the stack", file: stackFile, old: "WORKER_TUBES: ${WORKER_TUBES:-default}", new: "WORKER_TUBE: ${WORKER_TUBES:-default}", check: "documented"},
 	{name: "config not versioned", file: stackFile, old: "    name: jobs_admin_caddyfile_${CONFIG_VERSION:-1}\n", check: "files"},
 	{name: "missing Caddyfile", file: tlsFile, old: "file: ./Caddyfile", new: "file: ./Caddyfile.missing", check: "files"},
+	{name: "same tag leaves tasks alone", file: "README.md", old: "What a redeploy changes:", new: "Redeploying the same tag leaves running tasks alone. What a redeploy changes:", check: "operations"},
+	{name: "dump of jobs only", file: "README.md", old: `--db "${MONGO_DB:-jobs}"`, new: "--db jobs", check: "operations"},
+	{name: "no binlog restore", file: "README.md", old: "tar -xzf /backup/beanstalkd-", new: "tar -x /backup/beanstalkd-", check: "operations"},
+	{name: "no logs", file: "README.md", old: "docker service logs", new: "docker logs", all: true, check: "operations"},
+	{name: "no quorum recovery", file: "README.md", old: "docker swarm init --force-new-cluster", new: "docker swarm init", check: "operations"},
+	{name: "no forced update", file: "README.md", old: "docker service update --force", new: "docker service update", check: "operations"},
+	{name: "file not in the README", file: "README.md", old: "`registry.yml`", new: "registry.yml", all: true, check: "operations"},
 }
 
 // TestChecksCatchMistakes makes each mutation in a copy of deploy/ and
@@ -162,7 +194,7 @@ func TestComposeAcceptsTheStack(t *testing.T) {
 	}
 	root := repoRoot(t)
 	env := operatorEnv(t)
-	for _, files := range [][]string{{stackFile}, {stackFile, tlsFile}} {
+	for _, files := range [][]string{{stackFile}, {stackFile, httpFile}, {stackFile, tlsFile}, {registryFile}} {
 		args := []string{"compose", "--project-directory", filepath.Join(root, "deploy")}
 		for _, f := range files {
 			args = append(args, "-f", filepath.Join(root, "deploy", f))

@@ -18,8 +18,10 @@ import (
 
 // The files under test, in deploy/.
 const (
-	stackFile = "docker-compose.yml"
-	tlsFile   = "docker-compose.tls.yml"
+	stackFile    = "docker-compose.yml"
+	httpFile     = "docker-compose.http.yml"
+	tlsFile      = "docker-compose.tls.yml"
+	registryFile = "registry.yml"
 )
 
 // stack is the part of a rendered stack file (the output of `docker stack
@@ -53,6 +55,12 @@ type healthcheck struct {
 	Interval string   `yaml:"interval"`
 	Timeout  string   `yaml:"timeout"`
 	Retries  *int     `yaml:"retries"`
+}
+
+type ipam struct {
+	Config []struct {
+		Subnet string `yaml:"subnet"`
+	} `yaml:"config"`
 }
 
 type deploySpec struct {
@@ -108,6 +116,7 @@ type network struct {
 	Driver     string            `yaml:"driver"`
 	DriverOpts map[string]string `yaml:"driver_opts"`
 	External   any               `yaml:"external"`
+	Ipam       ipam              `yaml:"ipam"`
 }
 
 type fileRef struct {
@@ -148,13 +157,27 @@ func (r rawStack) env(name string) map[string]string {
 // deployment is deploy/ (or a mutated copy of it) with its stack file
 // rendered by the docker client.
 type deployment struct {
-	root   string            // the repository root, for the services' sources
-	dir    string            // the deploy directory under test
-	env    map[string]string // the variables the stack is rendered with
-	stack  stack             // docker-compose.yml, rendered
-	tls    stack             // docker-compose.yml + docker-compose.tls.yml, rendered
-	raw    rawStack          // docker-compose.yml as written
-	rawTLS rawStack          // docker-compose.tls.yml as written
+	root     string            // the repository root, for the services' sources
+	dir      string            // the deploy directory under test
+	env      map[string]string // the variables the stack is rendered with
+	stack    stack             // docker-compose.yml, rendered
+	http     stack             // docker-compose.yml + docker-compose.http.yml, rendered
+	tls      stack             // docker-compose.yml + docker-compose.tls.yml, rendered
+	registry stack             // registry.yml, rendered
+	raw      rawStack          // docker-compose.yml as written
+	rawHTTP  rawStack          // docker-compose.http.yml as written
+	rawTLS   rawStack          // docker-compose.tls.yml as written
+}
+
+// fronted are the two ways the stack is deployed, each with one front,
+// rendered: every service of a deployment is in one of them.
+func (d *deployment) fronted() map[string]stack {
+	return map[string]stack{stackFile + " + " + httpFile: d.http, stackFile + " + " + tlsFile: d.tls}
+}
+
+// raws are the stack files as written, by name.
+func (d *deployment) raws() map[string]rawStack {
+	return map[string]rawStack{stackFile: d.raw, httpFile: d.rawHTTP, tlsFile: d.rawTLS}
 }
 
 // load renders and parses the deployment in dir with env.
@@ -167,13 +190,22 @@ func load(root, dir string, env map[string]string) (*deployment, error) {
 	if err := yaml.Unmarshal(out, &d.stack); err != nil {
 		return nil, fmt.Errorf("parse rendered %s: %w", stackFile, err)
 	}
-	if out, err = d.render(nil, nil, stackFile, tlsFile); err != nil {
-		return nil, err
+	for _, r := range []struct {
+		files []string
+		dst   *stack
+	}{
+		{[]string{stackFile, httpFile}, &d.http},
+		{[]string{stackFile, tlsFile}, &d.tls},
+		{[]string{registryFile}, &d.registry},
+	} {
+		if out, err = d.render(nil, nil, r.files...); err != nil {
+			return nil, err
+		}
+		if err := yaml.Unmarshal(out, r.dst); err != nil {
+			return nil, fmt.Errorf("parse rendered %s: %w", strings.Join(r.files, " + "), err)
+		}
 	}
-	if err := yaml.Unmarshal(out, &d.tls); err != nil {
-		return nil, fmt.Errorf("parse rendered %s + %s: %w", stackFile, tlsFile, err)
-	}
-	for name, dst := range map[string]*rawStack{stackFile: &d.raw, tlsFile: &d.rawTLS} {
+	for name, dst := range map[string]*rawStack{stackFile: &d.raw, httpFile: &d.rawHTTP, tlsFile: &d.rawTLS} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			return nil, err
@@ -264,6 +296,7 @@ func operatorEnv(t *testing.T) map[string]string {
 		"ADMIN_PASSWORD_HASH":   "$2a$14$" + randomHex(t, 26),
 		"ME_SESSION_SECRET":     randomHex(t, 32),
 		"API_TOKEN_SECRET_FILE": tokenFile,
+		"TAG":                   "deploycheck-" + randomHex(t, 4),
 		"DOMAIN":                "jobs.deploycheck.test",
 		"ACME_EMAIL":            "ops@deploycheck.test",
 	}
