@@ -63,6 +63,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Logger:          log,
 		ReplayLimit:     cfg.ReplayLimit,
 		MaxReplays:      cfg.MaxReplays,
+		MaxWatches:      cfg.MaxWatches,
 		Lookback:        cfg.PollLookback,
 		MaxClients:      cfg.MaxClients,
 		Buffer:          cfg.ClientBuffer,

@@ -82,8 +82,11 @@ type Config struct {
 	// ReadLimit is the largest client frame (64 KiB - 1: a 64 KiB frame
 	// closes the connection with 1009).
 	ReadLimit int64
-	// MaxJobs is the most jobs one client may watch (10000).
-	MaxJobs int
+	// MaxJobs is the most jobs one client may watch (10000), and
+	// MaxWatches the most watches of all clients together (1000000):
+	// without it, memory grew with clients times MaxJobs.
+	MaxJobs    int
+	MaxWatches int
 	// SkipOriginCheck: the caller has checked the Origin header already;
 	// otherwise coder/websocket allows the request's own host only.
 	SkipOriginCheck bool
@@ -104,6 +107,7 @@ func (c *Config) defaults() {
 	def(&c.MaxClients, 10000)
 	def(&c.Buffer, 1024)
 	def(&c.MaxJobs, 10000)
+	def(&c.MaxWatches, 1_000_000)
 	def(&c.MaxReplays, 4)
 	defd(&c.ReplayWait, 2*time.Second)
 	defd(&c.ReplayTimeout, 10*time.Second)
@@ -140,19 +144,13 @@ type Hub struct {
 	mu      sync.Mutex
 	clients map[*client]struct{}
 	all     map[*client]struct{}
-	watches map[uint64]*watch
+	watches map[uint64]watch
+	// nwatches counts the (client, job) pairs, for MaxWatches.
+	nwatches int
 	// unanswered holds the subscribers of jobs gone from the queue,
 	// waiting to be answered from the store; kick wakes the answerer.
 	unanswered map[uint64]*unanswered
 	kick       chan struct{}
-}
-
-// watch is one job's watchers.
-type watch struct {
-	clients map[*client]struct{}
-	// completed: the job's completion was published; the tracker stops
-	// asking the queue about it.
-	completed bool
 }
 
 // New returns a hub. Call Shutdown to close its clients.
@@ -161,7 +159,7 @@ func New(cfg Config) *Hub {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, ctx: ctx, cancel: cancel,
-		clients: map[*client]struct{}{}, all: map[*client]struct{}{}, watches: map[uint64]*watch{},
+		clients: map[*client]struct{}{}, all: map[*client]struct{}{}, watches: map[uint64]watch{},
 		unanswered: map[uint64]*unanswered{}, kick: make(chan struct{}, 1),
 		replays: make(chan struct{}, cfg.MaxReplays),
 	}
@@ -254,12 +252,12 @@ type client struct {
 	// they count against the buffer.
 	taken   int
 	all     bool
-	jobs    map[uint64]job.State // last state sent; "" before the first
+	jobs    map[uint64]stateCode // last state sent; stateNone before the first
 	dropped bool
 }
 
 func (h *Hub) newClient(transport string, all, stats bool) *client {
-	return &client{transport: transport, ready: make(chan struct{}, 1), stats: stats, all: all, jobs: map[uint64]job.State{}}
+	return &client{transport: transport, ready: make(chan struct{}, 1), stats: stats, all: all, jobs: map[uint64]stateCode{}}
 }
 
 // take empties the queue and returns what it held, oldest first; the
@@ -305,10 +303,10 @@ func (h *Hub) offerCompletion(c *client, f *frame) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st, ok := c.jobs[f.id]; ok {
-		if st == job.StateCompleted {
+		if st == stateCompleted {
 			return
 		}
-		c.jobs[f.id] = job.StateCompleted
+		c.jobs[f.id] = stateCompleted
 		h.enqueue(c, f)
 		return
 	}
@@ -323,10 +321,10 @@ func (h *Hub) offerState(c *client, f *frame) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, ok := c.jobs[f.id]
-	if !ok || st == job.StateCompleted || st == f.state {
+	if !ok || st == stateCompleted || st == codeOf(f.state) {
 		return
 	}
-	c.jobs[f.id] = f.state
+	c.jobs[f.id] = codeOf(f.state)
 	h.enqueue(c, f)
 }
 
@@ -359,15 +357,6 @@ func (h *Hub) remove(c *client) {
 	h.m.Clients.WithLabelValues(c.transport).Dec()
 }
 
-func (h *Hub) unwatchLocked(c *client, id uint64) {
-	if w := h.watches[id]; w != nil {
-		delete(w.clients, c)
-		if len(w.clients) == 0 {
-			delete(h.watches, id)
-		}
-	}
-}
-
 // Completed publishes new completions to the clients that want them. It
 // never blocks; it is the feed's sink.
 func (h *Hub) Completed(_ context.Context, rs []job.Result) {
@@ -381,11 +370,10 @@ func (h *Hub) Completed(_ context.Context, rs []job.Result) {
 		for c := range h.all {
 			h.offerCompletion(c, f)
 		}
-		if w := h.watches[r.ID]; w != nil {
+		if w, ok := h.watches[r.ID]; ok {
 			w.completed = true
-			for c := range w.clients {
-				h.offerCompletion(c, f)
-			}
+			h.watches[r.ID] = w
+			w.each(func(c *client) { h.offerCompletion(c, f) })
 		}
 	}
 }
@@ -397,18 +385,17 @@ func (h *Hub) JobState(ev job.Event) {
 	f := newFrame(ev)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	w := h.watches[ev.ID]
-	if w == nil {
+	w, ok := h.watches[ev.ID]
+	if !ok {
 		return
 	}
-	for c := range w.clients {
-		if ev.State == job.StateCompleted {
-			w.completed = true
-			h.offerCompletion(c, f)
-		} else {
-			h.offerState(c, f)
-		}
+	if ev.State == job.StateCompleted {
+		w.completed = true
+		h.watches[ev.ID] = w
+		w.each(func(c *client) { h.offerCompletion(c, f) })
+		return
 	}
+	w.each(func(c *client) { h.offerState(c, f) })
 }
 
 // Forget stops watching a job that is in neither the queue nor the
@@ -416,17 +403,18 @@ func (h *Hub) JobState(ev job.Event) {
 func (h *Hub) Forget(id uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	w := h.watches[id]
-	if w == nil {
+	w, ok := h.watches[id]
+	if !ok {
 		return
 	}
 	f := errorFrame(notFound(id) + "; no longer watched")
-	for c := range w.clients {
+	w.each(func(c *client) {
 		c.mu.Lock()
 		delete(c.jobs, id)
 		h.enqueue(c, f)
 		c.mu.Unlock()
-	}
+		h.nwatches--
+	})
 	delete(h.watches, id)
 }
 

@@ -54,29 +54,7 @@ func (h *Hub) setAll(c *client, all bool) {
 // a change between the two still arrives; the client's last-state record
 // drops repeats.
 func (h *Hub) subscribe(ctx context.Context, c *client, ids []uint64) {
-	var fresh []uint64
-	h.mu.Lock()
-	c.mu.Lock()
-	for _, id := range ids {
-		if _, ok := c.jobs[id]; ok {
-			continue // watched already: it has its state
-		}
-		if len(c.jobs) >= h.cfg.MaxJobs {
-			h.enqueue(c, errorFrame(fmt.Sprintf("watching %d jobs already: unsubscribe from some first", h.cfg.MaxJobs)))
-			break
-		}
-		c.jobs[id] = ""
-		w := h.watches[id]
-		if w == nil {
-			w = &watch{clients: map[*client]struct{}{}}
-			h.watches[id] = w
-		}
-		w.clients[c] = struct{}{}
-		fresh = append(fresh, id)
-	}
-	c.mu.Unlock()
-	h.mu.Unlock()
-
+	fresh := h.watchJobs(c, ids)
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	var gone []uint64
@@ -182,13 +160,13 @@ func (h *Hub) takeDue(now time.Time) (batch map[uint64][]*client, wait time.Dura
 			return batch, 0 // the rest in the next batch
 		}
 		delete(h.unanswered, id)
-		w := h.watches[id]
-		if w == nil || w.completed {
+		w, ok := h.watches[id]
+		if !ok || w.completed {
 			continue
 		}
 		var still []*client
 		for _, c := range u.clients {
-			if _, ok := w.clients[c]; ok {
+			if w.has(c) {
 				still = append(still, c)
 			}
 		}

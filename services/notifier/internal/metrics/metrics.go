@@ -23,7 +23,8 @@ type Metrics struct {
 	// queue overflowed) or write_timeout (a write took longer than 5s).
 	Dropped *prometheus.CounterVec
 	// Rejected counts refused connections by reason (max_clients,
-	// max_replays, origin, unauthorized, forbidden, bad_request).
+	// max_replays, origin, unauthorized, forbidden, bad_request) and
+	// refused subscribes (max_watches).
 	Rejected *prometheus.CounterVec
 	// Completions counts completions the feed found.
 	Completions prometheus.Counter
@@ -84,7 +85,7 @@ func New() *Metrics {
 	}
 	m.Dropped.WithLabelValues("slow")
 	m.Dropped.WithLabelValues("write_timeout")
-	for _, r := range []string{"max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request"} {
+	for _, r := range []string{"max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request", "max_watches"} {
 		m.Rejected.WithLabelValues(r)
 	}
 	for _, by := range []string{"subscribe", "tracker"} {

@@ -1,0 +1,165 @@
+package hub
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/jobsys/jobs/pkg/job"
+)
+
+// A watch is one (client, job) pair. What they cost is what a client can
+// grow, so they are bounded twice: MaxJobs per client and MaxWatches for
+// all clients together, and each is kept small: a byte of state in the
+// client's map, and an entry of 32 bytes in the hub's, with no map per
+// job unless several clients watch it.
+
+// stateCode is the last state a client was sent about a job, in a byte.
+type stateCode uint8
+
+const (
+	stateNone stateCode = iota // watched, nothing sent yet
+	stateReady
+	stateDelayed
+	stateReserved
+	stateBuried
+	stateCompleted
+	stateOther // a state this code does not know; still told apart from none
+)
+
+func codeOf(s job.State) stateCode {
+	switch s {
+	case job.StateReady:
+		return stateReady
+	case job.StateDelayed:
+		return stateDelayed
+	case job.StateReserved:
+		return stateReserved
+	case job.StateBuried:
+		return stateBuried
+	case job.StateCompleted:
+		return stateCompleted
+	case "":
+		return stateNone
+	}
+	return stateOther
+}
+
+// watch is one job's watchers, held by value in Hub.watches.
+type watch struct {
+	one *client // the first watcher, nil when none
+	// more are the others, nil while there is one. A slice behind a
+	// pointer: 8 bytes in every watch, and a second watcher costs a
+	// pointer's worth, where a map cost some 200 bytes. Removal scans it,
+	// which stays cheap for the few watchers a job has.
+	more *[]*client
+	// completed: the job's completion was published; the tracker stops
+	// asking the queue about it.
+	completed bool
+}
+
+func (w *watch) add(c *client) {
+	switch {
+	case w.one == nil:
+		w.one = c
+	case w.more == nil:
+		w.more = &[]*client{c}
+	default:
+		*w.more = append(*w.more, c)
+	}
+}
+
+// remove takes c off and says whether nobody watches any more.
+func (w *watch) remove(c *client) (empty bool) {
+	if w.more != nil {
+		m := *w.more
+		last := len(m) - 1
+		switch i := slices.Index(m, c); {
+		case w.one == c:
+			w.one = m[last]
+		case i >= 0:
+			m[i] = m[last]
+		default:
+			return false // not a watcher
+		}
+		m[last] = nil // let the collector have it
+		if *w.more = m[:last]; last == 0 {
+			w.more = nil
+		}
+		return false
+	}
+	if w.one == c {
+		w.one = nil
+	}
+	return w.one == nil
+}
+
+func (w watch) has(c *client) bool {
+	return w.one == c || (w.more != nil && slices.Contains(*w.more, c))
+}
+
+func (w watch) each(f func(c *client)) {
+	if w.one != nil {
+		f(w.one)
+	}
+	if w.more != nil {
+		for _, c := range *w.more {
+			f(c)
+		}
+	}
+}
+
+// watchJobs registers c as a watcher of ids, up to its own limit and the
+// hub's, and returns those it did not watch already. A refusal is one
+// error frame that says which limit and which ids were left out.
+func (h *Hub) watchJobs(c *client, ids []uint64) (fresh []uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, id := range ids {
+		if _, ok := c.jobs[id]; ok {
+			continue // watched already: it has its state
+		}
+		var refusal string
+		switch {
+		case len(c.jobs) >= h.cfg.MaxJobs:
+			refusal = fmt.Sprintf("watching %d jobs already: unsubscribe from some first", h.cfg.MaxJobs)
+		case h.nwatches >= h.cfg.MaxWatches:
+			h.m.Rejected.WithLabelValues("max_watches").Inc()
+			refusal = fmt.Sprintf("the notifier watches %d jobs for all its clients, its limit: try again later", h.cfg.MaxWatches)
+		}
+		if refusal != "" {
+			h.enqueue(c, errorFrame(fmt.Sprintf("%s (job %d and the %d after it in this message are not watched)", refusal, id, len(ids)-i-1)))
+			break
+		}
+		c.jobs[id] = stateNone
+		w := h.watches[id]
+		w.add(c)
+		h.watches[id] = w
+		h.nwatches++
+		fresh = append(fresh, id)
+	}
+	return fresh
+}
+
+// unwatchLocked takes c off the watchers of id; h.mu is held, and the
+// caller deletes id from c.jobs.
+func (h *Hub) unwatchLocked(c *client, id uint64) {
+	w, ok := h.watches[id]
+	if !ok {
+		return
+	}
+	h.nwatches--
+	if w.remove(c) {
+		delete(h.watches, id)
+	} else {
+		h.watches[id] = w
+	}
+}
+
+// Watches is the number of (client, job) watches.
+func (h *Hub) Watches() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.nwatches
+}
