@@ -28,9 +28,13 @@ type Event struct {
 	// Result and Cursor are set only for a completed job.
 	Result *Result `json:"result,omitempty"`
 	Cursor Cursor  `json:"cursor,omitempty"`
-	// Tubes and CompletedLastSecond are set only for stats.
+	// Tubes and CompletedLastSecond are set only for stats, and so are
+	// Totals (the job counts over every tube) and TubeCount (how many
+	// tubes there are): Tubes lists only the busiest.
 	Tubes               map[string]TubeStats `json:"tubes,omitempty"`
 	CompletedLastSecond *int                 `json:"completed_last_second,omitempty"`
+	Totals              *TubeStats           `json:"totals,omitempty"`
+	TubeCount           *int                 `json:"tube_count,omitempty"`
 	Error               string               `json:"error,omitempty"`
 }
 

@@ -321,13 +321,7 @@ func (p *Pool) Tubes(ctx context.Context) (map[string]job.TubeStats, error) {
 			if err != nil {
 				return err
 			}
-			out[name] = job.TubeStats{
-				Ready:    atou(m["current-jobs-ready"]),
-				Reserved: atou(m["current-jobs-reserved"]),
-				Delayed:  atou(m["current-jobs-delayed"]),
-				Buried:   atou(m["current-jobs-buried"]),
-				Watching: atou(m["current-watching"]),
-			}
+			out[name] = tubeStatsOf(m)
 		}
 		return nil
 	})

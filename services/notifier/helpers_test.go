@@ -39,9 +39,12 @@ func (b bundle) env(port int, extra map[string]string) map[string]string {
 		"NOTIFIER_LISTEN_HOST":   "127.0.0.1",
 		"NOTIFIER_LISTEN_PORT":   strconv.Itoa(port),
 		"NOTIFIER_POLL_INTERVAL": "50ms",
-		"NOTIFIER_ID":            "test-" + testenv.RandomName(),
-		"LOG_FORMAT":             "text",
-		"LOG_LEVEL":              "info",
+		// Tests share a beanstalkd with many tubes: list them all, so a
+		// test's own tube is in every stats frame.
+		"NOTIFIER_STATS_TUBES": "10000",
+		"NOTIFIER_ID":          "test-" + testenv.RandomName(),
+		"LOG_FORMAT":           "text",
+		"LOG_LEVEL":            "info",
 	}
 	maps.Copy(m, extra)
 	return m

@@ -70,7 +70,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		PingInterval:    cfg.PingInterval,
 		SkipOriginCheck: true, // server checks origins for /ws and /events alike
 	})
-	tr = tracker.New(tracker.Config{Queue: pool, Results: countedLookups{results, m, "tracker"}, Hub: h, Logger: log})
+	tr = tracker.New(tracker.Config{Queue: pool, Results: countedLookups{results, m, "tracker"}, Hub: h, Logger: log, StatsTubes: cfg.StatsTubes})
 	f := feed.New(feed.Config{
 		Mode:         cfg.Mode,
 		PollInterval: cfg.PollInterval,

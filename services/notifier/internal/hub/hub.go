@@ -139,7 +139,8 @@ type Hub struct {
 	// replays holds a token per replay reading the store.
 	replays chan struct{}
 
-	completed atomic.Int64 // completions since the last stats
+	completed    atomic.Int64 // completions since the last stats
+	statsClients atomic.Int64 // clients that want stats
 
 	mu      sync.Mutex
 	clients map[*client]struct{}
@@ -338,6 +339,9 @@ func (h *Hub) add(c *client) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.clients[c] = struct{}{}
+	if c.stats {
+		h.statsClients.Add(1)
+	}
 	if c.all {
 		h.all[c] = struct{}{}
 	}
@@ -349,6 +353,9 @@ func (h *Hub) remove(c *client) {
 	defer h.mu.Unlock()
 	delete(h.clients, c)
 	delete(h.all, c)
+	if c.stats {
+		h.statsClients.Add(-1)
+	}
 	c.mu.Lock()
 	for id := range c.jobs {
 		h.unwatchLocked(c, id)
@@ -437,9 +444,19 @@ func (h *Hub) Watched() []uint64 {
 // last call.
 func (h *Hub) TakeCompleted() int { return int(h.completed.Swap(0)) }
 
-// Stats sends queue statistics to every WebSocket client.
-func (h *Hub) Stats(tubes map[string]job.TubeStats, completedLastSecond int) {
-	f := newFrame(job.Event{Type: job.TypeStats, Tubes: tubes, CompletedLastSecond: &completedLastSecond})
+// StatsWanted says whether any client listens to the statistics (every
+// WebSocket client does): without one, the tracker does not ask
+// beanstalkd for them.
+func (h *Hub) StatsWanted() bool { return h.statsClients.Load() > 0 }
+
+// Stats sends queue statistics to every WebSocket client: the busiest
+// tubes, the totals over all of them, and how many there are.
+func (h *Hub) Stats(tubes map[string]job.TubeStats, totals job.TubeStats, tubeCount, completedLastSecond int) {
+	ev := job.Event{Type: job.TypeStats, Tubes: tubes, CompletedLastSecond: &completedLastSecond}
+	if tubes != nil { // beanstalkd has answered
+		ev.Totals, ev.TubeCount = &totals, &tubeCount
+	}
+	f := newFrame(ev)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for c := range h.clients {

@@ -1,14 +1,18 @@
 // Package tracker follows the queue for the notifier: the statistics of
-// every tube each second, and the state of the jobs somebody watches,
+// the queue each second while somebody listens, and the state of the
+// jobs somebody watches,
 // asked of beanstalkd in bounded rounds, with a job event whenever a
 // watched job's state changes.
 package tracker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/jobsys/jobs/pkg/job"
@@ -19,7 +23,9 @@ import (
 // Queue is the part of beanstalkd the tracker asks.
 type Queue interface {
 	StatsJob(ctx context.Context, id uint64) (job.Stats, error)
-	Tubes(ctx context.Context) (map[string]job.TubeStats, error)
+	Totals(ctx context.Context) (totals job.TubeStats, tubes int, err error)
+	TubeNames(ctx context.Context) ([]string, error)
+	TubeStats(ctx context.Context, names []string) (map[string]job.TubeStats, error)
 }
 
 // Results finds stored results.
@@ -37,8 +43,11 @@ type Hub interface {
 	Forget(id uint64)
 	// TakeCompleted returns the completions published since the last call.
 	TakeCompleted() int
-	// Stats sends the queue statistics to every client.
-	Stats(tubes map[string]job.TubeStats, completedLastSecond int)
+	// StatsWanted says whether any client listens to the statistics.
+	StatsWanted() bool
+	// Stats sends the queue statistics to the clients that listen: the
+	// busiest tubes, the totals over all, and the number of tubes.
+	Stats(tubes map[string]job.TubeStats, totals job.TubeStats, tubeCount, completedLastSecond int)
 }
 
 var (
@@ -69,6 +78,15 @@ type Config struct {
 	// lookups one id at a time took the server from the workers.
 	StoreAfter time.Duration
 	StoreBatch int
+	// StatsTubes is how many tubes a stats frame lists, the busiest (50).
+	// A round asks beanstalkd about those and as many others, taking
+	// turns, plus one server stats for the totals: its cost does not grow
+	// with the number of tubes, and any POST can create a tube. With
+	// 5,000 tubes, asking about every one each second took half a core of
+	// the notifier and of beanstalkd, and made 1.1 MB frames.
+	StatsTubes int
+	// ListEvery is how often the tube names are listed (10s).
+	ListEvery time.Duration
 }
 
 // Tracker follows watched jobs and the tubes.
@@ -80,8 +98,20 @@ type Tracker struct {
 	known        map[uint64]job.State
 	missingSince map[uint64]time.Time
 	next         uint64 // round-robin position: the first id of the next round
-	lastTubes    map[string]job.TubeStats
 	queueDown    bool
+	tubes        tubeStats
+}
+
+// tubeStats is what the tracker knows of the tubes.
+type tubeStats struct {
+	names    []string // from the last list-tubes, sorted
+	listedAt time.Time
+	scan     int                      // the next name a round looks at
+	known    map[string]job.TubeStats // the last counters of tubes in names
+	top      map[string]job.TubeStats // the last frame's tubes
+	totals   job.TubeStats
+	count    int
+	ok       bool // beanstalkd has answered once
 }
 
 // New returns a tracker; it does nothing until Run.
@@ -101,10 +131,17 @@ func New(cfg Config) *Tracker {
 	if cfg.StoreBatch <= 0 {
 		cfg.StoreBatch = 200
 	}
+	if cfg.StatsTubes <= 0 {
+		cfg.StatsTubes = 50
+	}
+	if cfg.ListEvery <= 0 {
+		cfg.ListEvery = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Tracker{cfg: cfg, log: cfg.Logger, known: map[uint64]job.State{}, missingSince: map[uint64]time.Time{}}
+	return &Tracker{cfg: cfg, log: cfg.Logger, known: map[uint64]job.State{}, missingSince: map[uint64]time.Time{},
+		tubes: tubeStats{known: map[string]job.TubeStats{}}}
 }
 
 // Queued asks beanstalkd about job id; queued is false when it does not
@@ -136,25 +173,96 @@ func (t *Tracker) Run(ctx context.Context) error {
 	}
 }
 
-// stats sends the tubes' counters and the completions of the last
-// interval. When beanstalkd does not answer, the last counters are sent
+// stats sends the queue's counters and the completions of the last
+// interval to the clients that listen; with none, beanstalkd is not
+// asked. When beanstalkd does not answer, the last counters are sent
 // again so clients still get their heartbeat.
 func (t *Tracker) stats(ctx context.Context) {
+	completed := t.cfg.Hub.TakeCompleted()
+	if !t.cfg.Hub.StatsWanted() {
+		return
+	}
 	qctx, cancel := context.WithTimeout(ctx, t.cfg.Interval)
-	tubes, err := t.cfg.Queue.Tubes(qctx)
+	err := t.readTubes(qctx)
 	cancel()
 	switch {
 	case err != nil && !t.queueDown:
 		t.log.Warn("read tube statistics: sending the last known ones", "err", err)
 		t.queueDown = true
-	case err == nil:
-		if t.queueDown {
-			t.log.Info("tube statistics work again")
-		}
+	case err == nil && t.queueDown:
+		t.log.Info("tube statistics work again")
 		t.queueDown = false
-		t.lastTubes = tubes
 	}
-	t.cfg.Hub.Stats(t.lastTubes, t.cfg.Hub.TakeCompleted())
+	s := &t.tubes
+	if !s.ok {
+		t.cfg.Hub.Stats(nil, job.TubeStats{}, 0, completed)
+		return
+	}
+	t.cfg.Hub.Stats(s.top, s.totals, s.count, completed)
+}
+
+// readTubes asks beanstalkd for the totals, the tube names when they are
+// ListEvery old, and the counters of at most 2×StatsTubes tubes: the
+// busiest known and the next ones in turn.
+func (t *Tracker) readTubes(ctx context.Context) error {
+	s := &t.tubes
+	totals, count, err := t.cfg.Queue.Totals(ctx)
+	if err != nil {
+		return err
+	}
+	if s.names == nil || time.Since(s.listedAt) >= t.cfg.ListEvery {
+		names, err := t.cfg.Queue.TubeNames(ctx)
+		if err != nil {
+			return err
+		}
+		slices.Sort(names)
+		s.names, s.listedAt = names, time.Now()
+		for name := range s.known {
+			if _, ok := slices.BinarySearch(names, name); !ok {
+				delete(s.known, name)
+			}
+		}
+	}
+	ask := slices.Collect(maps.Keys(s.top))
+	for i := 0; i < t.cfg.StatsTubes && i < len(s.names); i++ {
+		if s.scan >= len(s.names) {
+			s.scan = 0
+		}
+		if name := s.names[s.scan]; !slices.Contains(ask, name) {
+			ask = append(ask, name)
+		}
+		s.scan++
+	}
+	got, err := t.cfg.Queue.TubeStats(ctx, ask)
+	if err != nil {
+		return err
+	}
+	for _, name := range ask {
+		if st, ok := got[name]; ok {
+			s.known[name] = st
+		} else {
+			delete(s.known, name) // gone
+		}
+	}
+	s.top = busiest(s.known, t.cfg.StatsTubes)
+	s.totals, s.count, s.ok = totals, count, true
+	return nil
+}
+
+// busiest returns the n tubes with the most jobs (then the most
+// watchers, then by name).
+func busiest(known map[string]job.TubeStats, n int) map[string]job.TubeStats {
+	names := slices.Collect(maps.Keys(known))
+	jobs := func(s job.TubeStats) uint64 { return s.Ready + s.Reserved + s.Delayed + s.Buried }
+	slices.SortFunc(names, func(a, b string) int {
+		sa, sb := known[a], known[b]
+		return cmp.Or(cmp.Compare(jobs(sb), jobs(sa)), cmp.Compare(sb.Watching, sa.Watching), cmp.Compare(a, b))
+	})
+	top := make(map[string]job.TubeStats, min(n, len(names)))
+	for _, name := range names[:min(n, len(names))] {
+		top[name] = known[name]
+	}
+	return top
 }
 
 // round asks beanstalkd about up to Batch watched jobs, taking turns

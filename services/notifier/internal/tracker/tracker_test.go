@@ -2,7 +2,10 @@ package tracker_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +28,8 @@ type hub struct {
 	states    map[uint64][]job.State
 	forgotten []uint64
 	stats     []map[string]job.TubeStats
+	frames    []job.Event
+	noStats   bool // no client listens to stats
 	completed int
 }
 
@@ -57,10 +62,31 @@ func (h *hub) TakeCompleted() int {
 	return n
 }
 
-func (h *hub) Stats(tubes map[string]job.TubeStats, _ int) {
+func (h *hub) StatsWanted() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.noStats
+}
+
+func (h *hub) Stats(tubes map[string]job.TubeStats, totals job.TubeStats, count, _ int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.stats = append(h.stats, tubes)
+	h.frames = append(h.frames, job.Event{Type: job.TypeStats, Tubes: tubes, Totals: &totals, TubeCount: &count})
+}
+
+// setStatsWanted says whether a client listens to the stats.
+func (h *hub) setStatsWanted(on bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.noStats = !on
+}
+
+// statsFrames returns the stats sent so far.
+func (h *hub) statsFrames() []job.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.frames)
 }
 
 func (h *hub) statesOf(id uint64) []job.State {
@@ -255,4 +281,75 @@ func putJobs(t *testing.T, b testenv.Clients, n int, body string) []uint64 {
 		ids = append(ids, id)
 	}
 	return ids
+}
+
+// commands returns beanstalkd's counters of the commands the stats use.
+func commands(t *testing.T, p *queue.Pool) (stats, statsTube, listTubes int) {
+	t.Helper()
+	m, err := p.ServerStats(testenv.Context(t, 5*time.Second))
+	require.NoError(t, err)
+	n := func(k string) int {
+		v, err := strconv.Atoi(m[k])
+		require.NoError(t, err, k)
+		return v
+	}
+	return n("cmd-stats"), n("cmd-stats-tube"), n("cmd-list-tubes")
+}
+
+// Many tubes, past StatsTubes: a round asks about at most 2×StatsTubes of
+// them, a frame lists at most StatsTubes (the busiest first in), the
+// totals count every job, and with nobody listening beanstalkd is not
+// asked at all. On a beanstalkd of the test's own, so the counters are
+// the tracker's.
+func TestStatsCostIsBoundedWhateverTheNumberOfTubes(t *testing.T) {
+	t.Parallel()
+	const tubes, shown = 600, 20
+	bs := testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})
+	p := queue.NewPool(queue.PoolConfig{Addr: bs.Addr()})
+	t.Cleanup(func() { _ = p.Close() })
+	ctx := testenv.Context(t, time.Minute)
+	for i := range tubes {
+		_, err := p.Put(ctx, []byte("{}"), queue.PutOptions{Tube: fmt.Sprintf("idle-%03d", i), TTR: time.Minute})
+		require.NoError(t, err)
+	}
+	for range 30 {
+		_, err := p.Put(ctx, []byte("{}"), queue.PutOptions{Tube: "zz-busy", TTR: time.Minute})
+		require.NoError(t, err)
+	}
+
+	h := newHub()
+	h.setStatsWanted(false)
+	run(t, tracker.New(tracker.Config{Queue: p, Hub: h, Interval: 50 * time.Millisecond, StatsTubes: shown, ListEvery: 200 * time.Millisecond}))
+	s0, st0, l0 := commands(t, p)
+	time.Sleep(500 * time.Millisecond) // ten rounds with nobody listening
+	s1, st1, l1 := commands(t, p)
+	require.Equal(t, 1, s1-s0, "no stats asked with nobody listening (the one is this test's)")
+	require.Zero(t, st1-st0, "no stats-tube with nobody listening")
+	require.Zero(t, l1-l0, "no list-tubes with nobody listening")
+	require.Empty(t, h.statsFrames())
+
+	h.setStatsWanted(true)
+	// A tube outside the frame is looked at within tubes/shown rounds:
+	// zz-busy comes last in turn.
+	require.Eventually(t, func() bool {
+		fs := h.statsFrames()
+		return len(fs) > 0 && fs[len(fs)-1].Tubes["zz-busy"].Ready == 30
+	}, 20*time.Second, 20*time.Millisecond, "the busy tube is found and listed")
+	h.setStatsWanted(false)
+	time.Sleep(200 * time.Millisecond) // the round in flight ends
+	s2, st2, l2 := commands(t, p)
+	frames := h.statsFrames()
+	rounds := len(frames)
+	t.Logf("%d rounds: %d stats, %d stats-tube, %d list-tubes for %d tubes", rounds, s2-s1-1, st2-st1, l2-l1, tubes+2)
+	require.LessOrEqual(t, st2-st1, rounds*2*shown, "at most 2×StatsTubes stats-tube a round")
+	require.LessOrEqual(t, s2-s1-1, rounds, "one stats a round")
+	require.Less(t, l2-l1, rounds, "list-tubes less often than every round")
+
+	last := frames[len(frames)-1]
+	require.LessOrEqual(t, len(last.Tubes), shown)
+	require.Equal(t, tubes+2, *last.TubeCount, "idle-*, zz-busy and default")
+	require.EqualValues(t, tubes+30, last.Totals.Ready, "the totals count every tube")
+	b, err := json.Marshal(last)
+	require.NoError(t, err)
+	require.Less(t, len(b), shown*120+200, "a frame's size is bounded by StatsTubes: %d bytes", len(b))
 }
