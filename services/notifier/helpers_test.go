@@ -288,7 +288,13 @@ func ids(evs []job.Event) []uint64 {
 
 func get(t *testing.T, url string, header http.Header) (*http.Response, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+	return do(t, http.MethodGet, url, header)
+}
+
+// do sends one request and returns the response and its body.
+func do(t *testing.T, method, url string, header http.Header) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
 	require.NoError(t, err)
 	maps.Copy(req.Header, header)
 	resp, err := http.DefaultClient.Do(req)

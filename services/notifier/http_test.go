@@ -365,22 +365,6 @@ func TestSSEHeartbeat(t *testing.T) {
 	}
 }
 
-// do sends one request and returns the response and its body.
-func do(t *testing.T, method, url string, header http.Header) (*http.Response, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	require.NoError(t, err)
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp, string(b)
-}
-
 // Every 4xx the notifier answers itself is JSON in the API's shape, and
 // HEAD is served wherever GET is.
 func TestErrorsAreJSONAndHEADIsServed(t *testing.T) {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobsys/jobs/pkg/job"
@@ -55,31 +54,10 @@ func serve(t *testing.T, b testenv.Clients, cfg hub.Config) *server {
 	return &server{hub: h, base: srv.URL}
 }
 
-// dialWS connects to /ws with query and reads its events (stats
-// excluded) into a channel.
+// dialWS connects to /ws with query.
 func (s *server) dialWS(t *testing.T, query string) *wsClient {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.base, "http")+"/ws"+query, nil)
-	require.NoError(t, err)
-	conn.SetReadLimit(1 << 24)
-	c := &wsClient{t: t, conn: conn, events: make(chan job.Event, 10000)}
-	go func() {
-		defer close(c.events)
-		for {
-			_, data, err := conn.Read(context.Background())
-			if err != nil {
-				return
-			}
-			var ev job.Event
-			if json.Unmarshal(data, &ev) == nil && ev.Type != job.TypeStats {
-				c.events <- ev
-			}
-		}
-	}()
-	t.Cleanup(func() { _ = conn.CloseNow() })
-	return c
+	return dialWS(t, "ws"+strings.TrimPrefix(s.base, "http")+"/ws"+query)
 }
 
 // sse opens /events with query and header and returns its events' data.

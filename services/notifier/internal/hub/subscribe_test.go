@@ -96,13 +96,18 @@ type wsClient struct {
 	events chan job.Event
 }
 
-func (f *fixture) dial(t *testing.T) *wsClient {
+func (f *fixture) dial(t *testing.T) *wsClient { return dialWS(t, f.url) }
+
+// dialWS connects to url and reads its events (stats excluded) into a
+// channel.
+func dialWS(t *testing.T, url string) *wsClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, f.url, nil)
+	conn, _, err := websocket.Dial(ctx, url, nil)
 	require.NoError(t, err)
-	c := &wsClient{t: t, conn: conn, events: make(chan job.Event, 1000)}
+	conn.SetReadLimit(1 << 24)
+	c := &wsClient{t: t, conn: conn, events: make(chan job.Event, 10000)}
 	go func() {
 		defer close(c.events)
 		for {
