@@ -73,7 +73,7 @@ var mutations = []mutation{
 	{name: "trusted subnet fixed apart from the network", file: stackFile, old: "MANAGER_TRUSTED_PROXIES: ${STACK_SUBNET:-10.231.0.0/20}", new: "MANAGER_TRUSTED_PROXIES: 10.231.0.0/20", check: "fronts"},
 	{name: "no fixed subnet", file: stackFile, old: "    ipam:\n      config:\n        - subnet: ${STACK_SUBNET:-10.231.0.0/20}\n", check: "fronts"},
 	{name: "subnet over the ingress network", file: stackFile, old: "${STACK_SUBNET:-10.231.0.0/20}", new: "${STACK_SUBNET:-10.0.0.0/16}", all: true, check: "fronts"},
-	{name: "board api through the notifier", file: "http.Caddyfile", old: "\thandle_path /api/* {\n\t\treverse_proxy {$MANAGER_UPSTREAM:manager:8080}\n\t}\n", check: "fronts"},
+	{name: "board api through the notifier", file: "http.Caddyfile", old: "\thandle_path /api/* {\n\t\treverse_proxy manager:8080\n\t}\n", check: "fronts"},
 	{name: "front trusts clients", file: "Caddyfile", old: "\temail {$ACME_EMAIL}\n", new: "\temail {$ACME_EMAIL}\n\tservers {\n\t\ttrusted_proxies static private_ranges\n\t}\n", check: "fronts"},
 	{name: "board links on fixed ports", file: stackFile, old: "${PUBLIC_HOST:-localhost}:${MONGO_EXPRESS_PORT:-8081}", new: "${PUBLIC_HOST:-localhost}:8081", check: "board links"},
 	{name: "database start-first", file: stackFile, service: "database", old: "order: stop-first", new: "order: start-first", check: "stateful placement"},
@@ -219,7 +219,7 @@ func TestCaddyfilesAdapt(t *testing.T) {
 		t.Skip("no caddy binary on PATH, so the Caddyfiles were not parsed; the images use caddy:2.10")
 	}
 	root := repoRoot(t)
-	for _, f := range []string{"Caddyfile", "admin.Caddyfile"} {
+	for _, f := range []string{"Caddyfile", "http.Caddyfile", "admin.Caddyfile"} {
 		cmd := exec.Command(caddy, "adapt", "--adapter", "caddyfile", "--config", filepath.Join(root, "deploy", f))
 		cmd.Env = append(os.Environ(), "DOMAIN=jobs.deploycheck.test", "ACME_EMAIL=ops@deploycheck.test",
 			"ADMIN_USER=ops", "ADMIN_PASSWORD_HASH=$2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG")

@@ -38,7 +38,7 @@ var (
 	// apiRoute is the front's route for the board's /api/ calls: straight
 	// to the manager, so that the manager sees the browser's address in
 	// X-Forwarded-For rather than the notifier's.
-	apiRoute = regexp.MustCompile(`handle_path /api/\* \{\s*reverse_proxy \S*manager:8080\S*\s*\}`)
+	apiRoute = regexp.MustCompile(`handle_path /api/\* \{\s*reverse_proxy manager:8080\s*\}`)
 	// yamlReset are compose's merge tags, which docker stack deploy ignores.
 	yamlReset = regexp.MustCompile(`!(reset|override)\b`)
 )

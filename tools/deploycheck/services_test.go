@@ -37,29 +37,11 @@ var connectionVars = []string{
 func TestStackEnvironmentRunsTheServices(t *testing.T) {
 	t.Parallel()
 	requireDocker(t)
-	root := repoRoot(t)
-	d := &deployment{root: root, dir: filepath.Join(root, "deploy"), env: operatorEnv(t)}
-	out, err := d.render(nil, nil, stackFile, tlsFile)
-	require.NoError(t, err)
-	var st stack
-	require.NoError(t, yaml.Unmarshal(out, &st))
-
-	token := randomHex(t, 32)
-	tokenFile := filepath.Join(t.TempDir(), "api_token")
-	require.NoError(t, os.WriteFile(tokenFile, []byte(token+"\n"), 0o600))
-	envOf := func(name string) map[string]string {
-		env := maps.Clone(st.Services[name].Environment)
-		require.NotEmpty(t, env, "%s has no environment in the stack", name)
-		for _, k := range connectionVars {
-			delete(env, k)
-		}
-		if _, ok := st.Services[name].Environment["API_TOKEN_FILE"]; ok {
-			env["API_TOKEN_FILE"] = tokenFile
-		}
-		return env
-	}
+	_, token, envOf := stackEnvironment(t, stackFile, tlsFile)
 	menv, wenv, nenv := envOf("manager"), envOf("worker"), envOf("notifier")
-	require.Equal(t, tokenFile, menv["API_TOKEN_FILE"], "the stack gives the manager its token as a file")
+	mounted, err := os.ReadFile(menv["API_TOKEN_FILE"])
+	require.NoError(t, err, "the stack gives the manager its token as a file")
+	require.Equal(t, token+"\n", string(mounted))
 
 	b := testenv.Setup(t)
 	s := testenv.StartStack(t, b, testenv.StackOptions{ManagerEnv: menv, WorkerEnv: wenv, NotifierEnv: nenv})
@@ -109,4 +91,34 @@ func TestStackEnvironmentRunsTheServices(t *testing.T) {
 		got, _ := io.ReadAll(resp.Body)
 		return bytes.Contains(got, []byte(`"hash":"09ee943c4fa33cd5a355eb7a4e38f7ef"`))
 	}, 30*time.Second, 100*time.Millisecond, "job %d was not completed by a worker with the stack's environment", id)
+}
+
+// stackEnvironment renders the stack files and returns the rendered stack,
+// a fresh API token, and envOf: a service's environment in the stack, less
+// the addresses testenv sets (connectionVars), with API_TOKEN_FILE pointing
+// at a file holding that token.
+func stackEnvironment(t *testing.T, files ...string) (stack, string, func(name string) map[string]string) {
+	t.Helper()
+	root := repoRoot(t)
+	d := &deployment{root: root, dir: filepath.Join(root, "deploy"), env: operatorEnv(t)}
+	out, err := d.render(nil, nil, files...)
+	require.NoError(t, err)
+	var st stack
+	require.NoError(t, yaml.Unmarshal(out, &st))
+
+	token := randomHex(t, 32)
+	tokenFile := filepath.Join(t.TempDir(), "api_token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte(token+"\n"), 0o600))
+	envOf := func(name string) map[string]string {
+		env := maps.Clone(st.Services[name].Environment)
+		require.NotEmpty(t, env, "%s has no environment in the stack", name)
+		for _, k := range connectionVars {
+			delete(env, k)
+		}
+		if _, ok := st.Services[name].Environment["API_TOKEN_FILE"]; ok {
+			env["API_TOKEN_FILE"] = tokenFile
+		}
+		return env
+	}
+	return st, token, envOf
 }
