@@ -18,7 +18,7 @@ for arg in "$@"; do
 	case $arg in
 	--push) push=true ;;
 	-h | --help)
-		sed -n '2,13p' "$0"
+		sed -n '2,12p' "$0"
 		exit 0
 		;;
 	*)
