@@ -473,3 +473,35 @@ func TestMetricLabelsAreAFixedSet(t *testing.T) {
 	}
 	require.Positive(t, seen)
 }
+
+// The limits reach the hub from the environment: NOTIFIER_MAX_WATCHES
+// over two clients, and NOTIFIER_MAX_REPLAYS=1, whose one place each
+// replay gives back when it ends (the refusal past it is tested in
+// internal/hub).
+func TestWatchAndReplayLimitsFromTheEnvironment(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	n := start(t, b, map[string]string{"NOTIFIER_MAX_WATCHES": "3", "NOTIFIER_MAX_REPLAYS": "1"})
+	first, second := dial(t, n.ws(""), nil), dial(t, n.ws(""), nil)
+	ids := []uint64{b.put(t, "{}"), b.put(t, "{}"), b.put(t, "{}")}
+	first.send(fmt.Sprintf(`{"type":"subscribe","jobs":[%d,%d]}`, ids[0], ids[1]))
+	for range 2 {
+		ev := first.next(5 * time.Second)
+		require.Equal(t, job.StateReady, ev.State, "%+v", ev)
+	}
+	second.send(fmt.Sprintf(`{"type":"subscribe","jobs":[%d,%d]}`, ids[1], ids[2]))
+	// The refusal is queued as the watches are taken, before the state
+	// of the one that fit is looked up.
+	ev := second.next(5 * time.Second)
+	require.Equal(t, job.TypeError, ev.Type)
+	require.Contains(t, ev.Error, "the notifier watches 3 jobs for all its clients, its limit")
+	ev = second.next(5 * time.Second)
+	require.Equal(t, ids[1], ev.ID)
+	require.Equal(t, job.StateReady, ev.State)
+	require.Equal(t, 1.0, metric(t, n.base, `notifier_connections_rejected_total{reason="max_watches"}`))
+
+	for range 3 {
+		c := dial(t, n.ws("?since=0-0"), nil)
+		_ = c.conn.CloseNow()
+	}
+}
