@@ -37,8 +37,8 @@ func (s sseWriter) heartbeat(context.Context) error { return s.send([]byte(": he
 
 // ServeSSE streams every completion as Server-Sent Events: "event: job",
 // "id:" the cursor, data the same JSON as on the WebSocket. The
-// Last-Event-ID header (sent by EventSource when it reconnects) or
-// ?since= replays what was missed first.
+// Last-Event-ID header (sent by EventSource when it reconnects; rewound
+// by the lookback), ?since= or ?last= replays first.
 func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		sseHeaders(w) // what a GET would get, without the stream

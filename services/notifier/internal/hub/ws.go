@@ -50,7 +50,8 @@ func (w wsWriter) heartbeat(ctx context.Context) error {
 
 // ServeWS upgrades to a WebSocket and serves one client until it leaves,
 // falls behind, or the hub shuts down. ?since=<cursor> replays the
-// completions after the cursor first and subscribes to all of them.
+// completions after the cursor first, ?last=N the N most recent, and
+// either subscribes the client to all of them.
 func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	rq, ok := h.acceptReplay(w, r, false)
 	if !ok {
