@@ -1,24 +1,34 @@
 // Command devmongo runs FerretDB with its SQLite backend as a small,
-// MongoDB-compatible server for development and tests.
+// MongoDB-compatible server for development and tests, with MongoDB's
+// change streams served by a front of its own (internal/front): the
+// front takes the connections, forwards every command to FerretDB, and
+// answers change streams from the writes it saw acknowledged, as the
+// primary of a one-member replica set (rs0). README.md says what it
+// implements and how it differs from MongoDB.
 //
-// It serves the MongoDB wire protocol, so the official driver works
-// unchanged, but it has no change streams and no replica set: the notifier
-// falls back to polling against it. It prints one line, "listening <uri>",
-// once the listener is bound, so a harness can start it on port 0.
+// It prints one line, "listening <uri>", once the listener is bound, so
+// a harness can start it on port 0.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/jobsys/jobs/tools/devmongo/internal/front"
 )
 
 func main() {
@@ -36,6 +46,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	listen := fs.String("listen", envOr("DEVMONGO_LISTEN", "127.0.0.1:27017"), "TCP address to serve the MongoDB wire protocol on (port 0 picks a free one)")
 	dir := fs.String("data", envOr("DEVMONGO_DATA", "data/mongo"), "directory for the SQLite files, one per database")
 	level := fs.String("log-level", envOr("DEVMONGO_LOG_LEVEL", "error"), "log level: debug, info, warn or error (FerretDB logs every refused command at warn)")
+	replSet := fs.String("replset", envOr("DEVMONGO_REPLSET", "rs0"), `replica set name hello announces; "" answers as a standalone server, without change streams`)
+	history := fs.Int("history", 100_000, "change events kept in memory for resuming streams (also at most 64 MiB); older resume points get ChangeStreamHistoryLost")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -43,6 +55,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("-log-level: %w", err)
+	}
+	if *history < 1 {
+		return errors.New("-history: must be at least 1")
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 
@@ -53,22 +68,68 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	defer ln.Close()
 
+	// FerretDB itself listens on a loopback port of its own, behind the
+	// front.
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listen},
+		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Logger:    logger.With("component", "ferretdb"),
 		Handler:   "sqlite",
 		SQLiteURL: "file:" + abs + "/",
 	})
 	if err != nil {
-		return fmt.Errorf("start FerretDB on %s: %w", *listen, err)
+		return fmt.Errorf("start FerretDB: %w", err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ferretDone := make(chan error, 1)
+	go func() { ferretDone <- f.Run(ctx) }()
+	inner := f.MongoDBURI()
+	upstream := inner[len("mongodb://") : len(inner)-1]
 
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
+	lookup, err := mongo.Connect(options.Client().ApplyURI(inner).SetAppName("devmongo-front").SetServerSelectionTimeout(10 * time.Second))
+	if err != nil {
+		return fmt.Errorf("connect to FerretDB: %w", err)
+	}
+	defer func() { _ = lookup.Disconnect(context.Background()) }()
 
-	fmt.Fprintf(stdout, "listening %s\n", f.MongoDBURI())
-	return <-done
+	fr := front.New(front.Config{
+		Upstream:      upstream,
+		Lookup:        lookup,
+		Advertise:     advertise(ln.Addr().(*net.TCPAddr)),
+		ReplSet:       *replSet,
+		MaxEvents:     *history,
+		MaxEventBytes: 64 << 20,
+		Logger:        logger.With("component", "front"),
+	})
+	frontDone := make(chan error, 1)
+	go func() { frontDone <- fr.Serve(ctx, ln) }()
+
+	fmt.Fprintf(stdout, "listening mongodb://%s/\n", advertise(ln.Addr().(*net.TCPAddr)))
+	select {
+	case err = <-frontDone:
+		cancel()
+		<-ferretDone
+	case err = <-ferretDone:
+		cancel()
+		<-frontDone
+	}
+	return err
+}
+
+// advertise is the address clients reach a listener on: loopback for a
+// listener on every interface.
+func advertise(a *net.TCPAddr) string {
+	ip := a.IP
+	if ip == nil || ip.IsUnspecified() {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	return net.JoinHostPort(ip.String(), fmt.Sprint(a.Port))
 }
 
 func envOr(key, def string) string {
