@@ -28,7 +28,8 @@ import (
 // and the most recent ones.
 type ReplayStore interface {
 	After(ctx context.Context, at time.Time, id uint64, limit int) ([]job.Result, error)
-	// TODO(h5): Latest(ctx context.Context, n int) ([]job.Result, error) once pkg/store has it
+	// Latest returns the n most recent results, oldest first.
+	Latest(ctx context.Context, n int) ([]job.Result, error)
 }
 
 // Queued tells a job's state in the queue; queued is false when the

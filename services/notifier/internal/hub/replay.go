@@ -1,11 +1,9 @@
 package hub
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -181,15 +179,7 @@ func (h *Hub) replaySince(ctx context.Context, c *client, w writer, since job.Cu
 // completions from then on.
 func (h *Hub) replayLast(ctx context.Context, c *client, w writer, n int) (map[uint64]struct{}, error) {
 	qctx, cancel := context.WithTimeout(ctx, h.cfg.ReplayTimeout)
-	var rs []job.Result
-	var err error
-	if ls, ok := h.cfg.Store.(interface {
-		Latest(ctx context.Context, n int) ([]job.Result, error)
-	}); ok {
-		rs, err = ls.Latest(qctx, n)
-	} else {
-		err = fmt.Errorf("no Latest yet")
-	}
+	rs, err := h.cfg.Store.Latest(qctx, n)
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -199,9 +189,6 @@ func (h *Hub) replayLast(ctx context.Context, c *client, w writer, n int) (map[u
 		gap := newFrame(job.Event{Type: job.TypeGap, Error: "replay failed: the results store did not answer; live completions follow"})
 		return map[uint64]struct{}{}, h.write(ctx, c, w, gap)
 	}
-	slices.SortFunc(rs, func(a, b job.Result) int {
-		return cmp.Or(a.StoredAt.Compare(b.StoredAt), cmp.Compare(a.ID, b.ID))
-	})
 	sent := make(map[uint64]struct{}, len(rs))
 	for _, r := range rs {
 		if err := h.write(ctx, c, w, newFrame(job.Completed(r))); err != nil {

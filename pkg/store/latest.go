@@ -1,0 +1,32 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/jobsys/jobs/pkg/job"
+)
+
+// Latest returns the n most recent results in stored order (stored_at,
+// then _id), oldest first: the notifier's ?last=N replay. The query
+// reads them newest first, so it stops after n on MongoDB's index.
+func (s *Results) Latest(ctx context.Context, n int) ([]job.Result, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	opts := options.Find().SetSort(bson.D{{Key: "stored_at", Value: -1}, {Key: "_id", Value: -1}}).SetLimit(int64(n))
+	cur, err := s.coll.Find(ctx, bson.D{}, opts)
+	if err != nil {
+		return nil, wrap(fmt.Sprintf("find the %d latest results", n), err)
+	}
+	var out []job.Result
+	if err := cur.All(ctx, &out); err != nil {
+		return nil, wrap(fmt.Sprintf("read the %d latest results", n), err)
+	}
+	slices.Reverse(out)
+	return out, nil
+}
