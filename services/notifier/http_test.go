@@ -505,3 +505,32 @@ func TestWatchAndReplayLimitsFromTheEnvironment(t *testing.T) {
 		_ = c.conn.CloseNow()
 	}
 }
+
+// The board's ?last=50 on the running notifier: the 50 most recent in
+// cursor order, then live completions from the feed, none twice.
+func TestLastFiftyThenLive(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	n := start(t, b, nil)
+	b.complete(t, 1, 60)
+	all, err := b.Store.Latest(context.Background(), 60)
+	require.NoError(t, err)
+	want := make([]uint64, 0, 50)
+	for _, r := range all[10:] {
+		want = append(want, r.ID)
+	}
+
+	c := dial(t, n.ws("?last=50"), nil)
+	got := c.collect(50, 10*time.Second)
+	require.Equal(t, want, ids(got), "the 50 most recent, oldest first")
+	for i := 1; i < len(got); i++ {
+		require.Negative(t, compareCursor(got[i-1].Cursor, got[i].Cursor), "in cursor order")
+	}
+	events := openSSE(t, n.base+"/events?last=50", nil)
+	require.Equal(t, want, ids(sseJobs(t, events, 50)))
+
+	b.complete(t, 100, 5)
+	require.Equal(t, seq(100, 5), sorted(ids(c.collect(5, 10*time.Second))))
+	require.Equal(t, seq(100, 5), sorted(ids(sseJobs(t, events, 5))))
+	c.quiet(300 * time.Millisecond)
+}
