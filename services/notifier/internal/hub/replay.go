@@ -23,9 +23,7 @@ const MaxLast = 500
 // the concurrent replays back; it may be called more than once.
 type replayRequest struct {
 	since job.Cursor
-	last  int
-	// rewound: since was moved back by the lookback (SSE Last-Event-ID).
-	rewound bool
+	last    int
 	release func()
 }
 
@@ -49,7 +47,7 @@ func (h *Hub) parseReplay(r *http.Request, sse bool) (replayRequest, *badRequest
 		if err != nil {
 			return rq, &badRequest{"bad since cursor", "Last-Event-ID: " + err.Error()}
 		}
-		rq.since, rq.rewound = job.NewCursor(at.Add(-h.cfg.Lookback), 0), true
+		rq.since = job.NewCursor(at.Add(-h.cfg.Lookback), 0)
 		return rq, nil
 	}
 	since, last := q.Get("since"), q.Get("last")
