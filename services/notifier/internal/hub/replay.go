@@ -22,7 +22,7 @@ const MaxLast = 500
 // completions after since, or the last n. release gives its place among
 // the concurrent replays back; it may be called more than once.
 type replayRequest struct {
-	since job.Cursor
+	since   job.Cursor
 	last    int
 	release func()
 }
