@@ -364,6 +364,7 @@ type Mongo struct {
 	URL  string
 	Addr string
 	*process
+	base []string // the flags every start gets: address and data
 
 	clientOnce sync.Once
 	client     *mongo.Client
@@ -383,6 +384,13 @@ func (m *Mongo) Restart() error {
 	return waitTCP(m.Addr, 20*time.Second, m.done)
 }
 
+// RestartWith starts the stopped server again on the same address and
+// data with other extra flags.
+func (m *Mongo) RestartWith(flags ...string) error {
+	m.args = append(append([]string(nil), m.base...), flags...)
+	return m.Restart()
+}
+
 // Client returns a client for tests to look at the data with.
 func (m *Mongo) Client() *mongo.Client {
 	m.clientOnce.Do(func() {
@@ -399,10 +407,11 @@ func (m *Mongo) DropDatabase(db string) {
 }
 
 // StartMongo starts a devmongo of the test's own, stopped at the end of
-// the test.
-func StartMongo(t testing.TB) *Mongo {
+// the test, with extra flags if given (`-replset ""` answers as a
+// standalone server without change streams).
+func StartMongo(t testing.TB, flags ...string) *Mongo {
 	t.Helper()
-	m, err := startMongo(t.TempDir())
+	m, err := startMongo(t.TempDir(), flags...)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
@@ -410,7 +419,7 @@ func StartMongo(t testing.TB) *Mongo {
 	return m
 }
 
-func startMongo(dataDir string) (*Mongo, error) {
+func startMongo(dataDir string, flags ...string) (*Mongo, error) {
 	bin, err := DevmongoPath()
 	if err != nil {
 		return nil, err
@@ -425,7 +434,8 @@ func startMongo(dataDir string) (*Mongo, error) {
 		return nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	m := &Mongo{Addr: addr, process: &process{name: bin, args: []string{"-listen", addr, "-data", dataDir}, logs: &tailBuffer{}}}
+	base := []string{"-listen", addr, "-data", dataDir}
+	m := &Mongo{Addr: addr, base: base, process: &process{name: bin, args: append(base, flags...), logs: &tailBuffer{}}}
 	out, err := m.start()
 	if err != nil {
 		return nil, err

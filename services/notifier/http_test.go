@@ -128,15 +128,15 @@ func TestReadyzAndMetricsReportTheMode(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	var ready map[string]any
 	require.NoError(t, json.Unmarshal([]byte(body), &ready))
-	require.Equal(t, "poll", ready["mode"])
+	require.Equal(t, "changestream", ready["mode"], "devmongo serves change streams, so the notifier follows one")
 	require.Equal(t, "ok", ready["mongo"])
 	require.Equal(t, "ok", ready["beanstalk"])
 
 	c := dial(t, n.ws(""), nil)
 	subscribeAll(c)
 	wants := []string{
-		`notifier_feed_mode{mode="poll"} 1`,
-		`notifier_feed_mode{mode="changestream"} 0`,
+		`notifier_feed_mode{mode="changestream"} 1`,
+		`notifier_feed_mode{mode="poll"} 0`,
 		`notifier_clients{transport="ws"} 1`,
 		`notifier_events_sent_total{type="error"} 1`,
 		`notifier_clients_dropped_total{reason="slow"} 0`,
@@ -158,7 +158,7 @@ func TestReadyzAndMetricsReportTheMode(t *testing.T) {
 	for _, want := range wants {
 		require.Contains(t, metrics, want)
 	}
-	require.Regexp(t, `msg="completion feed running".* mode=poll`, n.logs.String(), "the mode is logged")
+	require.Regexp(t, `msg="completion feed running".* mode=changestream`, n.logs.String(), "the mode is logged")
 }
 
 func TestReadinessFollowsMongoDB(t *testing.T) {

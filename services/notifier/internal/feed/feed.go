@@ -58,11 +58,19 @@ type Config struct {
 	Opener Opener
 	State  StateStore
 	Logger *slog.Logger
-	// OnMode is called once, when the mode is known.
+	// OnMode is called when the mode is known, and again when it changes
+	// (auto: polling until change streams work, then a change stream).
 	OnMode func(mode string)
-	// SaveEvery is the longest an advanced resume token stays unsaved
-	// (default 1s).
+	// SaveEvery is the longest a resume token that only moved on an idle
+	// stream stays unsaved (default 1m); after completions it is saved at
+	// once.
 	SaveEvery time.Duration
+	// ProbeEvery is how often a polling feed in auto mode tries a change
+	// stream again (default 1m).
+	ProbeEvery time.Duration
+	// StateTTL is how long the saved state of another instance may go
+	// unsaved before it is removed (default 7 days; negative keeps them).
+	StateTTL time.Duration
 	// SweepWindow is how long before the lookback the poller still finds
 	// results that were stored late (default 30s; negative turns the
 	// sweep off). SweepEvery is how often it looks (default 1s).
@@ -82,12 +90,18 @@ type Feed struct {
 	log        *slog.Logger
 	onMode     func(string)
 	saveEvery  time.Duration
+	probeEvery time.Duration
+	stateTTL   time.Duration
+	// seen is what was delivered lately, by id, shared by the change
+	// stream and the poller so that a switch between them repeats
+	// nothing.
+	seen       *seen
 	sweep      time.Duration
 	sweepEvery time.Duration
 
-	modeOnce sync.Once
-	current  atomic.Value // string
-	healthy  atomic.Bool
+	modeMu  sync.Mutex
+	current atomic.Value // string
+	healthy atomic.Bool
 	// started is closed once the feed delivers everything that is stored
 	// from then on: the stream is open, or the poller has marked what was
 	// there before it as history.
@@ -100,8 +114,9 @@ func New(c Config) *Feed {
 	f := &Feed{
 		mode: c.Mode, interval: c.PollInterval, lookback: c.PollLookback, id: c.ID,
 		store: c.Store, opener: c.Opener, state: c.State, log: c.Logger, onMode: c.OnMode,
-		saveEvery: cmpDuration(c.SaveEvery, time.Second),
-		sweep:     c.SweepWindow, sweepEvery: cmpDuration(c.SweepEvery, time.Second),
+		saveEvery: cmpDuration(c.SaveEvery, time.Minute), probeEvery: cmpDuration(c.ProbeEvery, time.Minute),
+		seen:  newSeen(),
+		sweep: c.SweepWindow, sweepEvery: cmpDuration(c.SweepEvery, time.Second),
 	}
 	switch {
 	case f.sweep == 0:
@@ -136,44 +151,55 @@ func (f *Feed) Healthy() bool { return f.healthy.Load() }
 
 func (f *Feed) setMode(mode string) {
 	f.healthy.Store(true)
-	f.modeOnce.Do(func() {
-		f.current.Store(mode)
-		f.log.Info("completion feed running", "mode", mode)
-		if f.onMode != nil {
-			f.onMode(mode)
-		}
-	})
+	f.modeMu.Lock()
+	defer f.modeMu.Unlock()
+	if f.current.Load().(string) == mode {
+		return
+	}
+	f.current.Store(mode)
+	f.log.Info("completion feed running", "mode", mode)
+	if f.onMode != nil {
+		f.onMode(mode)
+	}
 }
 
 // Run delivers completions to sink until ctx ends. It returns an error
 // only when it cannot run at all: NOTIFIER_MODE=changestream against a
-// server without change streams.
+// server without change streams. In auto mode a server without change
+// streams is polled, and asked again every ProbeEvery: once a stream
+// opens, the feed follows it from where polling stopped.
 func (f *Feed) Run(ctx context.Context, sink Sink) error {
-	var start position
-	if f.mode != ModePoll {
-		s := &streamer{f: f, seen: newSeen()}
-		err := s.run(ctx, sink)
-		if err == nil || ctx.Err() != nil {
+	f.expireStates(ctx)
+	var from position
+	for {
+		if f.mode != ModePoll {
+			s := &streamer{f: f, seen: f.seen}
+			err := s.run(ctx, sink, from)
+			if err == nil || ctx.Err() != nil {
+				return nil
+			}
+			if !errors.Is(err, ErrNoChangeStreams) || f.mode == ModeChangeStream {
+				return fmt.Errorf("change stream feed: %w", err)
+			}
+			f.log.Info("the MongoDB server has no change streams: polling",
+				"answer", strings.TrimPrefix(err.Error(), ErrNoChangeStreams.Error()+": "))
+			from = s.last
+		}
+		if from.at.IsZero() {
+			var ok bool
+			if from, ok = f.latest(ctx); !ok {
+				return nil
+			}
+		}
+		next, switched := f.poll(ctx, sink, from)
+		if !switched {
 			return nil
 		}
-		if !errors.Is(err, ErrNoChangeStreams) || f.mode == ModeChangeStream {
-			return fmt.Errorf("change stream feed: %w", err)
-		}
-		f.log.Info("the MongoDB server has no change streams: polling",
-			"answer", strings.TrimPrefix(err.Error(), ErrNoChangeStreams.Error()+": "))
-		start = s.last
+		f.log.Info("change streams answer now: switching from polling", "cursor", next.cursor())
+		from = next
 	}
-	if start.at.IsZero() {
-		var ok bool
-		if start, ok = f.latest(ctx); !ok {
-			return nil
-		}
-	}
-	return f.poll(ctx, sink, start)
 }
 
-// latest returns the position of the newest stored result, retrying
-// until MongoDB answers; false when ctx ends first.
 func (f *Feed) latest(ctx context.Context) (position, bool) {
 	for attempt := 0; ; attempt++ {
 		r, err := f.store.Last(ctx)
@@ -191,10 +217,14 @@ func (f *Feed) latest(ctx context.Context) (position, bool) {
 	}
 }
 
-func (f *Feed) poll(ctx context.Context, sink Sink, start position) error {
+// poll polls until ctx ends, or in auto mode until a change stream
+// opens (switched), and returns where it stopped.
+func (f *Feed) poll(ctx context.Context, sink Sink, start position) (last position, switched bool) {
 	p := newPoller(f.store, f.lookback, f.sweep, f.sweepEvery, start, f.log)
+	p.seen = f.seen
 	f.setMode(ModePoll)
 	failing := false
+	probe := time.Now().Add(f.probeEvery)
 	for {
 		began := time.Now()
 		err := p.round(ctx, sink)
@@ -204,7 +234,7 @@ func (f *Feed) poll(ctx context.Context, sink Sink, start position) error {
 		}
 		switch {
 		case ctx.Err() != nil:
-			return nil
+			return position{}, false
 		case err != nil && !failing:
 			f.log.Warn("poll failed; retrying every interval", "err", err)
 			failing = true
@@ -213,18 +243,31 @@ func (f *Feed) poll(ctx context.Context, sink Sink, start position) error {
 			failing = false
 		}
 		f.healthy.Store(err == nil)
+		if f.mode == ModeAuto && f.opener != nil && time.Now().After(probe) {
+			probe = time.Now().Add(f.probeEvery)
+			if f.changeStreamsAnswer(ctx) {
+				return position{at: p.mark}, true
+			}
+		}
 		if !sleep(ctx, pollPause(f.interval, took)) {
-			return nil
+			return position{}, false
 		}
 	}
 }
 
-// pollPause is the wait before the next poll round: the interval after a
-// quick round, and as long as the round took after a slow one, so polling
-// never takes more than half of the database's time. On FerretDB every
-// round scans the whole results table; without this pause, a table of a
-// few thousand results kept the server busy with polls alone and the
-// workers' writes queued behind them.
+// changeStreamsAnswer opens a change stream and closes it again: whether
+// the server has change streams now.
+func (f *Feed) changeStreamsAnswer(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cs, err := f.opener.Open(ctx, nil)
+	if err != nil {
+		return false
+	}
+	_ = cs.Close(ctx)
+	return true
+}
+
 func pollPause(interval, took time.Duration) time.Duration {
 	return max(interval-took, took)
 }

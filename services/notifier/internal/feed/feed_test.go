@@ -39,6 +39,19 @@ func setup(t *testing.T) bundle {
 	return bundle{results: rs, state: feed.MongoState{Coll: client.Database(b.DB).Collection(feed.StateCollection)}, client: client}
 }
 
+// setupOwn is setup on a devmongo of the test's own, started with flags,
+// for tests that stop or restart the server.
+func setupOwn(t *testing.T, flags ...string) (bundle, *testenv.Mongo) {
+	t.Helper()
+	m := testenv.StartMongo(t, flags...)
+	client, err := store.Connect(m.URL, "feed-test", 5*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	db := "db_" + testenv.RandomName()
+	rs := store.NewResults(client, db, "completed")
+	return bundle{results: rs, state: feed.MongoState{Coll: client.Database(db).Collection(feed.StateCollection)}, client: client}, m
+}
+
 func logger(t *testing.T) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, nil)).With("test", t.Name())
@@ -229,31 +242,48 @@ func TestPollStartsAfterTheLatestStoredResult(t *testing.T) {
 	require.Empty(t, c.dups())
 }
 
-// FerretDB (devmongo) has no change streams: check its real answer.
-func TestDevmongoAnswersWatchWithNotImplemented(t *testing.T) {
+// A standalone server (devmongo -replset "", as a standalone mongod)
+// refuses change streams with 40573: auto mode polls, and tries again
+// now and then, switching to a change stream once the server has them,
+// missing and repeating nothing across the switch.
+func TestAutoPollsAStandaloneAndSwitchesWhenChangeStreamsAnswer(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	b, m := setupOwn(t, "-replset", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	_, err := feed.MongoOpener{Coll: b.results.Collection()}.Open(ctx, nil)
-	require.Error(t, err)
 	var ce mongo.CommandError
 	require.ErrorAs(t, err, &ce)
-	t.Logf("devmongo answers watch with code %d (%s): %s", ce.Code, ce.Name, ce.Message)
-	require.EqualValues(t, 238, ce.Code)
+	require.EqualValues(t, 40573, ce.Code, "a standalone's answer")
 
 	c := newCollector()
-	f := feed.New(feed.Config{Mode: feed.ModeAuto, PollInterval: 20 * time.Millisecond, PollLookback: time.Second,
-		ID: "n1", Store: b.results, Opener: feed.MongoOpener{Coll: b.results.Collection()}, State: b.state, Logger: logger(t)})
+	var modes []string
+	var mu sync.Mutex
+	f := feed.New(feed.Config{Mode: feed.ModeAuto, PollInterval: 20 * time.Millisecond, PollLookback: time.Second, ProbeEvery: 200 * time.Millisecond,
+		ID: "n1", Store: b.results, Opener: feed.MongoOpener{Coll: b.results.Collection(), MaxAwait: 100 * time.Millisecond}, State: b.state, Logger: logger(t),
+		OnMode: func(m string) { mu.Lock(); modes = append(modes, m); mu.Unlock() }})
 	start(t, f, c.sink)
 	waitMode(t, f, feed.ModePoll)
 	require.NoError(t, insert(ctx, b.results, result(7, time.Now())))
 	require.Eventually(t, func() bool { return c.times(7) == 1 }, 5*time.Second, 10*time.Millisecond)
+
+	// The server becomes a replica set member: the feed switches.
+	m.Stop()
+	require.NoError(t, m.RestartWith())
+	waitMode(t, f, feed.ModeChangeStream)
+	require.NoError(t, insert(ctx, b.results, result(8, time.Now())))
+	require.Eventually(t, func() bool { return c.times(8) == 1 }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	require.Equal(t, 1, c.times(7))
+	require.Empty(t, c.dups())
+	mu.Lock()
+	require.Equal(t, []string{feed.ModePoll, feed.ModeChangeStream}, modes)
+	mu.Unlock()
 }
 
 func TestChangeStreamModeRefusesAServerWithoutChangeStreams(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b, _ := setupOwn(t, "-replset", "")
 	f := feed.New(feed.Config{Mode: feed.ModeChangeStream, ID: "n1", Store: b.results,
 		Opener: feed.MongoOpener{Coll: b.results.Collection()}, State: b.state, Logger: logger(t)})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -269,7 +299,7 @@ func TestChangeStreamAgainstAReplicaSet(t *testing.T) {
 	t.Parallel()
 	url := os.Getenv("MONGO_REPLSET_URL")
 	if url == "" {
-		t.Skip("MONGO_REPLSET_URL not set: no MongoDB replica set here; FerretDB has no change streams")
+		t.Skip("MONGO_REPLSET_URL not set: no MongoDB replica set here (the same path runs against devmongo's change streams in changestream_test.go)")
 	}
 	client, err := store.Connect(url, "feed-test", 5*time.Second)
 	require.NoError(t, err)

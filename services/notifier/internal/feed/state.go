@@ -69,6 +69,43 @@ func (m MongoState) Save(ctx context.Context, id string, st State) error {
 	return nil
 }
 
+// Expire removes the states of other instances not saved since before:
+// those of notifiers that are gone (a task slot scaled away, an id that
+// changed). It returns how many it removed.
+func (m MongoState) Expire(ctx context.Context, keep string, before time.Time) (int64, error) {
+	res, err := m.Coll.DeleteMany(ctx, bson.D{
+		{Key: "_id", Value: bson.D{{Key: "$ne", Value: keep}}},
+		{Key: "updated_at", Value: bson.D{{Key: "$lt", Value: before}}},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("expire notifier states: %w", err)
+	}
+	return res.DeletedCount, nil
+}
+
+// expirer is a StateStore that can forget stale states.
+type expirer interface {
+	Expire(ctx context.Context, keep string, before time.Time) (int64, error)
+}
+
+// expireStates removes, once, the states nobody saved for StateTTL.
+func (f *Feed) expireStates(ctx context.Context) {
+	e, ok := f.state.(expirer)
+	if !ok || f.stateTTL <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n, err := e.Expire(ctx, f.id, time.Now().Add(-f.stateTTL))
+	if err != nil {
+		f.log.Warn("expire old notifier states", "err", err)
+		return
+	}
+	if n > 0 {
+		f.log.Info("removed the saved states of notifiers gone for longer than the state TTL", "states", n, "ttl", f.stateTTL.String())
+	}
+}
+
 // loadState retries until the store answers or ctx ends.
 func loadState(ctx context.Context, s StateStore, id string, log *slog.Logger) (State, error) {
 	for attempt := 0; ; attempt++ {

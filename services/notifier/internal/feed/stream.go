@@ -13,11 +13,10 @@ import (
 	"github.com/jobsys/jobs/pkg/job"
 )
 
-// Opener opens a change stream on the results collection, resuming after
-// token when it is not nil. MongoOpener is the real one; tests fake the
-// server's answers with their own.
+// Opener opens a change stream on the results collection, starting after
+// token when it is not nil. MongoOpener is the real one.
 type Opener interface {
-	Open(ctx context.Context, resumeAfter bson.Raw) (Stream, error)
+	Open(ctx context.Context, startAfter bson.Raw) (Stream, error)
 }
 
 // Stream is the part of *mongo.ChangeStream the feed uses.
@@ -26,26 +25,38 @@ type Stream interface {
 	RemainingBatchLength() int
 	Decode(v any) error
 	ResumeToken() bson.Raw
+	// ID is the server's cursor id: 0 once the server closed the cursor,
+	// which it does after an invalidate whether or not the pipeline let
+	// the invalidate through.
+	ID() int64
 	Err() error
 	Close(ctx context.Context) error
 }
 
 var _ Stream = (*mongo.ChangeStream)(nil)
 
-// MongoOpener watches inserts, replaces and updates of a collection, with
-// the full document looked up for updates.
+// MongoOpener watches the inserts into a collection, and the invalidate
+// that ends the stream when it is dropped or renamed. A completion is an
+// insert: an update or replace of a stored result (an edit in
+// mongo-express, a backfill) is not a new completion, so the stream
+// leaves them out, and needs no full-document lookup.
 type MongoOpener struct {
 	Coll *mongo.Collection
 	// MaxAwait is how long the server holds an empty getMore (default 500ms).
 	MaxAwait time.Duration
 }
 
-// Open implements Opener.
-func (o MongoOpener) Open(ctx context.Context, resumeAfter bson.Raw) (Stream, error) {
-	pipeline := mongo.Pipeline{{{Key: "$match", Value: bson.D{{Key: "operationType", Value: bson.D{{Key: "$in", Value: bson.A{"insert", "replace", "update"}}}}}}}}
-	opts := options.ChangeStream().SetFullDocument(options.UpdateLookup).SetMaxAwaitTime(cmpDuration(o.MaxAwait, 500*time.Millisecond))
-	if resumeAfter != nil {
-		opts.SetResumeAfter(resumeAfter)
+// watched are the operation types the feed reads.
+var watched = bson.A{"insert", "invalidate"}
+
+// Open implements Opener. It resumes with startAfter, which MongoDB takes
+// for any token, the invalidate's included (resumeAfter refuses that
+// one).
+func (o MongoOpener) Open(ctx context.Context, startAfter bson.Raw) (Stream, error) {
+	pipeline := mongo.Pipeline{{{Key: "$match", Value: bson.D{{Key: "operationType", Value: bson.D{{Key: "$in", Value: watched}}}}}}}
+	opts := options.ChangeStream().SetMaxAwaitTime(cmpDuration(o.MaxAwait, 500*time.Millisecond))
+	if startAfter != nil {
+		opts.SetStartAfter(startAfter)
 	}
 	cs, err := o.Coll.Watch(ctx, pipeline, opts)
 	if err != nil {
@@ -108,11 +119,14 @@ func classify(err error) verdict {
 // ErrNoChangeStreams means the server cannot watch a collection.
 var ErrNoChangeStreams = errors.New("the MongoDB server has no change streams")
 
-// errInvalidated: the watched collection was dropped or renamed.
+// errInvalidated: the watched collection was dropped or renamed, or the
+// server closed the cursor for another reason; the stream starts again
+// after the resume token it gave last.
 var errInvalidated = errors.New("change stream invalidated")
 
 // changeEvent is the part of a change event the feed reads.
 type changeEvent struct {
+	ID            bson.Raw    `bson:"_id"`
 	OperationType string      `bson:"operationType"`
 	FullDocument  *job.Result `bson:"fullDocument"`
 }
@@ -130,20 +144,30 @@ type streamer struct {
 }
 
 // run tails until ctx ends or the server turns out to have no change
-// streams (ErrNoChangeStreams).
-func (s *streamer) run(ctx context.Context, sink Sink) error {
+// streams (ErrNoChangeStreams). A from that is not zero is where another
+// feed (polling) stopped: the stream then starts from now and catches up
+// from there instead of resuming a saved token.
+func (s *streamer) run(ctx context.Context, sink Sink, from position) error {
 	f := s.f
-	st, err := loadState(ctx, f.state, f.id, f.log)
-	if err != nil {
-		return err // only ctx ends this
-	}
-	s.token = st.Token
-	s.last, _ = parsePosition(st.Cursor)
-	s.saved = true
 	catchUp := false
+	if from.at.IsZero() {
+		st, err := loadState(ctx, f.state, f.id, f.log)
+		if err != nil {
+			return err // only ctx ends this
+		}
+		s.token = st.Token
+		s.last, _ = parsePosition(st.Cursor)
+		s.saved = true
+	} else {
+		s.last, catchUp = from, true
+	}
 	opened := false
 	defer s.save(context.WithoutCancel(ctx))
-	for attempt := 0; ; attempt++ {
+	// failures counts the failures in a row, of opening and of reading
+	// alike, for the back-off; a stream that ran well for healthyAfter
+	// clears it.
+	failures := 0
+	for {
 		cs, err := f.opener.Open(ctx, s.token)
 		if ctx.Err() != nil {
 			if cs != nil {
@@ -163,10 +187,11 @@ func (s *streamer) run(ctx context.Context, sink Sink) error {
 				}
 			}
 			f.healthy.Store(false)
-			f.log.Warn("open change stream", "err", err, "attempt", attempt)
-			if !sleep(ctx, backoff(attempt)) {
+			f.log.Warn("open change stream", "err", err, "failures", failures+1)
+			if !sleep(ctx, backoff(failures)) {
 				return nil
 			}
+			failures++
 			continue
 		}
 		if !opened {
@@ -175,28 +200,39 @@ func (s *streamer) run(ctx context.Context, sink Sink) error {
 			f.markStarted()
 		}
 		f.healthy.Store(true)
-		attempt = 0
+		// The opening aggregate's resume token: without it, a first
+		// getMore that fails would reopen from a later "now" and lose
+		// what was committed in between.
+		if tok := cs.ResumeToken(); s.token == nil && tok != nil {
+			s.token, s.saved = cloneRaw(tok), false
+		}
 		if catchUp {
 			if err := s.catchUp(ctx, sink); err != nil {
 				f.log.Warn("catch up after a lost change stream", "err", err)
 				_ = cs.Close(ctx)
-				if !sleep(ctx, backoff(1)) {
+				if !sleep(ctx, backoff(failures)) {
 					return nil
 				}
+				failures++
 				continue // catchUp stays set
 			}
 			catchUp = false
 		}
+		began := time.Now()
 		err = s.consume(ctx, cs, sink)
 		_ = cs.Close(context.WithoutCancel(ctx))
 		s.save(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if time.Since(began) >= healthyAfter {
+			failures = 0
+		}
 		switch {
 		case errors.Is(err, errInvalidated):
-			f.log.Warn("change stream invalidated: starting a new stream and catching up", "cursor", s.last.cursor())
-			s.token, s.saved, catchUp = nil, false, true
+			// startAfter the invalidate's token continues with what is
+			// stored once the collection exists again, missing nothing.
+			f.log.Warn("change stream invalidated (the results collection was dropped or renamed): starting after it", "cursor", s.last.cursor())
 		case classify(err) == unsupported:
 			return fmt.Errorf("%w: %w", ErrNoChangeStreams, err)
 		case classify(err) == restart:
@@ -204,17 +240,22 @@ func (s *streamer) run(ctx context.Context, sink Sink) error {
 			s.token, s.saved, catchUp = nil, false, true
 		default:
 			f.healthy.Store(false)
-			f.log.Warn("change stream failed: resuming after the saved token", "err", err)
-			if !sleep(ctx, backoff(0)) {
+			f.log.Warn("change stream failed: resuming after the saved token", "err", err, "failures", failures+1)
+			if !sleep(ctx, backoff(failures)) {
 				return nil
 			}
+			failures++
 		}
 	}
 }
 
+// healthyAfter is how long a stream must run before its failures in a
+// row are forgotten.
+const healthyAfter = 30 * time.Second
+
 // consume reads cs until it fails or ctx ends, delivering each server
-// batch as one and saving the token after it, and at least every
-// second while the stream is idle.
+// batch as one and saving the token after it; while the stream is idle
+// only the token moves, and it is saved every SaveEvery (a minute).
 func (s *streamer) consume(ctx context.Context, cs Stream, sink Sink) error {
 	f := s.f
 	lastSave := time.Now()
@@ -226,8 +267,9 @@ func (s *streamer) consume(ctx context.Context, cs Stream, sink Sink) error {
 				f.log.Warn("decode change event", "err", err)
 			} else if ev.OperationType == "invalidate" {
 				s.deliver(ctx, batch, sink)
+				s.token, s.saved = cloneRaw(ev.ID), false
 				return errInvalidated
-			} else if ev.FullDocument != nil && !ev.FullDocument.StoredAt.IsZero() {
+			} else if ev.OperationType == "insert" && ev.FullDocument != nil && !ev.FullDocument.StoredAt.IsZero() {
 				batch = append(batch, *ev.FullDocument)
 			}
 			if cs.RemainingBatchLength() == 0 {
@@ -243,6 +285,13 @@ func (s *streamer) consume(ctx context.Context, cs Stream, sink Sink) error {
 		}
 		if tok := cs.ResumeToken(); tok != nil && !bytesEqual(tok, s.token) {
 			s.token, s.saved = cloneRaw(tok), false
+		}
+		if cs.ID() == 0 {
+			// Closed by the server without an error: after an invalidate
+			// the pipeline filtered out, or a killed cursor. Reading on
+			// would spin; start again after its last token.
+			s.deliver(ctx, batch, sink)
+			return errInvalidated
 		}
 		if len(batch) > 0 {
 			s.deliver(ctx, batch, sink)
@@ -283,7 +332,12 @@ func (s *streamer) catchUp(ctx context.Context, sink Sink) error {
 	if s.last.at.IsZero() {
 		return nil // nothing was ever delivered: there is nothing to catch up on
 	}
-	from := s.last
+	// From the look-back before the last cursor: a result stamped just
+	// before it but committed after it is not skipped; what was
+	// delivered already is dropped by id: all of it while this process
+	// ran, and the last cursor's own after a restart.
+	s.seen.fresh([]job.Result{{ID: s.last.id, StoredAt: s.last.at}})
+	from := position{at: s.last.at.Add(-s.f.lookback)}
 	n := 0
 	for {
 		rs, err := s.f.store.After(ctx, from.at, from.id, pageSize)

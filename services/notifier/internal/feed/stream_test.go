@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,9 +16,13 @@ import (
 	"github.com/jobsys/jobs/services/notifier/internal/feed"
 )
 
-// The change-stream path is tested against fakes of what a MongoDB server
-// answers, because the real server here (FerretDB) has no change streams.
-// TestChangeStreamAgainstAReplicaSet runs the real thing when one is given.
+// Failures a server cannot be made to produce on demand here (a network
+// error at a chosen moment, an answer of a server without change
+// streams in a given order) are tested against fakes that answer as the
+// driver's ChangeStream does: TryNext false with Err set after a failed
+// getMore, ResumeToken the last batch's postBatchResumeToken
+// (mongo/change_stream.go). Everything a real server can show runs
+// against devmongo in changestream_test.go.
 
 func token(s string) bson.Raw {
 	b, err := bson.Marshal(bson.D{{Key: "_data", Value: s}})
@@ -101,6 +106,10 @@ func (s *fakeStream) Err() error {
 }
 
 func (s *fakeStream) Close(context.Context) error { return nil }
+
+// ID is a live cursor's: these fakes model failures, not closed cursors
+// (devmongo closes real ones in changestream_test.go).
+func (s *fakeStream) ID() int64 { return 1 }
 
 // answer is what the fake server does for one open: fail with err or
 // hand out stream.
@@ -296,4 +305,47 @@ func TestIdleStreamSavesItsAdvancingToken(t *testing.T) {
 		st, err := b.state.Load(context.Background(), "n1")
 		return err == nil && string(st.Token) == string(token("pbrt"))
 	}, 5*time.Second, 10*time.Millisecond)
+}
+
+// The opening aggregate's postBatchResumeToken (the driver's ResumeToken
+// right after Watch) is kept: when the first getMore fails, the stream
+// reopens after it rather than from a later "now" that would lose what
+// was committed in between.
+func TestTokenOfTheOpeningAggregateIsKept(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	netErr := &net.OpError{Op: "read", Net: "tcp", Err: &net.DNSError{Err: "connection reset", IsTemporary: true}}
+	o := &fakeOpener{answers: []answer{
+		{stream: &fakeStream{tok: token("opened"), err: netErr}},
+	}}
+	f := feed.New(feed.Config{Mode: feed.ModeAuto, ID: "n1", Store: b.results, Opener: o, State: b.state, Logger: logger(t)})
+	start(t, f, newCollector().sink)
+	require.Eventually(t, func() bool { return len(o.opened()) >= 2 }, 10*time.Second, 10*time.Millisecond)
+	tokens := o.opened()
+	require.Nil(t, tokens[0])
+	require.Equal(t, token("opened"), tokens[1])
+}
+
+// failingOpener opens streams that fail at their first read, as a
+// server in an election does, and counts the opens.
+type failingOpener struct{ n atomic.Int64 }
+
+func (o *failingOpener) Open(context.Context, bson.Raw) (feed.Stream, error) {
+	o.n.Add(1)
+	return &fakeStream{err: serverError(91, "ShutdownInProgress")}, nil
+}
+
+// Failures after a successful open back off as failures of the open do:
+// the back-off counts failures in a row across both.
+func TestBackoffCountsFailuresAcrossOpenAndRead(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	o := &failingOpener{}
+	f := feed.New(feed.Config{Mode: feed.ModeAuto, ID: "n1", Store: b.results, Opener: o, State: b.state, Logger: logger(t)})
+	start(t, f, newCollector().sink)
+	time.Sleep(2 * time.Second)
+	// Backing off from 100ms and doubling (with jitter), two seconds hold
+	// at most 6 opens; a fixed pause of ~75ms would make about 25.
+	require.LessOrEqual(t, o.n.Load(), int64(7))
+	require.GreaterOrEqual(t, o.n.Load(), int64(2), "it does retry")
 }
