@@ -127,6 +127,7 @@ func New(d Deps) *echo.Echo {
 			MaxAge:        600,
 		}))
 	}
+	e.Use(crossOrigin(d.Config.CORSOrigins, d.Logger))
 	if d.Config.RateLimit > 0 {
 		e.Use(newRateLimiter(d.Config.RateLimit).middleware)
 	}
@@ -134,11 +135,16 @@ func New(d Deps) *echo.Echo {
 		e.Use(authenticate(d.Config.Token, d.Config.ProtectReads))
 	}
 
-	e.GET("/healthz", h.healthz)
-	e.GET("/readyz", h.readyz)
-	e.GET("/metrics", echo.WrapHandler(h.metrics.handler()))
+	// HEAD is served wherever GET is; net/http drops the body.
+	metricsHandler := echo.WrapHandler(h.metrics.handler())
+	for _, r := range []struct {
+		path string
+		h    echo.HandlerFunc
+	}{{"/healthz", h.healthz}, {"/readyz", h.readyz}, {"/metrics", metricsHandler}, {"/*", h.get}} {
+		e.GET(r.path, r.h)
+		e.HEAD(r.path, r.h)
+	}
 	e.POST("/*", h.post)
-	e.GET("/*", h.get)
 	e.PATCH("/*", h.patch)
 	e.DELETE("/*", h.delete)
 	e.OPTIONS("/*", func(c echo.Context) error {
@@ -180,13 +186,13 @@ type handler struct {
 func allowed(path string) string {
 	switch path {
 	case "/healthz", "/readyz", "/metrics":
-		return "GET, OPTIONS, POST"
+		return "GET, HEAD, OPTIONS, POST"
 	}
 	s := strings.Trim(path, "/")
 	if s != "" && !strings.Contains(s, "/") {
-		return "DELETE, GET, OPTIONS, PATCH, POST"
+		return "DELETE, GET, HEAD, OPTIONS, PATCH, POST"
 	}
-	return "GET, OPTIONS, POST"
+	return "GET, HEAD, OPTIONS, POST"
 }
 
 // handleError answers err as JSON with its status. Errors that are not
@@ -224,6 +230,7 @@ func (h *handler) handleError(err error, c echo.Context) {
 		c.Response().Header().Set(echo.HeaderRetryAfter, "1")
 	}
 	if req.Method == http.MethodHead {
+		c.Response().Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 		_ = c.NoContent(ae.Status)
 		return
 	}

@@ -28,10 +28,6 @@ type Created struct {
 // post adds the request's JSON body as one job, whatever the path.
 func (h *handler) post(c echo.Context) error {
 	req := c.Request()
-	ct := req.Header.Get(echo.HeaderContentType)
-	if err := CheckContentType(ct); err != nil {
-		return err
-	}
 	query, err := url.ParseQuery(req.URL.RawQuery)
 	if err != nil {
 		return errorf(http.StatusBadRequest, "query string does not parse: %s", err.Error())
@@ -40,7 +36,7 @@ func (h *handler) post(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := ParsePut(ct, body, query, PutLimits{MaxJobSize: h.cfg.MaxJobSize, DefaultTTR: h.cfg.DefaultTTR})
+	p, err := ParsePut(body, query, PutLimits{MaxJobSize: h.cfg.MaxJobSize, DefaultTTR: h.cfg.DefaultTTR})
 	if err != nil {
 		return err
 	}
@@ -67,7 +63,7 @@ func (h *handler) post(c echo.Context) error {
 }
 
 // rawLimit is how much of a POST is read: twice the job limit, so that a
-// pretty-printed body that compacts to within MAX_JOB_SIZE still fits,
+// pretty-printed body that normalises to within MAX_JOB_SIZE still fits,
 // while memory stays bounded.
 func (h *handler) rawLimit() int64 { return 2*int64(h.cfg.MaxJobSize) + 1 }
 
@@ -167,9 +163,6 @@ func (h *handler) get(c echo.Context) error {
 func (h *handler) patch(c echo.Context) error {
 	id, err := ParseID(c.Request().URL.Path)
 	if err != nil {
-		return err
-	}
-	if err := CheckContentType(c.Request().Header.Get(echo.HeaderContentType)); err != nil {
 		return err
 	}
 	body, err := h.readBody(c, 4<<10)

@@ -29,7 +29,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		reg: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "manager_http_requests_total",
-			Help: "HTTP requests answered, by route, method and status code.",
+			Help: "HTTP requests answered, by route, method (OTHER for unknown methods) and status code.",
 		}, []string{"route", "method", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "manager_http_request_duration_seconds",
@@ -48,7 +48,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 }
 
 func (m *metrics) observe(route, method string, status int, took time.Duration) {
-	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+	m.requests.WithLabelValues(route, methodLabel(method), codeLabel(status)).Inc()
 	m.latency.WithLabelValues(route).Observe(took.Seconds())
 }
 
@@ -67,4 +67,24 @@ func (m *metrics) enqueued(tube string) {
 
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// methodLabel is the method as a label: a client may send any token as
+// its method, and each would be a new series.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return method
+	}
+	return "OTHER"
+}
+
+// codeLabel is the status code as a label; the handlers only write
+// standard codes, but the label set stays fixed whatever one writes.
+func codeLabel(status int) string {
+	if status < 100 || status > 599 {
+		return "other"
+	}
+	return strconv.Itoa(status)
 }

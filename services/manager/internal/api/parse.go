@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -40,7 +39,7 @@ const maxSeconds = math.MaxUint32
 
 // PutLimits are the settings ParsePut checks a request against.
 type PutLimits struct {
-	// MaxJobSize is the largest body, in bytes after compaction.
+	// MaxJobSize is the largest body, in bytes once normalised.
 	MaxJobSize int
 	// DefaultTTR is the ttr of a job posted without one.
 	DefaultTTR time.Duration
@@ -48,7 +47,8 @@ type PutLimits struct {
 
 // PutRequest is a POST turned into what beanstalkd is asked to do.
 type PutRequest struct {
-	// Body is the request's JSON without insignificant whitespace.
+	// Body is the request's JSON as the original system stored it:
+	// JSON.stringify(JSON.parse(body)), see NormalizeJSON.
 	Body     []byte
 	Tube     string
 	Priority uint32
@@ -57,73 +57,65 @@ type PutRequest struct {
 	TTR   time.Duration
 }
 
-// CheckContentType accepts application/json (in UTF-8) or no
-// Content-Type at all, as curl --data-binary without -H sends none.
-func CheckContentType(ct string) error {
-	if strings.TrimSpace(ct) == "" {
-		return nil
-	}
-	mt, params, err := mime.ParseMediaType(ct)
-	if err == nil && mt == "application/json" {
-		if cs, ok := params["charset"]; !ok || strings.EqualFold(cs, "utf-8") || strings.EqualFold(cs, "utf8") {
-			return nil
-		}
-	}
-	return &Error{Status: http.StatusUnsupportedMediaType,
-		Msg:    fmt.Sprintf("Content-Type %s is not supported", clip(ct)),
-		Detail: "send the job as JSON with Content-Type: application/json"}
-}
-
-// ParsePut checks a POST's Content-Type, query and body and returns the
-// put it asks for. Every error it returns is an *Error with a 4xx status;
-// it never panics, whatever the input.
-func ParsePut(contentType string, body []byte, query url.Values, lim PutLimits) (PutRequest, error) {
-	if err := CheckContentType(contentType); err != nil {
-		return PutRequest{}, err
-	}
+// ParsePut checks a POST's query and body and returns the put it asks
+// for. The body is taken as JSON whatever the request's Content-Type, as
+// the original system took it: curl --data sends
+// application/x-www-form-urlencoded unless told otherwise. Every error it
+// returns is an *Error with a 4xx status; it never panics, whatever the
+// input.
+func ParsePut(body []byte, query url.Values, lim PutLimits) (PutRequest, error) {
 	p, err := parsePutQuery(query, lim.DefaultTTR)
 	if err != nil {
 		return PutRequest{}, err
 	}
-	p.Body, err = CompactJSON(body, lim.MaxJobSize)
+	p.Body, err = NormalizeJSON(body, lim.MaxJobSize)
 	if err != nil {
 		return PutRequest{}, err
 	}
 	return p, nil
 }
 
-// CompactJSON checks that body is one JSON document in UTF-8, nested at
-// most MaxDepth deep, and returns it without insignificant whitespace,
-// refusing it when that is over maxSize bytes.
-func CompactJSON(body []byte, maxSize int) ([]byte, error) {
+// NormalizeJSON checks that body is one JSON document in UTF-8, nested at
+// most MaxDepth deep, and returns it as the original Node system stored
+// it, JSON.stringify(JSON.parse(body)), byte for byte: no insignificant
+// whitespace, strings and numbers spelled as JavaScript spells them, keys
+// in V8's order, a duplicate key's last value. It refuses a result over
+// maxSize bytes.
+func NormalizeJSON(body []byte, maxSize int) ([]byte, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, &Error{Status: http.StatusBadRequest, Msg: "request body is empty",
 			Detail: `send a JSON document, like {"example":"data"}`}
 	}
+	out, err := canonical(body, maxSize)
+	switch {
+	case err == nil:
+		return out, nil
+	case errors.Is(err, errCanonTooBig) && out != nil:
+		return nil, tooBig(len(out), maxSize)
+	case errors.Is(err, errCanonTooBig):
+		return nil, errorf(http.StatusRequestEntityTooLarge, "job body is over %d bytes once normalised; the limit is MAX_JOB_SIZE=%d", maxSize, maxSize)
+	}
+	return nil, syntaxError(body)
+}
+
+// syntaxError says what is wrong with a body canonical refused, and where.
+func syntaxError(body []byte) *Error {
 	if !utf8.Valid(body) {
-		return nil, errorf(http.StatusBadRequest, "request body is not valid UTF-8: bad byte at offset %d", badUTF8(body))
+		return errorf(http.StatusBadRequest, "request body is not valid UTF-8: bad byte at offset %d", badUTF8(body))
 	}
 	if off, deep := tooDeep(body, MaxDepth); deep {
-		return nil, errorf(http.StatusBadRequest, "JSON nests deeper than %d levels (at byte %d)", MaxDepth, off)
+		return errorf(http.StatusBadRequest, "JSON nests deeper than %d levels (at byte %d)", MaxDepth, off)
 	}
-	var buf bytes.Buffer
-	buf.Grow(len(body))
-	if err := json.Compact(&buf, body); err != nil {
-		// Compact's errors carry no offset; Unmarshal's do.
-		var raw json.RawMessage
-		if uerr := json.Unmarshal(body, &raw); uerr != nil {
-			err = uerr
-		}
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			return nil, errorf(http.StatusBadRequest, "invalid JSON: syntax error at byte offset %d: %s", se.Offset, se.Error())
-		}
-		return nil, errorf(http.StatusBadRequest, "invalid JSON: %s", err.Error())
+	var raw json.RawMessage
+	err := json.Unmarshal(body, &raw)
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return errorf(http.StatusBadRequest, "invalid JSON: syntax error at byte offset %d: %s", se.Offset, se.Error())
 	}
-	if buf.Len() > maxSize {
-		return nil, tooBig(buf.Len(), maxSize)
+	if err != nil {
+		return errorf(http.StatusBadRequest, "invalid JSON: %s", err.Error())
 	}
-	return buf.Bytes(), nil
+	return errorf(http.StatusBadRequest, "invalid JSON")
 }
 
 func tooBig(n, max int) *Error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -92,7 +93,11 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 		r.Failf("MANAGER_LISTEN_HOST", "%q is not an IP address or host name", h)
 	}
 	for _, o := range c.CORSOrigins {
-		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+		// The origins are also the ones trusted to write from a browser,
+		// so they must be what http.CrossOriginProtection takes.
+		bad := !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") ||
+			http.NewCrossOriginProtection().AddTrustedOrigin(o) != nil
+		if o != "*" && bad {
 			r.Failf("MANAGER_CORS_ORIGINS", "%q is not an origin like https://example.com", o)
 		}
 	}

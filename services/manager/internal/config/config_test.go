@@ -103,6 +103,7 @@ func TestEveryBadValueIsNamed(t *testing.T) {
 		{"ttr too long", map[string]string{"DEFAULT_TTR": "5000000000"}, "DEFAULT_TTR"},
 		{"cors", map[string]string{"MANAGER_CORS_ORIGINS": "example.com"}, "MANAGER_CORS_ORIGINS"},
 		{"cors blank", map[string]string{"MANAGER_CORS_ORIGINS": " , "}, "MANAGER_CORS_ORIGINS"},
+		{"cors with a path", map[string]string{"MANAGER_CORS_ORIGINS": "https://a.example/board"}, "MANAGER_CORS_ORIGINS"},
 		{"both tokens", map[string]string{"API_TOKEN": "a", "API_TOKEN_FILE": emptyFile}, "API_TOKEN_FILE"},
 		{"missing token file", map[string]string{"API_TOKEN_FILE": "/nonexistent/token"}, "API_TOKEN_FILE"},
 		{"empty token file", map[string]string{"API_TOKEN_FILE": emptyFile}, "API_TOKEN_FILE"},
