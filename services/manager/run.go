@@ -127,7 +127,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	})
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	// The listener turns net/http's own text errors (431, 400) into JSON.
+	go func() { served <- srv.Serve(api.JSONErrors(ln, api.MaxHeaderBytes)) }()
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve HTTP: %w", err)

@@ -155,7 +155,9 @@ func New(d Deps) *echo.Echo {
 }
 
 // NewServer returns the http.Server the manager serves h with: bounded
-// header size and read, write and idle timeouts.
+// header size and read, write and idle timeouts. Serve it on a listener
+// wrapped by JSONErrors, so that the errors net/http answers itself are
+// JSON too.
 func NewServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
