@@ -801,9 +801,9 @@ func checkDockerfile(d *deployment) []string {
 	return problems
 }
 
-// topReadme is the top README, where the variable table is, seen from
-// deploy/.
-const topReadme = "../README.md"
+// topReadme is the configuration table of the services
+// (docs/configuration.md), seen from deploy/.
+const topReadme = "../docs/configuration.md"
 
 // checkDocumented: the top README's table lists every variable the services read
 // (string literals like NAME in their configuration code), and the stack
@@ -817,7 +817,7 @@ func checkDocumented(d *deployment) []string {
 	if len(shared) == 0 {
 		problems = append(problems, "found no variable names in pkg/config/config.go")
 	}
-	// The table is in the top README, next to deploy/.
+	// The table is docs/configuration.md, beside deploy/.
 	readme, err := d.read(topReadme)
 	if err != nil {
 		return append(problems, err.Error())
@@ -847,7 +847,7 @@ func checkDocumented(d *deployment) []string {
 		}
 		for _, v := range reads {
 			if !documented[v] {
-				problems = append(problems, fmt.Sprintf("%s reads %s, which the README's variable table does not list", name, v))
+				problems = append(problems, fmt.Sprintf("%s reads %s, which docs/configuration.md does not list", name, v))
 			}
 		}
 		for k := range d.stack.Services[name].Environment {

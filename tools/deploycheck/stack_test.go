@@ -315,14 +315,17 @@ func randomHex(t *testing.T, n int) string {
 // hold nothing the checks read) into a new temporary directory.
 func copyDir(t *testing.T, src string) string {
 	t.Helper()
-	// dst/.. gets a copy of the top README, which checks read as
-	// ../README.md, as they read the real one from deploy/.
+	// dst/.. gets a copy of the configuration table, which checks read
+	// as ../docs/configuration.md, as they read the real one from deploy/.
 	dst := filepath.Join(t.TempDir(), "deploy")
 	if err := os.Mkdir(dst, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	readme, err := os.ReadFile(filepath.Join(src, topReadme))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(filepath.Join(dst, topReadme)), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dst, topReadme), readme, 0o644); err != nil {
