@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -124,22 +125,29 @@ func (c *canon) array(depth int) error {
 		if len(c.out) > c.max {
 			return errCanonTooBig
 		}
-		c.ws()
-		if c.pos >= len(c.in) {
-			return errCanonSyntax
-		}
-		switch c.in[c.pos] {
-		case ',':
-			c.pos++
-			c.out = append(c.out, ',')
-		case ']':
-			c.pos++
+		if more, err := c.next(']'); err != nil || !more {
 			c.out = append(c.out, ']')
-			return nil
-		default:
-			return errCanonSyntax
+			return err
 		}
 	}
+}
+
+// next reads what follows a value in an array or object: a comma, which
+// it writes, or the closing bracket, which the caller writes.
+func (c *canon) next(closing byte) (more bool, err error) {
+	c.ws()
+	switch {
+	case c.pos >= len(c.in):
+		return false, errCanonSyntax
+	case c.in[c.pos] == ',':
+		c.pos++
+		c.out = append(c.out, ',')
+		return true, nil
+	case c.in[c.pos] == closing:
+		c.pos++
+		return false, nil
+	}
+	return false, errCanonSyntax
 }
 
 // object writes the members as they come and puts them in V8's order
@@ -220,24 +228,16 @@ func (c *canon) object(depth int) error {
 			}
 		}
 		c.members = append(c.members, m)
-
-		c.ws()
-		if c.pos >= len(c.in) {
-			return errCanonSyntax
+		more, err := c.next('}')
+		if err != nil {
+			return err
 		}
-		switch c.in[c.pos] {
-		case ',':
-			c.pos++
-			c.out = append(c.out, ',')
-		case '}':
-			c.pos++
+		if !more {
 			if reorder {
 				c.reorder(open, c.members[base:])
 			}
 			c.out = append(c.out, '}')
 			return nil
-		default:
-			return errCanonSyntax
 		}
 	}
 }
@@ -389,23 +389,19 @@ func appendU(out []byte, u uint16) []byte {
 	return append(out, '\\', 'u', lowerHex[u>>12], lowerHex[u>>8&0xf], lowerHex[u>>4&0xf], lowerHex[u&0xf])
 }
 
+// The characters JSON.stringify escapes with a backslash and a letter,
+// and those letters.
+const (
+	shortEscaped = "\"\\\b\f\n\r\t"
+	shortEscapes = "\"\\bfnrt"
+)
+
 // appendRune writes r, from a \u escape, as JSON.stringify would.
 func appendRune(out []byte, r rune) []byte {
-	switch r {
-	case '"':
-		return append(out, '\\', '"')
-	case '\\':
-		return append(out, '\\', '\\')
-	case '\b':
-		return append(out, '\\', 'b')
-	case '\f':
-		return append(out, '\\', 'f')
-	case '\n':
-		return append(out, '\\', 'n')
-	case '\r':
-		return append(out, '\\', 'r')
-	case '\t':
-		return append(out, '\\', 't')
+	if r < utf8.RuneSelf {
+		if i := strings.IndexByte(shortEscaped, byte(r)); i >= 0 {
+			return append(out, '\\', shortEscapes[i])
+		}
 	}
 	if r < 0x20 {
 		return appendU(out, uint16(r))
