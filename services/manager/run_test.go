@@ -306,8 +306,12 @@ func TestRunRefusesOversizedHeaders(t *testing.T) {
 	req.Header.Set("X-Big", strings.Repeat("x", 64<<10))
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
-	resp.Body.Close()
+	defer resp.Body.Close()
 	require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"), "JSON like every error")
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"error":"request headers are too large","detail":"the request line and headers may be up to 16384 bytes"}`, string(body))
 }
 
 // TestBinary builds the real manager, runs it as a child process, and
