@@ -145,7 +145,8 @@ export class MyJobs {
       ['Total', j.state === 'completed' ? duration(this.total(j)) : '–'],
     ];
 
-    el.replaceChildren(
+    // replaceChildren, unlike h, would turn a null into the text "null".
+    el.replaceChildren(...[
       h('div', { class: 'job-top' },
         h('button', { type: 'button', class: 'job-link', 'aria-label': `Job ${j.id}, details` }, `#${j.id}`),
         h('span', { class: 'tube-chip', title: 'Tube' }, j.tube),
@@ -163,7 +164,7 @@ export class MyJobs {
         h('span', { class: 'muted' }, 'hash '),
         h('code', { 'data-testid': 'hash', title: r.hash }, r.hash),
         r.worker ? h('span', { class: 'muted small' }, ` · ${r.worker}${r.attempts > 1 ? ` · ${r.attempts} attempts` : ''}`) : null) : null,
-    );
+    ].filter(Boolean));
   }
 
   save() {
