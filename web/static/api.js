@@ -29,6 +29,12 @@ function saveToken(t) {
 let asking = null;
 
 /**
+ * reachability.onReachable, when set, runs whenever the server answers a
+ * request: an error that said it could not be reached is stale then.
+ */
+export const reachability = { onReachable: null };
+
+/**
  * askToken opens the token dialog and resolves to the new token, or null
  * when the user cancels. Concurrent callers share one dialog.
  */
@@ -78,7 +84,7 @@ export function askToken(rejected) {
 
 /**
  * request fetches url with the token, and on 401 asks for a token and
- * tries again. It resolves to {status, ok, body} with the body parsed as
+ * tries again. It resolves to {status, ok, body, headers} with the body parsed as
  * JSON when it is JSON; it rejects only when the server cannot be reached.
  */
 export async function request(url, { method = 'GET', body, headers = {}, signal } = {}) {
@@ -87,6 +93,7 @@ export async function request(url, { method = 'GET', body, headers = {}, signal 
     const t = token();
     if (t) h.Authorization = `Bearer ${t}`;
     const res = await fetch(url, { method, body, headers: h, signal, cache: 'no-store' });
+    reachability.onReachable?.();
     // 401: no token; 403 naming the token: a wrong one. Another 403 (a
     // foreign origin, say) is not for the user to fix with a token.
     const refused = res.status === 401 || (res.status === 403 && /token/i.test(await res.clone().text()));
@@ -101,7 +108,7 @@ export async function request(url, { method = 'GET', body, headers = {}, signal 
     } catch {
       // Not JSON: keep the text for the error message.
     }
-    return { status: res.status, ok: res.ok, body: parsed };
+    return { status: res.status, ok: res.ok, body: parsed, headers: res.headers };
   }
 }
 

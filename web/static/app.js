@@ -4,19 +4,29 @@
 // Every completion carries a cursor; the board remembers the newest and,
 // after a reconnect, asks the notifier to replay from a little before it
 // (?since=), then drops anything it has already seen by job id. So a
-// reconnect leaves neither a hole nor a duplicate.
+// reconnect leaves neither a hole nor a duplicate. Its first connection
+// asks for the last completions (?last=) instead, so a new visitor sees
+// what just happened; those that finished before the page loaded are
+// marked "earlier" and not counted as completed since load.
 
-import { Api, askToken, errorText, request, token } from './api.js';
+import { Api, askToken, errorText, reachability, request, token } from './api.js';
 import { Detail } from './detail.js';
 import { PayloadEditor } from './editor.js';
 import { Feed } from './feed.js';
 import { MyJobs } from './myjobs.js';
 import { Stats } from './stats.js';
-import { BoundedMap, cursorAfter, cursorBefore, h } from './util.js';
+import { BoundedMap, cursorAfter, cursorBefore, h, parseCursor, toDate } from './util.js';
 import { Connection } from './ws.js';
 
 const TUBE_RE = /^[A-Za-z0-9+/;.$_()][A-Za-z0-9\-+/;.$_()]{0,199}$/;
 const MAX_PRIORITY = 4294967295;
+// How many recent completions a fresh board shows (the notifier's ?last=).
+const LAST = 50;
+// The manager's MAX_JOB_SIZE default (README), used when the notifier's
+// /board-config.json does not say the limit (max_job_size).
+const DEFAULT_MAX_JOB_SIZE = 65535;
+// The page's load time, by the browser's clock.
+const LOADED_AT = Math.round(performance.timeOrigin || Date.now());
 const $ = (id) => document.getElementById(id);
 
 function toast(text, kind = 'info') {
@@ -26,17 +36,35 @@ function toast(text, kind = 'info') {
 }
 
 async function loadConfig() {
-  const fallback = { api: '/api', links: [] };
+  const fallback = { api: '/api', links: [], maxJobSize: 0, clockOffset: 0 };
   try {
+    const sent = Date.now();
     const res = await request(new URL('board-config.json', location.href));
-    if (!res.ok || !res.body || typeof res.body !== 'object') return fallback;
+    const offset = clockOffset(res.headers?.get('Date'), sent, Date.now());
+    if (!res.ok || !res.body || typeof res.body !== 'object') return { ...fallback, clockOffset: offset };
+    const max = Number(res.body.max_job_size);
     return {
       api: typeof res.body.api === 'string' && res.body.api ? res.body.api : fallback.api,
       links: Array.isArray(res.body.links) ? res.body.links : [],
+      maxJobSize: Number.isSafeInteger(max) && max > 0 ? max : 0,
+      clockOffset: offset,
     };
   } catch {
     return fallback;
   }
+}
+
+/**
+ * clockOffset returns how far the server's clock (from an HTTP Date
+ * header, whole seconds) is ahead of the browser's, or 0 when they agree
+ * within the header's resolution. completed_at and cursors are the
+ * servers' times; the page's load time and "now" are the browser's.
+ */
+function clockOffset(date, sent, received) {
+  const server = Date.parse(date ?? '');
+  if (Number.isNaN(server)) return 0;
+  const offset = server + 500 - (sent + received) / 2;
+  return Math.abs(offset) < 2000 ? 0 : Math.round(offset);
 }
 
 function renderLinks(links) {
@@ -61,6 +89,8 @@ async function main() {
   const config = await loadConfig();
   renderLinks(config.links);
   const api = new Api(config.api);
+  // Server times (completed_at, cursors) on the browser's clock.
+  const local = (ms) => ms - config.clockOffset;
 
   const detail = new Detail({ api, toast });
   const stats = new Stats({
@@ -80,6 +110,9 @@ async function main() {
   let cursor = '';
   let firstOpenAt = 0;
   let everOpened = false;
+  // Set while the first completion of a ?last= replay is awaited: it is
+  // the oldest, and from its time on the board holds every completion.
+  let coverPending = false;
 
   function onJob(msg) {
     const id = Number(msg.id);
@@ -92,10 +125,20 @@ async function main() {
         if (result) mine.update(id, 'completed', result);
         return;
       }
+      if (coverPending) {
+        coverPending = false;
+        const p = parseCursor(msg.cursor);
+        if (p) stats.throughput.coverFrom(local(p[0]));
+      }
       seen.set(id, result ?? { _id: id });
       states.delete(id);
-      stats.addCompleted(result?.tube || mine.get(id)?.tube || 'default');
-      feed.push(result ?? { _id: id, tube: mine.get(id)?.tube });
+      const doneAt = toDate(result?.completed_at)?.getTime();
+      // Finished before the page loaded: shown (the last completions on
+      // open) but not counted as completed since load.
+      const earlier = doneAt !== undefined && local(doneAt) < LOADED_AT;
+      if (doneAt !== undefined) stats.addThroughput(local(doneAt));
+      if (!earlier) stats.addCompleted(result?.tube || mine.get(id)?.tube || 'default');
+      feed.push(result ?? { _id: id, tube: mine.get(id)?.tube }, { earlier });
       mine.update(id, 'completed', result ?? undefined);
       detail.update(id, 'completed', result);
       return;
@@ -116,6 +159,10 @@ async function main() {
     clearInterval(ticker);
     connRetry.textContent = '';
     reconnect.hidden = state !== 'closed';
+    // The sparkline knows nothing of the seconds after a drop until the
+    // next connection's replay fills them.
+    if (state === 'open') stats.throughput.freeze(0);
+    else if (!stats.throughput.frozenAt && everOpened) stats.throughput.freeze(Date.now());
     if (state === 'open') {
       connText.textContent = 'Live';
     } else if (state === 'connecting') {
@@ -142,12 +189,17 @@ async function main() {
     // After one, replay from a little before the newest: a completion that
     // committed late, out of cursor order, just before the disconnect
     // comes too, and `seen` drops the repeats (PROTOCOL.md).
-    since: () => (cursor ? cursorBefore(cursor, REWIND_MS) : firstOpenAt ? `${firstOpenAt}-0` : ''),
+    // The first connection asks for the last completions instead.
+    since: () => (cursor ? cursorBefore(cursor, REWIND_MS) : firstOpenAt ? `${Math.round(firstOpenAt + config.clockOffset)}-0` : ''),
+    last: LAST,
     token,
-    onOpen: ({ replayed }) => {
+    onOpen: ({ replayed, last }) => {
       const first = !everOpened;
       everOpened = true;
       if (!firstOpenAt) firstOpenAt = Date.now();
+      stats.throughput.coverFrom(firstOpenAt);
+      coverPending = last;
+      apiReachable();
       if (!replayed) conn.send({ type: 'subscribe', all: true });
       const waiting = mine.waiting();
       if (waiting.length) conn.send({ type: 'subscribe', jobs: waiting });
@@ -169,6 +221,7 @@ async function main() {
     onUnauthorized: async () => Boolean(await askToken(Boolean(token()))),
   });
   reconnect.addEventListener('click', () => conn.reconnectNow());
+
   $('gap-dismiss').addEventListener('click', () => {
     $('gap-notice').hidden = true;
   });
@@ -199,8 +252,27 @@ async function main() {
   const form = $('submit-form');
   const submit = $('submit');
   const submitError = $('submit-error');
+  // cause says what an error is about, so that it goes with its cause:
+  // "field" (an input, until it is edited), "unreachable" (until the
+  // server answers) or "api" (an answer, until the form is edited).
+  function showSubmitError(text, cause = '') {
+    submitError.textContent = text;
+    if (text && cause) submitError.dataset.cause = cause;
+    else delete submitError.dataset.cause;
+  }
+
+  // An error that said the API could not be reached goes when the server
+  // answers again: the socket opens or any request gets an answer.
+  function apiReachable() {
+    if (submitError.dataset.cause === 'unreachable') showSubmitError('');
+    detail.retry();
+  }
+  reachability.onReachable = () => queueMicrotask(apiReachable);
   let busy = false;
+  const maxNote = config.maxJobSize ? ' (MAX_JOB_SIZE)' : " (MAX_JOB_SIZE's default; this server does not say its own)";
   const editor = new PayloadEditor({
+    maxSize: config.maxJobSize || DEFAULT_MAX_JOB_SIZE,
+    maxSizeNote: maxNote,
     textarea: $('payload'),
     status: $('payload-status'),
     live: $('payload-live'),
@@ -208,8 +280,13 @@ async function main() {
     formatButton: $('format'),
     onChange: (ok) => {
       submit.disabled = !ok || busy;
-      if (ok) submitError.textContent = '';
     },
+  });
+  // Editing the form is the answer to its errors: the edited field loses
+  // its invalid mark, and the message goes unless the server is unreachable.
+  form.addEventListener('input', (e) => {
+    if (e.target instanceof HTMLInputElement) e.target.removeAttribute('aria-invalid');
+    if (submitError.dataset.cause !== 'unreachable') showSubmitError('');
   });
   $('payload').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
@@ -220,7 +297,7 @@ async function main() {
 
   function fieldError(input, message) {
     input.setAttribute('aria-invalid', 'true');
-    submitError.textContent = message;
+    showSubmitError(message, 'field');
     input.focus();
   }
 
@@ -241,13 +318,13 @@ async function main() {
     busy = true;
     submit.disabled = true;
     submit.dataset.busy = 'true';
-    submitError.textContent = '';
+    showSubmitError('');
     const submittedAt = Date.now();
     try {
       const res = await api.submit($('payload').value, { tube, priority, delay });
       const id = Number(res.body?.id);
       if (!res.ok || !Number.isSafeInteger(id)) {
-        submitError.textContent = `The job was not accepted: ${errorText(res)}`;
+        showSubmitError(`The job was not accepted: ${errorText(res)}`, 'api');
         return;
       }
       mine.add({
@@ -261,7 +338,7 @@ async function main() {
       if (done) mine.update(id, 'completed', done.hash ? done : undefined);
       toast(`Job #${id} submitted`);
     } catch (err) {
-      submitError.textContent = `Could not reach the API: ${err.message}`;
+      showSubmitError(`Could not reach the API: ${err.message}. This message goes when the board is back online.`, 'unreachable');
     } finally {
       busy = false;
       delete submit.dataset.busy;
@@ -277,11 +354,16 @@ async function main() {
     if (!/^\d+$/.test(v) || Number(v) <= 0) {
       lookupIn.setAttribute('aria-invalid', 'true');
       detail.el.hidden = false;
-      detail.message('Enter a job id: a whole number above 0.', 'error');
+      detail.message('Enter a job id: a whole number above 0.', 'invalid-id');
       return;
     }
     lookupIn.removeAttribute('aria-invalid');
     detail.show(Number(v));
+  });
+
+  lookupIn.addEventListener('input', () => {
+    lookupIn.removeAttribute('aria-invalid');
+    if (detail.kind === 'invalid-id') detail.hide();
   });
 
   // "/" jumps to the lookup field unless the user is typing.

@@ -37,7 +37,7 @@ export class Detail {
         res = await this.api.job(id, signal);
       } catch (err) {
         if (signal.aborted) return;
-        this.message(`Could not reach the API: ${err.message}`, 'error');
+        this.message(`Could not reach the API: ${err.message}. The lookup runs again when the board is back online.`, 'unreachable');
         return;
       }
       if (signal.aborted || this.id !== id) return;
@@ -62,17 +62,27 @@ export class Detail {
     }
     if (this.kind === 'stats') {
       const badge = this.el.querySelector('.badge');
-      if (badge && LABEL[state]) {
+      if (badge && LABEL[state] && badge.dataset.state !== state) {
         badge.dataset.state = state;
         badge.textContent = LABEL[state];
+        // A reserved job has its TTR left; a ready or buried one no time.
+        const gone = Math.floor((Date.now() - this.clock.at) / 1000);
+        this.clock.left = state === 'reserved' && typeof this.clock.ttr === 'number' ? this.clock.ttr + gone : null;
+        this.tick();
       }
     }
   }
 
   hide() {
     this.ctl?.abort();
+    clearInterval(this.ticker);
     this.el.hidden = true;
     this.id = null;
+  }
+
+  /** retry looks the shown job up again when the API could not be reached: the cause is gone. */
+  retry() {
+    if (this.kind === 'unreachable' && this.id !== null && !this.el.hidden) this.show(this.id);
   }
 
   head(id, state) {
@@ -84,6 +94,7 @@ export class Detail {
 
   message(text, kind) {
     this.kind = kind;
+    clearInterval(this.ticker);
     this.el.replaceChildren(h('p', { class: `detail-message detail-${kind}` }, text));
   }
 
@@ -111,24 +122,55 @@ export class Detail {
   renderStats(s) {
     this.kind = 'stats';
     const sec = (n) => (typeof n === 'number' ? `${n} s` : '–');
+    // Age and Time left are beanstalkd's figures at the lookup: they tick
+    // on from there, and a live change of state restarts Time left.
+    this.clock = {
+      at: Date.now(),
+      age: typeof s.age === 'number' ? s.age : null,
+      left: (s.state === 'delayed' || s.state === 'reserved') && typeof s.timeLeft === 'number' ? s.timeLeft : null,
+      ttr: s.ttr,
+    };
+    this.ageEl = h('dd', { 'data-testid': 'detail-age' });
+    this.leftEl = h('dd', { 'data-testid': 'detail-time-left' });
+    const row = (k, dd) => h('div', {}, h('dt', {}, k), dd);
+    const fields = [
+      ['Tube', h('span', { class: 'tube-chip' }, s.tube ?? '–')],
+      ['Priority', s.pri ?? '–'],
+      ['Delay', sec(s.delay)],
+      ['TTR', h('abbr', { title: 'time to run: how long a worker may hold the job before beanstalkd gives it to another' }, sec(s.ttr))],
+      ['Reserves', s.reserves ?? '–'],
+      ['Timeouts', s.timeouts ?? '–'],
+      ['Releases', s.releases ?? '–'],
+      ['Buries', s.buries ?? '–'],
+      ['Kicks', s.kicks ?? '–'],
+    ];
+    // File 0 means beanstalkd keeps no binlog (no -b): nothing to say.
+    if (s.file > 0) fields.push(['Binlog file', h('span', { title: "the number of beanstalkd's binlog file (-b) that holds the job's put" }, `binlog.${s.file}`)]);
     this.el.replaceChildren(
       this.head(s.id, s.state),
-      fieldList([
-        ['Tube', h('span', { class: 'tube-chip' }, s.tube ?? '–')],
-        ['Priority', s.pri ?? '–'],
-        ['Age', sec(s.age)],
-        ['Delay', sec(s.delay)],
-        ['TTR', sec(s.ttr)],
-        ['Time left', sec(s.timeLeft)],
-        ['Reserves', s.reserves ?? '–'],
-        ['Timeouts', s.timeouts ?? '–'],
-        ['Releases', s.releases ?? '–'],
-        ['Buries', s.buries ?? '–'],
-        ['Kicks', s.kicks ?? '–'],
-        ['Binlog file', s.file ?? '–'],
-      ]),
+      h('dl', { class: 'fields' },
+        row('Age', this.ageEl),
+        row('Time left', this.leftEl),
+        fields.map(([k, v]) => row(k, h('dd', {}, v)))),
       h('p', { class: 'muted small' }, 'Still in the queue: the payload and hash appear when a worker completes it.'),
     );
+    this.tick();
+    clearInterval(this.ticker);
+    this.ticker = setInterval(() => this.tick(), 1000);
+  }
+
+  /** tick shows Age and Time left as of now. */
+  tick() {
+    if (this.kind !== 'stats' || this.el.hidden) {
+      clearInterval(this.ticker);
+      return;
+    }
+    const c = this.clock;
+    const gone = Math.floor((Date.now() - c.at) / 1000);
+    const age = c.age === null ? '–' : `${c.age + gone} s`;
+    const left = c.left === null ? '–' : `${Math.max(0, c.left - gone)} s`;
+    if (this.ageEl.textContent !== age) this.ageEl.textContent = age;
+    if (this.leftEl.textContent !== left) this.leftEl.textContent = left;
   }
 
   async copy(text, code) {

@@ -3,7 +3,7 @@
 // some give no position, so a small scanner that follows RFC 8259 (what
 // JSON.parse accepts) finds the position itself.
 
-import { bytes } from './util.js';
+import { bytes, count } from './util.js';
 
 const WS = new Set([' ', '\t', '\n', '\r']);
 const MAX_DEPTH = 512;
@@ -169,12 +169,25 @@ function scanObject(s, i, depth) {
 const encoder = new TextEncoder();
 
 /**
+ * storedSize returns the size in bytes (UTF-8) of what the manager stores
+ * for a parsed payload, and holds to MAX_JOB_SIZE: what the original
+ * system stored, JSON.stringify(JSON.parse(body)), which this browser
+ * computes itself.
+ */
+export function storedSize(value) {
+  return encoder.encode(JSON.stringify(value)).length;
+}
+
+/**
  * PayloadEditor wires the textarea, its status line and the submit button:
  * the button is disabled while the text is not valid JSON.
  */
 export class PayloadEditor {
-  constructor({ textarea, status, live, gotoButton, formatButton, onChange }) {
+  constructor({ textarea, status, live, gotoButton, formatButton, onChange, maxSize = 0, maxSizeNote = '' }) {
     this.textarea = textarea;
+    // The manager's MAX_JOB_SIZE (0: unknown), and where that figure comes from.
+    this.maxSize = maxSize;
+    this.maxSizeNote = maxSizeNote;
     this.status = status;
     // The status line changes with every key; the live region speaks only
     // when the text turns valid or invalid.
@@ -198,20 +211,37 @@ export class PayloadEditor {
     this.result = check(text);
     const r = this.result;
     if (r.ok) {
-      this.status.dataset.valid = 'true';
-      this.statusText.textContent = `Valid JSON · ${bytes(encoder.encode(text).length)}`;
+      // The manager refuses a body over MAX_JOB_SIZE once normalised, or
+      // one over twice that as sent (it stops reading there).
+      const size = storedSize(r.value);
+      const sent = encoder.encode(text).length;
+      const tooBig = this.maxSize > 0 && size > this.maxSize;
+      const tooLong = this.maxSize > 0 && !tooBig && sent > 2 * this.maxSize + 1;
+      const over = tooBig || tooLong;
+      const limit = `the limit of ${count(this.maxSize)} bytes${this.maxSizeNote}`;
+      this.status.dataset.valid = over ? 'too-large' : 'true';
+      this.statusText.textContent = tooBig
+        ? `Valid JSON, but too large: ${count(size)} bytes as stored (${bytes(size)}) is over ${limit}; the API will refuse it`
+        : tooLong
+          ? `Valid JSON, but ${count(sent)} bytes as typed: the API reads at most twice ${limit}; remove the spaces`
+          : `Valid JSON · ${bytes(size)}`;
+      this.statusText.title = over ? '' : `${count(size)} bytes as the API stores it (JSON.stringify of the parsed payload); ${count(sent)} bytes as typed`;
       this.textarea.removeAttribute('aria-invalid');
       this.gotoButton.hidden = true;
     } else {
       this.status.dataset.valid = 'false';
+      this.statusText.title = '';
       this.statusText.textContent = `Line ${r.line}, column ${r.column}: ${r.message}`;
       this.textarea.setAttribute('aria-invalid', 'true');
       this.gotoButton.hidden = text.trim() === '';
     }
-    if (this.live && this.wasValid !== r.ok && this.wasValid !== undefined) {
-      this.live.textContent = r.ok ? 'The payload is valid JSON.' : `The payload is not valid JSON: ${this.statusText.textContent}`;
+    const state = this.status.dataset.valid;
+    if (this.live && this.wasState !== state && this.wasState !== undefined) {
+      this.live.textContent = state === 'true' ? 'The payload is valid JSON.'
+        : state === 'too-large' ? `The payload is too large: ${this.statusText.textContent}`
+          : `The payload is not valid JSON: ${this.statusText.textContent}`;
     }
-    this.wasValid = r.ok;
+    this.wasState = state;
     this.onChange?.(r.ok);
   }
 

@@ -2,7 +2,7 @@
 // a second the DOM is touched once per animation frame, with only the rows
 // that will stay visible, and the table never holds more than maxRows.
 
-import { clock, duration, schedule } from './util.js';
+import { clock, duration, h, schedule } from './util.js';
 
 /** Feed renders completions into the feed table. */
 export class Feed {
@@ -13,6 +13,7 @@ export class Feed {
     this.pauseButton = root.getElementById('feed-pause');
     this.pausedNote = root.getElementById('feed-paused');
     this.template = root.getElementById('feed-row');
+    this.earlierNote = root.getElementById('feed-earlier');
     this.maxRows = maxRows;
     this.onOpen = onOpen;
     this.pending = [];
@@ -29,9 +30,12 @@ export class Feed {
     this.scroller.addEventListener('keydown', (e) => this.key(e));
   }
 
-  /** push queues a completed job's result for the next frame. */
-  push(result) {
-    this.pending.push(result);
+  /**
+   * push queues a completed job's result for the next frame; earlier says
+   * it completed before the page loaded (the last completions on open).
+   */
+  push(result, { earlier = false } = {}) {
+    this.pending.push(earlier ? { r: result, earlier } : { r: result });
     // Frames do not run in a hidden tab: keep only what could be shown.
     if (this.pending.length > this.maxRows * 2) this.pending.splice(0, this.pending.length - this.maxRows);
     if (this.paused) this.missed++;
@@ -56,7 +60,7 @@ export class Feed {
     const batch = this.pending.length > this.maxRows ? this.pending.slice(-this.maxRows) : this.pending;
     this.pending = [];
     const frag = document.createDocumentFragment();
-    for (let i = batch.length - 1; i >= 0; i--) frag.append(this.row(batch[i]));
+    for (let i = batch.length - 1; i >= 0; i--) frag.append(this.row(batch[i].r, batch[i].earlier));
     const focused = this.body.contains(document.activeElement);
     this.body.prepend(frag);
     let extra = this.body.childElementCount - this.maxRows;
@@ -67,12 +71,14 @@ export class Feed {
     }
     if (focused && !this.body.contains(document.activeElement)) this.scroller.focus();
     this.empty.hidden = true;
+    this.earlierNote.hidden = !this.body.querySelector('[data-earlier]');
   }
 
-  row(r) {
+  row(r, earlier) {
     const row = this.template.content.firstElementChild.cloneNode(true);
     const id = String(r._id);
     row.dataset.jobId = id;
+    if (earlier) row.dataset.earlier = 'true';
     const [job, tube, hash, worker, run, done] = row.children;
     const b = job.firstElementChild;
     b.textContent = `#${id}`;
@@ -85,6 +91,10 @@ export class Feed {
     worker.title = r.worker ?? '';
     run.textContent = duration(r.duration_ms);
     done.textContent = clock(r.completed_at);
+    if (earlier) {
+      done.title = 'Completed before you opened the board';
+      done.append(h('span', { class: 'visually-hidden' }, ', before you opened the board'));
+    }
     this.byId.set(id, r);
     return row;
   }

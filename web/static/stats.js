@@ -1,7 +1,9 @@
 // Queue counters, the per-tube table and the throughput sparkline, fed by
 // the notifier's stats messages (every second) and by the completions the
-// board receives (the stats carry no completed count per tube).
+// board receives (the stats carry no completed count per tube). The
+// sparkline counts completions by their completed_at (throughput.js).
 
+import { Throughput } from './throughput.js';
 import { count, h, schedule } from './util.js';
 
 const STATES = ['ready', 'delayed', 'reserved', 'buried'];
@@ -30,7 +32,7 @@ export class Stats {
     this.tubes = {};
     this.completed = new Map();
     this.completedTotal = 0;
-    this.samples = [];
+    this.throughput = new Throughput({ windowMs: WINDOW_MS });
     this.tubeNames = '';
     this.tubesAt = 0;
     this.renderCounters = this.renderCounters.bind(this);
@@ -43,18 +45,19 @@ export class Stats {
   /** applyStats takes a stats message. */
   applyStats(msg) {
     this.tubes = msg.tubes && typeof msg.tubes === 'object' ? msg.tubes : {};
-    const rate = Number(msg.completed_last_second);
-    if (Number.isFinite(rate)) {
-      const now = Date.now();
-      this.samples.push({ t: now, v: Math.max(0, rate) });
-      while (this.samples.length && this.samples[0].t < now - WINDOW_MS) this.samples.shift();
-    }
+    // tubes lists only the busiest; totals counts every tube.
+    this.totals = msg.totals && typeof msg.totals === 'object' ? msg.totals : null;
     schedule(this.renderCounters);
     schedule(this.renderTubes);
     schedule(this.renderSpark);
   }
 
-  /** addCompleted counts one completion in tube. */
+  /** addThroughput counts a completion that finished at ms (local clock) in the sparkline. */
+  addThroughput(ms) {
+    this.throughput.add(ms);
+  }
+
+  /** addCompleted counts one completion in tube since the page loaded. */
   addCompleted(tube) {
     this.completed.set(tube, (this.completed.get(tube) ?? 0) + 1);
     this.completedTotal++;
@@ -65,7 +68,7 @@ export class Stats {
 
   renderCounters() {
     const totals = { ready: 0, delayed: 0, reserved: 0, buried: 0 };
-    for (const t of Object.values(this.tubes)) {
+    for (const t of this.totals ? [this.totals] : Object.values(this.tubes)) {
       for (const s of STATES) totals[s] += Number(t?.[s]) || 0;
     }
     for (const s of STATES) setText(this.el[s], String(totals[s]));
@@ -95,47 +98,33 @@ export class Stats {
 
   renderSpark() {
     const now = Date.now();
-    const pts = this.samples.filter((p) => p.t >= now - WINDOW_MS);
-    const last = pts.at(-1);
-    const current = last && now - last.t < 5000 ? last.v : 0;
-    const peak = pts.reduce((m, p) => Math.max(m, p.v), 0);
-    const total = pts.reduce((m, p) => m + p.v, 0);
-    const avg = pts.length ? total / pts.length : 0;
-    setText(this.rateNow, count(current));
+    const { pts, end, axisEnd, current, peak, avg, total } = this.throughput.summary(now);
+    const rate = (v) => (v < 10 && v % 1 ? v.toFixed(1) : count(Math.round(v)));
+    setText(this.rateNow, rate(current));
     setText(this.ratePeak, count(peak));
     setText(this.rateAvg, avg < 10 ? avg.toFixed(1) : count(Math.round(avg)));
     setText(this.rateTotal, count(total));
     this.spark.setAttribute('aria-label', pts.length
-      ? `Completed jobs per second over the last 5 minutes or since the page loaded: now ${current}, peak ${peak}, average ${avg.toFixed(1)}`
+      ? `Completed jobs per second, by when they finished, over the last 5 minutes or since the board's data starts: now ${rate(current)}, peak ${peak}, average ${avg.toFixed(1)}`
       : 'No throughput data yet');
 
     const top = niceMax(peak);
     // Until five minutes of samples exist the chart spans what there is
     // (at least a minute), so a fresh board does not draw a sliver.
-    const span = Math.min(WINDOW_MS, Math.max(MIN_SPAN_MS, now - (pts[0]?.t ?? now)));
+    const span = Math.min(WINDOW_MS, Math.max(MIN_SPAN_MS, axisEnd - (pts[0]?.t ?? axisEnd)));
     const minutes = Math.round(span / 60_000);
     setText(this.spanLabel, `last ${minutes} min`);
     setText(this.totalSpan, `in ${minutes} min`);
-    const x = (t) => (W * (t - (now - span))) / span;
+    const x = (t) => (W * (t - (axisEnd - span))) / span;
     const y = (v) => H - 2 - ((H - 6) * v) / top;
-    // A gap in the samples (disconnected) breaks the line instead of
-    // drawing a slope across it.
+    // Each second is drawn at its end, so the line reaches the right edge.
+    const seg = pts.length === 1 ? [{ t: pts[0].t, v: pts[0].v }, { t: end, v: pts[0].v }] : pts.map((p) => ({ t: p.t + 1000, v: p.v }));
     let line = '';
     let area = '';
-    let seg = [];
-    const flushSeg = () => {
-      if (seg.length === 0) return;
-      if (seg.length === 1) seg.push({ t: seg[0].t + 1000, v: seg[0].v });
-      const d = seg.map((p, i) => `${i ? 'L' : 'M'}${x(p.t).toFixed(1)} ${y(p.v).toFixed(1)}`).join('');
-      line += d;
-      area += `${d}L${x(seg.at(-1).t).toFixed(1)} ${H}L${x(seg[0].t).toFixed(1)} ${H}Z`;
-      seg = [];
-    };
-    for (const p of pts) {
-      if (seg.length && p.t - seg.at(-1).t > 2500) flushSeg();
-      seg.push(p);
+    if (seg.length) {
+      line = seg.map((p, i) => `${i ? 'L' : 'M'}${x(p.t).toFixed(1)} ${y(p.v).toFixed(1)}`).join('');
+      area = `${line}L${x(seg.at(-1).t).toFixed(1)} ${H}L${x(seg[0].t).toFixed(1)} ${H}Z`;
     }
-    flushSeg();
     this.sparkLine.setAttribute('d', line);
     this.sparkArea.setAttribute('d', area);
   }

@@ -17,16 +17,17 @@ export function backoff(attempt) {
 /**
  * Connection keeps one WebSocket open to path (relative to the page).
  *
- * Callbacks: since() returns the cursor to replay from, or ""; token()
- * the API token or ""; onOpen({replayed}) runs when a socket opens;
+ * Callbacks: since() returns the cursor to replay from, or "" to ask
+ * instead for the last completions (when last > 0) or none; token()
+ * the API token or ""; onOpen({replayed, last}) runs when a socket opens;
  * onMessage(msg) gets every parsed message; onState(state, {retryAt})
  * reports "connecting", "open" or "closed"; onUnauthorized() is called
  * when the server refuses the token and resolves true once there is a new
  * one to try.
  */
 export class Connection {
-  constructor({ path = 'ws', since, token, onOpen, onMessage, onState, onUnauthorized }) {
-    Object.assign(this, { path, since, token, onOpen, onMessage, onState, onUnauthorized });
+  constructor({ path = 'ws', since, last = 0, token, onOpen, onMessage, onState, onUnauthorized }) {
+    Object.assign(this, { path, since, last, token, onOpen, onMessage, onState, onUnauthorized });
     this.ws = null;
     this.state = 'closed';
     this.attempt = 0;
@@ -65,6 +66,7 @@ export class Connection {
     u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     const since = this.since?.();
     if (since) u.searchParams.set('since', since);
+    else if (this.last > 0) u.searchParams.set('last', String(this.last));
     const t = this.token?.();
     if (t) u.searchParams.set('token', t);
     return u;
@@ -79,7 +81,8 @@ export class Connection {
     clearTimeout(this.retryTimer);
     this.abandon();
     const url = this.url();
-    const replayed = url.searchParams.has('since');
+    const last = url.searchParams.has('last');
+    const replayed = last || url.searchParams.has('since');
     let ws;
     try {
       ws = new WebSocket(url);
@@ -98,7 +101,7 @@ export class Connection {
       this.failedBeforeOpen = 0;
       this.setState('open');
       this.watch(ws);
-      this.onOpen?.({ replayed });
+      this.onOpen?.({ replayed, last });
     };
     let first = true;
     ws.onmessage = (e) => {
@@ -180,6 +183,7 @@ export class Connection {
       const u = this.url();
       u.protocol = location.protocol;
       u.searchParams.delete('since');
+      u.searchParams.delete('last');
       const res = await fetch(u, { cache: 'no-store', signal: ctl.signal });
       if (res.status === 401 || res.status === 403) await this.unauthorized();
     } catch {
