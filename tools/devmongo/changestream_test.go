@@ -22,7 +22,7 @@ type server struct {
 	stop func()
 }
 
-func start(t *testing.T, dir string, args ...string) *server {
+func start(t testing.TB, dir string, args ...string) *server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
@@ -63,7 +63,7 @@ func start(t *testing.T, dir string, args ...string) *server {
 	return s
 }
 
-func connect(t *testing.T, uri string) *mongo.Client {
+func connect(t testing.TB, uri string) *mongo.Client {
 	t.Helper()
 	c, err := mongo.Connect(options.Client().ApplyURI(uri).SetServerSelectionTimeout(10 * time.Second))
 	require.NoError(t, err)

@@ -48,6 +48,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	level := fs.String("log-level", envOr("DEVMONGO_LOG_LEVEL", "error"), "log level: debug, info, warn or error (FerretDB logs every refused command at warn)")
 	replSet := fs.String("replset", envOr("DEVMONGO_REPLSET", "rs0"), `replica set name hello announces; "" answers as a standalone server, without change streams`)
 	history := fs.Int("history", 100_000, "change events kept in memory for resuming streams (also at most 64 MiB); older resume points get ChangeStreamHistoryLost")
+	bare := fs.Bool("bare", false, "serve FerretDB itself on -listen, without the front: no change streams (to measure what the front costs)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,6 +68,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
+	}
+	if *bare {
+		return runBare(ctx, *listen, abs, logger, stdout)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -120,6 +124,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		<-frontDone
 	}
 	return err
+}
+
+// runBare serves FerretDB alone on listen.
+func runBare(ctx context.Context, listen, dir string, logger *slog.Logger, stdout io.Writer) error {
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: listen},
+		Logger:    logger.With("component", "ferretdb"),
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + dir + "/",
+	})
+	if err != nil {
+		return fmt.Errorf("start FerretDB on %s: %w", listen, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	fmt.Fprintf(stdout, "listening %s\n", f.MongoDBURI())
+	return <-done
 }
 
 // advertise is the address clients reach a listener on: loopback for a
