@@ -2,6 +2,7 @@ package feed_test
 
 import (
 	"context"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/store"
+	"github.com/jobsys/jobs/pkg/testenv"
 	"github.com/jobsys/jobs/services/notifier/internal/feed"
 )
 
@@ -66,6 +69,25 @@ func runFeed(t *testing.T, b bundle, opener feed.Opener, state feed.StateStore, 
 	return f, stop
 }
 
+// eachServer runs test against devmongo and, when MONGO_REPLSET_URL names
+// one, against a real MongoDB replica set: the same scenarios on both.
+func eachServer(t *testing.T, test func(t *testing.T, b bundle)) {
+	t.Run("devmongo", func(t *testing.T) { t.Parallel(); test(t, setup(t)) })
+	t.Run("replicaset", func(t *testing.T) {
+		url := os.Getenv("MONGO_REPLSET_URL")
+		if url == "" {
+			t.Skip("MONGO_REPLSET_URL not set: no MongoDB replica set here")
+		}
+		t.Parallel()
+		client, err := store.Connect(url, "feed-test", 5*time.Second)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+		db := "db_" + testenv.RandomName()
+		t.Cleanup(func() { _ = client.Database(db).Drop(context.Background()) })
+		test(t, bundle{results: store.NewResults(client, db, "completed"), state: feed.MongoState{Coll: client.Database(db).Collection(feed.StateCollection)}, client: client})
+	})
+}
+
 func opener(b bundle) feed.MongoOpener {
 	return feed.MongoOpener{Coll: b.results.Collection(), MaxAwait: 200 * time.Millisecond}
 }
@@ -79,27 +101,28 @@ func eventually(t *testing.T, cond func() bool, msg string) {
 // (issue: UpdateLookup re-broadcast every edit to every subscriber).
 func TestEditsOfStoredResultsAreNotCompletions(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	ctx := context.Background()
-	c := newCollector()
-	runFeed(t, b, opener(b), b.state, c)
-	// Job 1 was stored minutes ago (a backfill edits old results), so
-	// the feed's short memory of delivered ids no longer hides a repeat.
-	require.NoError(t, insert(ctx, b.results, result(1, time.Now().Add(-5*time.Minute))))
-	require.NoError(t, insert(ctx, b.results, result(9, time.Now())))
-	eventually(t, func() bool { return c.times(1) == 1 && c.times(9) == 1 }, "the inserts are completions")
-	coll := b.results.Collection()
-	_, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: int64(1)}}, bson.D{{Key: "$set", Value: bson.D{{Key: "worker", Value: "edited"}}}})
-	require.NoError(t, err)
-	_, err = coll.UpdateMany(ctx, bson.D{}, bson.D{{Key: "$set", Value: bson.D{{Key: "tube", Value: "backfill"}}}})
-	require.NoError(t, err)
-	r := result(1, time.Now())
-	r.Worker = "replaced"
-	_, err = coll.ReplaceOne(ctx, bson.D{{Key: "_id", Value: int64(1)}}, r)
-	require.NoError(t, err)
-	require.NoError(t, insert(ctx, b.results, result(2, time.Now())))
-	eventually(t, func() bool { return c.times(2) == 1 }, "the next insert")
-	require.Equal(t, 1, c.times(1), "the edits did not deliver job 1 again")
+	eachServer(t, func(t *testing.T, b bundle) {
+		ctx := context.Background()
+		c := newCollector()
+		runFeed(t, b, opener(b), b.state, c)
+		// Job 1 was stored minutes ago (a backfill edits old results), so
+		// the feed's short memory of delivered ids no longer hides a repeat.
+		require.NoError(t, insert(ctx, b.results, result(1, time.Now().Add(-5*time.Minute))))
+		require.NoError(t, insert(ctx, b.results, result(9, time.Now())))
+		eventually(t, func() bool { return c.times(1) == 1 && c.times(9) == 1 }, "the inserts are completions")
+		coll := b.results.Collection()
+		_, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: int64(1)}}, bson.D{{Key: "$set", Value: bson.D{{Key: "worker", Value: "edited"}}}})
+		require.NoError(t, err)
+		_, err = coll.UpdateMany(ctx, bson.D{}, bson.D{{Key: "$set", Value: bson.D{{Key: "tube", Value: "backfill"}}}})
+		require.NoError(t, err)
+		r := result(1, time.Now())
+		r.Worker = "replaced"
+		_, err = coll.ReplaceOne(ctx, bson.D{{Key: "_id", Value: int64(1)}}, r)
+		require.NoError(t, err)
+		require.NoError(t, insert(ctx, b.results, result(2, time.Now())))
+		eventually(t, func() bool { return c.times(2) == 1 }, "the next insert")
+		require.Equal(t, 1, c.times(1), "the edits did not deliver job 1 again")
+	})
 }
 
 // Dropping the results collection (mongo-express, mongorestore --drop)
@@ -108,23 +131,24 @@ func TestEditsOfStoredResultsAreNotCompletions(t *testing.T) {
 // collection exists again.
 func TestDropOfTheResultsNeitherSpinsNorStopsTheFeed(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	ctx := context.Background()
-	c := newCollector()
-	op := &countingOpener{MongoOpener: opener(b)}
-	f, _ := runFeed(t, b, op, b.state, c)
-	require.NoError(t, insert(ctx, b.results, result(1, time.Now())))
-	eventually(t, func() bool { return c.times(1) == 1 }, "before the drop")
+	eachServer(t, func(t *testing.T, b bundle) {
+		ctx := context.Background()
+		c := newCollector()
+		op := &countingOpener{MongoOpener: opener(b)}
+		f, _ := runFeed(t, b, op, b.state, c)
+		require.NoError(t, insert(ctx, b.results, result(1, time.Now())))
+		eventually(t, func() bool { return c.times(1) == 1 }, "before the drop")
 
-	require.NoError(t, b.results.Collection().Drop(ctx))
-	opensAfterDrop := op.n.Load()
-	time.Sleep(time.Second)
-	require.LessOrEqual(t, op.n.Load()-opensAfterDrop, int64(3), "the feed reopens once after the invalidate, not in a loop")
-	require.True(t, f.Healthy())
+		require.NoError(t, b.results.Collection().Drop(ctx))
+		opensAfterDrop := op.n.Load()
+		time.Sleep(time.Second)
+		require.LessOrEqual(t, op.n.Load()-opensAfterDrop, int64(3), "the feed reopens once after the invalidate, not in a loop")
+		require.True(t, f.Healthy())
 
-	require.NoError(t, insert(ctx, b.results, result(2, time.Now())))
-	eventually(t, func() bool { return c.times(2) == 1 }, "stored after the collection was created again")
-	require.Empty(t, c.dups())
+		require.NoError(t, insert(ctx, b.results, result(2, time.Now())))
+		eventually(t, func() bool { return c.times(2) == 1 }, "stored after the collection was created again")
+		require.Empty(t, c.dups())
+	})
 }
 
 // A stream on which the server closed the cursor without an event the
@@ -132,41 +156,43 @@ func TestDropOfTheResultsNeitherSpinsNorStopsTheFeed(t *testing.T) {
 // on TryNext false with no error).
 func TestRenameOfTheResultsIsDetected(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	ctx := context.Background()
-	c := newCollector()
-	op := &countingOpener{MongoOpener: opener(b)}
-	runFeed(t, b, op, b.state, c)
-	require.NoError(t, insert(ctx, b.results, result(1, time.Now())))
-	eventually(t, func() bool { return c.times(1) == 1 }, "before the rename")
-	db := b.results.Collection().Database()
-	require.NoError(t, db.Client().Database("admin").RunCommand(ctx, bson.D{
-		{Key: "renameCollection", Value: db.Name() + ".completed"}, {Key: "to", Value: db.Name() + ".completed_old"},
-	}).Err())
-	before := op.n.Load()
-	time.Sleep(time.Second)
-	require.LessOrEqual(t, op.n.Load()-before, int64(3))
-	require.NoError(t, insert(ctx, b.results, result(2, time.Now())))
-	eventually(t, func() bool { return c.times(2) == 1 }, "stored in a new results collection")
+	eachServer(t, func(t *testing.T, b bundle) {
+		ctx := context.Background()
+		c := newCollector()
+		op := &countingOpener{MongoOpener: opener(b)}
+		runFeed(t, b, op, b.state, c)
+		require.NoError(t, insert(ctx, b.results, result(1, time.Now())))
+		eventually(t, func() bool { return c.times(1) == 1 }, "before the rename")
+		db := b.results.Collection().Database()
+		require.NoError(t, db.Client().Database("admin").RunCommand(ctx, bson.D{
+			{Key: "renameCollection", Value: db.Name() + ".completed"}, {Key: "to", Value: db.Name() + ".completed_old"},
+		}).Err())
+		before := op.n.Load()
+		time.Sleep(time.Second)
+		require.LessOrEqual(t, op.n.Load()-before, int64(3))
+		require.NoError(t, insert(ctx, b.results, result(2, time.Now())))
+		eventually(t, func() bool { return c.times(2) == 1 }, "stored in a new results collection")
+	})
 }
 
 // A restarted notifier resumes from its saved token: what was stored
 // while it was down comes, once, and nothing before it again.
 func TestResumesFromTheSavedToken(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	ctx := context.Background()
-	c := newCollector()
-	_, stop := runFeed(t, b, opener(b), b.state, c)
-	require.NoError(t, insert(ctx, b.results, result(1, time.Now())))
-	eventually(t, func() bool { return c.times(1) == 1 }, "first run")
-	stop()
-	require.NoError(t, insert(ctx, b.results, result(2, time.Now())))
-	c2 := newCollector()
-	runFeed(t, b, opener(b), b.state, c2)
-	eventually(t, func() bool { return c2.times(2) == 1 }, "stored while down")
-	time.Sleep(300 * time.Millisecond)
-	require.Zero(t, c2.times(1))
+	eachServer(t, func(t *testing.T, b bundle) {
+		ctx := context.Background()
+		c := newCollector()
+		_, stop := runFeed(t, b, opener(b), b.state, c)
+		require.NoError(t, insert(ctx, b.results, result(1, time.Now())))
+		eventually(t, func() bool { return c.times(1) == 1 }, "first run")
+		stop()
+		require.NoError(t, insert(ctx, b.results, result(2, time.Now())))
+		c2 := newCollector()
+		runFeed(t, b, opener(b), b.state, c2)
+		eventually(t, func() bool { return c2.times(2) == 1 }, "stored while down")
+		time.Sleep(300 * time.Millisecond)
+		require.Zero(t, c2.times(1))
+	})
 }
 
 // devmongo keeps its change history in memory: after it restarts, the
@@ -196,34 +222,36 @@ func TestHistoryLostCatchesUpFromTheLastCursor(t *testing.T) {
 // the last cursor but committed after it is not skipped.
 func TestCatchUpRewindsByTheLookback(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	ctx := context.Background()
-	last := time.Now().Add(-time.Second).Truncate(time.Millisecond)
-	// The saved state of a notifier that delivered job 5 (stamped last)
-	// with a token the server no longer has.
-	require.NoError(t, b.state.Save(ctx, "n1", feed.State{
-		Token:  bson.Raw(mustMarshal(t, bson.D{{Key: "_data", Value: "not a token"}})),
-		Cursor: job.NewCursor(last, 5),
-	}))
-	require.NoError(t, insert(ctx, b.results, result(5, last)))
-	require.NoError(t, insert(ctx, b.results, result(4, last.Add(-500*time.Millisecond)))) // committed late
-	require.NoError(t, insert(ctx, b.results, result(6, last.Add(time.Millisecond))))
-	c := newCollector()
-	runFeed(t, b, opener(b), b.state, c)
-	eventually(t, func() bool { return c.times(4) == 1 && c.times(6) == 1 }, "the late commit and the next one")
+	eachServer(t, func(t *testing.T, b bundle) {
+		ctx := context.Background()
+		last := time.Now().Add(-time.Second).Truncate(time.Millisecond)
+		// The saved state of a notifier that delivered job 5 (stamped last)
+		// with a token the server no longer has.
+		require.NoError(t, b.state.Save(ctx, "n1", feed.State{
+			Token:  bson.Raw(mustMarshal(t, bson.D{{Key: "_data", Value: "not a token"}})),
+			Cursor: job.NewCursor(last, 5),
+		}))
+		require.NoError(t, insert(ctx, b.results, result(5, last)))
+		require.NoError(t, insert(ctx, b.results, result(4, last.Add(-500*time.Millisecond)))) // committed late
+		require.NoError(t, insert(ctx, b.results, result(6, last.Add(time.Millisecond))))
+		c := newCollector()
+		runFeed(t, b, opener(b), b.state, c)
+		eventually(t, func() bool { return c.times(4) == 1 && c.times(6) == 1 }, "the late commit and the next one")
+	})
 }
 
 // An idle stream's token advances every getMore; the feed saves it about
 // once a minute, not every second.
 func TestIdleStreamSavesRarely(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	st := &countingState{MongoState: b.state}
-	runFeed(t, b, opener(b), st, newCollector())
-	time.Sleep(500 * time.Millisecond)
-	before := st.saves.Load()
-	time.Sleep(3 * time.Second)
-	require.LessOrEqual(t, st.saves.Load()-before, int64(0), "no save in 3 idle seconds")
+	eachServer(t, func(t *testing.T, b bundle) {
+		st := &countingState{MongoState: b.state}
+		runFeed(t, b, opener(b), st, newCollector())
+		time.Sleep(500 * time.Millisecond)
+		before := st.saves.Load()
+		time.Sleep(3 * time.Second)
+		require.LessOrEqual(t, st.saves.Load()-before, int64(0), "no save in 3 idle seconds")
+	})
 }
 
 func mustMarshal(t *testing.T, v any) []byte {
