@@ -373,3 +373,82 @@ func TestAPeerThatDoesNotAnswerPingsIsDisconnected(t *testing.T) {
 	require.Equal(t, job.TypeError, ev.Type, "%+v", ev)
 	require.Equal(t, "job 424242 not found", ev.Error)
 }
+
+// replayOnce opens /events?since=0-0 and reads want completions, in
+// cursor order and without a gap. A 503 is returned as refused (with its
+// Retry-After checked), anything else that goes wrong as an error.
+func replayOnce(base string, want int) (refused bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/events?since=0-0", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		var body map[string]string
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body["error"] != "too many replays" || resp.Header.Get("Retry-After") != "1" {
+			return false, fmt.Errorf("a 503 without the replay refusal: %v %v", body, resp.Header)
+		}
+		return true, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	var last job.Cursor
+	got := 0
+	for ev := range readSSE(resp.Body) {
+		switch ev.event {
+		case "gap":
+			return false, fmt.Errorf("gap after %d: %s", got, ev.data)
+		case "job":
+			if last != "" && compareCursor(last, job.Cursor(ev.id)) >= 0 {
+				return false, fmt.Errorf("out of order: %s after %s", ev.id, last)
+			}
+			last = job.Cursor(ev.id)
+			if got++; got == want {
+				return false, nil
+			}
+		}
+	}
+	return false, fmt.Errorf("stream ended after %d of %d", got, want)
+}
+
+// Ten clients replay a large collection at once, past NOTIFIER_MAX_REPLAYS
+// (2): those over the limit are refused with 503 and Retry-After, retry as
+// it says, and every one gets the whole replay, in order, without a gap.
+// (Ten such replays at once used to time out all together.)
+func TestConcurrentReplaysPastTheLimitAllComplete(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const results, clients = 1000, 10
+	b.bigResults(t, 1, results, 4<<10) // 4 MiB
+	n := start(t, b, map[string]string{"NOTIFIER_MAX_REPLAYS": "2"})
+
+	start := time.Now()
+	var refusals atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for range clients {
+		wg.Go(func() {
+			for {
+				refused, err := replayOnce(n.base, results)
+				if err != nil || !refused {
+					errs <- err
+					return
+				}
+				refusals.Add(1)
+				time.Sleep(time.Second) // Retry-After: 1
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	t.Logf("%d clients replayed %d results (4 MiB) each, 2 at once, in %s; %d refusals with 503",
+		clients, results, time.Since(start).Round(time.Millisecond), refusals.Load())
+	require.Equal(t, float64(refusals.Load()), metric(t, n.base, `notifier_connections_rejected_total{reason="max_replays"}`))
+}
