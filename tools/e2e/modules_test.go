@@ -68,6 +68,7 @@ func TestThroughputCountsByCompletedAt(t *testing.T) {
 		Total    int     `json:"total"`
 		Frozen   int     `json:"frozen"`
 		Before   int     `json:"before"`
+		Buckets  int     `json:"buckets"`
 	}
 	br.run(t, `
 const { Throughput } = await import('/throughput.js');
@@ -81,7 +82,8 @@ const done = [];
 for (let ms = t0 + 250; ms < t0 + 60_000; ms += 500) done.push(ms);
 for (let i = 0; i < done.length;) {
   const n = 1 + (i * 7) % 5; // polls of 1 to 5 completions
-  for (const ms of done.slice(i, i + n)) tp.add(ms);
+  const arrival = done[Math.min(i + n, done.length) - 1] + 300;
+  for (const ms of done.slice(i, i + n)) tp.add(ms, arrival);
   i += n;
 }
 let s = tp.summary(t0 + 61_500);
@@ -96,7 +98,7 @@ tp.freeze(t0 + 1000);
 const backlog = [];
 for (let w = 0; w < 4; w++) for (let ms = t0 + 100 + w * 600; ms < t0 + 60_000; ms += 2500) backlog.push(ms);
 tp.freeze(0);
-for (const ms of backlog) tp.add(ms);
+for (const ms of backlog) tp.add(ms, t0 + 61_000);
 s = tp.summary(t0 + 61_500);
 out.backlog = backlog.length;
 out.peak = s.peak;
@@ -114,8 +116,14 @@ out.frozen = tp.series(t0 + 30_000).pts.length;
 // Before the board holds every completion it draws nothing.
 tp = new Throughput({ settleMs: 1500 });
 tp.coverFrom(t0 + 30_000);
-for (let ms = t0; ms < t0 + 30_000; ms += 100) tp.add(ms);
+for (let ms = t0; ms < t0 + 30_000; ms += 100) tp.add(ms, t0 + 40_000);
 out.before = tp.summary(t0 + 40_000).total;
+
+// Stamps from clocks gone wrong (a day behind or ahead) take no room.
+tp = new Throughput({ settleMs: 1500 });
+tp.coverFrom(t0);
+for (let i = 0; i < 100_000; i++) tp.add(t0 + (i % 2 ? 1 : -1) * i * 1000, t0);
+out.buckets = tp.buckets.size;
 return JSON.stringify(out);`, new(jsonString).into(&got))
 
 	require.Len(t, got.Steady, 60, "a minute of settled seconds")
@@ -128,6 +136,8 @@ return JSON.stringify(out);`, new(jsonString).into(&got))
 	require.LessOrEqual(t, got.Peak, 2, "4 workers at 2.5 s a job never finish 3 in a second")
 	require.Equal(t, 10, got.Frozen, "the series ends where the connection dropped")
 	require.Zero(t, got.Before, "completions before the board's data starts are not drawn")
+	require.LessOrEqual(t, got.Buckets, 5*60+2+60, "buckets for the window and a minute ahead at most")
+	require.Positive(t, got.Buckets)
 }
 
 // jsonString decodes a JSON string holding JSON into a value.

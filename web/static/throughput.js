@@ -4,6 +4,7 @@
 // 0 and 3 and drew a catch-up burst as a peak no worker could reach.
 
 const SECOND = 1000;
+const MAX_AHEAD_MS = 60_000;
 
 /**
  * Throughput holds one count per second for the last windowMs. Seconds
@@ -35,9 +36,14 @@ export class Throughput {
     this.frozenAt = ms;
   }
 
-  /** add counts one completion that finished at ms (local clock). */
-  add(ms) {
-    if (!Number.isFinite(ms)) return;
+  /**
+   * add counts one completion that finished at ms (local clock). One
+   * outside the window, or stamped over a minute ahead (a worker's clock
+   * gone wrong), is left out, so the buckets stay about as many as the
+   * window has seconds.
+   */
+  add(ms, now = Date.now()) {
+    if (!Number.isFinite(ms) || ms < now - this.windowMs - this.settleMs || ms > now + MAX_AHEAD_MS) return;
     const s = Math.floor(ms / SECOND);
     this.buckets.set(s, (this.buckets.get(s) ?? 0) + 1);
   }
