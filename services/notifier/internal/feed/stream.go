@@ -141,6 +141,8 @@ type streamer struct {
 	token bson.Raw
 	last  position
 	saved bool
+	// delivered says completions were delivered since the last save.
+	delivered bool
 }
 
 // run tails until ctx ends or the server turns out to have no change
@@ -295,10 +297,13 @@ func (s *streamer) consume(ctx context.Context, cs Stream, sink Sink) error {
 		}
 		if len(batch) > 0 {
 			s.deliver(ctx, batch, sink)
+		}
+		// Saved at most once a second while completions flow (a
+		// restart repeats at most that second, which clients drop by
+		// id), and every SaveEvery while only the idle token moves.
+		if !s.saved && (time.Since(lastSave) >= f.saveEvery || (s.delivered && time.Since(lastSave) >= busySave)) {
 			s.save(ctx)
-			lastSave = time.Now()
-		} else if !s.saved && time.Since(lastSave) >= f.saveEvery {
-			s.save(ctx)
+			s.delivered = false
 			lastSave = time.Now()
 		}
 		if ctx.Err() != nil {
@@ -306,6 +311,9 @@ func (s *streamer) consume(ctx context.Context, cs Stream, sink Sink) error {
 		}
 	}
 }
+
+// busySave is how often the token is saved while completions flow.
+const busySave = time.Second
 
 // deliver hands the results not seen before to sink and moves the last
 // cursor.
@@ -321,7 +329,7 @@ func (s *streamer) deliver(ctx context.Context, rs []job.Result, sink Sink) {
 			s.last = p
 		}
 	}
-	s.saved = false
+	s.saved, s.delivered = false, true
 	// Overlap with a catch-up lasts seconds; a minute is plenty.
 	s.seen.prune(s.last.at.Add(-time.Minute))
 }
