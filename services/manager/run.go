@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,7 +39,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 // serve is run; ready, when set, is told the address it listens on.
 func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, ready func(net.Addr)) error {
-	cfg, err := config.Load(getenv, isTerminal(stdout))
+	cfg, err := config.Load(getenv, pkgconfig.IsTerminal(stdout))
 	if err != nil {
 		return err
 	}
@@ -97,7 +96,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	})
 	var draining atomic.Bool
 	srv := api.NewServer(drain(handler, &draining), log)
-	ln, err := net.Listen("tcp", cfg.Addr())
+	ln, err := pkgconfig.Listen(getenv, cfg.Addr())
 	if err != nil {
 		return fmt.Errorf("listen on %s (MANAGER_LISTEN_HOST, MANAGER_LISTEN_PORT): %w", cfg.Addr(), err)
 	}
@@ -224,15 +223,6 @@ var (
 	_ fence.Queue  = flushingPool{}
 	_ fence.Store  = (*store.Results)(nil)
 )
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
 
 // drain wraps h so that, once draining is set, every answer closes its
 // connection and /readyz fails, telling load balancers to send no more.

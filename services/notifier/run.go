@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -31,11 +29,7 @@ const shutdownTimeout = 10 * time.Second
 
 // run starts the notifier and serves until ctx ends or a part fails.
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	env, err := pkgconfig.WithDotEnv(getenv, ".env")
-	if err != nil {
-		return err
-	}
-	cfg, err := config.Load(env, isTerminal(stdout))
+	cfg, err := config.Load(getenv, pkgconfig.IsTerminal(stdout))
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
@@ -89,7 +83,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.Addr())
+	ln, err := pkgconfig.Listen(getenv, cfg.Addr())
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr(), err)
 	}
@@ -165,13 +159,4 @@ func ensureIndexes(ctx context.Context, r *store.Results, log *slog.Logger) {
 		case <-time.After(wait):
 		}
 	}
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

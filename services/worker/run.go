@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,7 +31,7 @@ const indexRetryMax = 30 * time.Second
 // to stdout, serves /healthz and /metrics, and works jobs until ctx is
 // cancelled.
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	cfg, err := config.Load(getenv, isTerminal(stdout))
+	cfg, err := config.Load(getenv, pkgconfig.IsTerminal(stdout))
 	if err != nil {
 		return err
 	}
@@ -62,7 +61,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	reg := prometheus.NewRegistry()
 	metrics := worker.NewMetrics(reg)
 	addr := net.JoinHostPort(cfg.MetricsHost, strconv.Itoa(cfg.MetricsPort))
-	ln, err := net.Listen("tcp", addr)
+	ln, err := pkgconfig.Listen(getenv, addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (WORKER_METRICS_HOST, WORKER_METRICS_PORT): %w", addr, err)
 	}
@@ -139,13 +138,4 @@ func ensureIndexes(ctx context.Context, results *store.Results, timeout time.Dur
 		}
 		wait = min(wait*2, indexRetryMax)
 	}
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

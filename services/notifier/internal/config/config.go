@@ -70,9 +70,14 @@ type Link struct {
 	URL  string `json:"url"`
 }
 
-// Load reads the configuration through getenv. terminal says whether
+// Load reads the configuration from getenv and then the .env file in the
+// working directory (the real environment wins). terminal says whether
 // stdout is a terminal (text logs by default) or not (JSON logs).
 func Load(getenv config.Getenv, terminal bool) (Config, error) {
+	getenv, err := config.WithDotEnv(getenv, ".env")
+	if err != nil {
+		return Config{}, err
+	}
 	r := config.NewReader(getenv)
 	c := Config{
 		Beanstalk:      r.Beanstalk(),
