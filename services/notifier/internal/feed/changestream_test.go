@@ -259,3 +259,35 @@ func mustMarshal(t *testing.T, v any) []byte {
 	require.NoError(t, err)
 	return b
 }
+
+// The state of a notifier id nobody saved for StateTTL (a task slot
+// scaled away, an id that changed) is removed when a notifier starts;
+// recent states and its own stay.
+func TestStaleStatesExpire(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	coll := b.state.Coll
+	_, err := coll.InsertMany(ctx, []any{
+		bson.D{{Key: "_id", Value: "gone"}, {Key: "cursor", Value: "1-1"}, {Key: "updated_at", Value: time.Now().Add(-8 * 24 * time.Hour)}},
+		bson.D{{Key: "_id", Value: "recent"}, {Key: "cursor", Value: "1-1"}, {Key: "updated_at", Value: time.Now().Add(-time.Hour)}},
+		bson.D{{Key: "_id", Value: "n1"}, {Key: "cursor", Value: "1-1"}, {Key: "updated_at", Value: time.Now().Add(-9 * 24 * time.Hour)}},
+	})
+	require.NoError(t, err)
+	runFeed(t, b, opener(b), b.state, newCollector())
+	var ids []string
+	eventually(t, func() bool {
+		ids = nil
+		cur, err := coll.Find(ctx, bson.D{})
+		require.NoError(t, err)
+		var docs []struct {
+			ID string `bson:"_id"`
+		}
+		require.NoError(t, cur.All(ctx, &docs))
+		for _, d := range docs {
+			ids = append(ids, d.ID)
+		}
+		return len(ids) == 2
+	}, "the stale state is removed")
+	require.ElementsMatch(t, []string{"recent", "n1"}, ids)
+}
