@@ -43,22 +43,23 @@ var (
 
 // Servers are what every service is told about beanstalkd and MongoDB.
 type Servers struct {
-	BeanstalkAddr string // host:port
-	MongoURL      string
-	// MongoDB and MongoCollection are left to the services' defaults when
-	// empty.
+	BeanstalkAddr            string // host:port
+	MongoURL                 string
 	MongoDB, MongoCollection string
 }
 
-// Env returns the variables that point a service at the servers.
+// Env returns the variables that point a service at the servers; an
+// empty field sets none.
 func (s Servers) Env() map[string]string {
-	host, port, _ := net.SplitHostPort(s.BeanstalkAddr)
-	env := map[string]string{"BEANSTALK_HOST": host, "BEANSTALK_PORT": port, "MONGO_URL": s.MongoURL}
-	if s.MongoDB != "" {
-		env["MONGO_DB"] = s.MongoDB
+	env := map[string]string{}
+	if s.BeanstalkAddr != "" {
+		host, port, _ := net.SplitHostPort(s.BeanstalkAddr)
+		env["BEANSTALK_HOST"], env["BEANSTALK_PORT"] = host, port
 	}
-	if s.MongoCollection != "" {
-		env["MONGO_COLLECTION"] = s.MongoCollection
+	for k, v := range map[string]string{"MONGO_URL": s.MongoURL, "MONGO_DB": s.MongoDB, "MONGO_COLLECTION": s.MongoCollection} {
+		if v != "" {
+			env[k] = v
+		}
 	}
 	return env
 }
@@ -66,7 +67,10 @@ func (s Servers) Env() map[string]string {
 // WorkerEnv is what a worker needs on top of the servers: its id and the
 // tubes it reserves from ("" leaves its default).
 func WorkerEnv(id, tubes string) map[string]string {
-	env := map[string]string{"WORKER_ID": id}
+	env := map[string]string{}
+	if id != "" {
+		env["WORKER_ID"] = id
+	}
 	if tubes != "" {
 		env["WORKER_TUBES"] = tubes
 	}

@@ -1,16 +1,15 @@
 package testenv
 
 import (
-	"fmt"
-	"net/http"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"sync"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/jobsys/jobs/pkg/procs"
 )
 
 var (
@@ -51,107 +50,88 @@ func Build(t testing.TB, pkgDir string) string {
 
 // Service is a service binary running as a child process.
 type Service struct {
-	*process
+	proc *procs.Proc
 	// HealthURL is polled by Restart and StartService until it answers 200.
 	HealthURL string
+	// URL is the base URL of a service started by ServeService.
+	URL string
 }
 
-// Logs returns the last 64 KiB the service wrote to stdout and stderr.
-func (s *Service) Logs() string { return s.logs.String() }
+// Logs returns the last procs.TailBytes the service wrote to stdout and
+// stderr.
+func (s *Service) Logs() string { return s.proc.Tail() }
 
 // Signal sends sig and waits up to 10s for the process to exit.
-func (s *Service) Signal(sig syscall.Signal) { s.signal(sig) }
+func (s *Service) Signal(sig syscall.Signal) { s.proc.Signal(sig, grace) }
 
 // Kill stops the service with SIGKILL.
-func (s *Service) Kill() { s.signal(syscall.SIGKILL) }
+func (s *Service) Kill() { s.proc.Kill() }
 
 // Stop stops the service with SIGTERM and waits for it.
-func (s *Service) Stop() { s.stop() }
+func (s *Service) Stop() { s.proc.Stop() }
 
 // Exited is closed when the current process has exited.
-func (s *Service) Exited() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.done
-}
+func (s *Service) Exited() <-chan struct{} { return s.proc.Done() }
 
-// Restart starts the service again with the same environment and waits
-// for its health URL.
+// ExitCode is the exit code of the service's last run once Exited is
+// closed: 0 for a clean exit, -1 when it was killed by a signal or has not
+// exited.
+func (s *Service) ExitCode() int { return s.proc.ExitCode() }
+
+// Restart starts the service again with the same environment (and, for
+// ServeService, on the same port) and waits for its health URL.
 func (s *Service) Restart() error {
-	if err := s.startWithEnv(); err != nil {
+	if err := s.proc.Restart(); err != nil {
 		return err
 	}
-	return waitHTTP(s.HealthURL, 30*time.Second, s.Exited())
-}
-
-func (s *Service) startWithEnv() error {
-	out, err := s.start()
-	if err != nil {
-		return err
-	}
-	go func() {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := out.Read(buf)
-			s.logs.Write(buf[:n])
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return nil
+	return s.proc.WaitFor(context.Background(), within, s.HealthURL, procs.HTTP(s.HealthURL))
 }
 
 // StartService runs binary with exactly the variables in env (plus PATH
 // and HOME), waits until healthURL answers 200, and stops it with SIGTERM
 // when the test ends. On failure the test log gets the service's output.
+//
+// The service binds the port env gives it, which the caller took from
+// FreePort and another process may have taken since: ServeService, which
+// hands the service a listener, has no such window.
 func StartService(t testing.TB, binary string, env map[string]string, healthURL string) *Service {
 	t.Helper()
-	keys := make([]string, 0, len(env))
-	for k := range env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	vars := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for _, k := range keys {
-		vars = append(vars, k+"="+env[k])
-	}
-	s := &Service{process: &process{name: binary, logs: &tailBuffer{}, env: vars, dir: t.TempDir()}, HealthURL: healthURL}
-	if err := s.startWithEnv(); err != nil {
+	spec := procs.Spec{Name: filepath.Base(binary), Path: binary, Env: procs.EnvList(env)}
+	return start(t, spec, healthURL)
+}
+
+// ServeService runs binary as svc with exactly the variables in env (plus
+// PATH and HOME) on a loopback port that testenv binds and hands it as a
+// listener, waits until its /healthz answers 200, and stops it with
+// SIGTERM when the test ends. s.URL is its base URL. An env that sets
+// svc.PortVar chooses the port instead.
+func ServeService(t testing.TB, binary string, svc procs.Service, env map[string]string) *Service {
+	t.Helper()
+	return start(t, procs.ServiceSpec(svc, binary, procs.Servers{}, env), "")
+}
+
+// start starts spec in a temporary directory and waits for healthURL,
+// or for the listener's /healthz when healthURL is "".
+func start(t testing.TB, spec procs.Spec, healthURL string) *Service {
+	t.Helper()
+	spec.Dir, spec.Grace = t.TempDir(), grace
+	p, err := procs.Start(spec)
+	if err != nil {
 		t.Fatalf("testenv: %v", err)
+	}
+	s := &Service{proc: p, HealthURL: healthURL}
+	if healthURL == "" {
+		s.URL = procs.URL(p)
+		s.HealthURL = s.URL + "/healthz"
 	}
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(binary), s.Logs())
+			t.Logf("%s output:\n%s", spec.Name, s.Logs())
 		}
 	})
-	if err := waitHTTP(healthURL, 30*time.Second, s.Exited()); err != nil {
-		t.Fatalf("testenv: %s: %v\n%s", filepath.Base(binary), err, s.Logs())
+	if err := p.WaitFor(context.Background(), within, s.HealthURL, procs.HTTP(s.HealthURL)); err != nil {
+		t.Fatalf("testenv: %v", err)
 	}
 	return s
-}
-
-func waitHTTP(url string, within time.Duration, done <-chan struct{}) error {
-	deadline := time.Now().Add(within)
-	client := http.Client{Timeout: time.Second}
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-		select {
-		case <-done:
-			return fmt.Errorf("exited before %s answered", url)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not healthy within %s: %w", url, within, err)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }

@@ -3,8 +3,9 @@ package testenv
 import (
 	"fmt"
 	"maps"
-	"strconv"
 	"testing"
+
+	"github.com/jobsys/jobs/pkg/procs"
 )
 
 // StackOptions choose what StartStack runs. Zero values run one manager,
@@ -28,7 +29,7 @@ type Stack struct {
 	Notifier    *Service
 	ManagerURL  string // http://127.0.0.1:port
 	NotifierURL string
-	// WorkerEnv is the environment the workers got, so a test can start
+	// workerEnv is the environment the workers got, so a test can start
 	// another with AddWorker.
 	workerEnv map[string]string
 	t         testing.TB
@@ -36,19 +37,18 @@ type Stack struct {
 
 // StartStack builds the services (once per test binary) and starts them
 // against b's servers, with b's tube as the workers' tube and b's
-// database. Everything stops when the test ends.
+// database, each on a port testenv binds and hands it (ServeService).
+// Everything stops when the test ends.
 func StartStack(t testing.TB, b Bundle, o StackOptions) *Stack {
 	t.Helper()
 	base := b.Vars()
 	maps.Copy(base, o.Env)
 	s := &Stack{Bundle: b, t: t}
 
-	mport := mustPort(t)
-	menv := merge(base, map[string]string{"MANAGER_LISTEN_PORT": strconv.Itoa(mport)}, o.ManagerEnv)
-	s.ManagerURL = fmt.Sprintf("http://127.0.0.1:%d", mport)
-	s.Manager = StartService(t, Build(t, "./services/manager"), menv, s.ManagerURL+"/healthz")
+	s.Manager = ServeService(t, Build(t, "./services/manager"), procs.Manager, merge(base, nil, o.ManagerEnv))
+	s.ManagerURL = s.Manager.URL
 
-	s.workerEnv = merge(base, map[string]string{"WORKER_TUBES": b.Tube}, o.WorkerEnv)
+	s.workerEnv = merge(base, procs.WorkerEnv("", b.Tube), o.WorkerEnv)
 	n := o.Workers
 	if n == 0 {
 		n = 1
@@ -58,13 +58,9 @@ func StartStack(t testing.TB, b Bundle, o StackOptions) *Stack {
 	}
 
 	if !o.NoNotifier {
-		nport := mustPort(t)
-		nenv := merge(base, map[string]string{
-			"NOTIFIER_LISTEN_PORT": strconv.Itoa(nport),
-			"MANAGER_URL":          s.ManagerURL,
-		}, o.NotifierEnv)
-		s.NotifierURL = fmt.Sprintf("http://127.0.0.1:%d", nport)
-		s.Notifier = StartService(t, Build(t, "./services/notifier"), nenv, s.NotifierURL+"/healthz")
+		s.Notifier = ServeService(t, Build(t, "./services/notifier"), procs.Notifier,
+			merge(base, procs.NotifierEnv(s.ManagerURL), o.NotifierEnv))
+		s.NotifierURL = s.Notifier.URL
 	}
 	return s
 }
@@ -73,23 +69,10 @@ func StartStack(t testing.TB, b Bundle, o StackOptions) *Stack {
 // environment and its own metrics port.
 func (s *Stack) AddWorker() *Service {
 	s.t.Helper()
-	port := mustPort(s.t)
-	env := merge(s.workerEnv, map[string]string{
-		"WORKER_METRICS_PORT": strconv.Itoa(port),
-		"WORKER_ID":           fmt.Sprintf("worker-%d", len(s.Workers)+1),
-	}, nil)
-	w := StartService(s.t, Build(s.t, "./services/worker"), env, fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
+	env := merge(s.workerEnv, map[string]string{"WORKER_ID": fmt.Sprintf("worker-%d", len(s.Workers)+1)}, nil)
+	w := ServeService(s.t, Build(s.t, "./services/worker"), procs.Worker, env)
 	s.Workers = append(s.Workers, w)
 	return w
-}
-
-func mustPort(t testing.TB) int {
-	t.Helper()
-	p, err := FreePort()
-	if err != nil {
-		t.Fatalf("testenv: free port: %v", err)
-	}
-	return p
 }
 
 func merge(a, b, c map[string]string) map[string]string {

@@ -3,6 +3,13 @@
 // ports, and hands each test a fresh tube and database so tests run in
 // parallel against shared servers.
 //
+// Every child gets its address without a race (see pkg/procs): a service
+// serves on a listener testenv binds (ServeService, StartStack), devmongo
+// listens on a port it chooses and prints it, and only beanstalkd, which
+// can do neither, is started on a FreePort, again on another when the
+// bind fails. FreePort is for such servers alone: a port a test closes
+// and hands on can be taken before it is bound.
+//
 // Servers shared by a test binary start on first use and stop when the
 // binary exits (call Main from TestMain; the children are also killed
 // with the parent through Pdeathsig). Tests that kill or restart a server
@@ -10,22 +17,21 @@
 package testenv
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	mrand "math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -34,6 +40,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/jobsys/jobs/pkg/procs"
 	"github.com/jobsys/jobs/pkg/queue"
 	"github.com/jobsys/jobs/pkg/store"
 )
@@ -84,13 +91,13 @@ func Setup(t testing.TB) Bundle {
 	if sharedBS == nil && sharedErr == nil {
 		sharedBS, sharedErr = startBeanstalkd(BeanstalkdOptions{})
 		if sharedErr == nil {
-			stopShared = append(stopShared, sharedBS.stop)
+			stopShared = append(stopShared, sharedBS.Stop)
 		}
 	}
 	if sharedMgo == nil && sharedErr == nil {
 		sharedMgo, sharedErr = startMongo("")
 		if sharedErr == nil {
-			stopShared = append(stopShared, sharedMgo.stop)
+			stopShared = append(stopShared, sharedMgo.Stop)
 		}
 	}
 	bs, mg, err := sharedBS, sharedMgo, sharedErr
@@ -115,15 +122,12 @@ func (b Bundle) Env(extra map[string]string) func(string) string {
 // Vars returns the variables that point a service at the bundle's
 // servers and database, with quiet text logs.
 func (b Bundle) Vars() map[string]string {
-	return map[string]string{
-		"BEANSTALK_HOST":   b.Beanstalk.Host,
-		"BEANSTALK_PORT":   strconv.Itoa(b.Beanstalk.Port),
-		"MONGO_URL":        b.Mongo.URL,
-		"MONGO_DB":         b.DB,
-		"MONGO_COLLECTION": "completed",
-		"LOG_FORMAT":       "text",
-		"LOG_LEVEL":        "warn",
-	}
+	vars := procs.Servers{
+		BeanstalkAddr: b.Beanstalk.Addr(), MongoURL: b.Mongo.URL,
+		MongoDB: b.DB, MongoCollection: "completed",
+	}.Env()
+	vars["LOG_FORMAT"], vars["LOG_LEVEL"] = "text", "warn"
+	return vars
 }
 
 // RandomName returns 12 random hex digits, for tubes and databases.
@@ -133,7 +137,10 @@ func RandomName() string {
 	return hex.EncodeToString(b[:])
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// for a server that can neither take a listener nor report its port
+// (beanstalkd); a caller must start again on another port when the bind
+// fails. A service gets its port race-free from ServeService.
 //
 // It is taken at random below Linux's ephemeral range (32768-60999), not
 // from the kernel: a port the kernel hands out can be taken, between this
@@ -176,97 +183,11 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// process is a child server that can be stopped, killed and started again.
-type process struct {
-	mu   sync.Mutex
-	name string
-	args []string
-	env  []string // nil: inherit
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	logs *tailBuffer
-}
+// grace is how long a test's child gets after SIGTERM before SIGKILL.
+const grace = 10 * time.Second
 
-func (p *process) start() (io.ReadCloser, error) {
-	cmd := exec.Command(p.name, p.args...)
-	cmd.Env, cmd.Dir = p.env, p.dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	cmd.Stderr = p.logs
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", p.name, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	p.mu.Lock()
-	p.cmd, p.done = cmd, done
-	p.mu.Unlock()
-	return out, nil
-}
-
-func (p *process) signal(sig syscall.Signal) {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
-
-func (p *process) stop() { p.signal(syscall.SIGTERM) }
-
-// tailBuffer keeps the last 64 KiB a process wrote, for failure messages.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - 64<<10; over > 0 {
-		b.buf = b.buf[over:]
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
-}
-
-func waitTCP(addr string, within time.Duration, done <-chan struct{}) error {
-	deadline := time.Now().Add(within)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case <-done:
-			return fmt.Errorf("process exited before %s answered", addr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not answer within %s: %w", addr, within, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// within bounds waiting for a child to be ready.
+const within = 30 * time.Second
 
 // BeanstalkdOptions configure a beanstalkd of a test's own.
 type BeanstalkdOptions struct {
@@ -282,24 +203,24 @@ type BeanstalkdOptions struct {
 type Beanstalkd struct {
 	Host string
 	Port int
-	*process
+	proc *procs.Proc
 }
 
 // Addr is host:port.
 func (b *Beanstalkd) Addr() string { return net.JoinHostPort(b.Host, strconv.Itoa(b.Port)) }
 
 // Kill stops beanstalkd with SIGKILL, as a crash would.
-func (b *Beanstalkd) Kill() { b.signal(syscall.SIGKILL) }
+func (b *Beanstalkd) Kill() { b.proc.Kill() }
 
 // Stop stops beanstalkd with SIGTERM.
-func (b *Beanstalkd) Stop() { b.stop() }
+func (b *Beanstalkd) Stop() { b.proc.Stop() }
 
 // Restart starts beanstalkd again on the same port with the same options.
 func (b *Beanstalkd) Restart() error {
-	if _, err := b.start(); err != nil {
+	if err := b.proc.Restart(); err != nil {
 		return err
 	}
-	return waitTCP(b.Addr(), 10*time.Second, b.done)
+	return b.proc.WaitFor(context.Background(), within, "beanstalkd at "+b.Addr(), procs.TCP(b.Addr()))
 }
 
 // BeanstalkdPath finds beanstalkd on PATH or in /usr/bin.
@@ -325,45 +246,43 @@ func StartBeanstalkd(t testing.TB, o BeanstalkdOptions) *Beanstalkd {
 	return b
 }
 
+// startBeanstalkd starts beanstalkd on a FreePort. beanstalkd can neither
+// take a listener nor report the port it got, so when the port was taken
+// meanwhile it starts again on another.
 func startBeanstalkd(o BeanstalkdOptions) (*Beanstalkd, error) {
 	path, err := BeanstalkdPath()
 	if err != nil {
 		return nil, err
 	}
-	var lastErr error
+	var errs []error
 	for range 5 {
 		port, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
-		args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port)}
-		if o.BinlogDir != "" {
-			args = append(args, "-b", o.BinlogDir)
-			if o.FsyncMS >= 0 {
-				args = append(args, "-f", strconv.Itoa(o.FsyncMS))
-			}
-		}
-		if o.MaxJobSize > 0 {
-			args = append(args, "-z", strconv.Itoa(o.MaxJobSize))
-		}
-		b := &Beanstalkd{Host: "127.0.0.1", Port: port, process: &process{name: path, args: args, logs: &tailBuffer{}}}
-		if _, err := b.start(); err != nil {
+		b := &Beanstalkd{Host: "127.0.0.1", Port: port}
+		b.proc, err = procs.Start(procs.Spec{
+			Name: "beanstalkd", Path: path, Grace: grace,
+			Args: procs.BeanstalkdArgs(b.Host, port, o.BinlogDir, o.FsyncMS, o.MaxJobSize),
+		})
+		if err != nil {
 			return nil, err
 		}
-		if lastErr = waitTCP(b.Addr(), 10*time.Second, b.done); lastErr == nil {
+		err = b.proc.WaitFor(context.Background(), within, "beanstalkd at "+b.Addr(), procs.TCP(b.Addr()))
+		if err == nil {
 			return b, nil
 		}
 		b.Kill()
-		lastErr = fmt.Errorf("beanstalkd %v: %w; it said: %s", args, lastErr, b.logs.String())
+		errs = append(errs, err)
 	}
-	return nil, lastErr
+	return nil, errors.Join(errs...)
 }
 
 // Mongo is a running devmongo (FerretDB over SQLite).
 type Mongo struct {
 	URL  string
 	Addr string
-	*process
+	proc *procs.Proc
 	base []string // the flags every start gets: address and data
 
 	clientOnce sync.Once
@@ -371,23 +290,24 @@ type Mongo struct {
 }
 
 // Kill stops the server with SIGKILL.
-func (m *Mongo) Kill() { m.signal(syscall.SIGKILL) }
+func (m *Mongo) Kill() { m.proc.Kill() }
 
 // Stop stops the server with SIGTERM.
-func (m *Mongo) Stop() { m.stop() }
+func (m *Mongo) Stop() { m.proc.Stop() }
 
 // Restart starts the server again on the same address and data.
 func (m *Mongo) Restart() error {
-	if _, err := m.start(); err != nil {
+	if err := m.proc.Restart(); err != nil {
 		return err
 	}
-	return waitTCP(m.Addr, 20*time.Second, m.done)
+	_, err := m.proc.WaitReady(context.Background(), within)
+	return err
 }
 
 // RestartWith starts the stopped server again on the same address and
 // data with other extra flags.
 func (m *Mongo) RestartWith(flags ...string) error {
-	m.args = append(append([]string(nil), m.base...), flags...)
+	m.proc.SetArgs(append(slices.Clone(m.base), flags...))
 	return m.Restart()
 }
 
@@ -419,6 +339,8 @@ func StartMongo(t testing.TB, flags ...string) *Mongo {
 	return m
 }
 
+// startMongo starts devmongo on a port it chooses and reads the address
+// from the "listening <uri>" line it prints; restarts keep that port.
 func startMongo(dataDir string, flags ...string) (*Mongo, error) {
 	bin, err := DevmongoPath()
 	if err != nil {
@@ -429,38 +351,25 @@ func startMongo(dataDir string, flags ...string) (*Mongo, error) {
 			return nil, err
 		}
 	}
-	port, err := FreePort()
+	spec := procs.Devmongo(bin, "127.0.0.1:0", dataDir, flags...)
+	spec.Grace = grace
+	p, err := procs.Start(spec)
 	if err != nil {
 		return nil, err
 	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	base := []string{"-listen", addr, "-data", dataDir}
-	m := &Mongo{Addr: addr, base: base, process: &process{name: bin, args: append(base, flags...), logs: &tailBuffer{}}}
-	out, err := m.start()
+	uri, err := p.WaitReady(context.Background(), within)
 	if err != nil {
+		p.Kill()
 		return nil, err
 	}
-	line := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if s, ok := strings.CutPrefix(sc.Text(), "listening "); ok {
-				select {
-				case line <- s:
-				default:
-				}
-			}
-		}
-	}()
-	select {
-	case m.URL = <-line:
-	case <-m.done:
-		return nil, fmt.Errorf("devmongo exited at start: %s", m.logs.String())
-	case <-time.After(30 * time.Second):
-		m.Kill()
-		return nil, fmt.Errorf("devmongo did not start within 30s: %s", m.logs.String())
+	u, err := url.Parse(uri)
+	if err != nil {
+		p.Kill()
+		return nil, fmt.Errorf("devmongo said %q: %w", uri, err)
 	}
-	return m, waitTCP(addr, 10*time.Second, m.done)
+	m := &Mongo{URL: uri, Addr: u.Host, proc: p, base: []string{"-listen", u.Host, "-data", dataDir}}
+	p.SetArgs(append(slices.Clone(m.base), flags...))
+	return m, nil
 }
 
 // DevmongoPath returns $DEVMONGO_BIN or bin/devmongo under the repository
@@ -500,8 +409,8 @@ func DevmongoPath() (string, error) {
 	return bin, nil
 }
 
-// Logs returns the last 64 KiB the server wrote to stderr.
-func (m *Mongo) Logs() string { return m.logs.String() }
+// Logs returns the last procs.TailBytes the server wrote.
+func (m *Mongo) Logs() string { return m.proc.Tail() }
 
 // LogBuffer collects what a service logs from many goroutines, for tests
 // that look for a line or print the log when they fail.
