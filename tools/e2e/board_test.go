@@ -132,7 +132,7 @@ func TestBoard(t *testing.T) {
 	}
 	br.wait(t, "the burst is running", `Number(document.querySelector('[data-testid=count-reserved]').textContent) > 0`, 15*time.Second)
 	br.do(t, "let the sparkline rise", chromedp.Sleep(3*time.Second))
-	br.screenshots(t)
+	br.screenshots(t, "board")
 	br.wait(t, "the burst completes", fmt.Sprintf(`Number(document.querySelector('[data-testid=count-completed]').textContent) >= %d`, before+len(missed)+len(burst)), 60*time.Second)
 	br.do(t, "settle", chromedp.Sleep(time.Second))
 	require.Equal(t, before+len(missed)+len(burst), br.count(t, "completed"), "the burst counted once each")
@@ -480,9 +480,10 @@ func (b *browser) shootAs(t *testing.T, name string) []byte {
 func jsonUnmarshal(text string, v any) error { return json.Unmarshal([]byte(text), v) }
 
 // screenshots saves the board in the light and dark themes and on a
-// phone-sized screen to ARTIFACTS_DIR (default <repo>/artifacts), and with
-// -update-docs the light one to docs/board.png.
-func (b *browser) screenshots(t *testing.T) {
+// phone-sized screen to ARTIFACTS_DIR (default <repo>/artifacts) as
+// <name>-light.png and so on, and with -update-docs the light one of
+// "board" to docs/board.png.
+func (b *browser) screenshots(t *testing.T, name string) {
 	t.Helper()
 	root, err := testenv.RepoRoot()
 	require.NoError(t, err)
@@ -503,12 +504,12 @@ func (b *browser) screenshots(t *testing.T) {
 			chromedp.Sleep(300*time.Millisecond))
 		return b.shootAs(t, name)
 	}
-	light := shoot("board-light.png", "light", 1280, 900, false)
-	shoot("board-dark.png", "dark", 1280, 900, false)
-	shoot("board-phone.png", "light", 390, 844, true)
-	shoot("board-phone-dark.png", "dark", 390, 844, true)
+	light := shoot(name+"-light.png", "light", 1280, 900, false)
+	shoot(name+"-dark.png", "dark", 1280, 900, false)
+	shoot(name+"-phone.png", "light", 390, 844, true)
+	shoot(name+"-phone-dark.png", "dark", 390, 844, true)
 	b.do(t, "back to the desktop", chromedp.EmulateViewport(1280, 900))
-	if *updateDocs {
+	if *updateDocs && name == "board" {
 		path := filepath.Join(root, "docs", "board.png")
 		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
 		require.NoError(t, os.WriteFile(path, light, 0o644))
