@@ -2,7 +2,9 @@ package procs
 
 import (
 	"context"
+	"errors"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -153,4 +155,61 @@ func EnvList(vars map[string]string) []string {
 		out = append(out, k+"="+vars[k])
 	}
 	return out
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// for StartOnFreePort.
+//
+// It is taken at random below Linux's ephemeral range (32768-60999), not
+// from the kernel: a port the kernel hands out can be taken, between this
+// call and the server's bind, as the local port of one of the many
+// outgoing connections of the tests that run alongside.
+func FreePort() (int, error) {
+	const lo, hi = 20000, 32768
+	for range 100 {
+		port := lo + rand.IntN(hi-lo)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue // taken
+		}
+		_ = l.Close()
+		return port, nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StartOnFreePort starts, with start, a server on a FreePort of host and
+// waits until it answers there. It is the way for a server that can
+// neither take a listener nor report the port it got (beanstalkd): when
+// the port was taken between FreePort and the server's bind, the server
+// exits or never answers, and it is started again on another port, up to
+// five times.
+func StartOnFreePort(ctx context.Context, host string, within time.Duration, start func(port int) (*Proc, error)) (*Proc, int, error) {
+	var errs []error
+	for range 5 {
+		port, err := FreePort()
+		if err != nil {
+			return nil, 0, err
+		}
+		p, err := start(port)
+		if err != nil {
+			return nil, 0, err
+		}
+		addr := net.JoinHostPort(host, strconv.Itoa(port))
+		err = p.WaitFor(ctx, within, p.Name()+" at "+addr, TCP(addr))
+		if err == nil {
+			return p, port, nil
+		}
+		p.Kill()
+		if ctx.Err() != nil {
+			return nil, 0, err
+		}
+		errs = append(errs, err)
+	}
+	return nil, 0, errors.Join(errs...)
 }

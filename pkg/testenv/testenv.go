@@ -24,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	mrand "math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -140,30 +139,9 @@ func RandomName() string {
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago,
 // for a server that can neither take a listener nor report its port
 // (beanstalkd); a caller must start again on another port when the bind
-// fails. A service gets its port race-free from ServeService.
-//
-// It is taken at random below Linux's ephemeral range (32768-60999), not
-// from the kernel: a port the kernel hands out can be taken, between this
-// call and the server's bind, as the local port of one of the many
-// outgoing connections of the tests that run alongside.
-func FreePort() (int, error) {
-	const lo, hi = 20000, 32768
-	for range 100 {
-		port := lo + mrand.IntN(hi-lo)
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			continue // taken
-		}
-		_ = l.Close()
-		return port, nil
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// fails (procs.StartOnFreePort). A service gets its port race-free from
+// ServeService.
+func FreePort() (int, error) { return procs.FreePort() }
 
 // RepoRoot returns the directory that holds go.work.
 func RepoRoot() (string, error) {
@@ -254,28 +232,17 @@ func startBeanstalkd(o BeanstalkdOptions) (*Beanstalkd, error) {
 	if err != nil {
 		return nil, err
 	}
-	var errs []error
-	for range 5 {
-		port, err := FreePort()
-		if err != nil {
-			return nil, err
-		}
-		b := &Beanstalkd{Host: "127.0.0.1", Port: port}
-		b.proc, err = procs.Start(procs.Spec{
+	b := &Beanstalkd{Host: "127.0.0.1"}
+	b.proc, b.Port, err = procs.StartOnFreePort(context.Background(), b.Host, within, func(port int) (*procs.Proc, error) {
+		return procs.Start(procs.Spec{
 			Name: "beanstalkd", Path: path, Grace: grace,
 			Args: procs.BeanstalkdArgs(b.Host, port, o.BinlogDir, o.FsyncMS, o.MaxJobSize),
 		})
-		if err != nil {
-			return nil, err
-		}
-		err = b.proc.WaitFor(context.Background(), within, "beanstalkd at "+b.Addr(), procs.TCP(b.Addr()))
-		if err == nil {
-			return b, nil
-		}
-		b.Kill()
-		errs = append(errs, err)
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, errors.Join(errs...)
+	return b, nil
 }
 
 // Mongo is a running devmongo (FerretDB over SQLite).

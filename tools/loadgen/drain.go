@@ -260,8 +260,8 @@ func (b *bench) drainWorkers(parent context.Context, run *drainRun, coll *mongo.
 			break
 		}
 		for _, p := range ps {
-			if p.exited() {
-				return p.failed(errors.New("worker exited during the drain"))
+			if p.Exited() {
+				return p.Failed(errors.New("worker exited during the drain"))
 			}
 		}
 		b.prog.set(-1, fmt.Sprintf("draining with %d workers: %d left", n, ready+reserved))

@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/procs"
 	"github.com/jobsys/jobs/pkg/store"
 )
 
@@ -74,7 +75,7 @@ func (b *bench) fanout(ctx context.Context) error {
 		if pid == 0 {
 			return 0
 		}
-		n, err := rssBytes(pid)
+		n, err := procs.RSS(pid)
 		if err != nil {
 			return 0
 		}
@@ -196,7 +197,7 @@ func (b *bench) fanout(ctx context.Context) error {
 	}
 	f.RSSConnectedMB = mb()
 	b.heapProfile(ctx, "fanout-connected", "notifier")
-	if n, err := rssBytes(os.Getpid()); err == nil {
+	if n, err := procs.RSS(os.Getpid()); err == nil {
 		f.LoadgenRSSMB = float64(n) / (1 << 20)
 	}
 	if f.RSSBeforeMB > 0 {

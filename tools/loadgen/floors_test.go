@@ -21,7 +21,7 @@ import (
 func TestMain(m *testing.M) {
 	if len(os.Args) >= 3 && (os.Args[1] == nullHTTPArg || os.Args[1] == plainEchoArg) {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-		err := run(ctx, os.Args[1:], func(string) string { return "" }, io.Discard, os.Stderr)
+		err := run(ctx, os.Args[1:], func(string) string { return "" }, os.Stdout, os.Stderr)
 		stop()
 		if err != nil {
 			os.Exit(1)

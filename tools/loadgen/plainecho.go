@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 
@@ -12,7 +13,8 @@ import (
 )
 
 // plainEchoArg makes loadgen serve the plain lookup handler instead of
-// measuring: `loadgen -serve-plain-echo 127.0.0.1:PORT BEANSTALK_ADDR`.
+// measuring: `loadgen -serve-plain-echo 127.0.0.1:PORT BEANSTALK_ADDR`
+// (port 0 as for nullHTTPArg).
 // The lookup phase runs it as a reference: what the queued GET costs when
 // written the obvious way with the project's libraries, next to the
 // manager and to a handler that does nothing.
@@ -22,7 +24,7 @@ const plainEchoArg = "-serve-plain-echo"
 // beanstalkd through go-beanstalk on a pool of connections (one
 // request per connection at a time, as go-beanstalk wants), in Echo with
 // no middleware, until ctx ends.
-func servePlainEcho(ctx context.Context, addr, beanstalkAddr string) error {
+func servePlainEcho(ctx context.Context, addr, beanstalkAddr string, stdout io.Writer) error {
 	pool := make(chan *beanstalk.Conn, 64)
 	get := func() (*beanstalk.Conn, error) {
 		select {
@@ -68,7 +70,7 @@ func servePlainEcho(ctx context.Context, addr, beanstalkAddr string) error {
 			_ = (<-pool).Close()
 		}
 	}()
-	return serveUntil(ctx, addr, e)
+	return serveUntil(ctx, addr, e, stdout)
 }
 
 // startPlainEcho runs the plain lookup handler as a child process, as the

@@ -43,10 +43,10 @@ func (b *bench) notef(format string, args ...any) {
 // error is returned at the end.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 2 && args[0] == nullHTTPArg {
-		return serveNullHTTP(ctx, args[1])
+		return serveNullHTTP(ctx, args[1], stdout)
 	}
 	if len(args) == 3 && args[0] == plainEchoArg {
-		return servePlainEcho(ctx, args[1], args[2])
+		return servePlainEcho(ctx, args[1], args[2], stdout)
 	}
 	o, err := parseOptions(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {

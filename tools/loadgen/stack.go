@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/jobsys/jobs/pkg/procs"
 	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
 )
@@ -80,11 +82,11 @@ func startStack(ctx context.Context, o options) (*stack, error) {
 			health = append(health, s.notifierURL+"/healthz")
 		}
 		for _, u := range health {
-			if err := waitUntil(ctx, nil, 5*time.Second, u, healthOK(u)); err != nil {
+			if err := waitUntil(ctx, nil, 5*time.Second, u, procs.HTTP(u)); err != nil {
 				return s, err
 			}
 		}
-		return s, waitUntil(ctx, nil, 5*time.Second, "beanstalkd at "+s.beanstalkAddr, dialOK(s.beanstalkAddr))
+		return s, waitUntil(ctx, nil, 5*time.Second, "beanstalkd at "+s.beanstalkAddr, procs.TCP(s.beanstalkAddr))
 	}
 
 	var missing []string
@@ -166,18 +168,21 @@ func (s *stack) stopProcs(ps ...*proc) {
 	s.mu.Unlock()
 }
 
-func (s *stack) start(name, path string, args, env []string) (*proc, error) {
+// start starts spec as a child of the run. A profiling build of a
+// service or devmongo serves pprof on BENCH_PPROF_ADDR: on a port of its
+// own, which only a profiling run asks for.
+func (s *stack) start(spec procs.Spec) (*proc, error) {
 	var pprofURL string
-	if r := role(name); s.o.pprofDir != "" && (r == "manager" || r == "worker" || r == "notifier" || r == "devmongo") {
-		port, err := testenv.FreePort()
+	if r := role(spec.Name); s.o.pprofDir != "" && (r == "manager" || r == "worker" || r == "notifier" || r == "devmongo") {
+		port, err := procs.FreePort()
 		if err != nil {
 			return nil, err
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		env = append(env, "BENCH_PPROF_ADDR="+addr)
+		spec.Env = append(slices.Clone(spec.Env), "BENCH_PPROF_ADDR="+addr)
 		pprofURL = "http://" + addr
 	}
-	p, err := startProc(name, path, s.dir, args, env)
+	p, err := startProc(s.dir, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -195,95 +200,90 @@ func (s *stack) startBeanstalkd(ctx context.Context, name string, fsyncMS int) (
 	if err != nil {
 		return nil, "", err
 	}
-	port, err := testenv.FreePort()
-	if err != nil {
-		return nil, "", err
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port)}
+	binlog := ""
 	if fsyncMS >= 0 {
-		binlog := filepath.Join(s.dir, name+"-binlog")
+		binlog = filepath.Join(s.dir, name+"-binlog")
 		if err := os.MkdirAll(binlog, 0o755); err != nil {
 			return nil, "", err
 		}
-		args = append(args, "-b", binlog, "-f", strconv.Itoa(fsyncMS))
 	}
-	p, err := s.start(name, path, args, nil)
+	var last *proc
+	_, port, err := procs.StartOnFreePort(ctx, "127.0.0.1", 10*time.Second, func(port int) (*procs.Proc, error) {
+		p, err := s.start(procs.Spec{Name: name, Path: path, Args: procs.BeanstalkdArgs("127.0.0.1", port, binlog, fsyncMS, 0)})
+		if err != nil {
+			return nil, err
+		}
+		last = p
+		return p.Proc, nil
+	})
 	if err != nil {
 		return nil, "", err
 	}
-	if err := waitUntil(ctx, p, 10*time.Second, name, dialOK(addr)); err != nil {
-		return nil, "", err
-	}
-	return p, addr, nil
+	return last, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
 }
 
+// startMongo starts devmongo on a port it chooses and takes its URL from
+// the line it prints.
 func (s *stack) startMongo(ctx context.Context) error {
-	port, err := testenv.FreePort()
-	if err != nil {
-		return err
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	data := filepath.Join(s.dir, "mongo")
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return err
 	}
-	p, err := s.start("devmongo", filepath.Join(s.o.bin, "devmongo"), []string{"-listen", addr, "-data", data}, nil)
+	p, err := s.start(procs.Devmongo(filepath.Join(s.o.bin, "devmongo"), "127.0.0.1:0", data))
 	if err != nil {
 		return err
 	}
-	s.mongoURL = "mongodb://" + addr + "/"
-	return waitUntil(ctx, p, 30*time.Second, "devmongo", dialOK(addr))
+	s.mongoURL, err = p.WaitReady(ctx, 30*time.Second)
+	return err
 }
 
-// serviceEnv is what every service is told about the servers; coll is
-// the results collection (the stack's own when empty).
-func (s *stack) serviceEnv(beanstalkAddr, coll string) []string {
-	host, port, _ := net.SplitHostPort(beanstalkAddr)
-	return []string{
-		"BEANSTALK_HOST=" + host, "BEANSTALK_PORT=" + port,
-		"MONGO_URL=" + s.mongoURL, "MONGO_DB=" + s.mongoDB, "MONGO_COLLECTION=" + cmp.Or(coll, s.mongoColl),
-		// Per-request logging would measure the log, not the service.
-		"LOG_LEVEL=warn", "LOG_FORMAT=json",
+// servers is what every service is told about the servers; coll is the
+// results collection (the stack's own when empty).
+func (s *stack) servers(beanstalkAddr, coll string) procs.Servers {
+	return procs.Servers{BeanstalkAddr: beanstalkAddr, MongoURL: s.mongoURL, MongoDB: s.mongoDB, MongoCollection: cmp.Or(coll, s.mongoColl)}
+}
+
+// quiet is every service's logging: per-job logs would measure the log,
+// not the service.
+var quiet = map[string]string{"LOG_LEVEL": "warn", "LOG_FORMAT": "json"}
+
+// startService starts svc as name, on a loopback port the benchmark binds
+// and hands it, and returns it with its URL once /healthz answers.
+func (s *stack) startService(ctx context.Context, svc procs.Service, name, bin string, servers procs.Servers, env map[string]string) (*proc, string, error) {
+	spec := procs.ServiceSpec(svc, bin, servers, merge(quiet, env))
+	spec.Name = name
+	p, err := s.start(spec)
+	if err != nil {
+		return nil, "", err
 	}
+	u := procs.URL(p.Proc)
+	return p, u, procs.WaitHealthy(ctx, p.Proc, u, 30*time.Second)
+}
+
+func merge(a, b map[string]string) map[string]string {
+	out := maps.Clone(a)
+	maps.Copy(out, b)
+	return out
 }
 
 // startManager starts a manager against the beanstalkd at beanstalkAddr
 // and results collection coll (the stack's own when empty), and returns
 // it with its URL.
 func (s *stack) startManager(ctx context.Context, name, beanstalkAddr, coll string) (*proc, string, error) {
-	port, err := testenv.FreePort()
-	if err != nil {
-		return nil, "", err
-	}
-	env := append(s.serviceEnv(beanstalkAddr, coll), "MANAGER_LISTEN_PORT="+strconv.Itoa(port))
-	p, err := s.start(name, filepath.Join(s.o.bin, "manager"), nil, env)
-	if err != nil {
-		return nil, "", err
-	}
-	u := "http://127.0.0.1:" + strconv.Itoa(port)
-	return p, u, waitUntil(ctx, p, 30*time.Second, name, healthOK(u+"/healthz"))
+	return s.startService(ctx, procs.Manager, name, filepath.Join(s.o.bin, "manager"), s.servers(beanstalkAddr, coll), nil)
 }
 
 func (s *stack) startNotifier(ctx context.Context) error {
-	port, err := testenv.FreePort()
-	if err != nil {
-		return err
-	}
-	env := append(s.serviceEnv(s.beanstalkAddr, ""),
-		"NOTIFIER_LISTEN_PORT="+strconv.Itoa(port),
-		"NOTIFIER_POLL_INTERVAL="+s.pollInterval.String(),
+	env := merge(procs.NotifierEnv(s.managerURL), map[string]string{
+		"NOTIFIER_POLL_INTERVAL": s.pollInterval.String(),
 		// Room for the fan-out's clients and the other phases' sockets.
-		"NOTIFIER_MAX_CLIENTS="+strconv.Itoa(s.o.clients+1000),
-		"MANAGER_URL="+s.managerURL,
-	)
-	p, err := s.start("notifier", filepath.Join(s.o.bin, "notifier"), nil, env)
-	if err != nil {
-		return err
+		"NOTIFIER_MAX_CLIENTS": strconv.Itoa(s.o.clients + 1000),
+	})
+	p, u, err := s.startService(ctx, procs.Notifier, "notifier", filepath.Join(s.o.bin, "notifier"), s.servers(s.beanstalkAddr, ""), env)
+	if p != nil {
+		s.notifierURL, s.notifierPID = u, p.Pid()
 	}
-	s.notifierURL = "http://127.0.0.1:" + strconv.Itoa(port)
-	s.notifierPID = p.pid()
-	return waitUntil(ctx, p, 30*time.Second, "notifier", healthOK(s.notifierURL+"/healthz"))
+	return err
 }
 
 // errNoWorkerBinary: worker processes cannot be started.
@@ -297,25 +297,21 @@ func (s *stack) startWorkers(ctx context.Context, n int, tube, coll string) ([]*
 		return nil, errNoWorkerBinary
 	}
 	var ps []*proc
-	var health []string
+	var urls []string
 	for i := range n {
-		port, err := testenv.FreePort()
-		if err != nil {
-			return ps, err
-		}
-		name := fmt.Sprintf("worker-%s-%d", tube, i+1)
-		env := append(s.serviceEnv(s.beanstalkAddr, coll),
-			"WORKER_TUBES="+tube, "WORKER_CONCURRENCY=1",
-			"WORKER_METRICS_PORT="+strconv.Itoa(port), "WORKER_ID=bench-"+strconv.Itoa(i+1))
-		p, err := s.start(name, s.workerBin, nil, env)
+		env := merge(procs.WorkerEnv("bench-"+strconv.Itoa(i+1), tube), map[string]string{"WORKER_CONCURRENCY": "1"})
+		spec := procs.ServiceSpec(procs.Worker, s.workerBin, s.servers(s.beanstalkAddr, coll), merge(quiet, env))
+		spec.Name = fmt.Sprintf("worker-%s-%d", tube, i+1)
+		p, err := s.start(spec)
 		if err != nil {
 			return ps, err
 		}
 		ps = append(ps, p)
-		health = append(health, "http://127.0.0.1:"+strconv.Itoa(port)+"/healthz")
+		urls = append(urls, procs.URL(p.Proc))
 	}
-	for i, h := range health {
-		if err := waitUntil(ctx, ps[i], 30*time.Second, ps[i].name, healthOK(h)); err != nil {
+	// All start at once; then each is waited for.
+	for i, p := range ps {
+		if err := procs.WaitHealthy(ctx, p.Proc, urls[i], 30*time.Second); err != nil {
 			return ps, err
 		}
 	}
@@ -326,7 +322,7 @@ func (s *stack) startWorkers(ctx context.Context, n int, tube, coll string) ([]*
 func (s *stack) live() []*proc {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.DeleteFunc(slices.Clone(s.procs), (*proc).exited)
+	return slices.DeleteFunc(slices.Clone(s.procs), func(p *proc) bool { return p.Exited() })
 }
 
 // role is a process's kind: its name up to the first hyphen.
@@ -358,22 +354,22 @@ type cpuUse map[string]float64
 func (s *stack) meter() *cpuMeter {
 	m := &cpuMeter{start: time.Now()}
 	add := func(role string, pid int) {
-		if t, err := cpuTime(pid); err == nil {
+		if t, err := procs.CPUTime(pid); err == nil {
 			m.entries = append(m.entries, meterEntry{role: role, pid: pid, t0: t})
 		}
 	}
 	add("loadgen", os.Getpid())
 	s.mu.Lock()
 	for _, p := range s.procs {
-		if !p.exited() {
-			add(role(p.name), p.pid())
+		if !p.Exited() {
+			add(role(p.name), p.Pid())
 		}
 	}
 	s.mu.Unlock()
 	if !s.own && s.notifierPID > 0 {
 		add("notifier", s.notifierPID)
 	}
-	m.busy0, _ = machineBusy()
+	m.busy0, _ = procs.MachineBusy()
 	return m
 }
 
@@ -386,14 +382,14 @@ func (m *cpuMeter) read() cpuUse {
 	}
 	var ours time.Duration
 	for _, e := range m.entries {
-		t, err := cpuTime(e.pid)
+		t, err := procs.CPUTime(e.pid)
 		if err != nil || t < e.t0 {
 			continue // exited meanwhile: its share is lost
 		}
 		u[e.role] += round2(float64(t-e.t0) / float64(wall))
 		ours += t - e.t0
 	}
-	if busy, err := machineBusy(); err == nil && m.busy0 > 0 {
+	if busy, err := procs.MachineBusy(); err == nil && m.busy0 > 0 {
 		if other := busy - m.busy0 - ours; other > 0 {
 			u["other"] = round2(float64(other) / float64(wall))
 		}
@@ -429,32 +425,4 @@ func (u cpuUse) String() string {
 		parts = append(parts, fmt.Sprintf("%s %.2f", e.k, e.v))
 	}
 	return "cpu " + strings.Join(parts, ", ")
-}
-
-// machineBusy returns the CPU time all cores spent not idle since boot,
-// from the first line of /proc/stat.
-func machineBusy() (time.Duration, error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 8 || f[0] != "cpu" {
-		return 0, errors.New("/proc/stat: unexpected first line")
-	}
-	var busy uint64
-	for i, v := range f[1:] {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/stat: %w", err)
-		}
-		// user nice system idle iowait irq softirq steal guest guest_nice;
-		// guest time is already counted in user.
-		if i == 3 || i == 4 || i >= 8 {
-			continue
-		}
-		busy += n
-	}
-	return time.Duration(busy) * time.Second / clockTicks, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/jobsys/jobs/pkg/procs"
 	"github.com/jobsys/jobs/pkg/queue"
 	"github.com/jobsys/jobs/pkg/testenv"
 )
@@ -290,26 +292,7 @@ func TestParseOptionsUseStack(t *testing.T) {
 
 func TestProcParsers(t *testing.T) {
 	t.Parallel()
-	stat := []byte("1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 8 0 100 0 0")
-	d, err := parseStatCPU(stat)
-	require.NoError(t, err)
-	require.Equal(t, 3*time.Second, d, "(250+50) ticks at 100 Hz")
-	_, err = parseStatCPU([]byte("1234 no parens"))
-	require.Error(t, err)
-
-	n, err := parseVmRSS([]byte("Name:\tx\nVmPeak:\t  9 kB\nVmRSS:\t   2048 kB\nThreads: 3\n"))
-	require.NoError(t, err)
-	require.Equal(t, int64(2048*1024), n)
-	_, err = parseVmRSS([]byte("Name: x\n"))
-	require.Error(t, err)
-
-	self, err := cpuTime(os.Getpid())
-	require.NoError(t, err)
-	require.GreaterOrEqual(t, self, time.Duration(0))
-	rss, err := rssBytes(os.Getpid())
-	require.NoError(t, err)
-	require.Positive(t, rss)
-
+	// The /proc readers live in pkg/procs, tested there.
 	g, err := parseMetric([]byte("# HELP go_goroutines Number of goroutines.\n# TYPE go_goroutines gauge\ngo_goroutines_total 3\ngo_goroutines 17\n"), "go_goroutines")
 	require.NoError(t, err)
 	require.Equal(t, 17.0, g)
@@ -334,21 +317,25 @@ func TestWSURL(t *testing.T) {
 	require.Equal(t, "wss://n.example/ws", wsURL("https://n.example/"))
 }
 
-// serveReference runs loadgen as the reference server of mode on a free
-// address, followed by args, and returns its URL. stop ends it and checks
+// serveReference runs loadgen as the reference server of mode on port 0,
+// followed by args, and returns the URL it prints. stop ends it and checks
 // that it stopped cleanly.
 func serveReference(t *testing.T, mode string, args ...string) (url string, stop func()) {
 	t.Helper()
-	port, err := testenv.FreePort()
-	require.NoError(t, err)
-	addr := "127.0.0.1:" + strconv.Itoa(port)
 	ctx, cancel := context.WithCancel(context.Background())
+	r, w := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, append([]string{mode, addr}, args...), func(string) string { return "" }, io.Discard, io.Discard)
+		done <- run(ctx, append([]string{mode, "127.0.0.1:0"}, args...), func(string) string { return "" }, w, io.Discard)
+		w.Close()
 	}()
-	require.Eventually(t, func() bool { return dialOK(addr)() == nil }, 10*time.Second, 10*time.Millisecond)
-	return "http://" + addr, func() {
+	line, err := bufio.NewReader(r).ReadString('\n')
+	require.NoError(t, err, "the reference server printed no line")
+	go func() { _, _ = io.Copy(io.Discard, r) }()
+	url, ok := procs.ListeningLine(strings.TrimSpace(line))
+	require.True(t, ok, "%q", line)
+	require.Regexp(t, `^http://127\.0\.0\.1:[1-9][0-9]*$`, url)
+	return url, func() {
 		t.Helper()
 		cancel()
 		select {
