@@ -85,6 +85,9 @@ type Spec struct {
 	// Grace is how long Stop waits after SIGTERM before SIGKILL; 0 is
 	// StopGrace.
 	Grace time.Duration
+	// ParentDeath is the signal the child gets when the parent dies
+	// without stopping it; 0 is SIGKILL.
+	ParentDeath syscall.Signal
 }
 
 // Proc is a running (or exited) child. Restart runs it again from the
@@ -139,7 +142,7 @@ func (p *Proc) run() error {
 	// Its own process group keeps a terminal's Ctrl-C from reaching the
 	// child before the parent stops it in order; Pdeathsig takes it down
 	// with a parent that dies without stopping it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: cmp.Or(s.ParentDeath, syscall.SIGKILL)}
 	if s.Listen != "" {
 		f, addr, err := listenFile(s.Listen)
 		if err != nil {

@@ -1,25 +1,23 @@
 package main
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/joho/godotenv"
-
+	pkgconfig "github.com/jobsys/jobs/pkg/config"
+	"github.com/jobsys/jobs/pkg/procs"
 	"github.com/jobsys/jobs/tools/internal/sysdeps"
 )
 
@@ -31,33 +29,41 @@ type settings struct {
 	beanstalkHost string
 	beanstalkPort string
 	mongoURL      string
-	managerPort   string
-	notifierPort  string
-	workers       int
-	workerPort    int
+	// hosts are the services' listen addresses by HostVar ("": every
+	// interface, their default). A service port of 0 is one on the
+	// loopback that devstack chooses, for tests.
+	hosts        map[string]string
+	managerPort  string
+	notifierPort string
+	workers      int
+	workerPort   int
 }
 
 func load(getenv func(string) string) (settings, error) {
-	file, err := godotenv.Read(".env")
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return settings{}, fmt.Errorf("read .env: %w", err)
+	env, err := pkgconfig.WithDotEnv(getenv, ".env")
+	if err != nil {
+		return settings{}, err
 	}
-	get := func(k, def string) string { return cmp.Or(getenv(k), file[k], def) }
+	get := func(k, def string) string { return cmp.Or(env(k), def) }
 	s := settings{
 		binDir:        get("DEVSTACK_BIN", "bin"),
 		dataDir:       get("DEVSTACK_DATA", "data"),
 		beanstalkHost: get("BEANSTALK_HOST", "127.0.0.1"),
-		beanstalkPort: get("BEANSTALK_PORT", "11300"),
-		mongoURL:      get("MONGO_URL", "mongodb://127.0.0.1:27017"),
-		managerPort:   get("MANAGER_LISTEN_PORT", "8080"),
-		notifierPort:  get("NOTIFIER_LISTEN_PORT", "8083"),
+		beanstalkPort: get("BEANSTALK_PORT", strconv.Itoa(procs.BeanstalkdPort)),
+		mongoURL:      get("MONGO_URL", "mongodb://127.0.0.1:"+strconv.Itoa(procs.MongoPort)),
+		hosts:         map[string]string{},
+		managerPort:   get(procs.Manager.PortVar, strconv.Itoa(procs.Manager.DefaultPort)),
+		notifierPort:  get(procs.Notifier.PortVar, strconv.Itoa(procs.Notifier.DefaultPort)),
+	}
+	for _, svc := range []procs.Service{procs.Manager, procs.Worker, procs.Notifier} {
+		s.hosts[svc.HostVar] = env(svc.HostVar)
 	}
 	var errs []error
 	if s.workers, err = strconv.Atoi(get("DEVSTACK_WORKERS", "2")); err != nil || s.workers < 1 || s.workers > 64 {
 		errs = append(errs, fmt.Errorf("DEVSTACK_WORKERS: %q is not a number from 1 to 64", get("DEVSTACK_WORKERS", "")))
 	}
-	if s.workerPort, err = strconv.Atoi(get("WORKER_METRICS_PORT", "8084")); err != nil || s.workerPort < 1 || s.workerPort > 65535-s.workers {
-		errs = append(errs, fmt.Errorf("WORKER_METRICS_PORT: %q is not a usable port", get("WORKER_METRICS_PORT", "")))
+	if s.workerPort, err = strconv.Atoi(get(procs.Worker.PortVar, strconv.Itoa(procs.Worker.DefaultPort))); err != nil || s.workerPort < 0 || s.workerPort > 65535-s.workers {
+		errs = append(errs, fmt.Errorf("%s: %q is not a usable port", procs.Worker.PortVar, get(procs.Worker.PortVar, "")))
 	}
 	return s, errors.Join(errs...)
 }
@@ -68,11 +74,11 @@ func run(ctx context.Context, getenv func(string) string, out io.Writer) error {
 		return err
 	}
 	st := &stack{out: out}
-	defer st.stopAll()
+	defer st.g.StopAll()
 
 	beanstalkAddr := net.JoinHostPort(s.beanstalkHost, s.beanstalkPort)
-	if answers(beanstalkAddr) {
-		st.logf("devstack", "beanstalkd already answers at %s: using it", beanstalkAddr)
+	if procs.TCP(beanstalkAddr)() == nil {
+		st.logf("beanstalkd already answers at %s: using it", beanstalkAddr)
 	} else {
 		path, err := ensureBeanstalkd(ctx, st)
 		if err != nil {
@@ -82,10 +88,15 @@ func run(ctx context.Context, getenv func(string) string, out io.Writer) error {
 		if err := os.MkdirAll(binlog, 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", binlog, err)
 		}
-		if err := st.start(ctx, "beanstalkd", path, nil, "-l", s.beanstalkHost, "-p", s.beanstalkPort, "-b", binlog, "-f", "50"); err != nil {
+		port, err := strconv.Atoi(s.beanstalkPort)
+		if err != nil {
+			return fmt.Errorf("BEANSTALK_PORT: %q is not a port", s.beanstalkPort)
+		}
+		p, err := st.start(procs.Spec{Name: "beanstalkd", Path: path, Args: procs.BeanstalkdArgs(s.beanstalkHost, port, binlog, 50, 0)})
+		if err != nil {
 			return err
 		}
-		if err := waitFor(ctx, st, "beanstalkd", func() bool { return answers(beanstalkAddr) }); err != nil {
+		if err := p.WaitFor(ctx, upWithin, "beanstalkd", procs.TCP(beanstalkAddr)); err != nil {
 			return err
 		}
 	}
@@ -96,46 +107,62 @@ func run(ctx context.Context, getenv func(string) string, out io.Writer) error {
 	}
 	mongoAddr := u.Host
 	if _, _, err := net.SplitHostPort(mongoAddr); err != nil {
-		mongoAddr = net.JoinHostPort(mongoAddr, "27017")
+		mongoAddr = net.JoinHostPort(mongoAddr, strconv.Itoa(procs.MongoPort))
 	}
-	if answers(mongoAddr) {
-		st.logf("devstack", "MongoDB already answers at %s: using it", mongoAddr)
+	if procs.TCP(mongoAddr)() == nil {
+		st.logf("MongoDB already answers at %s: using it", mongoAddr)
 	} else {
-		if err := st.start(ctx, "devmongo", filepath.Join(s.binDir, "devmongo"), nil, "-listen", mongoAddr, "-data", filepath.Join(s.dataDir, "mongo")); err != nil {
+		p, err := st.start(procs.Devmongo(filepath.Join(s.binDir, "devmongo"), mongoAddr, filepath.Join(s.dataDir, "mongo")))
+		if err != nil {
 			return err
 		}
-		if err := waitFor(ctx, st, "devmongo", func() bool { return answers(mongoAddr) }); err != nil {
+		if _, err := p.WaitReady(ctx, upWithin); err != nil {
 			return err
 		}
 	}
 
-	base := []string{"BEANSTALK_HOST=" + s.beanstalkHost, "BEANSTALK_PORT=" + s.beanstalkPort, "MONGO_URL=" + s.mongoURL}
+	servers := procs.Servers{BeanstalkAddr: beanstalkAddr, MongoURL: s.mongoURL}
+	base := map[string]string{}
 	if getenv("LOG_FORMAT") == "" {
 		// The services write JSON when their output is not a terminal;
 		// here a person reads it.
-		base = append(base, "LOG_FORMAT=text")
+		base["LOG_FORMAT"] = "text"
 	}
-	managerURL := "http://127.0.0.1:" + s.managerPort
-	notifierURL := "http://127.0.0.1:" + s.notifierPort
-	if err := st.start(ctx, "manager", filepath.Join(s.binDir, "manager"), base); err != nil {
+	service := func(svc procs.Service, name, port string, env map[string]string) (*procs.Proc, error) {
+		vars := map[string]string{svc.PortVar: port, svc.HostVar: s.hosts[svc.HostVar]}
+		maps.Copy(vars, base)
+		maps.Copy(vars, env)
+		spec := procs.ServiceSpec(svc, filepath.Join(s.binDir, svc.Name), servers, vars)
+		spec.Name = name
+		return st.start(spec)
+	}
+	var started []*procs.Proc
+	m, err := service(procs.Manager, "manager", s.managerPort, nil)
+	if err != nil {
 		return err
 	}
-	health := []string{managerURL + "/healthz"}
+	managerURL := procs.URL(m)
+	started = append(started, m)
 	for i := range s.workers {
-		port := strconv.Itoa(s.workerPort + i)
 		name := fmt.Sprintf("worker-%d", i+1)
-		env := append([]string{"WORKER_METRICS_PORT=" + port, "WORKER_ID=" + name}, base...)
-		if err := st.start(ctx, name, filepath.Join(s.binDir, "worker"), env); err != nil {
+		port := 0 // every worker on a port of its own choosing
+		if s.workerPort > 0 {
+			port = s.workerPort + i
+		}
+		w, err := service(procs.Worker, name, strconv.Itoa(port), procs.WorkerEnv(name, ""))
+		if err != nil {
 			return err
 		}
-		health = append(health, "http://127.0.0.1:"+port+"/healthz")
+		started = append(started, w)
 	}
-	if err := st.start(ctx, "notifier", filepath.Join(s.binDir, "notifier"), append([]string{"MANAGER_URL=" + managerURL}, base...)); err != nil {
+	n, err := service(procs.Notifier, "notifier", s.notifierPort, procs.NotifierEnv(managerURL))
+	if err != nil {
 		return err
 	}
-	health = append(health, notifierURL+"/healthz")
-	for _, h := range health {
-		if err := waitFor(ctx, st, h, func() bool { return healthy(h) }); err != nil {
+	notifierURL := procs.URL(n)
+	started = append(started, n)
+	for _, p := range started {
+		if err := procs.WaitHealthy(ctx, p, procs.URL(p), upWithin); err != nil {
 			return err
 		}
 	}
@@ -157,130 +184,43 @@ func run(ctx context.Context, getenv func(string) string, out io.Writer) error {
 
 	select {
 	case <-ctx.Done():
-		st.logf("devstack", "stopping")
+		st.logf("stopping")
 		return nil
-	case name := <-st.exited:
-		return fmt.Errorf("%s exited; stopping the rest", name)
+	case <-st.g.Exited():
+		p := st.g.FirstExit()
+		return fmt.Errorf("%s exited (code %d); stopping the rest", p.Name(), p.ExitCode())
 	}
 }
 
-func answers(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
-
-func healthy(u string) bool {
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get(u)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-func waitFor(ctx context.Context, st *stack, what string, ok func() bool) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for !ok() {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case name := <-st.exited:
-			return fmt.Errorf("%s exited while waiting for %s", name, what)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not come up within 30s", what)
-		}
-	}
-	return nil
-}
+// upWithin bounds the wait for each part to come up.
+const upWithin = 30 * time.Second
 
 // ensureBeanstalkd finds beanstalkd, installing it with apt-get when it is
 // missing and we are root.
 func ensureBeanstalkd(ctx context.Context, st *stack) (string, error) {
 	p := sysdeps.Known["beanstalkd"]
-	logf := func(format string, args ...any) { st.logf("devstack", format, args...) }
-	if err := sysdeps.Ensure(ctx, sysdeps.System{}, logf, p); err != nil {
+	if err := sysdeps.Ensure(ctx, sysdeps.System{}, st.logf, p); err != nil {
 		return "", err
 	}
 	return exec.LookPath(p.Command)
 }
 
-// stack supervises the child processes.
+// stack is the children, their output prefixed with their names on out.
 type stack struct {
-	out    io.Writer
-	mu     sync.Mutex
-	procs  []*proc
-	exited chan string
+	out io.Writer
+	g   procs.Group
 }
 
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
+// logf writes a line of devstack's own among the children's.
+func (st *stack) logf(format string, args ...any) {
+	fmt.Fprintf(st.out, "%-10s | %s\n", "devstack", fmt.Sprintf(format, args...))
 }
 
-func (st *stack) logf(name, format string, args ...any) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	fmt.Fprintf(st.out, "%-10s | %s\n", name, fmt.Sprintf(format, args...))
-}
-
-func (st *stack) start(ctx context.Context, name, path string, env []string, args ...string) error {
-	if st.exited == nil {
-		st.exited = make(chan string, 16)
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	r, w := io.Pipe()
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s (%s): %w", name, path, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			st.logf(name, "%s", sc.Text())
-		}
-	}()
-	go func() {
-		err := cmd.Wait()
-		w.Close()
-		close(p.done)
-		if ctx.Err() == nil {
-			st.logf(name, "exited: %v", err)
-			st.exited <- name
-		}
-	}()
-	st.mu.Lock()
-	st.procs = append(st.procs, p)
-	st.mu.Unlock()
-	return nil
-}
-
-// stopAll stops the services first and the servers last, each with
-// SIGTERM and a deadline.
-func (st *stack) stopAll() {
-	st.mu.Lock()
-	procs := st.procs
-	st.mu.Unlock()
-	for i := len(procs) - 1; i >= 0; i-- {
-		p := procs[i]
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(35 * time.Second):
-			st.logf(p.name, "did not stop within 35s: killing it")
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	}
+// start starts a child in the caller's environment (and so its .env),
+// with its output on out. A child of a devstack that dies gets SIGTERM,
+// so the servers and services still shut down cleanly.
+func (st *stack) start(spec procs.Spec) (*procs.Proc, error) {
+	spec.Inherit, spec.ParentDeath = true, syscall.SIGTERM
+	spec.Output, spec.Prefix = st.out, fmt.Sprintf("%-10s | ", spec.Name)
+	return st.g.Start(spec)
 }
