@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/jobsys/jobs/pkg/config"
 	"github.com/jobsys/jobs/pkg/procs"
+	"github.com/jobsys/jobs/pkg/testenv"
 )
 
 // The test binary is its own child: PROCS_HELPER says what to be.
@@ -165,27 +165,9 @@ func TestStopKillsAChildThatIgnoresSIGTERM(t *testing.T) {
 	require.Less(t, time.Since(start), 20*time.Second)
 }
 
-// syncBuffer is an Output the test reads while the child writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	sb strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.sb.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.sb.String()
-}
-
 func TestOutputIsPrefixedAndTheTailBounded(t *testing.T) {
 	t.Parallel()
-	var out syncBuffer
+	var out testenv.LogBuffer
 	s := helper(t, "chatty")
 	s.Output, s.Prefix = &out, "chatty | "
 	p, err := procs.Start(s)

@@ -178,9 +178,9 @@ func run(ctx context.Context, getenv func(string) string, out io.Writer) error {
   Metrics       %[1]s/metrics  %[2]s/metrics
   beanstalkd    %[3]s
   MongoDB       %[4]s
-  Data          ./%[5]s (delete it to start afresh)
+  Data          %[5]s (delete it to start afresh)
 
-`, managerURL, notifierURL, beanstalkAddr, s.mongoURL, s.dataDir)
+`, managerURL, notifierURL, beanstalkAddr, s.mongoURL, shown(s.dataDir))
 
 	select {
 	case <-ctx.Done():
@@ -190,6 +190,14 @@ func run(ctx context.Context, getenv func(string) string, out io.Writer) error {
 		p := st.g.FirstExit()
 		return fmt.Errorf("%s exited (code %d); stopping the rest", p.Name(), p.ExitCode())
 	}
+}
+
+// shown is dir as a person types it: relative ones start with "./".
+func shown(dir string) string {
+	if filepath.IsAbs(dir) {
+		return dir
+	}
+	return "." + string(filepath.Separator) + dir
 }
 
 // upWithin bounds the wait for each part to come up.

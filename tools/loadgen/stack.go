@@ -145,12 +145,9 @@ func (s *stack) close() {
 		cancel()
 	}
 	s.mu.Lock()
-	procs := s.procs
-	s.procs = nil
+	all := slices.Clone(s.procs)
 	s.mu.Unlock()
-	for _, p := range slices.Backward(procs) {
-		p.stop()
-	}
+	s.stopProcs(all...)
 	if s.o.keepData {
 		fmt.Fprintf(os.Stderr, "loadgen: kept %s\n", s.dir)
 		return
