@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/procs"
 	"github.com/jobsys/jobs/pkg/queue"
 	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
@@ -320,17 +321,13 @@ func TestBinary(t *testing.T) {
 	t.Parallel()
 	b := testenv.Setup(t)
 	bin := testenv.Build(t, "./services/manager")
-	port, err := testenv.FreePort()
-	require.NoError(t, err)
 	env := map[string]string{}
 	for _, k := range []string{"BEANSTALK_HOST", "BEANSTALK_PORT", "MONGO_URL", "MONGO_DB", "LOG_FORMAT"} {
 		env[k] = b.Env(nil)(k)
 	}
-	env["MANAGER_LISTEN_HOST"] = "127.0.0.1"
-	env["MANAGER_LISTEN_PORT"] = strconv.Itoa(port)
 	env["LOG_LEVEL"] = "info"
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	svc := testenv.StartService(t, bin, env, base+"/healthz")
+	svc := testenv.ServeService(t, bin, procs.Manager, env)
+	base := svc.URL
 
 	status, _, body := request(t, "GET", base+"/healthz", "")
 	require.Equal(t, http.StatusOK, status)

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/procs"
 	"github.com/jobsys/jobs/pkg/testenv"
 )
 
@@ -16,24 +17,20 @@ import (
 func startWorker(t *testing.T, b bundle, extra map[string]string) *testenv.Service {
 	t.Helper()
 	bin := testenv.Build(t, "./services/worker")
-	port, err := testenv.FreePort()
-	require.NoError(t, err)
 	env := map[string]string{
-		"BEANSTALK_HOST":      b.Beanstalk.Host,
-		"BEANSTALK_PORT":      strconv.Itoa(b.Beanstalk.Port),
-		"MONGO_URL":           b.Mongo.URL,
-		"MONGO_DB":            b.DB,
-		"MONGO_COLLECTION":    "completed",
-		"WORKER_TUBES":        b.Tube,
-		"WORKER_METRICS_HOST": "127.0.0.1",
-		"WORKER_METRICS_PORT": strconv.Itoa(port),
-		"LOG_FORMAT":          "text",
-		"LOG_LEVEL":           "warn",
+		"BEANSTALK_HOST":   b.Beanstalk.Host,
+		"BEANSTALK_PORT":   strconv.Itoa(b.Beanstalk.Port),
+		"MONGO_URL":        b.Mongo.URL,
+		"MONGO_DB":         b.DB,
+		"MONGO_COLLECTION": "completed",
+		"WORKER_TUBES":     b.Tube,
+		"LOG_FORMAT":       "text",
+		"LOG_LEVEL":        "warn",
 	}
 	for k, v := range extra {
 		env[k] = v
 	}
-	return testenv.StartService(t, bin, env, fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
+	return testenv.ServeService(t, bin, procs.Worker, env)
 }
 
 func TestWithTheWorkerAJobGoesReadyReservedCompleted(t *testing.T) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -10,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/procs"
 	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
 )
@@ -18,13 +18,8 @@ import (
 // once /healthz answers, with its metrics URL.
 func startBinary(t *testing.T, b bundle, extra map[string]string) (*testenv.Service, string) {
 	t.Helper()
-	bin := testenv.Build(t, "./services/worker")
-	port, err := testenv.FreePort()
-	require.NoError(t, err)
-	env := b.env(extra)
-	env["WORKER_METRICS_PORT"] = strconv.Itoa(port)
-	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	return testenv.StartService(t, bin, env, base+"/healthz"), base + "/metrics"
+	svc := testenv.ServeService(t, testenv.Build(t, "./services/worker"), procs.Worker, b.env(extra))
+	return svc, svc.URL + "/metrics"
 }
 
 // waitInFlight waits until the worker is working on a job: reserved is
