@@ -84,6 +84,12 @@ func (s *Service) Restart() error {
 	if err := s.proc.Restart(); err != nil {
 		return err
 	}
+	return s.Wait()
+}
+
+// Wait waits until HealthURL answers 200: after ServeService, a test that
+// needs more than /healthz points HealthURL at /readyz and calls it.
+func (s *Service) Wait() error {
 	return s.proc.WaitFor(context.Background(), within, s.HealthURL, procs.HTTP(s.HealthURL))
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -10,18 +9,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/procs"
 	"github.com/jobsys/jobs/pkg/testenv"
 )
 
 // startBinary runs the notifier binary for this bundle.
 func startBinary(t *testing.T, b bundle, extra map[string]string) (*testenv.Service, *notifier) {
 	t.Helper()
-	bin := testenv.Build(t, "./services/notifier")
-	port, err := testenv.FreePort()
-	require.NoError(t, err)
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	svc := testenv.StartService(t, bin, b.env(port, extra), base+"/readyz")
-	return svc, &notifier{base: base}
+	svc := testenv.ServeService(t, testenv.Build(t, "./services/notifier"), procs.Notifier, b.env(0, extra))
+	svc.HealthURL = svc.URL + "/readyz"
+	require.NoError(t, svc.Wait())
+	return svc, &notifier{base: svc.URL}
 }
 
 func TestRestartLosesNothingForAClientWithItsCursor(t *testing.T) {

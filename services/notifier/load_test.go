@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/procs"
 	"github.com/jobsys/jobs/pkg/testenv"
 )
 
@@ -244,12 +245,11 @@ func TestPushLatencyWhenPolling(t *testing.T) {
 func TestThousandClients(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	bin := testenv.Build(t, "./services/notifier")
-	port, err := testenv.FreePort()
-	require.NoError(t, err)
-	env := b.env(port, map[string]string{"LOG_LEVEL": "warn", "NOTIFIER_POLL_INTERVAL": "250ms"})
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	testenv.StartService(t, bin, env, base+"/readyz")
+	env := b.env(0, map[string]string{"LOG_LEVEL": "warn", "NOTIFIER_POLL_INTERVAL": "250ms"})
+	svc := testenv.ServeService(t, testenv.Build(t, "./services/notifier"), procs.Notifier, env)
+	svc.HealthURL = svc.URL + "/readyz"
+	require.NoError(t, svc.Wait())
+	base := svc.URL
 	n := &notifier{base: base}
 
 	rss0 := metric(t, base, "process_resident_memory_bytes")
