@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -64,13 +65,14 @@ func (n *notifier) ws(query string) string {
 // start runs the notifier in-process and waits until it is ready.
 func start(t *testing.T, b bundle, extra map[string]string) *notifier {
 	t.Helper()
-	port, err := testenv.FreePort()
-	require.NoError(t, err)
-	env := b.env(port, extra)
-	n := &notifier{base: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &testenv.LogBuffer{}}
+	env := b.env(0, extra)
+	n := &notifier{logs: &testenv.LogBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, func(k string) string { return env[k] }, n.logs) }()
+	addr := make(chan net.Addr, 1)
+	go func() {
+		done <- serve(ctx, func(k string) string { return env[k] }, n.logs, func(a net.Addr) { addr <- a })
+	}()
 	var once sync.Once
 	var runErr error
 	n.stop = func() error {
@@ -90,6 +92,15 @@ func start(t *testing.T, b bundle, extra map[string]string) *notifier {
 			t.Logf("notifier log:\n%s", n.logs.String())
 		}
 	})
+	select {
+	case a := <-addr:
+		n.base = "http://" + a.String()
+	case err := <-done:
+		done <- err
+		t.Fatalf("notifier stopped: %v\n%s", err, n.logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("notifier did not listen within 30s\n%s", n.logs.String())
+	}
 	require.Eventually(t, func() bool {
 		select {
 		case err := <-done:

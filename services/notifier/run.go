@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -29,6 +30,12 @@ const shutdownTimeout = 10 * time.Second
 
 // run starts the notifier and serves until ctx ends or a part fails.
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	return serve(ctx, getenv, stdout, nil)
+}
+
+// serve is run; ready, when set, is told the address it listens on, so a
+// test can give it port 0.
+func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, ready func(net.Addr)) error {
 	cfg, err := config.Load(getenv, pkgconfig.IsTerminal(stdout))
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
@@ -89,6 +96,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	log.Info("notifier listening", "addr", ln.Addr().String(), "mode", cfg.Mode, "notifier_id", cfg.ID)
+	if ready != nil {
+		ready(ln.Addr())
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
