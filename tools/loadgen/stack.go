@@ -166,8 +166,10 @@ func (s *stack) stopProcs(ps ...*proc) {
 }
 
 // start starts spec as a child of the run. A profiling build of a
-// service or devmongo serves pprof on BENCH_PPROF_ADDR: on a port of its
-// own, which only a profiling run asks for.
+// service or devmongo serves pprof on BENCH_PPROF_ADDR, a second listener
+// that the child binds itself on a FreePort: the one port of a child not
+// handed over or reported, asked for only by -pprof, where a port taken
+// meanwhile costs a profile (fetchProfile logs it), not the run.
 func (s *stack) start(spec procs.Spec) (*proc, error) {
 	var pprofURL string
 	if r := role(spec.Name); s.o.pprofDir != "" && (r == "manager" || r == "worker" || r == "notifier" || r == "devmongo") {
