@@ -2,7 +2,7 @@ package main
 
 import (
 	"fmt"
-	"strconv"
+	"maps"
 	"testing"
 	"time"
 
@@ -17,19 +17,9 @@ import (
 func startWorker(t *testing.T, b bundle, extra map[string]string) *testenv.Service {
 	t.Helper()
 	bin := testenv.Build(t, "./services/worker")
-	env := map[string]string{
-		"BEANSTALK_HOST":   b.Beanstalk.Host,
-		"BEANSTALK_PORT":   strconv.Itoa(b.Beanstalk.Port),
-		"MONGO_URL":        b.Mongo.URL,
-		"MONGO_DB":         b.DB,
-		"MONGO_COLLECTION": "completed",
-		"WORKER_TUBES":     b.Tube,
-		"LOG_FORMAT":       "text",
-		"LOG_LEVEL":        "warn",
-	}
-	for k, v := range extra {
-		env[k] = v
-	}
+	env := b.Vars() // the bundle's servers and database, quiet text logs
+	env["WORKER_TUBES"] = b.Tube
+	maps.Copy(env, extra)
 	return testenv.ServeService(t, bin, procs.Worker, env)
 }
 
