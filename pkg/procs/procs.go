@@ -73,6 +73,9 @@ type Spec struct {
 	// serialised.
 	Output io.Writer
 	Prefix string
+	// LogFile, when set, gets every line as written, appended; it is
+	// closed when the child exits.
+	LogFile string
 	// Ready, when set, is shown every line until it returns true; the
 	// value it returns is what WaitReady returns.
 	Ready func(line string) (string, bool)
@@ -153,14 +156,24 @@ func (p *Proc) run() error {
 		cmd.Env = append(cmd.Env, "LISTEN_FDS=1")
 		p.spec.Listen = addr // a restart takes the same port
 	}
+	var logFile *os.File
+	if s.LogFile != "" {
+		f, err := os.OpenFile(s.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("start %s: %w", s.Name, err)
+		}
+		logFile = f
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
+		closeFile(logFile)
 		return fmt.Errorf("start %s: %w", s.Name, err)
 	}
 	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
 		r.Close()
 		w.Close()
+		closeFile(logFile)
 		return fmt.Errorf("start %s (%s): %w", s.Name, s.Path, err)
 	}
 	w.Close() // the child holds the write end; EOF comes when it exits
@@ -170,11 +183,12 @@ func (p *Proc) run() error {
 	p.mu.Unlock()
 
 	read := make(chan struct{})
-	go func() { defer close(read); p.read(r, ready) }()
+	go func() { defer close(read); p.read(r, logFile, ready) }()
 	go func() {
 		_ = cmd.Wait()
 		<-read // all output is in the tail before anyone hears of the exit
 		r.Close()
+		closeFile(logFile)
 		close(done)
 		p.mu.Lock()
 		unexpected, onExit := !p.stopping, p.onExit
@@ -207,13 +221,23 @@ func (p *Proc) Addr() string { return p.spec.Listen }
 // outputMu serialises lines written to a shared Output.
 var outputMu sync.Mutex
 
-func (p *Proc) read(r io.Reader, ready chan<- string) {
+// closeFile closes f when it is set.
+func closeFile(f *os.File) {
+	if f != nil {
+		_ = f.Close()
+	}
+}
+
+func (p *Proc) read(r io.Reader, logFile *os.File, ready chan<- string) {
 	br := bufio.NewReaderSize(r, maxLine)
 	matched := p.spec.Ready == nil
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
 			p.tail.Write(line)
+			if logFile != nil {
+				_, _ = logFile.Write(line)
+			}
 			text := strings.TrimSuffix(string(line), "\n")
 			if !matched {
 				if v, ok := p.spec.Ready(text); ok {
@@ -469,10 +493,12 @@ func (g *Group) Procs() []*Proc {
 	return slices.Clone(g.procs)
 }
 
-// Stop stops ps, newest first, and forgets them.
+// Stop stops ps, newest first, and forgets them; nil ones are skipped.
 func (g *Group) Stop(ps ...*Proc) {
 	for _, p := range slices.Backward(ps) {
-		p.Stop()
+		if p != nil {
+			p.Stop()
+		}
 	}
 	g.mu.Lock()
 	g.procs = slices.DeleteFunc(g.procs, func(p *Proc) bool { return slices.Contains(ps, p) })

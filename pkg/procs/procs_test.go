@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -170,9 +171,15 @@ func TestOutputIsPrefixedAndTheTailBounded(t *testing.T) {
 	var out testenv.LogBuffer
 	s := helper(t, "chatty")
 	s.Output, s.Prefix = &out, "chatty | "
+	s.LogFile = filepath.Join(t.TempDir(), "chatty.log")
 	p, err := procs.Start(s)
 	require.NoError(t, err)
 	<-p.Done()
+
+	logged, err := os.ReadFile(s.LogFile)
+	require.NoError(t, err)
+	require.Equal(t, strings.Repeat("x", 3*procs.TailBytes)+"\nline 0\nline 1\nline 2\n", string(logged),
+		"the log file gets everything, as written")
 
 	require.LessOrEqual(t, len(p.Tail()), procs.TailBytes)
 	require.True(t, strings.HasSuffix(p.Tail(), "line 0\nline 1\nline 2\n"), "the tail is the end of the output")

@@ -68,14 +68,14 @@ func serveUntil(ctx context.Context, addr string, h http.Handler, stdout io.Writ
 
 // startNullHTTP runs the empty handler as a child process, as the manager
 // runs, and returns its URL.
-func (s *stack) startNullHTTP(ctx context.Context) (*proc, string, error) {
+func (s *stack) startNullHTTP(ctx context.Context) (*procs.Proc, string, error) {
 	return s.startReference(ctx, "nullhttp", "the empty HTTP handler", nullHTTPArg)
 }
 
 // startReference runs loadgen itself as a reference server (mode, port 0,
 // then args) in a child process, as the manager runs, and returns its URL,
 // from the line it prints, once /healthz answers.
-func (s *stack) startReference(ctx context.Context, name, what, mode string, args ...string) (*proc, string, error) {
+func (s *stack) startReference(ctx context.Context, name, what, mode string, args ...string) (*procs.Proc, string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, "", fmt.Errorf("find the loadgen binary: %w", err)

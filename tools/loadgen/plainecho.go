@@ -10,6 +10,8 @@ import (
 
 	"github.com/beanstalkd/go-beanstalk"
 	"github.com/labstack/echo/v4"
+
+	"github.com/jobsys/jobs/pkg/procs"
 )
 
 // plainEchoArg makes loadgen serve the plain lookup handler instead of
@@ -75,6 +77,6 @@ func servePlainEcho(ctx context.Context, addr, beanstalkAddr string, stdout io.W
 
 // startPlainEcho runs the plain lookup handler as a child process, as the
 // manager runs, and returns its URL.
-func (s *stack) startPlainEcho(ctx context.Context) (*proc, string, error) {
+func (s *stack) startPlainEcho(ctx context.Context) (*procs.Proc, string, error) {
 	return s.startReference(ctx, "plainecho", "the plain Echo handler", plainEchoArg, s.beanstalkAddr)
 }

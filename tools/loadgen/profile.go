@@ -24,13 +24,13 @@ func (b *bench) profile(ctx context.Context, label string, d time.Duration, role
 	secs := max(1, int((d+time.Second/2)/time.Second))
 	var wg sync.WaitGroup
 	for _, p := range b.st.live() {
-		if p.pprofURL == "" || !(slices.Contains(roles, role(p.name)) || slices.Contains(roles, p.name)) {
+		if b.st.pprofURL(p) == "" || !(slices.Contains(roles, role(p.Name())) || slices.Contains(roles, p.Name())) {
 			continue
 		}
 		wg.Go(func() {
-			path := filepath.Join(b.o.pprofDir, label+"-"+p.name+".pprof")
-			if err := fetchProfile(ctx, p.pprofURL+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), path); err != nil {
-				b.prog.logf("profile %s of %s: %v", label, p.name, err)
+			path := filepath.Join(b.o.pprofDir, label+"-"+p.Name()+".pprof")
+			if err := fetchProfile(ctx, b.st.pprofURL(p)+"/debug/pprof/profile?seconds="+strconv.Itoa(secs), path); err != nil {
+				b.prog.logf("profile %s of %s: %v", label, p.Name(), err)
 				return
 			}
 			b.profMu.Lock()
@@ -48,12 +48,12 @@ func (b *bench) heapProfile(ctx context.Context, label string, roles ...string) 
 		return
 	}
 	for _, p := range b.st.live() {
-		if p.pprofURL == "" || !(slices.Contains(roles, role(p.name)) || slices.Contains(roles, p.name)) {
+		if b.st.pprofURL(p) == "" || !(slices.Contains(roles, role(p.Name())) || slices.Contains(roles, p.Name())) {
 			continue
 		}
-		path := filepath.Join(b.o.pprofDir, label+"-"+p.name+".heap.pprof")
-		if err := fetchProfile(ctx, p.pprofURL+"/debug/pprof/heap", path); err != nil {
-			b.prog.logf("heap profile %s of %s: %v", label, p.name, err)
+		path := filepath.Join(b.o.pprofDir, label+"-"+p.Name()+".heap.pprof")
+		if err := fetchProfile(ctx, b.st.pprofURL(p)+"/debug/pprof/heap", path); err != nil {
+			b.prog.logf("heap profile %s of %s: %v", label, p.Name(), err)
 			continue
 		}
 		b.profMu.Lock()

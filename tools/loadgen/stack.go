@@ -43,8 +43,11 @@ type stack struct {
 
 	mongo *mongo.Client
 
+	// g is the run's children; pprof maps those of a profiling build to
+	// the URL they serve pprof on.
+	g     procs.Group
 	mu    sync.Mutex
-	procs []*proc
+	pprof map[*procs.Proc]string
 }
 
 // The main stack's database and collection when the benchmark starts its
@@ -144,10 +147,7 @@ func (s *stack) close() {
 		_ = s.mongo.Disconnect(ctx)
 		cancel()
 	}
-	s.mu.Lock()
-	all := slices.Clone(s.procs)
-	s.mu.Unlock()
-	s.stopProcs(all...)
+	s.g.StopAll()
 	if s.o.keepData {
 		fmt.Fprintf(os.Stderr, "loadgen: kept %s\n", s.dir)
 		return
@@ -156,21 +156,14 @@ func (s *stack) close() {
 }
 
 // stopProcs stops ps (newest first) and forgets them.
-func (s *stack) stopProcs(ps ...*proc) {
-	for _, p := range slices.Backward(ps) {
-		p.stop()
-	}
-	s.mu.Lock()
-	s.procs = slices.DeleteFunc(s.procs, func(p *proc) bool { return slices.Contains(ps, p) })
-	s.mu.Unlock()
-}
+func (s *stack) stopProcs(ps ...*procs.Proc) { s.g.Stop(ps...) }
 
 // start starts spec as a child of the run. A profiling build of a
 // service or devmongo serves pprof on BENCH_PPROF_ADDR, a second listener
 // that the child binds itself on a FreePort: the one port of a child not
 // handed over or reported, asked for only by -pprof, where a port taken
 // meanwhile costs a profile (fetchProfile logs it), not the run.
-func (s *stack) start(spec procs.Spec) (*proc, error) {
+func (s *stack) start(spec procs.Spec) (*procs.Proc, error) {
 	var pprofURL string
 	if r := role(spec.Name); s.o.pprofDir != "" && (r == "manager" || r == "worker" || r == "notifier" || r == "devmongo") {
 		port, err := procs.FreePort()
@@ -181,20 +174,35 @@ func (s *stack) start(spec procs.Spec) (*proc, error) {
 		spec.Env = append(slices.Clone(spec.Env), "BENCH_PPROF_ADDR="+addr)
 		pprofURL = "http://" + addr
 	}
-	p, err := startProc(s.dir, spec)
+	// Only what the child is told counts: the caller's BEANSTALK_* or a
+	// .env in the working directory must not leak into what is measured.
+	spec.Inherit, spec.Dir, spec.Grace = false, s.dir, stopGrace
+	spec.LogFile = filepath.Join(s.dir, spec.Name+".log")
+	p, err := s.g.Start(spec)
 	if err != nil {
 		return nil, err
 	}
-	p.pprofURL = pprofURL
-	s.mu.Lock()
-	s.procs = append(s.procs, p)
-	s.mu.Unlock()
+	if pprofURL != "" {
+		s.mu.Lock()
+		if s.pprof == nil {
+			s.pprof = map[*procs.Proc]string{}
+		}
+		s.pprof[p] = pprofURL
+		s.mu.Unlock()
+	}
 	return p, nil
+}
+
+// pprofURL is where p serves pprof, "" when it does not.
+func (s *stack) pprofURL(p *procs.Proc) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pprof[p]
 }
 
 // startBeanstalkd starts a beanstalkd of the run's own; fsyncMS < 0 runs
 // it without a binlog. It returns the process and its address.
-func (s *stack) startBeanstalkd(ctx context.Context, name string, fsyncMS int) (*proc, string, error) {
+func (s *stack) startBeanstalkd(ctx context.Context, name string, fsyncMS int) (*procs.Proc, string, error) {
 	path, err := testenv.BeanstalkdPath()
 	if err != nil {
 		return nil, "", err
@@ -206,19 +214,13 @@ func (s *stack) startBeanstalkd(ctx context.Context, name string, fsyncMS int) (
 			return nil, "", err
 		}
 	}
-	var last *proc
-	_, port, err := procs.StartOnFreePort(ctx, "127.0.0.1", 10*time.Second, func(port int) (*procs.Proc, error) {
-		p, err := s.start(procs.Spec{Name: name, Path: path, Args: procs.BeanstalkdArgs("127.0.0.1", port, binlog, fsyncMS, 0)})
-		if err != nil {
-			return nil, err
-		}
-		last = p
-		return p.Proc, nil
+	p, port, err := procs.StartOnFreePort(ctx, "127.0.0.1", 10*time.Second, func(port int) (*procs.Proc, error) {
+		return s.start(procs.Spec{Name: name, Path: path, Args: procs.BeanstalkdArgs("127.0.0.1", port, binlog, fsyncMS, 0)})
 	})
 	if err != nil {
 		return nil, "", err
 	}
-	return last, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
+	return p, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
 }
 
 // startMongo starts devmongo on a port it chooses and takes its URL from
@@ -248,15 +250,15 @@ var quiet = map[string]string{"LOG_LEVEL": "warn", "LOG_FORMAT": "json"}
 
 // startService starts svc as name, on a loopback port the benchmark binds
 // and hands it, and returns it with its URL once /healthz answers.
-func (s *stack) startService(ctx context.Context, svc procs.Service, name, bin string, servers procs.Servers, env map[string]string) (*proc, string, error) {
+func (s *stack) startService(ctx context.Context, svc procs.Service, name, bin string, servers procs.Servers, env map[string]string) (*procs.Proc, string, error) {
 	spec := procs.ServiceSpec(svc, bin, servers, merge(quiet, env))
 	spec.Name = name
 	p, err := s.start(spec)
 	if err != nil {
 		return nil, "", err
 	}
-	u := procs.URL(p.Proc)
-	return p, u, procs.WaitHealthy(ctx, p.Proc, u, 30*time.Second)
+	u := procs.URL(p)
+	return p, u, procs.WaitHealthy(ctx, p, u, 30*time.Second)
 }
 
 func merge(a, b map[string]string) map[string]string {
@@ -268,7 +270,7 @@ func merge(a, b map[string]string) map[string]string {
 // startManager starts a manager against the beanstalkd at beanstalkAddr
 // and results collection coll (the stack's own when empty), and returns
 // it with its URL.
-func (s *stack) startManager(ctx context.Context, name, beanstalkAddr, coll string) (*proc, string, error) {
+func (s *stack) startManager(ctx context.Context, name, beanstalkAddr, coll string) (*procs.Proc, string, error) {
 	return s.startService(ctx, procs.Manager, name, filepath.Join(s.o.bin, "manager"), s.servers(beanstalkAddr, coll), nil)
 }
 
@@ -291,11 +293,11 @@ var errNoWorkerBinary = errors.New("no worker binary in -bin")
 // startWorkers starts n worker processes with one reserver each on tube,
 // storing into collection coll (the stack's own when empty), and waits
 // until they are healthy.
-func (s *stack) startWorkers(ctx context.Context, n int, tube, coll string) ([]*proc, error) {
+func (s *stack) startWorkers(ctx context.Context, n int, tube, coll string) ([]*procs.Proc, error) {
 	if s.workerBin == "" {
 		return nil, errNoWorkerBinary
 	}
-	var ps []*proc
+	var ps []*procs.Proc
 	var urls []string
 	for i := range n {
 		env := merge(procs.WorkerEnv("bench-"+strconv.Itoa(i+1), tube), map[string]string{"WORKER_CONCURRENCY": "1"})
@@ -306,11 +308,11 @@ func (s *stack) startWorkers(ctx context.Context, n int, tube, coll string) ([]*
 			return ps, err
 		}
 		ps = append(ps, p)
-		urls = append(urls, procs.URL(p.Proc))
+		urls = append(urls, procs.URL(p))
 	}
 	// All start at once; then each is waited for.
 	for i, p := range ps {
-		if err := procs.WaitHealthy(ctx, p.Proc, urls[i], 30*time.Second); err != nil {
+		if err := procs.WaitHealthy(ctx, p, urls[i], 30*time.Second); err != nil {
 			return ps, err
 		}
 	}
@@ -318,10 +320,8 @@ func (s *stack) startWorkers(ctx context.Context, n int, tube, coll string) ([]*
 }
 
 // live returns the children that are running.
-func (s *stack) live() []*proc {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.DeleteFunc(slices.Clone(s.procs), func(p *proc) bool { return p.Exited() })
+func (s *stack) live() []*procs.Proc {
+	return slices.DeleteFunc(s.g.Procs(), (*procs.Proc).Exited)
 }
 
 // role is a process's kind: its name up to the first hyphen.
@@ -358,13 +358,9 @@ func (s *stack) meter() *cpuMeter {
 		}
 	}
 	add("loadgen", os.Getpid())
-	s.mu.Lock()
-	for _, p := range s.procs {
-		if !p.Exited() {
-			add(role(p.name), p.Pid())
-		}
+	for _, p := range s.live() {
+		add(role(p.Name()), p.Pid())
 	}
-	s.mu.Unlock()
 	if !s.own && s.notifierPID > 0 {
 		add("notifier", s.notifierPID)
 	}
