@@ -2,11 +2,14 @@
 // stack: beanstalkd, devmongo and the three services. pkg/testenv (the
 // test harness), tools/loadgen (the benchmark) and tools/devstack
 // (`make run`) all start their children here, so a child is started,
-// logged, waited for and stopped the same way everywhere.
+// logged, waited for and stopped the same way everywhere; stack.go is the
+// one place that knows the stack's parts, default ports and wiring.
 //
 // A child's output is read line by line: the last TailBytes stay in memory
 // for error messages (Tail, Failed), and every line also goes to
-// Spec.Output, after Spec.Prefix, when one is set.
+// Spec.Output after Spec.Prefix and to Spec.LogFile, when set. Stop sends
+// SIGTERM, then SIGKILL after Spec.Grace; a Group stops its children
+// newest first and reports the first that exits unasked (Exited).
 //
 // # Ports
 //
@@ -15,16 +18,18 @@
 // So each child gets its address the race-free way it supports:
 //
 //   - a service (manager, worker, notifier) is handed a listener the
-//     parent bound on port 0 (Listener, passed as LISTEN_FDS=1 on fd 3,
-//     the systemd convention the services accept through config.Listen);
-//   - devmongo listens on port 0 itself and prints "listening <uri>",
-//     which Spec.Ready picks up (WaitReady);
+//     parent bound (Spec.Listen, port 0 for any), passed as fd 3 with
+//     LISTEN_FDS=1, the systemd convention the services accept through
+//     config.Listen; in-process tests give run port 0 and learn the
+//     address from its ready callback;
+//   - devmongo and loadgen's reference servers listen on port 0 themselves
+//     and print "listening <url>", which Spec.Ready picks up (WaitReady);
 //   - beanstalkd can neither take a listener nor report its port, so it
-//     gets a FreePort and is started again on another one when the bind
-//     fails (see pkg/testenv and tools/loadgen).
+//     gets a FreePort and is started again on another when the bind fails
+//     (StartOnFreePort).
 //
-// devstack runs on the fixed default ports of Defaults, where a person
-// expects them.
+// devstack runs on the fixed default ports (ManagerPort and the others),
+// where a person expects them, still binding the services' ports itself.
 package procs
 
 import (
