@@ -98,8 +98,10 @@ func (s *Service) Wait() error {
 // when the test ends. On failure the test log gets the service's output.
 //
 // The service binds the port env gives it, which the caller took from
-// FreePort and another process may have taken since: ServeService, which
-// hands the service a listener, has no such window.
+// FreePort and another process may have taken since.
+//
+// Deprecated: use ServeService, which hands the service a listener and
+// has no such window; StartService stays for tests written against it.
 func StartService(t testing.TB, binary string, env map[string]string, healthURL string) *Service {
 	t.Helper()
 	spec := procs.Spec{Name: filepath.Base(binary), Path: binary, Env: procs.EnvList(env)}
