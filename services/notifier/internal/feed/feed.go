@@ -114,9 +114,12 @@ func New(c Config) *Feed {
 	f := &Feed{
 		mode: c.Mode, interval: c.PollInterval, lookback: c.PollLookback, id: c.ID,
 		store: c.Store, opener: c.Opener, state: c.State, log: c.Logger, onMode: c.OnMode,
-		saveEvery: cmpDuration(c.SaveEvery, time.Minute), probeEvery: cmpDuration(c.ProbeEvery, time.Minute),
+		saveEvery: cmpDuration(c.SaveEvery, time.Minute), probeEvery: cmpDuration(c.ProbeEvery, time.Minute), stateTTL: cmpDuration(c.StateTTL, 7*24*time.Hour),
 		seen:  newSeen(),
 		sweep: c.SweepWindow, sweepEvery: cmpDuration(c.SweepEvery, time.Second),
+	}
+	if c.StateTTL < 0 {
+		f.stateTTL = 0 // keep every state
 	}
 	switch {
 	case f.sweep == 0:
