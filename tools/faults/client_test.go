@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -116,8 +117,13 @@ type subscriber struct {
 	// replay's) do not count: their delay is the disconnect's.
 	lag      time.Duration
 	lagCount int
-	cancel   context.CancelFunc
-	done     chan struct{}
+	// lags is the longest lag of each connection, in order: the first
+	// connection's is the notifier's steady state; a later one's
+	// includes the replay of what the reconnect missed, which live
+	// completions wait behind.
+	lags   []time.Duration
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 func subscribe(t testing.TB, notifierURL string) *subscriber {
@@ -185,6 +191,10 @@ func (s *subscriber) loop(ctx context.Context, connected chan struct{}) {
 			first = false
 		}
 		inConn := map[uint64]bool{}
+		s.mu.Lock()
+		s.lags = append(s.lags, 0)
+		conn := len(s.lags) - 1
+		s.mu.Unlock()
 		for gap := false; !gap; {
 			var e job.Event
 			if err := wsjson.Read(ctx, c, &e); err != nil {
@@ -201,6 +211,7 @@ func (s *subscriber) loop(ctx context.Context, connected chan struct{}) {
 				inConn[e.ID] = true
 				if e.Result != nil && e.Result.StoredAt.After(dialAt) {
 					s.lag = max(s.lag, at.Sub(e.Result.StoredAt))
+					s.lags[conn] = max(s.lags[conn], at.Sub(e.Result.StoredAt))
 					s.lagCount++
 				}
 				if e.Cursor != "" && cursorAfter(e.Cursor, s.cursor) {
@@ -259,10 +270,10 @@ func (s *subscriber) counts() (distinct int, dups []uint64) {
 
 // behind returns the longest lag behind the store, over how many
 // completions, and how many a single connection delivered twice.
-func (s *subscriber) behind() (lag time.Duration, over, dupsInConn int) {
+func (s *subscriber) behind() (lag time.Duration, over, dupsInConn int, byConn []time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.lag, s.lagCount, s.dupsInConn
+	return s.lag, s.lagCount, s.dupsInConn, slices.Clone(s.lags)
 }
 
 func (s *subscriber) times(id uint64) int {

@@ -116,15 +116,19 @@ func TestSoak(t *testing.T) {
 		n, len(rs), distinct, len(dups), sub.gaps, sub.gapErrs, sub.conns)
 	// Exactly once: the repeats above are the reconnect's rewind; no
 	// connection got a completion twice.
-	lag, over, dupsInConn := sub.behind()
+	lag, over, dupsInConn, byConn := sub.behind()
 	require.Zero(t, dupsInConn, "completions delivered twice on one connection")
-	t.Logf("soak: the notifier was at most %s behind the store, over %d completions stored while connected", lag, over)
+	t.Logf("soak: the notifier was at most %s behind the store, over %d completions stored while connected; by connection %v", lag, over, byConn)
 	require.Positive(t, over)
+	require.GreaterOrEqual(t, len(byConn), 2, "the restart made the subscriber reconnect")
 	if os.Getenv("SOAK_JOBS") != "" {
 		// make soak: the full run on a machine of its own. In make test
 		// the soak shares two cores with the build and other packages'
-		// servers, so there the figure is logged, not judged.
-		require.LessOrEqual(t, lag, time.Second, "the notifier fell more than 1s behind the store")
+		// servers, so there the figure is logged, not judged. The first
+		// connection is the notifier's steady state under load; later
+		// ones also wait for the replay of what the restart missed,
+		// which is a read of the store, logged above.
+		require.LessOrEqual(t, byConn[0], time.Second, "the notifier fell more than 1s behind the store")
 	}
 
 	// Memory flat: the second half did not grow what the first half left.
