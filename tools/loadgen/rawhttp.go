@@ -21,7 +21,8 @@ import (
 // net/http's client: on a 2-core machine the load generator shares the
 // CPU with the server it measures, and net/http's transport (a goroutine
 // pair per connection, a channel hand-off and header maps per request)
-// cost about 55 µs of CPU per request here, against 21 µs for a raw put.
+// cost more CPU per request than a raw beanstalkd put, and took it from
+// the server under test.
 // What it does not need, it does not implement: no redirects, no
 // compression, no proxies, no TLS. Answers are framed by Content-Length or
 // chunked encoding; anything else is an error.
