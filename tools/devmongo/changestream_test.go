@@ -105,10 +105,7 @@ func next(t *testing.T, cs *mongo.ChangeStream, d time.Duration) ev {
 
 func TestInsertEventsInCommitOrderExactlyOnce(t *testing.T) {
 	t.Parallel()
-	s := start(t, t.TempDir())
-	c := connect(t, s.uri)
-	ctx := ctxT(t)
-	coll := c.Database("db").Collection("results")
+	ctx, coll := openColl(t, "results")
 	cs, err := coll.Watch(ctx, mongo.Pipeline{})
 	require.NoError(t, err)
 	defer cs.Close(ctx)
@@ -144,17 +141,12 @@ func TestInsertEventsInCommitOrderExactlyOnce(t *testing.T) {
 		require.WithinDuration(t, time.Now(), e.WallTime, time.Minute)
 	}
 	// Nothing more: each once.
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer cancel()
-	require.False(t, cs.Next(short))
+	requireQuiet(t, cs)
 }
 
 func TestUpsertShapesOfTheWorker(t *testing.T) {
 	t.Parallel()
-	s := start(t, t.TempDir())
-	c := connect(t, s.uri)
-	ctx := ctxT(t)
-	coll := c.Database("db").Collection("results")
+	ctx, coll := openColl(t, "results")
 	cs, err := coll.Watch(ctx, mongo.Pipeline{})
 	require.NoError(t, err)
 	defer cs.Close(ctx)
@@ -179,17 +171,12 @@ func TestUpsertShapesOfTheWorker(t *testing.T) {
 	// The same job again: the filter cannot match, the insert collides.
 	_, err = coll.UpdateOne(ctx, filter, update, options.UpdateOne().SetUpsert(true))
 	require.True(t, mongo.IsDuplicateKeyError(err), "want a duplicate key, got %v", err)
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer cancel()
-	require.False(t, cs.Next(short), "a refused write makes no event")
+	requireQuiet(t, cs, "a refused write makes no event")
 }
 
 func TestUpdateReplaceDeleteAndMatch(t *testing.T) {
 	t.Parallel()
-	s := start(t, t.TempDir())
-	c := connect(t, s.uri)
-	ctx := ctxT(t)
-	coll := c.Database("db").Collection("things")
+	ctx, coll := openColl(t, "things")
 	_, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}, {Key: "n", Value: 1}, {Key: "gone", Value: true}})
 	require.NoError(t, err)
 	all, err := coll.Watch(ctx, mongo.Pipeline{}, options.ChangeStream().SetFullDocument(options.UpdateLookup))
@@ -228,17 +215,12 @@ func TestUpdateReplaceDeleteAndMatch(t *testing.T) {
 	e = next(t, inserts, 5*time.Second)
 	require.Equal(t, "insert", e.OperationType)
 	require.Equal(t, "b", e.DocumentKey.Lookup("_id").StringValue())
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer cancel()
-	require.False(t, inserts.Next(short), "$match let only the insert through")
+	requireQuiet(t, inserts, "$match let only the insert through")
 }
 
 func TestGetMoreWaitsAndTokenAdvancesWhileIdle(t *testing.T) {
 	t.Parallel()
-	s := start(t, t.TempDir())
-	c := connect(t, s.uri)
-	ctx := ctxT(t)
-	coll := c.Database("db").Collection("results")
+	ctx, coll := openColl(t, "results")
 	cs, err := coll.Watch(ctx, mongo.Pipeline{}, options.ChangeStream().SetMaxAwaitTime(400*time.Millisecond))
 	require.NoError(t, err)
 	defer cs.Close(ctx)
@@ -276,10 +258,7 @@ func TestGetMoreWaitsAndTokenAdvancesWhileIdle(t *testing.T) {
 
 func TestResumeAfterAndStartAfter(t *testing.T) {
 	t.Parallel()
-	s := start(t, t.TempDir())
-	c := connect(t, s.uri)
-	ctx := ctxT(t)
-	coll := c.Database("db").Collection("results")
+	ctx, coll := openColl(t, "results")
 	cs, err := coll.Watch(ctx, mongo.Pipeline{})
 	require.NoError(t, err)
 	for i := range 5 {
@@ -470,6 +449,22 @@ func TestReplicaSetURIAndPlainCRUD(t *testing.T) {
 	_, err = c2.Database("db").Collection("x").Watch(ctx, mongo.Pipeline{})
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "replica sets")
+}
+
+// openColl starts a devmongo of the test's own and returns a collection
+// of it.
+func openColl(t *testing.T, name string) (context.Context, *mongo.Collection) {
+	t.Helper()
+	s := start(t, t.TempDir())
+	return ctxT(t), connect(t, s.uri).Database("db").Collection(name)
+}
+
+// requireQuiet fails when cs yields an event within 300ms.
+func requireQuiet(t *testing.T, cs *mongo.ChangeStream, msgAndArgs ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	require.False(t, cs.Next(ctx), msgAndArgs...)
 }
 
 func must[T any](v T, err error) T {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
@@ -113,7 +114,12 @@ func (f *Front) find(ctx context.Context, db, coll string, filter, sort bson.Raw
 	if !many {
 		opts.SetLimit(1)
 	}
-	cur, err := f.cfg.Lookup.Database(db).Collection(coll).Find(ctx, q, opts)
+	return readAll(ctx, f.cfg.Lookup.Database(db).Collection(coll), q, opts)
+}
+
+// readAll returns the documents filter finds, or none when the read fails.
+func readAll(ctx context.Context, coll *mongo.Collection, filter any, opts ...options.Lister[options.FindOptions]) []bson.Raw {
+	cur, err := coll.Find(ctx, filter, opts...)
 	if err != nil {
 		return nil
 	}
@@ -329,14 +335,5 @@ func (f *Front) byKeys(ctx context.Context, db, coll string, keys []bson.Raw) []
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cur, err := f.cfg.Lookup.Database(db).Collection(coll).Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
-	if err != nil {
-		return nil
-	}
-	defer cur.Close(ctx)
-	var out []bson.Raw
-	for cur.Next(ctx) {
-		out = append(out, bytes.Clone(cur.Current))
-	}
-	return out
+	return readAll(ctx, f.cfg.Lookup.Database(db).Collection(coll), bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
 }
