@@ -258,7 +258,15 @@ func TestStoreLookupsWaitAndAreBounded(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond)
 	time.Sleep(400 * time.Millisecond)
 	for _, id := range ids {
-		require.Equal(t, []job.State{job.StateReady, job.StateCompleted}, h.statesOf(id), "job %d", id)
+		// Ready, then completed once; a round that ran while the job was
+		// reserved (on a busy machine the reserve loop outlasts a round)
+		// may show reserved in between.
+		states := h.statesOf(id)
+		if len(states) == 3 {
+			require.Equal(t, job.StateReserved, states[1], "job %d: %v", id, states)
+			states = []job.State{states[0], states[2]}
+		}
+		require.Equal(t, []job.State{job.StateReady, job.StateCompleted}, states, "job %d", id)
 	}
 	n, q = rs.total()
 	require.Equal(t, 30, n, "one lookup per job")
