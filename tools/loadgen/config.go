@@ -21,10 +21,11 @@ const (
 	phaseE2E        = "e2e"
 	phaseLookup     = "lookup"
 	phaseFanout     = "fanout"
+	phaseReplay     = "replay"
 	phaseDurability = "durability"
 )
 
-var allPhases = []string{phaseIngest, phaseDrain, phaseE2E, phaseLookup, phaseFanout, phaseDurability}
+var allPhases = []string{phaseIngest, phaseDrain, phaseE2E, phaseLookup, phaseFanout, phaseReplay, phaseDurability}
 
 // options is everything a run is told, from flags and the environment.
 type options struct {
@@ -57,6 +58,11 @@ type options struct {
 }
 
 func (o options) has(phase string) bool { return slices.Contains(o.phases, phase) }
+
+// needsNotifier says whether a phase talks to the notifier.
+func (o options) needsNotifier() bool {
+	return o.has(phaseE2E) || o.has(phaseFanout) || o.has(phaseReplay)
+}
 
 // parseOptions reads the flags and, with BENCH_USE_STACK=1, the stack's
 // addresses. It reports every problem at once, naming the flag or

@@ -154,6 +154,8 @@ func (b *bench) runPhase(ctx context.Context, ph string) error {
 		return b.lookup(ctx)
 	case phaseFanout:
 		return b.fanout(ctx)
+	case phaseReplay:
+		return b.replay(ctx)
 	case phaseDurability:
 		return b.durability(ctx)
 	}
@@ -214,6 +216,8 @@ func phaseEstimate(o options, ph string) time.Duration {
 		return 4*w + 2*time.Second
 	case phaseFanout:
 		return time.Duration(o.clients)*time.Millisecond + 8*time.Second
+	case phaseReplay:
+		return 40 * time.Second
 	case phaseDurability:
 		return 3 * (2*(o.warmup+o.duration/2) + 2*time.Second)
 	}

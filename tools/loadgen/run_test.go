@@ -49,7 +49,7 @@ func TestRunAllPhasesOnItsOwnStack(t *testing.T) {
 		"ingest: POST / at c=4", "HTTP ceiling", "drain: 1 worker", "drain: 3 workers vs 3 loops",
 		"end to end p99", "idle stack", "lookup: GET /N/ queued", "lookup: GET /N/ completed",
 		"fan-out: notifier RSS, 25 idle clients", "fan-out: one completion to 25 clients",
-		"notifier goroutines before/during/after", "durability: ingest, binlog, fsync every put",
+		"notifier goroutines before/during/after", "replays: 10 clients at once", "durability: ingest, binlog, fsync every put",
 		"durability: ingest, no binlog", "Total time:",
 	} {
 		require.Contains(t, table, measure)

@@ -81,7 +81,7 @@ func startStack(ctx context.Context, o options) (*stack, error) {
 			return s, err
 		}
 		health := []string{s.managerURL + "/healthz"}
-		if o.has(phaseE2E) || o.has(phaseFanout) {
+		if o.needsNotifier() {
 			health = append(health, s.notifierURL+"/healthz")
 		}
 		for _, u := range health {
@@ -116,7 +116,7 @@ func startStack(ctx context.Context, o options) (*stack, error) {
 	if _, s.managerURL, err = s.startManager(ctx, "manager", s.beanstalkAddr, ""); err != nil {
 		return s, err
 	}
-	if !o.has(phaseE2E) && !o.has(phaseFanout) {
+	if !o.needsNotifier() {
 		return s, nil // no phase talks to the notifier
 	}
 	return s, s.startNotifier(ctx)
