@@ -343,15 +343,13 @@ func TestSSEReplaysFromLastEventID(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 }
 
+// An idle SSE stream gets a heartbeat comment every NOTIFIER_PING_INTERVAL.
 func TestSSEHeartbeat(t *testing.T) {
 	t.Parallel()
-	if testing.Short() {
-		t.Skip("waits 15s for a heartbeat; -short skips it")
-	}
 	b := setup(t)
-	n := start(t, b, nil)
+	n := start(t, b, map[string]string{"NOTIFIER_PING_INTERVAL": "500ms"})
 	events := openSSE(t, n.base+"/events", nil)
-	deadline := time.After(20 * time.Second)
+	deadline := time.After(5 * time.Second)
 	for {
 		select {
 		case ev := <-events:
@@ -360,7 +358,7 @@ func TestSSEHeartbeat(t *testing.T) {
 				return
 			}
 		case <-deadline:
-			t.Fatal("no heartbeat within 20s")
+			t.Fatal("no heartbeat within 5s")
 		}
 	}
 }
@@ -475,13 +473,14 @@ func TestMetricLabelsAreAFixedSet(t *testing.T) {
 }
 
 // The limits reach the hub from the environment: NOTIFIER_MAX_WATCHES
-// over two clients, and NOTIFIER_MAX_REPLAYS=1, whose one place each
+// over two clients, NOTIFIER_MAX_CLIENT_WATCHES for one, and
+// NOTIFIER_MAX_REPLAYS=1, whose one place each
 // replay gives back when it ends (the refusal past it is tested in
 // internal/hub).
 func TestWatchAndReplayLimitsFromTheEnvironment(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	n := start(t, b, map[string]string{"NOTIFIER_MAX_WATCHES": "3", "NOTIFIER_MAX_REPLAYS": "1"})
+	n := start(t, b, map[string]string{"NOTIFIER_MAX_WATCHES": "3", "NOTIFIER_MAX_CLIENT_WATCHES": "2", "NOTIFIER_MAX_REPLAYS": "1"})
 	first, second := dial(t, n.ws(""), nil), dial(t, n.ws(""), nil)
 	ids := []uint64{b.put(t, "{}"), b.put(t, "{}"), b.put(t, "{}")}
 	first.send(fmt.Sprintf(`{"type":"subscribe","jobs":[%d,%d]}`, ids[0], ids[1]))
@@ -499,6 +498,10 @@ func TestWatchAndReplayLimitsFromTheEnvironment(t *testing.T) {
 	require.Equal(t, ids[1], ev.ID)
 	require.Equal(t, job.StateReady, ev.State)
 	require.Equal(t, 1.0, metric(t, n.base, `notifier_connections_rejected_total{reason="max_watches"}`))
+	first.send(fmt.Sprintf(`{"type":"subscribe","jobs":[%d]}`, ids[2]))
+	ev = first.next(5 * time.Second)
+	require.Equal(t, job.TypeError, ev.Type)
+	require.Contains(t, ev.Error, "watching 2 jobs already")
 
 	for range 3 {
 		c := dial(t, n.ws("?since=0-0"), nil)

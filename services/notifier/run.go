@@ -52,26 +52,25 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	defer pool.Close()
 	m := metrics.New()
 
-	var tr *tracker.Tracker
 	h := hub.New(hub.Config{
-		Store: results,
-		Queued: func(ctx context.Context, id uint64) (job.Event, bool, error) {
-			return tr.Queued(ctx, id)
-		},
-		Results:         countedLookups{results, m, "subscribe"},
-		StoreDelay:      cfg.PollInterval,
+		Store:           results,
 		Metrics:         m,
 		Logger:          log,
 		ReplayLimit:     cfg.ReplayLimit,
 		MaxReplays:      cfg.MaxReplays,
 		MaxWatches:      cfg.MaxWatches,
+		MaxJobs:         cfg.MaxClientWatches,
 		Lookback:        cfg.PollLookback,
 		MaxClients:      cfg.MaxClients,
 		Buffer:          cfg.ClientBuffer,
+		WriteTimeout:    cfg.WriteTimeout,
 		PingInterval:    cfg.PingInterval,
 		SkipOriginCheck: true, // server checks origins for /ws and /events alike
 	})
-	tr = tracker.New(tracker.Config{Queue: pool, Results: countedLookups{results, m, "tracker"}, Hub: h, Logger: log, StatsTubes: cfg.StatsTubes})
+	tr := tracker.New(tracker.Config{
+		Queue: pool, Results: countedLookups{results, m}, Hub: h, Logger: log,
+		StoreDelay: cfg.PollInterval, StatsTubes: cfg.StatsTubes,
+	})
 	f := feed.New(feed.Config{
 		Mode:         cfg.Mode,
 		PollInterval: cfg.PollInterval,
@@ -110,7 +109,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 		}
 	})
 	wg.Go(func() {
-		if err := f.Run(ctx, h.Completed); err != nil {
+		if err := f.Run(ctx, tr.Completed); err != nil {
 			failed <- err
 		}
 	})
@@ -138,17 +137,16 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	return runErr
 }
 
-// countedLookups counts the store lookups of jobs gone from the queue in
-// the metrics, by who asks.
+// countedLookups counts the tracker's store lookups of jobs gone from
+// the queue in the metrics.
 type countedLookups struct {
-	r  *store.Results
-	m  *metrics.Metrics
-	by string
+	r *store.Results
+	m *metrics.Metrics
 }
 
 func (c countedLookups) FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Result, error) {
-	c.m.StoreLookups.WithLabelValues(c.by).Inc()
-	c.m.StoreLookupJobs.WithLabelValues(c.by).Add(float64(len(ids)))
+	c.m.StoreLookups.Inc()
+	c.m.StoreLookupJobs.Add(float64(len(ids)))
 	return c.r.FindMany(ctx, ids)
 }
 

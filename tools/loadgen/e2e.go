@@ -278,8 +278,7 @@ func (b *bench) e2e(ctx context.Context) error {
 	limit := fmt.Sprintf("p99 POST->stored %s, stored->event %s (%s); %.0f jobs/s (%s)",
 		fmtMS(f.ToStore.P99), fmtMS(f.ToNotify.P99), feed, f.Rate, f.RateSource)
 	if l := f.StoreLookups; l != nil {
-		limit += fmt.Sprintf("; notifier store lookups: subscribe %.0f queries for %.0f jobs, tracker %.0f for %.0f",
-			l[lookupSeries[0]], l[lookupSeries[1]], l[lookupSeries[2]], l[lookupSeries[3]])
+		limit += fmt.Sprintf("; notifier store lookups: %.0f queries for %.0f jobs", l[lookupSeries[0]], l[lookupSeries[1]])
 	}
 	if f.Missing > 0 || f.PostErrors > 0 {
 		limit = fmt.Sprintf("%d events missing, %d POST errors; ", f.Missing, f.PostErrors) + limit
@@ -366,10 +365,7 @@ func (b *bench) removeResults(ctx context.Context, tube string) error {
 
 // lookupSeries are the notifier's counters of store lookups for jobs gone
 // from the queue.
-var lookupSeries = []string{
-	`notifier_store_lookups_total{by="subscribe"}`, `notifier_store_lookup_jobs_total{by="subscribe"}`,
-	`notifier_store_lookups_total{by="tracker"}`, `notifier_store_lookup_jobs_total{by="tracker"}`,
-}
+var lookupSeries = []string{`notifier_store_lookups_total`, `notifier_store_lookup_jobs_total`}
 
 // storeLookups reads lookupSeries from the notifier, or returns nil when
 // it cannot (a notifier that does not count them).

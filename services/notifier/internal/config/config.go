@@ -41,8 +41,13 @@ type Config struct {
 	ReplayLimit  int
 	// MaxReplays is how many replays may read MongoDB at once.
 	MaxReplays int
-	// MaxWatches caps the job watches of all clients together.
-	MaxWatches int
+	// MaxWatches caps the job watches of all clients together, and
+	// MaxClientWatches those of one client.
+	MaxWatches       int
+	MaxClientWatches int
+	// WriteTimeout bounds each write to a client; one that takes longer
+	// (a peer that stopped reading) is disconnected.
+	WriteTimeout time.Duration
 	// StatsTubes is how many tubes a stats frame lists (the busiest).
 	StatsTubes int
 	// ID names this instance's record in notifier_state.
@@ -80,23 +85,25 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 	}
 	r := config.NewReader(getenv)
 	c := Config{
-		Beanstalk:      r.Beanstalk(),
-		Mongo:          r.Mongo(),
-		Log:            r.Log(terminal),
-		ListenHost:     r.String("", "NOTIFIER_LISTEN_HOST"),
-		ListenPort:     r.Port("NOTIFIER_LISTEN_PORT", 8083),
-		Mode:           strings.ToLower(r.String(ModeAuto, "NOTIFIER_MODE")),
-		PollInterval:   r.Duration("NOTIFIER_POLL_INTERVAL", 250*time.Millisecond, 10*time.Millisecond),
-		PollLookback:   r.Duration("NOTIFIER_POLL_LOOKBACK", 2*time.Second, 0),
-		ReplayLimit:    int(r.Int("NOTIFIER_REPLAY_LIMIT", 10000, 1, 1_000_000)),
-		MaxReplays:     int(r.Int("NOTIFIER_MAX_REPLAYS", 4, 1, 1000)),
-		MaxWatches:     int(r.Int("NOTIFIER_MAX_WATCHES", 1_000_000, 1, 100_000_000)),
-		StatsTubes:     int(r.Int("NOTIFIER_STATS_TUBES", 50, 1, 10_000)),
-		AllowedOrigins: r.List("NOTIFIER_ALLOWED_ORIGINS", nil),
-		MaxClients:     int(r.Int("NOTIFIER_MAX_CLIENTS", 10000, 1, 1_000_000)),
-		ClientBuffer:   int(r.Int("NOTIFIER_CLIENT_BUFFER", 1024, 1, 1_000_000)),
-		PingInterval:   r.Duration("NOTIFIER_PING_INTERVAL", 20*time.Second, 100*time.Millisecond),
-		ID:             r.String("", "NOTIFIER_ID"),
+		Beanstalk:        r.Beanstalk(),
+		Mongo:            r.Mongo(),
+		Log:              r.Log(terminal),
+		ListenHost:       r.String("", "NOTIFIER_LISTEN_HOST"),
+		ListenPort:       r.Port("NOTIFIER_LISTEN_PORT", 8083),
+		Mode:             strings.ToLower(r.String(ModeAuto, "NOTIFIER_MODE")),
+		PollInterval:     r.Duration("NOTIFIER_POLL_INTERVAL", 250*time.Millisecond, 10*time.Millisecond),
+		PollLookback:     r.Duration("NOTIFIER_POLL_LOOKBACK", 2*time.Second, 0),
+		ReplayLimit:      int(r.Int("NOTIFIER_REPLAY_LIMIT", 10000, 1, 1_000_000)),
+		MaxReplays:       int(r.Int("NOTIFIER_MAX_REPLAYS", 4, 1, 1000)),
+		MaxWatches:       int(r.Int("NOTIFIER_MAX_WATCHES", 1_000_000, 1, 100_000_000)),
+		MaxClientWatches: int(r.Int("NOTIFIER_MAX_CLIENT_WATCHES", 10000, 1, 1_000_000)),
+		WriteTimeout:     r.Duration("NOTIFIER_WRITE_TIMEOUT", 5*time.Second, 10*time.Millisecond),
+		StatsTubes:       int(r.Int("NOTIFIER_STATS_TUBES", 50, 1, 10_000)),
+		AllowedOrigins:   r.List("NOTIFIER_ALLOWED_ORIGINS", nil),
+		MaxClients:       int(r.Int("NOTIFIER_MAX_CLIENTS", 10000, 1, 1_000_000)),
+		ClientBuffer:     int(r.Int("NOTIFIER_CLIENT_BUFFER", 1024, 1, 1_000_000)),
+		PingInterval:     r.Duration("NOTIFIER_PING_INTERVAL", 20*time.Second, 100*time.Millisecond),
+		ID:               r.String("", "NOTIFIER_ID"),
 	}
 	switch c.Mode {
 	case ModeAuto, ModeChangeStream, ModePoll:

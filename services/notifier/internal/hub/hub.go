@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -32,29 +33,11 @@ type ReplayStore interface {
 	Latest(ctx context.Context, n int) ([]job.Result, error)
 }
 
-// Queued tells a job's state in the queue; queued is false when the
-// queue does not have the job.
-type Queued func(ctx context.Context, id uint64) (ev job.Event, queued bool, err error)
-
-// Results finds the stored results of jobs gone from the queue.
-type Results interface {
-	FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Result, error)
-}
-
 // Config configures a Hub. Zero durations and sizes take the defaults.
 type Config struct {
 	Store   ReplayStore
-	Queued  Queued
-	Results Results
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
-
-	// StoreDelay is how long a subscribed job that is gone from the
-	// queue waits for the feed to deliver its completion before the
-	// results store is asked (250ms; the notifier uses its poll
-	// interval). A job is most often gone because it has just completed,
-	// and on FerretDB a lookup reads the whole results table.
-	StoreDelay time.Duration
 
 	// ReplayLimit is the most completions one replay sends (10000).
 	ReplayLimit int
@@ -76,13 +59,9 @@ type Config struct {
 	Buffer int
 	// WriteTimeout bounds each write to a client (5s).
 	WriteTimeout time.Duration
-	// PingInterval is how often WebSocket peers are pinged (20s).
+	// PingInterval is how often WebSocket peers are pinged, and how often
+	// an idle SSE stream gets a heartbeat comment (20s).
 	PingInterval time.Duration
-	// Heartbeat is how often an idle SSE stream gets a comment (15s).
-	Heartbeat time.Duration
-	// ReadLimit is the largest client frame (64 KiB - 1: a 64 KiB frame
-	// closes the connection with 1009).
-	ReadLimit int64
 	// MaxJobs is the most jobs one client may watch (10000), and
 	// MaxWatches the most watches of all clients together (1000000):
 	// without it, memory grew with clients times MaxJobs.
@@ -114,11 +93,6 @@ func (c *Config) defaults() {
 	defd(&c.ReplayTimeout, 10*time.Second)
 	defd(&c.WriteTimeout, 5*time.Second)
 	defd(&c.PingInterval, 20*time.Second)
-	defd(&c.Heartbeat, 15*time.Second)
-	defd(&c.StoreDelay, 250*time.Millisecond)
-	if c.ReadLimit <= 0 {
-		c.ReadLimit = 64<<10 - 1
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -135,12 +109,11 @@ type Hub struct {
 
 	ctx    context.Context // ends at Shutdown
 	cancel context.CancelFunc
-	conns  sync.WaitGroup // one per connection handler, and the store answerer
+	conns  sync.WaitGroup // one per connection handler
 	count  atomic.Int64   // connected clients, for MaxClients
 	// replays holds a token per replay reading the store.
 	replays chan struct{}
 
-	completed    atomic.Int64 // completions since the last stats
 	statsClients atomic.Int64 // clients that want stats
 
 	mu      sync.Mutex
@@ -149,9 +122,10 @@ type Hub struct {
 	watches map[uint64]watch
 	// nwatches counts the (client, job) pairs, for MaxWatches.
 	nwatches int
-	// unanswered holds the subscribers of jobs gone from the queue,
-	// waiting to be answered from the store; kick wakes the answerer.
-	unanswered map[uint64]*unanswered
+	// subscribed holds the jobs watched since the tracker last took them,
+	// whose state it is to look up (at most one per watch); kick tells
+	// it there are some.
+	subscribed map[uint64]struct{}
 	kick       chan struct{}
 }
 
@@ -162,15 +136,14 @@ func New(cfg Config) *Hub {
 	h := &Hub{
 		cfg: cfg, log: cfg.Logger, m: cfg.Metrics, ctx: ctx, cancel: cancel,
 		clients: map[*client]struct{}{}, all: map[*client]struct{}{}, watches: map[uint64]watch{},
-		unanswered: map[uint64]*unanswered{}, kick: make(chan struct{}, 1),
+		subscribed: map[uint64]struct{}{}, kick: make(chan struct{}, 1),
 		replays: make(chan struct{}, cfg.MaxReplays),
 	}
-	h.conns.Go(h.answerFromStore)
 	return h
 }
 
 // Shutdown closes every client (WebSocket ones with StatusGoingAway) and
-// waits for their handlers and the store answerer, or for ctx.
+// waits for their handlers, or for ctx.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.cancel()
 	done := make(chan struct{})
@@ -368,7 +341,6 @@ func (h *Hub) remove(c *client) {
 // Completed publishes new completions to the clients that want them. It
 // never blocks; it is the feed's sink.
 func (h *Hub) Completed(_ context.Context, rs []job.Result) {
-	h.completed.Add(int64(len(rs)))
 	h.m.Completions.Add(float64(len(rs)))
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -386,9 +358,10 @@ func (h *Hub) Completed(_ context.Context, rs []job.Result) {
 	}
 }
 
-// JobState sends a watched job's new state to its watchers. A completed
-// event (found in the results store before the feed saw it) goes to the
-// job's watchers only: the feed delivers it to everybody else.
+// JobState sends a watched job's state to its watchers that have not had
+// it. A completed event (found in the results store before the feed saw
+// it) goes to the job's watchers only: the feed delivers it to everybody
+// else.
 func (h *Hub) JobState(ev job.Event) {
 	f := newFrame(ev)
 	h.mu.Lock()
@@ -441,9 +414,55 @@ func (h *Hub) Watched() []uint64 {
 	return ids
 }
 
-// TakeCompleted returns how many completions were published since the
-// last call.
-func (h *Hub) TakeCompleted() int { return int(h.completed.Swap(0)) }
+// Unknown tells the watchers of id that have had no answer about it yet
+// why there is none (the queue or the store did not answer, or the job
+// was found nowhere), once; the job stays watched.
+func (h *Hub) Unknown(id uint64, why string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w, ok := h.watches[id]
+	if !ok {
+		return
+	}
+	f := errorFrame(why)
+	w.each(func(c *client) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.jobs[id] == stateNone {
+			c.jobs[id] = stateTold
+			h.enqueue(c, f)
+		}
+	})
+}
+
+// Waiting returns those of ids that somebody watches and whose completion
+// has not been published.
+func (h *Hub) Waiting(ids []uint64) []uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []uint64
+	for _, id := range ids {
+		if w, ok := h.watches[id]; ok && !w.completed {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Subscribed has a value when jobs were newly watched; TakeSubscribed
+// returns them.
+func (h *Hub) Subscribed() <-chan struct{} { return h.kick }
+
+// TakeSubscribed returns the jobs newly watched since the last call, in
+// ascending order, for the tracker to answer with their states.
+func (h *Hub) TakeSubscribed() []uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ids := slices.Collect(maps.Keys(h.subscribed))
+	clear(h.subscribed)
+	slices.Sort(ids)
+	return ids
+}
 
 // StatsWanted says whether any client listens to the statistics (every
 // WebSocket client does): without one, the tracker does not ask

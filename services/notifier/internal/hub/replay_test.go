@@ -17,7 +17,6 @@ import (
 	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
 	"github.com/jobsys/jobs/services/notifier/internal/hub"
-	"github.com/jobsys/jobs/services/notifier/internal/tracker"
 )
 
 // server is a hub served over HTTP: /ws and /events.
@@ -26,21 +25,15 @@ type server struct {
 	base string // http://host:port
 }
 
-// serve starts a hub with cfg on the bundle's servers; Queued and
-// Results default to the real queue and store.
+// serve starts a hub with cfg, and its tracker, on the bundle's servers.
 func serve(t *testing.T, b testenv.Clients, cfg hub.Config) *server {
 	t.Helper()
-	if cfg.Queued == nil {
-		cfg.Queued = tracker.New(tracker.Config{Queue: b.Queue, Results: b.Store}).Queued
-	}
-	if cfg.Results == nil {
-		cfg.Results = b.Store
-	}
 	if cfg.Store == nil {
 		cfg.Store = b.Store
 	}
 	cfg.SkipOriginCheck = true
 	h := hub.New(cfg)
+	track(t, h, b, b.Store, 0)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", h.ServeWS)
 	mux.HandleFunc("/events", h.ServeSSE)

@@ -70,7 +70,7 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 	if err := sw.send([]byte("retry: 2000\n\n")); err != nil {
 		return
 	}
-	_ = h.pump(ctx, c, sw, rq, h.cfg.Heartbeat)
+	_ = h.pump(ctx, c, sw, rq, h.cfg.PingInterval)
 }
 
 func sseHeaders(w http.ResponseWriter) {

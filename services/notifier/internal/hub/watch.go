@@ -24,6 +24,7 @@ const (
 	stateBuried
 	stateCompleted
 	stateOther // a state this code does not know; still told apart from none
+	stateTold  // no state yet, but told why (Hub.Unknown)
 )
 
 func codeOf(s job.State) stateCode {

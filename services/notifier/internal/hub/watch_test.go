@@ -94,7 +94,7 @@ func TestMaxWatchesIsATotalOverClients(t *testing.T) {
 	require.Contains(t, string(q[0].data), "job 105 and the 4 after it")
 	require.Equal(t, 30, h.Watches())
 
-	h.handle(context.Background(), a, job.ClientMessage{Type: job.TypeUnsubscribe, Jobs: seq(1, 3)})
+	h.handle(a, job.ClientMessage{Type: job.TypeUnsubscribe, Jobs: seq(1, 3)})
 	require.Equal(t, 27, h.Watches())
 	h.Forget(4) // a job that exists nowhere is no longer watched
 	require.Equal(t, 26, h.Watches())

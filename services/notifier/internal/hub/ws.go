@@ -13,6 +13,11 @@ import (
 	"github.com/coder/websocket"
 )
 
+// readLimit is the largest frame a client may send: a subscribe of
+// MaxJobsPerMessage ids fits with room to spare, and a frame of 64 KiB
+// closes the connection with 1009.
+const readLimit = 64<<10 - 1
+
 // wsWriter writes frames as WebSocket text messages and pings the peer
 // between them.
 type wsWriter struct {
@@ -71,7 +76,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 		h.log.Debug("websocket handshake", "err", err)
 		return // Accept answered
 	}
-	conn.SetReadLimit(h.cfg.ReadLimit)
+	conn.SetReadLimit(readLimit)
 
 	c := h.newClient("ws", rq.wanted(), true)
 	// ctx ends the writer: at shutdown, when the reader stops, or when
@@ -135,7 +140,7 @@ func (h *Hub) read(ctx context.Context, conn *websocket.Conn, c *client, closeWi
 			h.offer(c, errorFrame(err.Error()))
 			continue
 		}
-		h.handle(ctx, c, m)
+		h.handle(c, m)
 	}
 }
 

@@ -33,13 +33,12 @@ type Metrics struct {
 	// PushLatency is the time from a result's completed_at to the moment
 	// its frame is written to a client.
 	PushLatency prometheus.Histogram
-	// StoreLookups counts the queries for the results of jobs gone from
-	// the queue, and StoreLookupJobs the jobs they asked about, by who
-	// asked: subscribe (a subscription the feed did not answer in time)
-	// or tracker (a watched job long gone). On FerretDB each query reads
-	// the whole results collection.
-	StoreLookups    *prometheus.CounterVec
-	StoreLookupJobs *prometheus.CounterVec
+	// StoreLookups counts the queries for the results of watched jobs
+	// gone from the queue whose completion the feed had not delivered
+	// within the poll interval, and StoreLookupJobs the jobs they asked
+	// about. On FerretDB each query reads the whole results collection.
+	StoreLookups    prometheus.Counter
+	StoreLookupJobs prometheus.Counter
 }
 
 // New returns the metrics, registered on a new registry with the Go and
@@ -70,12 +69,12 @@ func New() *Metrics {
 			Help:    "Time from a result's completed_at to its frame being written to a client.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .15, .2, .25, .3, .4, .5, .75, 1, 1.5, 2, 3, 5, 10},
 		}),
-		StoreLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "notifier_store_lookups_total", Help: "Queries for the results of jobs gone from the queue, by who asked (subscribe, tracker).",
-		}, []string{"by"}),
-		StoreLookupJobs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "notifier_store_lookup_jobs_total", Help: "Jobs asked about by those queries, by who asked (subscribe, tracker).",
-		}, []string{"by"}),
+		StoreLookups: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notifier_store_lookups_total", Help: "Queries for the results of watched jobs gone from the queue that the feed had not delivered.",
+		}),
+		StoreLookupJobs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notifier_store_lookup_jobs_total", Help: "Jobs asked about by those queries.",
+		}),
 	}
 	for _, t := range []string{"ws", "sse"} {
 		m.Clients.WithLabelValues(t)
@@ -87,10 +86,6 @@ func New() *Metrics {
 	m.Dropped.WithLabelValues("write_timeout")
 	for _, r := range []string{"max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request", "max_watches"} {
 		m.Rejected.WithLabelValues(r)
-	}
-	for _, by := range []string{"subscribe", "tracker"} {
-		m.StoreLookups.WithLabelValues(by)
-		m.StoreLookupJobs.WithLabelValues(by)
 	}
 	m.Registry.MustRegister(m.Clients, m.EventsSent, m.Dropped, m.Rejected, m.Completions, m.Mode, m.PushLatency,
 		m.StoreLookups, m.StoreLookupJobs,

@@ -1,8 +1,11 @@
-// Package tracker follows the queue for the notifier: the statistics of
-// the queue each second while somebody listens, and the state of the
-// jobs somebody watches,
-// asked of beanstalkd in bounded rounds, with a job event whenever a
-// watched job's state changes.
+// Package tracker owns the notifier's knowledge of each watched job's
+// state: it answers a subscribe with the job's state in the queue, asks
+// beanstalkd about watched jobs in bounded rounds, asks the results store,
+// in one batched query, about jobs that left the queue without their
+// completion arriving, forgets jobs that exist nowhere, and passes the
+// feed's completions on. Everything it learns goes to the hub, which fans
+// it out. It also sends the queue statistics each second while somebody
+// listens.
 package tracker
 
 import (
@@ -13,6 +16,8 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jobsys/jobs/pkg/job"
@@ -33,16 +38,26 @@ type Results interface {
 	FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Result, error)
 }
 
-// Hub is where the tracker's findings go.
+// Hub is where the tracker learns what is watched and sends what it
+// finds.
 type Hub interface {
-	// Watched returns the ids somebody watches that have not completed.
+	// Subscribed has a value when jobs were newly watched, and
+	// TakeSubscribed returns them.
+	Subscribed() <-chan struct{}
+	TakeSubscribed() []uint64
+	// Watched returns the ids somebody watches that have not completed,
+	// in ascending order, and Waiting those of ids that still are.
 	Watched() []uint64
-	// JobState sends a watched job's new state to its watchers.
+	Waiting(ids []uint64) []uint64
+	// JobState sends a job's state to its watchers that have not had it.
 	JobState(ev job.Event)
+	// Unknown tells the watchers of a job that have had no answer about
+	// it why there is none.
+	Unknown(id uint64, why string)
 	// Forget stops watching a job that exists nowhere.
 	Forget(id uint64)
-	// TakeCompleted returns the completions published since the last call.
-	TakeCompleted() int
+	// Completed publishes the feed's completions.
+	Completed(ctx context.Context, rs []job.Result)
 	// StatsWanted says whether any client listens to the statistics.
 	StatsWanted() bool
 	// Stats sends the queue statistics to the clients that listen: the
@@ -63,43 +78,61 @@ type Config struct {
 	Logger  *slog.Logger
 	// Interval between rounds (1s).
 	Interval time.Duration
-	// Batch is the most jobs asked about per round (200).
+	// Batch is the most watched jobs a round asks beanstalkd about (200).
 	Batch int
 	// Grace is how long a job that exists nowhere stays watched (30s):
 	// it may be about to be put.
 	Grace time.Duration
-	// StoreAfter is how long a watched job must be gone from the queue
-	// before the results store is asked about it (3s), and StoreBatch
-	// the most jobs a round asks the store about (200), all in one query.
-	// A job gone from the queue has almost always completed, and the feed
-	// delivers its completion within a poll or two; asking the store
-	// sooner repeats that work. On FerretDB every lookup by id reads the
-	// whole results table, one id or many: at 330 completions a second,
-	// lookups one id at a time took the server from the workers.
-	StoreAfter time.Duration
+	// StoreDelay is how long a watched job must be gone from the queue
+	// before the results store is asked about it (250ms; the notifier
+	// uses its poll interval), and StoreBatch the most jobs one query
+	// asks about (1000). A job gone from the queue has almost always
+	// completed, and the feed delivers its completion within a poll;
+	// asking the store sooner repeats that work, and on FerretDB every
+	// lookup by id reads the whole results table, one id or many.
+	StoreDelay time.Duration
 	StoreBatch int
 	// StatsTubes is how many tubes a stats frame lists, the busiest (50).
 	// A round asks beanstalkd about those and as many others, taking
 	// turns, plus one server stats for the totals: its cost does not grow
-	// with the number of tubes, and any POST can create a tube. With
-	// 5,000 tubes, asking about every one each second took half a core of
-	// the notifier and of beanstalkd, and made 1.1 MB frames.
+	// with the number of tubes, and any POST can create a tube. Asking
+	// about every tube each second made its cost, and the frame's size,
+	// grow with the tubes.
 	StatsTubes int
 	// ListEvery is how often the tube names are listed (10s).
 	ListEvery time.Duration
 }
 
+// queueLookups is how many stats-job commands are in flight at once: the
+// queue pool pipelines concurrent ones, so a burst of subscribes costs a
+// few round trips rather than one each.
+const queueLookups = 16
+
+// storeTimeout bounds one store query.
+const storeTimeout = 10 * time.Second
+
 // Tracker follows watched jobs and the tubes.
 type Tracker struct {
 	cfg Config
 	log *slog.Logger
-	// known is the last state seen of each watched job; missingSince is
-	// when a job was first found gone from the queue.
-	known        map[uint64]job.State
-	missingSince map[uint64]time.Time
-	next         uint64 // round-robin position: the first id of the next round
-	queueDown    bool
-	tubes        tubeStats
+	// completed counts the completions passed on since the last stats.
+	completed atomic.Int64
+
+	// The rest belongs to Run's goroutine.
+	//
+	// known is the last state seen of each watched job; gone the jobs
+	// found missing from the queue whose completion has not arrived.
+	known     map[uint64]job.State
+	gone      map[uint64]*goneJob
+	next      uint64 // round-robin position: the first id of the next round
+	queueDown bool
+	tubes     tubeStats
+}
+
+// goneJob is a watched job missing from the queue: since when, and when
+// the store is to be asked about it.
+type goneJob struct {
+	since, due time.Time
 }
 
 // tubeStats is what the tracker knows of the tubes.
@@ -114,7 +147,8 @@ type tubeStats struct {
 	ok       bool // beanstalkd has answered once
 }
 
-// New returns a tracker; it does nothing until Run.
+// New returns a tracker; it does nothing until Run, except pass
+// completions on.
 func New(cfg Config) *Tracker {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
@@ -125,11 +159,11 @@ func New(cfg Config) *Tracker {
 	if cfg.Grace <= 0 {
 		cfg.Grace = 30 * time.Second
 	}
-	if cfg.StoreAfter <= 0 {
-		cfg.StoreAfter = 3 * time.Second
+	if cfg.StoreDelay <= 0 {
+		cfg.StoreDelay = 250 * time.Millisecond
 	}
 	if cfg.StoreBatch <= 0 {
-		cfg.StoreBatch = 200
+		cfg.StoreBatch = 1000
 	}
 	if cfg.StatsTubes <= 0 {
 		cfg.StatsTubes = 50
@@ -140,36 +174,38 @@ func New(cfg Config) *Tracker {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Tracker{cfg: cfg, log: cfg.Logger, known: map[uint64]job.State{}, missingSince: map[uint64]time.Time{},
+	return &Tracker{cfg: cfg, log: cfg.Logger, known: map[uint64]job.State{}, gone: map[uint64]*goneJob{},
 		tubes: tubeStats{known: map[string]job.TubeStats{}}}
 }
 
-// Queued asks beanstalkd about job id; queued is false when it does not
-// know the job.
-func (t *Tracker) Queued(ctx context.Context, id uint64) (ev job.Event, queued bool, err error) {
-	st, err := t.cfg.Queue.StatsJob(ctx, id)
-	if errors.Is(err, queue.ErrNotFound) {
-		return job.Event{}, false, nil
-	}
-	if err != nil {
-		return job.Event{}, false, fmt.Errorf("ask the queue about job %d: %w", id, err)
-	}
-	return job.Event{Type: job.TypeJob, ID: id, State: st.State}, true, nil
+// Completed passes the feed's completions on to the hub, counting them
+// for the statistics. It is the feed's sink and never blocks.
+func (t *Tracker) Completed(ctx context.Context, rs []job.Result) {
+	t.completed.Add(int64(len(rs)))
+	t.cfg.Hub.Completed(ctx, rs)
 }
 
-// Run checks watched jobs and sends the statistics every interval until
-// ctx ends.
+// Run answers subscribes, checks watched jobs and sends the statistics
+// every interval, and asks the store about jobs gone from the queue when
+// they are due, until ctx ends.
 func (t *Tracker) Run(ctx context.Context) error {
 	tick := time.NewTicker(t.cfg.Interval)
 	defer tick.Stop()
+	due := time.NewTimer(time.Hour)
+	defer due.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+			t.stats(ctx)
+			t.round(ctx)
+		case <-t.cfg.Hub.Subscribed():
+			t.subscribed(ctx, t.cfg.Hub.TakeSubscribed())
+		case <-due.C:
+			t.lookUp(ctx)
 		}
-		t.stats(ctx)
-		t.round(ctx)
+		due.Reset(t.untilDue())
 	}
 }
 
@@ -178,7 +214,7 @@ func (t *Tracker) Run(ctx context.Context) error {
 // asked. When beanstalkd does not answer, the last counters are sent
 // again so clients still get their heartbeat.
 func (t *Tracker) stats(ctx context.Context) {
-	completed := t.cfg.Hub.TakeCompleted()
+	completed := int(t.completed.Swap(0))
 	if !t.cfg.Hub.StatsWanted() {
 		return
 	}
@@ -265,9 +301,80 @@ func busiest(known map[string]job.TubeStats, n int) map[string]job.TubeStats {
 	return top
 }
 
+// subscribed answers newly watched jobs: with their state in the queue,
+// sent even when the tracker knew it (the hub sends it to the watchers
+// that have not had it), or, for a job gone from the queue, from the
+// store once StoreDelay has passed without its completion arriving.
+func (t *Tracker) subscribed(ctx context.Context, ids []uint64) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	now := time.Now()
+	for _, a := range t.queueStates(ctx, ids) {
+		switch {
+		case a.err != nil:
+			t.log.Warn("look up job state", "job_id", a.id, "err", a.err)
+			t.cfg.Hub.Unknown(a.id, fmt.Sprintf("job %d: state unknown for now: the queue did not answer; still watched", a.id))
+		case a.queued:
+			delete(t.gone, a.id)
+			t.known[a.id] = a.ev.State
+			t.cfg.Hub.JobState(a.ev)
+		default:
+			g := t.missing(a.id, now)
+			// A new watcher waits StoreDelay at most.
+			g.due = minTime(g.due, maxTime(g.since.Add(t.cfg.StoreDelay), now))
+		}
+	}
+}
+
+// answer is one job's state in the queue.
+type answer struct {
+	id     uint64
+	ev     job.Event
+	queued bool // false: beanstalkd does not know the job
+	err    error
+}
+
+// queueStates asks beanstalkd about ids, queueLookups at a time, and
+// returns the answers in the order of ids.
+func (t *Tracker) queueStates(ctx context.Context, ids []uint64) []answer {
+	out := make([]answer, len(ids))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(queueLookups, len(ids)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(ids); i = int(next.Add(1) - 1) {
+				out[i] = t.queueState(ctx, ids[i])
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func (t *Tracker) queueState(ctx context.Context, id uint64) answer {
+	st, err := t.cfg.Queue.StatsJob(ctx, id)
+	if errors.Is(err, queue.ErrNotFound) {
+		return answer{id: id}
+	}
+	if err != nil {
+		return answer{id: id, err: fmt.Errorf("ask the queue about job %d: %w", id, err)}
+	}
+	return answer{id: id, queued: true, ev: job.Event{Type: job.TypeJob, ID: id, State: st.State}}
+}
+
+// missing returns the record of a job found gone from the queue, made
+// now when it is new: the store is due to be asked after StoreDelay.
+func (t *Tracker) missing(id uint64, now time.Time) *goneJob {
+	g := t.gone[id]
+	if g == nil {
+		g = &goneJob{since: now, due: now.Add(t.cfg.StoreDelay)}
+		t.gone[id] = g
+	}
+	return g
+}
+
 // round asks beanstalkd about up to Batch watched jobs, taking turns
-// when more are watched, and then the store, in one query, about those
-// gone from the queue for StoreAfter.
+// when more are watched, and reports the changes.
 func (t *Tracker) round(ctx context.Context) {
 	ids := t.cfg.Hub.Watched()
 	t.prune(ids)
@@ -275,104 +382,126 @@ func (t *Tracker) round(ctx context.Context) {
 		return
 	}
 	// Start at the first id >= next, wrapping around.
-	start := 0
-	for start < len(ids) && ids[start] < t.next {
-		start++
-	}
+	start, _ := slices.BinarySearch(ids, t.next)
 	if start == len(ids) {
 		start = 0
 	}
-	n := min(t.cfg.Batch, len(ids))
+	batch := make([]uint64, 0, min(t.cfg.Batch, len(ids)))
+	for i := range cap(batch) {
+		batch = append(batch, ids[(start+i)%len(ids)])
+	}
+	t.next = batch[len(batch)-1] + 1
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.Interval)
 	defer cancel()
-	var gone []uint64
-	for i := range n {
-		id := ids[(start+i)%len(ids)]
-		if len(gone) == t.cfg.StoreBatch {
-			break // the rest waits for its turn in the next round
+	now := time.Now()
+	for _, a := range t.queueStates(ctx, batch) {
+		switch {
+		case a.err != nil:
+			t.log.Debug("check watched job", "job_id", a.id, "err", a.err)
+		case a.queued:
+			delete(t.gone, a.id)
+			if t.known[a.id] != a.ev.State {
+				t.known[a.id] = a.ev.State
+				t.cfg.Hub.JobState(a.ev)
+			}
+		default:
+			t.missing(a.id, now)
 		}
-		due, ok := t.check(ctx, id)
-		if !ok {
-			break // the queue is not answering: next round
-		}
-		if due {
-			gone = append(gone, id)
-		}
-		t.next = id + 1
 	}
-	t.lookUp(ctx, gone)
 }
 
-// check asks beanstalkd about one job and reports a change. due is true
-// when the job has been gone from the queue for StoreAfter, so the store
-// is to be asked; ok is false when beanstalkd did not answer.
-func (t *Tracker) check(ctx context.Context, id uint64) (due, ok bool) {
-	ev, queued, err := t.Queued(ctx, id)
-	if err != nil {
-		t.log.Debug("check watched job", "job_id", id, "err", err)
-		return false, false
+// untilDue is how long until the store is next due to be asked about a
+// gone job: 0 when one is due, an hour when none waits.
+func (t *Tracker) untilDue() time.Duration {
+	wait := time.Hour
+	now := time.Now()
+	for _, g := range t.gone {
+		wait = min(wait, max(g.due.Sub(now), 0))
 	}
-	if queued {
-		delete(t.missingSince, id)
-		t.report(ev)
-		return false, true
-	}
-	first, seen := t.missingSince[id]
-	if !seen {
-		first = time.Now()
-		t.missingSince[id] = first
-	}
-	// Before StoreAfter the feed is about to deliver its completion.
-	return time.Since(first) >= t.cfg.StoreAfter, true
+	return wait
 }
 
-// lookUp asks the store about jobs gone from the queue: a stored result
-// is reported, and a job with none is forgotten after Grace.
-func (t *Tracker) lookUp(ctx context.Context, ids []uint64) {
-	if len(ids) == 0 {
+// lookUp asks the store, in one query, about up to StoreBatch jobs gone
+// from the queue that are due and still awaited: a stored result is
+// reported; a job with none is told not found, asked about again each
+// interval, and forgotten after Grace.
+func (t *Tracker) lookUp(ctx context.Context) {
+	now := time.Now()
+	var due []uint64
+	for id, g := range t.gone {
+		if !g.due.After(now) {
+			due = append(due, id)
+		}
+	}
+	slices.Sort(due)
+	due = due[:min(len(due), t.cfg.StoreBatch)]
+	waiting := t.cfg.Hub.Waiting(due)
+	for _, id := range due {
+		if _, ok := slices.BinarySearch(waiting, id); !ok {
+			delete(t.gone, id) // completed meanwhile, or nobody watches
+		}
+	}
+	if len(waiting) == 0 {
 		return
 	}
-	found, err := t.cfg.Results.FindMany(ctx, ids)
+	qctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	found, err := t.cfg.Results.FindMany(qctx, waiting)
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return // stopping
+	}
 	if err != nil {
-		t.log.Debug("look watched jobs up in the store", "jobs", len(ids), "err", err)
-		return
+		t.log.Warn("look up the results of jobs gone from the queue", "jobs", len(waiting), "err", err)
 	}
-	for _, id := range ids {
-		if r, ok := found[id]; ok {
-			delete(t.missingSince, id)
-			t.report(job.Completed(r))
+	now = time.Now()
+	for _, id := range waiting {
+		g := t.gone[id]
+		r, ok := found[id]
+		switch {
+		case err != nil:
+			t.cfg.Hub.Unknown(id, fmt.Sprintf("job %d: state unknown for now: the results store did not answer; still watched", id))
+		case ok:
+			delete(t.gone, id)
+			t.known[id] = job.StateCompleted
+			t.cfg.Hub.JobState(job.Completed(r))
 			continue
-		}
-		if time.Since(t.missingSince[id]) > t.cfg.Grace {
+		case now.Sub(g.since) > t.cfg.Grace:
 			t.cfg.Hub.Forget(id)
-			delete(t.missingSince, id)
+			delete(t.gone, id)
 			delete(t.known, id)
+			continue
+		default:
+			// It may be about to be put: rounds keep asking the queue.
+			t.cfg.Hub.Unknown(id, fmt.Sprintf("job %d not found", id))
 		}
+		g.due = now.Add(t.cfg.Interval)
 	}
 }
 
-// report sends ev when it changes what the watchers know.
-func (t *Tracker) report(ev job.Event) {
-	if t.known[ev.ID] != ev.State {
-		t.known[ev.ID] = ev.State
-		t.cfg.Hub.JobState(ev)
-	}
-}
-
-// prune forgets jobs nobody watches any more.
+// prune forgets jobs nobody watches any more, and those completed.
 func (t *Tracker) prune(ids []uint64) {
-	watched := make(map[uint64]struct{}, len(ids))
-	for _, id := range ids {
-		watched[id] = struct{}{}
-	}
 	for id := range t.known {
-		if _, ok := watched[id]; !ok {
+		if _, ok := slices.BinarySearch(ids, id); !ok {
 			delete(t.known, id)
 		}
 	}
-	for id := range t.missingSince {
-		if _, ok := watched[id]; !ok {
-			delete(t.missingSince, id)
+	for id := range t.gone {
+		if _, ok := slices.BinarySearch(ids, id); !ok {
+			delete(t.gone, id)
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -21,19 +21,52 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 // hub records what the tracker tells it; the watched ids are set by the
-// test.
+// test, and subscribe hands ids over as the real hub does.
 type hub struct {
-	mu        sync.Mutex
-	watched   []uint64
-	states    map[uint64][]job.State
-	forgotten []uint64
-	stats     []map[string]job.TubeStats
-	frames    []job.Event
-	noStats   bool // no client listens to stats
-	completed int
+	mu         sync.Mutex
+	watched    []uint64
+	subscribed []uint64
+	kick       chan struct{}
+	states     map[uint64][]job.State
+	unknown    map[uint64][]string
+	forgotten  []uint64
+	stats      []map[string]job.TubeStats
+	frames     []job.Event
+	noStats    bool // no client listens to stats
+	statsHook  func(completed int)
+	completed  int // completions published
 }
 
-func newHub(ids ...uint64) *hub { return &hub{watched: ids, states: map[uint64][]job.State{}} }
+func newHub(ids ...uint64) *hub {
+	return &hub{watched: slices.Clone(ids), states: map[uint64][]job.State{}, unknown: map[uint64][]string{}, kick: make(chan struct{}, 1)}
+}
+
+// subscribe watches ids and hands them to the tracker.
+func (h *hub) subscribe(ids ...uint64) {
+	h.mu.Lock()
+	for _, id := range ids {
+		if !slices.Contains(h.watched, id) {
+			h.watched = append(h.watched, id)
+		}
+	}
+	slices.Sort(h.watched)
+	h.subscribed = append(h.subscribed, ids...)
+	h.mu.Unlock()
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (h *hub) Subscribed() <-chan struct{} { return h.kick }
+
+func (h *hub) TakeSubscribed() []uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ids := h.subscribed
+	h.subscribed = nil
+	return ids
+}
 
 func (h *hub) Watched() []uint64 {
 	h.mu.Lock()
@@ -41,10 +74,31 @@ func (h *hub) Watched() []uint64 {
 	return slices.Clone(h.watched)
 }
 
+func (h *hub) Waiting(ids []uint64) []uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []uint64
+	for _, id := range ids {
+		if slices.Contains(h.watched, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 func (h *hub) JobState(ev job.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.states[ev.ID] = append(h.states[ev.ID], ev.State)
+	if ev.State == job.StateCompleted {
+		h.watched = slices.DeleteFunc(h.watched, func(x uint64) bool { return x == ev.ID })
+	}
+}
+
+func (h *hub) Unknown(id uint64, why string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.unknown[id] = append(h.unknown[id], why)
 }
 
 func (h *hub) Forget(id uint64) {
@@ -54,12 +108,13 @@ func (h *hub) Forget(id uint64) {
 	h.watched = slices.DeleteFunc(h.watched, func(x uint64) bool { return x == id })
 }
 
-func (h *hub) TakeCompleted() int {
+func (h *hub) Completed(_ context.Context, rs []job.Result) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	n := h.completed
-	h.completed = 0
-	return n
+	h.completed += len(rs)
+	for _, r := range rs {
+		h.watched = slices.DeleteFunc(h.watched, func(x uint64) bool { return x == r.ID })
+	}
 }
 
 func (h *hub) StatsWanted() bool {
@@ -68,9 +123,12 @@ func (h *hub) StatsWanted() bool {
 	return !h.noStats
 }
 
-func (h *hub) Stats(tubes map[string]job.TubeStats, totals job.TubeStats, count, _ int) {
+func (h *hub) Stats(tubes map[string]job.TubeStats, totals job.TubeStats, count, completed int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.statsHook != nil {
+		h.statsHook(completed)
+	}
 	h.stats = append(h.stats, tubes)
 	h.frames = append(h.frames, job.Event{Type: job.TypeStats, Tubes: tubes, Totals: &totals, TubeCount: &count})
 }
@@ -102,27 +160,71 @@ func run(t *testing.T, tr *tracker.Tracker) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func TestQueued(t *testing.T) {
+// A subscribe is answered with the job's state in the queue, sent even
+// when the tracker knew it already (the hub sends it to the watchers that
+// have not had it); a job gone from the queue with a stored result, after
+// StoreDelay, with its completion; one that exists nowhere with "not
+// found", once, staying watched.
+func TestSubscribesAreAnswered(t *testing.T) {
 	t.Parallel()
 	b := testenv.SetupClients(t)
 	ctx := context.Background()
-	tr := tracker.New(tracker.Config{Queue: b.Queue, Results: b.Store, Hub: newHub()})
-	id, err := b.Queue.Put(ctx, []byte(`{"a":1}`), queue.PutOptions{Tube: b.Tube, Delay: time.Hour})
+	delayed, err := b.Queue.Put(ctx, []byte(`{"a":1}`), queue.PutOptions{Tube: b.Tube, Delay: time.Hour})
 	require.NoError(t, err)
-	ev, queued, err := tr.Queued(ctx, id)
-	require.NoError(t, err)
-	require.True(t, queued)
-	require.Equal(t, job.Event{Type: job.TypeJob, ID: id, State: job.StateDelayed}, ev)
+	stored := putJobs(t, b, 1, `{"b":2}`)[0]
+	require.NoError(t, b.Queue.Delete(ctx, stored))
+	require.NoError(t, b.Store.Save(ctx, job.Result{ID: stored, Hash: job.Hash(`{"b":2}`), Payload: `{"b":2}`, CompletedAt: time.Now()}))
+	nowhere := stored + 1_000_000
 
-	// Gone from the queue: not queued, whatever the store has.
-	require.NoError(t, b.Queue.Delete(ctx, id))
-	require.NoError(t, b.Store.Save(ctx, job.Result{ID: id, Hash: job.Hash(`{"a":1}`), Payload: `{"a":1}`, CompletedAt: time.Now()}))
-	_, queued, err = tr.Queued(ctx, id)
-	require.NoError(t, err)
-	require.False(t, queued)
-	_, queued, err = tr.Queued(ctx, id+1_000_000)
-	require.NoError(t, err)
-	require.False(t, queued)
+	h := newHub()
+	const delay = 300 * time.Millisecond
+	run(t, tracker.New(tracker.Config{Queue: b.Queue, Results: b.Store, Hub: h, Interval: time.Hour, StoreDelay: delay}))
+	start := time.Now()
+	h.subscribe(delayed, stored, nowhere)
+	require.Eventually(t, func() bool { return len(h.statesOf(delayed)) == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.Equal(t, []job.State{job.StateDelayed}, h.statesOf(delayed))
+	require.Less(t, time.Since(start), delay, "the queue's answer does not wait for the store")
+	h.subscribe(delayed) // a second watcher
+	require.Eventually(t, func() bool { return len(h.statesOf(delayed)) == 2 }, 5*time.Second, 5*time.Millisecond)
+
+	require.Eventually(t, func() bool { return len(h.statesOf(stored)) == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.GreaterOrEqual(t, time.Since(start), delay)
+	require.Equal(t, []job.State{job.StateCompleted}, h.statesOf(stored))
+	require.Eventually(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.unknown[nowhere]) > 0
+	}, 5*time.Second, 5*time.Millisecond)
+	h.mu.Lock()
+	require.Equal(t, []string{fmt.Sprintf("job %d not found", nowhere)}, h.unknown[nowhere])
+	require.Contains(t, h.watched, nowhere)
+	require.Empty(t, h.unknown[delayed])
+	h.mu.Unlock()
+}
+
+// The feed's completions pass through to the hub and are counted in the
+// next stats frame.
+func TestCompletionsPassThroughAndAreCounted(t *testing.T) {
+	t.Parallel()
+	b := testenv.SetupClients(t)
+	h := newHub()
+	tr := tracker.New(tracker.Config{Queue: b.Queue, Results: b.Store, Hub: h, Interval: 50 * time.Millisecond})
+	tr.Completed(context.Background(), []job.Result{{ID: 1}, {ID: 2}, {ID: 3}})
+	h.mu.Lock()
+	require.Equal(t, 3, h.completed)
+	h.mu.Unlock()
+	var got []int
+	h.statsHook = func(n int) { got = append(got, n) }
+	run(t, tr)
+	require.Eventually(t, func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(got) >= 2
+	}, 5*time.Second, 5*time.Millisecond)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Equal(t, 3, got[0], "the first frame counts them")
+	require.Zero(t, got[1], "and the next does not again")
 }
 
 func TestChangesAreReportedOnceInBoundedRounds(t *testing.T) {
@@ -171,7 +273,7 @@ func TestAJobThatExistsNowhereIsForgottenAfterTheGrace(t *testing.T) {
 	t.Parallel()
 	b := testenv.SetupClients(t)
 	h := newHub(999_999_999)
-	run(t, tracker.New(tracker.Config{Queue: b.Queue, Results: b.Store, Hub: h, Interval: 20 * time.Millisecond, Grace: 200 * time.Millisecond, StoreAfter: 50 * time.Millisecond}))
+	run(t, tracker.New(tracker.Config{Queue: b.Queue, Results: b.Store, Hub: h, Interval: 20 * time.Millisecond, Grace: 200 * time.Millisecond, StoreDelay: 50 * time.Millisecond}))
 	start := time.Now()
 	require.Eventually(t, func() bool {
 		h.mu.Lock()
@@ -213,9 +315,9 @@ func (c *countingResults) total() (ids int, queries []int) {
 
 // A watched job that leaves the queue completed is not looked up in the
 // store at once (the feed delivers its completion; on FerretDB a lookup
-// reads the whole table): only after StoreAfter, at most StoreBatch jobs
-// per round, and all of a round's in one query. Then the completion is
-// reported once.
+// reads the whole table): only after StoreDelay, at most StoreBatch jobs
+// per query, those due together in one. Then the completion is reported
+// once.
 func TestStoreLookupsWaitAndAreBounded(t *testing.T) {
 	t.Parallel()
 	b := testenv.SetupClients(t)
@@ -224,7 +326,7 @@ func TestStoreLookupsWaitAndAreBounded(t *testing.T) {
 	h := newHub(ids...)
 	rs := &countingResults{Results: b.Store, finds: map[uint64]int{}}
 	run(t, tracker.New(tracker.Config{Queue: b.Queue, Results: rs, Hub: h, Interval: 200 * time.Millisecond,
-		Batch: 100, StoreAfter: time.Second, StoreBatch: 12}))
+		Batch: 100, StoreDelay: time.Second, StoreBatch: 12}))
 	require.Eventually(t, func() bool { return len(h.statesOf(ids[29])) == 1 }, 5*time.Second, 10*time.Millisecond)
 
 	// A worker's way: store every result, then delete the job. The
@@ -244,9 +346,9 @@ func TestStoreLookupsWaitAndAreBounded(t *testing.T) {
 		require.NoError(t, cons.Delete(ctx, id))
 	}
 
-	time.Sleep(600 * time.Millisecond) // three rounds, before StoreAfter
+	time.Sleep(600 * time.Millisecond) // three rounds, before StoreDelay
 	n, q := rs.total()
-	require.Zero(t, n, "the store was asked before StoreAfter")
+	require.Zero(t, n, "the store was asked before StoreDelay")
 
 	require.Eventually(t, func() bool {
 		for _, id := range ids {
@@ -270,8 +372,8 @@ func TestStoreLookupsWaitAndAreBounded(t *testing.T) {
 	}
 	n, q = rs.total()
 	require.Equal(t, 30, n, "one lookup per job")
-	// A round asks about at most 12 jobs, in one query; 30 jobs gone in
-	// at most two rounds fill at least one query.
+	// A query asks about at most 12 jobs; 30 jobs gone in at most two
+	// rounds fill at least one query.
 	require.Contains(t, q, 12, "queries %v", q)
 	for _, k := range q {
 		require.LessOrEqual(t, k, 12, "queries %v", q)
