@@ -7,7 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -52,104 +53,121 @@ func Connect(uri, appName string, timeout time.Duration) (*mongo.Client, error) 
 type Results struct {
 	coll *mongo.Collection
 
-	// stamp says how Save stamps stored_at, learnt from the server on
-	// first use: stampServer or stampClient.
-	stampMu sync.Mutex
-	stamp   int
+	// chosen is the behaviour of the server behind coll, picked once: by
+	// WithServer, or at the first answer to buildInfo.
+	chosen atomic.Pointer[backend]
 }
 
-const (
-	stampUnknown = iota
-	stampServer  // MongoDB: $currentDate, the database's own clock
-	stampClient  // FerretDB: this process's clock, just before the insert
-)
+// Option configures Results.
+type Option func(*Results)
 
-// NewResults returns the store for collection coll of database db.
-func NewResults(client *mongo.Client, db, coll string) *Results {
-	return &Results{coll: client.Database(db).Collection(coll)}
+// WithServer makes the store behave as for server instead of asking the
+// server what it is; Auto (or an unknown name) asks.
+func WithServer(server Server) Option {
+	return func(s *Results) {
+		if b := backendFor(server); b != nil {
+			s.chosen.Store(&b)
+		}
+	}
+}
+
+// NewResults returns the store for collection coll of database db. It
+// does not contact the server: a service starts while MongoDB is down.
+func NewResults(client *mongo.Client, db, coll string, opts ...Option) *Results {
+	s := &Results{coll: client.Database(db).Collection(coll)}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Collection is the underlying collection, for change streams.
 func (s *Results) Collection() *mongo.Collection { return s.coll }
 
+// Server returns which server's behaviour the store has, asking the
+// server on first use unless WithServer chose it.
+func (s *Results) Server(ctx context.Context) (Server, error) {
+	b, err := s.backend(ctx)
+	if err != nil {
+		return Auto, err
+	}
+	return b.server(), nil
+}
+
+// backend returns the chosen behaviour, asking the server the first
+// time. A failed question is asked again next time; concurrent first
+// questions all get the first answer stored.
+func (s *Results) backend(ctx context.Context) (backend, error) {
+	if b := s.chosen.Load(); b != nil {
+		return *b, nil
+	}
+	b, err := detect(ctx, s.coll.Database().Client())
+	if err != nil {
+		return nil, err
+	}
+	s.chosen.CompareAndSwap(nil, &b)
+	return *s.chosen.Load(), nil
+}
+
 // EnsureIndexes creates the indexes that the feed and replays read by,
-// leaving those that exist alone.
-//
-// On FerretDB it creates none. FerretDB 1.24 with SQLite hands SQLite no
-// filter but an _id equal to a string or ObjectID, and no sort but the
-// record order (internal/backends/sqlite in its source), so it reads
-// whole collections whatever the indexes; they would only make every
-// insert dearer. Indexes that exist are left alone.
+// leaving those that exist alone: two on MongoDB, none on FerretDB,
+// which reads whole collections whatever the indexes.
 func (s *Results) EnsureIndexes(ctx context.Context) error {
-	mode, err := s.stampMode(ctx)
+	b, err := s.backend(ctx)
 	if err != nil {
 		return err
 	}
-	if mode == stampClient {
-		return nil
-	}
-	return s.createIndexes(ctx)
+	return b.ensureIndexes(ctx, s.coll)
 }
 
-func (s *Results) createIndexes(ctx context.Context) error {
-	want := map[string]bson.D{
-		"stored_at_id": {{Key: "stored_at", Value: 1}, {Key: "_id", Value: 1}},
-		"completed_at": {{Key: "completed_at", Value: 1}},
-	}
-	specs, err := s.coll.Indexes().ListSpecifications(ctx)
-	if err != nil {
-		return wrap("list indexes", err)
-	}
-	have := map[string]bool{}
-	for _, spec := range specs {
-		have[spec.Name] = true
-	}
-	// One at a time and only the missing ones: FerretDB 1.24 drops the
-	// connection when asked to create a set of indexes some of which exist.
-	for _, name := range []string{"stored_at_id", "completed_at"} {
-		if have[name] {
-			continue
+// Back-off between tries of Prepare. The first retry comes soon because
+// a stack often starts its services and MongoDB together; the cap keeps
+// the indexes close behind a MongoDB that comes back late, while each
+// failed try already waits out a server selection.
+const (
+	prepareRetryMin = 250 * time.Millisecond
+	prepareRetryMax = 15 * time.Second
+)
+
+// Prepare learns which server the store talks to and creates its
+// indexes, trying again with back-off until that is done or ctx ends
+// (then it returns ctx's error); each try is bounded by try. Services run
+// it in the background as they start, so they start, and keep their work
+// waiting, while MongoDB is down.
+func (s *Results) Prepare(ctx context.Context, try time.Duration, log *slog.Logger) error {
+	for wait := prepareRetryMin; ; wait = min(2*wait, prepareRetryMax) {
+		tctx, cancel := context.WithTimeout(ctx, try)
+		err := s.EnsureIndexes(tctx)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		m := mongo.IndexModel{Keys: want[name], Options: options.Index().SetName(name)}
-		if _, err := s.coll.Indexes().CreateOne(ctx, m); err != nil {
-			return wrap("create index "+name, err)
+		if err == nil {
+			server, _ := s.Server(ctx) // chosen by now
+			log.Info("results store ready", "server", string(server), "collection", s.coll.Name())
+			return nil
+		}
+		log.Warn("preparing the results store failed; trying again later", "err", err, "retry_in", wait.String())
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
 		}
 	}
-	return nil
 }
 
-// Save stores r with stored_at stamped. When a result with r's id exists
-// it returns ErrAlreadyStored if it is the same job's, and ErrConflict
-// otherwise; it never overwrites.
-//
-// On MongoDB the database stamps stored_at itself: an upsert whose filter
-// cannot match a stored result inserts with $currentDate (the one way to
-// have the server stamp a document), and when the id is taken the insert
-// fails with a duplicate key. FerretDB cannot use an index for a numeric
-// _id in an update's filter, so that upsert reads the whole collection
-// there; against FerretDB this process stamps stored_at just before a
-// plain insert instead.
+// Save stores r with stored_at stamped, by the database's clock on
+// MongoDB and by this process's just before the insert on FerretDB. When
+// a result with r's id exists it returns ErrAlreadyStored if it is the
+// same job's, and ErrConflict otherwise; it never overwrites.
 func (s *Results) Save(ctx context.Context, r job.Result) error {
-	mode, err := s.stampMode(ctx)
+	b, err := s.backend(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("save result %d: %w", r.ID, err)
 	}
-	if mode == stampServer {
-		r.StoredAt = time.Time{}
-		fields, err := bson.Marshal(r)
-		if err != nil {
-			return fmt.Errorf("encode result %d: %w", r.ID, err)
-		}
-		filter := bson.D{{Key: "_id", Value: int64(r.ID)}, {Key: "stored_at", Value: bson.D{{Key: "$exists", Value: false}}}}
-		update := bson.D{
-			{Key: "$setOnInsert", Value: bson.Raw(fields)},
-			{Key: "$currentDate", Value: bson.D{{Key: "stored_at", Value: true}}},
-		}
-		_, err = s.coll.UpdateOne(ctx, filter, update, options.UpdateOne().SetUpsert(true))
-	} else {
-		r.StoredAt = time.Now().UTC().Truncate(time.Millisecond)
-		_, err = s.coll.InsertOne(ctx, r)
-	}
+	err = b.insert(ctx, s.coll, r)
 	if err == nil {
 		return nil
 	}
@@ -164,26 +182,6 @@ func (s *Results) Save(ctx context.Context, r job.Result) error {
 		return fmt.Errorf("result %d: %w", r.ID, ErrAlreadyStored)
 	}
 	return fmt.Errorf("result %d (stored hash %s, new hash %s): %w", r.ID, old.Hash, r.Hash, ErrConflict)
-}
-
-// stampMode asks the server once whether it is FerretDB: stampClient if it
-// is, stampServer if not.
-func (s *Results) stampMode(ctx context.Context) (int, error) {
-	s.stampMu.Lock()
-	defer s.stampMu.Unlock()
-	if s.stamp != stampUnknown {
-		return s.stamp, nil
-	}
-	var info bson.M
-	err := s.coll.Database().Client().Database("admin").RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info)
-	if err != nil {
-		return 0, wrap("ask the server what it is (buildInfo)", err)
-	}
-	s.stamp = stampServer
-	if _, ferret := info["ferretdbVersion"]; ferret {
-		s.stamp = stampClient
-	}
-	return s.stamp, nil
 }
 
 // Find returns the result with id.
