@@ -1,11 +1,10 @@
 package queue
 
 import (
-	"bufio"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -34,14 +33,14 @@ func (p *Pool) Advance(ctx context.Context, tube string, past uint64) (uint64, e
 		return 0, fmt.Errorf("advance ids: %w", err)
 	}
 	defer c.close()
-	a := advancer{c: c, ctx: ctx, timeout: p.cmdTimeout, r: bufio.NewReader(c.nc), w: bufio.NewWriter(c.nc)}
+	a := advancer{c: c, ctx: ctx, timeout: p.cmdTimeout}
 
 	if err := a.begin(); err != nil {
 		return 0, err
 	}
-	fmt.Fprintf(a.w, "use %s\r\n", tube)
-	if err := a.expect("USING " + tube); err != nil {
-		return 0, err
+	c.cmdTube("use", tube)
+	if _, err := c.roundTrip("use", "USING"); err != nil {
+		return 0, a.fail(err)
 	}
 	var last uint64
 	n := 1 // the first batch learns where the counter is
@@ -64,46 +63,27 @@ func (p *Pool) Advance(ctx context.Context, tube string, past uint64) (uint64, e
 }
 
 type advancer struct {
-	c       *conn
+	c       *client
 	ctx     context.Context
 	timeout time.Duration
-	r       *bufio.Reader
-	w       *bufio.Writer
 }
 
 // begin sets the deadline for the next batch.
 func (a *advancer) begin() error {
-	if err := a.ctx.Err(); err != nil {
-		return fmt.Errorf("advance ids: %w", err)
+	if err := a.c.deadline(a.ctx, a.timeout); err != nil {
+		return a.fail(err)
 	}
-	deadline := time.Now().Add(a.timeout)
-	if d, ok := a.ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	_ = a.c.nc.SetDeadline(deadline)
 	return nil
 }
 
-func (a *advancer) line() (string, error) {
-	s, err := a.r.ReadString('\n')
-	if err != nil {
-		return "", fmt.Errorf("advance ids: %w: %w", ErrUnavailable, err)
+// fail names err; an error that is not beanstalkd's answer is the
+// connection's.
+func (a *advancer) fail(err error) error {
+	if a.ctx.Err() != nil {
+		return fmt.Errorf("advance ids: %w", a.ctx.Err())
 	}
-	return strings.TrimRight(s, "\r\n"), nil
-}
-
-func (a *advancer) expect(want string) error {
-	if err := a.w.Flush(); err != nil {
-		return fmt.Errorf("advance ids: %w: %w", ErrUnavailable, err)
-	}
-	got, err := a.line()
-	if err != nil {
-		return err
-	}
-	if got != want {
-		return fmt.Errorf("advance ids: beanstalkd answered %q, want %q", got, want)
-	}
-	return nil
+	_, err = classify("advance ids", err)
+	return err
 }
 
 // putBatch puts n throwaway jobs and returns the ids it was given, also
@@ -112,33 +92,33 @@ func (a *advancer) putBatch(n int) ([]uint64, error) {
 	if err := a.begin(); err != nil {
 		return nil, err
 	}
+	throwaway := PutOptions{Priority: MaxPriority, Delay: time.Hour, TTR: time.Second}
 	for range n {
-		a.w.WriteString("put 4294967295 3600 1 1\r\nx\r\n")
+		a.c.put([]byte("x"), throwaway)
 	}
-	if err := a.w.Flush(); err != nil {
-		return nil, fmt.Errorf("advance ids: %w: %w", ErrUnavailable, err)
+	if err := a.c.w.Flush(); err != nil {
+		return nil, a.fail(err)
 	}
 	ids := make([]uint64, 0, n)
-	var firstErr error
+	var refused error
 	for range n {
-		s, err := a.line()
-		if err != nil {
-			return ids, err
+		id, err := a.c.putAnswer()
+		if errors.Is(err, errBuried) {
+			err = nil // a job all the same: its id is taken, and it must go
 		}
-		word, rest, _ := strings.Cut(s, " ")
-		if word != "INSERTED" && word != "BURIED" {
-			if firstErr == nil {
-				firstErr = fmt.Errorf("advance ids: put answered %q", s)
-			}
+		if keepsConn(err) {
+			refused = cmp.Or(refused, err)
 			continue
 		}
-		id, err := strconv.ParseUint(rest, 10, 64)
 		if err != nil {
-			return ids, fmt.Errorf("advance ids: put answered %q", s)
+			return ids, a.fail(err)
 		}
 		ids = append(ids, id)
 	}
-	return ids, firstErr
+	if refused != nil {
+		return ids, a.fail(refused)
+	}
+	return ids, nil
 }
 
 func (a *advancer) deleteBatch(ids []uint64) error {
@@ -149,18 +129,14 @@ func (a *advancer) deleteBatch(ids []uint64) error {
 		return err
 	}
 	for _, id := range ids {
-		fmt.Fprintf(a.w, "delete %d\r\n", id)
+		a.c.cmd("delete", id)
 	}
-	if err := a.w.Flush(); err != nil {
-		return fmt.Errorf("advance ids: %w: %w", ErrUnavailable, err)
+	if err := a.c.w.Flush(); err != nil {
+		return a.fail(err)
 	}
 	for range ids {
-		s, err := a.line()
-		if err != nil {
-			return err
-		}
-		if s != "DELETED" && s != "NOT_FOUND" {
-			return fmt.Errorf("advance ids: delete answered %q", s)
+		if _, err := a.c.expect("delete", "DELETED"); err != nil && !errors.Is(err, ErrNotFound) {
+			return a.fail(err)
 		}
 	}
 	return nil

@@ -1,15 +1,13 @@
 package queue
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
-
-	"github.com/beanstalkd/go-beanstalk"
 
 	"github.com/jobsys/jobs/pkg/job"
 )
@@ -34,7 +32,7 @@ type Consumer struct {
 	addr    string
 	tubes   []string
 	timeout time.Duration
-	c       *conn
+	c       *client
 	// watching is set once the connection watches the tubes (and ignores
 	// default when it is not one of them).
 	watching bool
@@ -67,7 +65,6 @@ func (c *Consumer) run(ctx context.Context, op string, extra time.Duration, f fu
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
-		cn.br, cn.bw = bufio.NewReader(cn.nc), bufio.NewWriter(cn.nc)
 		c.c, c.watching = cn, false
 	}
 	ok, err := c.c.do(ctx, c.timeout+extra, op, f)
@@ -76,6 +73,10 @@ func (c *Consumer) run(ctx context.Context, op string, extra time.Duration, f fu
 	}
 	return err
 }
+
+// maxBody bounds a reserved job's body: beanstalkd caps its
+// max-job-size (-z) at 1 GiB.
+const maxBody = 1 << 30
 
 // ErrNoJob is returned by Reserve when no job came within its wait.
 var ErrNoJob = errors.New("no job ready")
@@ -117,67 +118,75 @@ func (c *Consumer) reserve(ctx context.Context, wait time.Duration, del uint64, 
 	var r Reserved
 	err := c.run(ctx, "reserve", wait, func() error {
 		cn := c.c
+		watches := 0 // watch and ignore commands written
 		if !c.watching {
 			for _, t := range c.tubes {
-				fmt.Fprintf(cn.bw, "watch %s\r\n", t)
+				cn.cmdTube("watch", t)
+				watches++
 			}
 			if !slices.Contains(c.tubes, DefaultTube) {
-				cn.bw.WriteString("ignore " + DefaultTube + "\r\n")
+				cn.cmdTube("ignore", DefaultTube)
+				watches++
 			}
 		}
 		if del != 0 {
-			fmt.Fprintf(cn.bw, "delete %d\r\n", del)
+			cn.cmd("delete", del)
 		}
-		fmt.Fprintf(cn.bw, "reserve-with-timeout %d\r\n", int64(wait.Seconds()))
-		if err := cn.bw.Flush(); err != nil {
+		cn.cmd("reserve-with-timeout", seconds(wait))
+		if err := cn.w.Flush(); err != nil {
 			return err
 		}
-		if !c.watching {
-			if err := c.readWatching(); err != nil {
-				return err
+		// NOT_IGNORED (default was the only tube watched) cannot be: the
+		// tubes are watched first.
+		for range watches {
+			if _, err := cn.expect("watch", "WATCHING"); err != nil {
+				return unread(err)
 			}
-			c.watching = true
 		}
+		c.watching = true
 		if del != 0 {
-			line, err := cn.line()
-			if err != nil {
+			_, err := cn.expect("delete", "DELETED")
+			if err != nil && !keepsConn(err) {
 				return err
 			}
-			switch line {
-			case "DELETED":
-				deleted(nil)
-			case "NOT_FOUND":
-				_, err := classify("delete", beanstalk.ErrNotFound)
-				deleted(err)
-			default:
-				return fmt.Errorf("%w: delete %d answered %q", errOutOfStep, del, line)
+			if err != nil {
+				err = fmt.Errorf("delete: %w", err)
 			}
+			deleted(err)
 		}
-		var err error
-		r.ID, r.Body, err = cn.reserveAnswer()
+		rest, err := cn.expect("reserve", "RESERVED")
+		if err != nil {
+			return err
+		}
+		id, n, _ := strings.Cut(rest, " ")
+		r.ID, err = strconv.ParseUint(id, 10, 64)
+		size, nerr := strconv.ParseUint(n, 10, 64)
+		if err != nil || nerr != nil || size > maxBody {
+			return fmt.Errorf("%w: reserve answered RESERVED %s", errOutOfStep, rest)
+		}
+		r.Body, err = cn.data(size, "reserve")
 		return err
 	})
-	if errors.Is(err, beanstalk.ErrTimeout) || errors.Is(err, beanstalk.ErrDeadline) {
+	if errors.Is(err, errTimedOut) || errors.Is(err, errDeadlineSoon) {
 		return r, ErrNoJob
 	}
 	if err != nil {
 		return r, err
 	}
 	var s job.Stats
-	var refused error
 	err = c.run(ctx, "stats-job", 0, func() error {
 		cn := c.c
-		fmt.Fprintf(cn.bw, "stats-job %d\r\n", r.ID)
-		if err := cn.bw.Flush(); err != nil {
+		cn.cmd("stats-job", r.ID)
+		if err := cn.w.Flush(); err != nil {
 			return err
 		}
-		var err error
-		s, refused, err = cn.statsJobAnswer()
+		data, err := cn.yaml("stats-job")
+		if err != nil {
+			return err
+		}
+		s, err = parseJobStats(data)
 		return err
 	})
-	if err == nil {
-		err = refused
-	}
 	if err != nil {
 		// The reservation is tied to this connection; a failed stats-job
 		// leaves it usable, and the job's own fields are enough to work.
@@ -187,64 +196,30 @@ func (c *Consumer) reserve(ctx context.Context, wait time.Duration, del uint64, 
 	return r, nil
 }
 
-// readWatching reads the answers to the watch and ignore commands.
-func (c *Consumer) readWatching() error {
-	n := len(c.tubes)
-	if !slices.Contains(c.tubes, DefaultTube) {
-		n++
-	}
-	for range n {
-		line, err := c.c.line()
-		if err != nil {
-			return err
-		}
-		// NOT_IGNORED: default was the only tube watched, which cannot
-		// be when the tubes are watched first.
-		if !strings.HasPrefix(line, "WATCHING ") {
-			return fmt.Errorf("%w: watch answered %q", errOutOfStep, line)
-		}
-	}
-	return nil
-}
-
-// reserveAnswer reads the answer to a reserve: the job, or go-beanstalk's
-// ErrTimeout or ErrDeadline.
-func (c *conn) reserveAnswer() (uint64, []byte, error) {
-	line, err := c.line()
-	if err != nil {
-		return 0, nil, err
-	}
-	switch line {
-	case "TIMED_OUT":
-		return 0, nil, beanstalk.ErrTimeout
-	case "DEADLINE_SOON":
-		return 0, nil, beanstalk.ErrDeadline
-	}
-	var id uint64
-	var n int
-	if _, err := fmt.Sscanf(line, "RESERVED %d %d", &id, &n); err != nil || n < 0 {
-		return 0, nil, fmt.Errorf("%w: reserve answered %q", errOutOfStep, line)
-	}
-	body, err := c.data(n, "reserve")
-	return id, body, err
-}
-
 // Delete removes a job this consumer reserved.
 func (c *Consumer) Delete(ctx context.Context, id uint64) error {
-	return c.run(ctx, "delete", 0, func() error { return c.c.bc.Delete(id) })
+	return c.run(ctx, "delete", 0, func() error { return c.c.simple("delete", id, "DELETED") })
 }
 
 // Release puts a reserved job back, ready after delay.
 func (c *Consumer) Release(ctx context.Context, id uint64, pri uint32, delay time.Duration) error {
-	return c.run(ctx, "release", 0, func() error { return c.c.bc.Release(id, pri, delay) })
+	return c.run(ctx, "release", 0, func() error {
+		c.c.cmd("release", id, uint64(pri), seconds(delay))
+		_, err := c.c.roundTrip("release", "RELEASED")
+		return err
+	})
 }
 
 // Bury sets a reserved job aside until someone kicks it.
 func (c *Consumer) Bury(ctx context.Context, id uint64, pri uint32) error {
-	return c.run(ctx, "bury", 0, func() error { return c.c.bc.Bury(id, pri) })
+	return c.run(ctx, "bury", 0, func() error {
+		c.c.cmd("bury", id, uint64(pri))
+		_, err := c.c.roundTrip("bury", "BURIED")
+		return err
+	})
 }
 
 // Touch asks for more time on a reserved job: its TTR starts again.
 func (c *Consumer) Touch(ctx context.Context, id uint64) error {
-	return c.run(ctx, "touch", 0, func() error { return c.c.bc.Touch(id) })
+	return c.run(ctx, "touch", 0, func() error { return c.c.simple("touch", id, "TOUCHED") })
 }

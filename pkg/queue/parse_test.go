@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -26,4 +27,36 @@ func TestParseJobStats(t *testing.T) {
 
 	_, err = parseJobStats([]byte(data[:len(data)-len("kicks: 0\n")] + "kicks: -1\n"))
 	require.ErrorContains(t, err, `stats-job field "kicks" = "-1"`)
+}
+
+// Each of beanstalkd's answers that fails one command is its own error
+// and keeps the connection; an answer that says beanstalkd could not read
+// what we wrote, or one nobody expects, drops it as ErrUnavailable.
+func TestAnswerErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		line string
+		want error
+		keep bool
+	}{
+		{"NOT_FOUND", ErrNotFound, true},
+		{"JOB_TOO_BIG", ErrJobTooBig, true},
+		{"DRAINING", ErrDraining, true},
+		{"BURIED", errBuried, true},
+		{"TIMED_OUT", errTimedOut, true},
+		{"DEADLINE_SOON", errDeadlineSoon, true},
+		{"OUT_OF_MEMORY", errOutOfMemory, true},
+		{"INTERNAL_ERROR", errInternal, true},
+		{"BAD_FORMAT", errOutOfStep, false},
+		{"UNKNOWN_COMMAND", errOutOfStep, false},
+		{"EXPECTED_CRLF", errOutOfStep, false},
+		{"KICKED 1", errOutOfStep, false},
+	} {
+		err := answerError("delete", tc.line)
+		require.ErrorIs(t, err, tc.want, tc.line)
+		keep, err := classify("delete", err)
+		require.Equal(t, tc.keep, keep, tc.line)
+		require.Equal(t, !tc.keep, errors.Is(err, ErrUnavailable), "%s: %v", tc.line, err)
+		require.ErrorContains(t, err, "delete: ")
+	}
 }

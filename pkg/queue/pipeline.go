@@ -1,18 +1,14 @@
 package queue
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/beanstalkd/go-beanstalk"
 
 	"github.com/jobsys/jobs/pkg/job"
 )
@@ -142,7 +138,7 @@ func (pl *pipeline) withdraw(r *pipeReq) bool {
 // fail because that caller went away.
 func (p *Pool) send(ctx context.Context, batch []*pipeReq) {
 	answered := 0
-	err := p.with(context.WithoutCancel(ctx), batchOp(batch), func(c *conn) error {
+	err := p.with(context.WithoutCancel(ctx), batchOp(batch), func(c *client) error {
 		return c.pipelineBatch(batch, &answered)
 	})
 	for _, r := range batch[answered:] {
@@ -169,10 +165,7 @@ func batchOp(batch []*pipeReq) string {
 // returns is the connection's (I/O, or an answer out of step); a command
 // that beanstalkd refuses (a put too big, a stats-job of an unknown job)
 // is answered with its own error and the connection stays.
-func (c *conn) pipelineBatch(batch []*pipeReq, answered *int) error {
-	if c.br == nil {
-		c.br, c.bw, c.used = bufio.NewReader(c.nc), bufio.NewWriter(c.nc), DefaultTube
-	}
+func (c *client) pipelineBatch(batch []*pipeReq, answered *int) error {
 	// The requests of a batch are concurrent, so their order is free:
 	// puts grouped by tube, the connection's current tube first (with the
 	// stats-jobs, which need no tube), need one use per tube instead of
@@ -198,160 +191,61 @@ func (c *conn) pipelineBatch(batch []*pipeReq, answered *int) error {
 	useFirst := make([]bool, len(batch))
 	for i, r := range batch {
 		if r.statsJob {
-			fmt.Fprintf(c.bw, "stats-job %d\r\n", r.id)
+			c.cmd("stats-job", r.id)
 			continue
 		}
 		if r.tube != c.used {
-			fmt.Fprintf(c.bw, "use %s\r\n", r.tube)
+			c.cmdTube("use", r.tube)
 			c.used = r.tube
 			useFirst[i] = true
 		}
-		fmt.Fprintf(c.bw, "put %d %d %d %d\r\n", r.o.Priority, int64(r.o.Delay.Seconds()), int64(r.o.TTR.Seconds()), len(r.body))
-		c.bw.Write(r.body)
-		c.bw.WriteString("\r\n")
+		c.put(r.body, r.o)
 	}
-	if err := c.bw.Flush(); err != nil {
+	if err := c.w.Flush(); err != nil {
 		c.used = "" // unknown: the connection is dropped anyway
 		return err
 	}
 	for i, r := range batch {
+		var res pipeRes
 		if r.statsJob {
-			stats, refused, err := c.statsJobAnswer()
-			if err != nil {
-				return err
+			data, err := c.yaml("stats-job")
+			if err == nil {
+				res.stats, err = parseJobStats(data)
 			}
-			r.done <- pipeRes{stats: stats, err: refused}
-			*answered++
-			continue
-		}
-		if useFirst[i] {
-			line, err := c.line()
-			if err != nil {
-				return err
+			res.err = err
+		} else {
+			if useFirst[i] {
+				tube, err := c.expect("use", "USING")
+				if err == nil && tube != r.tube {
+					err = fmt.Errorf("%w: use %s answered USING %s", errOutOfStep, r.tube, tube)
+				}
+				if err != nil {
+					// The put that follows went to another tube, or the
+					// answers no longer match the commands: the
+					// connection is dropped and the rest of the batch
+					// fails.
+					return unread(err)
+				}
 			}
-			if line != "USING "+r.tube {
-				// The put that follows went to another tube, or the
-				// answers no longer match the commands: the connection
-				// is dropped and the rest of the batch fails.
-				return fmt.Errorf("%w: use %s answered %q", errOutOfStep, r.tube, line)
+			if res.id, res.err = c.putAnswer(); res.err != nil {
+				res.id = 0
 			}
 		}
-		line, err := c.line()
-		if err != nil {
-			return err
+		if res.err != nil {
+			if !keepsConn(res.err) {
+				return res.err
+			}
+			res.err = fmt.Errorf("%s: %w", r.op(), res.err)
 		}
-		id, err := parsePutAnswer(line)
-		if errors.Is(err, errOutOfStep) {
-			return err
-		}
-		if err != nil {
-			_, err = classify("put", err)
-		}
-		r.done <- pipeRes{id: id, err: err}
+		r.done <- res
 		*answered++
 	}
 	return nil
 }
 
-func (c *conn) line() (string, error) {
-	s, err := c.br.ReadString('\n')
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return "", err
-	}
-	return strings.TrimSuffix(s, "\r\n"), nil
-}
-
-// data reads the n bytes and the CRLF that follow an answer line of op
-// (a job's body, a stats-job's dictionary).
-func (c *conn) data(n int, op string) ([]byte, error) {
-	b := make([]byte, n+2)
-	if _, err := io.ReadFull(c.br, b); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, err
-	}
-	if string(b[n:]) != "\r\n" {
-		return nil, fmt.Errorf("%w: %s data not followed by CRLF", errOutOfStep, op)
-	}
-	return b[:n:n], nil
-}
-
-var errOutOfStep = errors.New("unexpected answer from beanstalkd")
-
-// parsePutAnswer reads beanstalkd's answer to a put: the new id, or the
-// go-beanstalk error for a refusal, so classify maps it as for any
-// command.
-func parsePutAnswer(line string) (uint64, error) {
-	word, rest, _ := strings.Cut(line, " ")
-	switch word {
-	case "INSERTED":
-		id, err := strconv.ParseUint(rest, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%w: %q", errOutOfStep, line)
-		}
-		return id, nil
-	case "BURIED":
-		return 0, beanstalk.ErrBuried
-	case "JOB_TOO_BIG":
-		return 0, beanstalk.ErrJobTooBig
-	case "DRAINING":
-		return 0, beanstalk.ErrDraining
-	case "OUT_OF_MEMORY":
-		return 0, beanstalk.ErrOOM
-	case "INTERNAL_ERROR":
-		return 0, beanstalk.ErrInternal
-	}
-	// EXPECTED_CRLF, BAD_FORMAT, UNKNOWN_COMMAND or anything else: what
-	// was written and what is read no longer match up.
-	return 0, fmt.Errorf("%w: %q", errOutOfStep, line)
-}
-
-// statsJobAnswer reads beanstalkd's answer to a stats-job: "OK <bytes>"
-// and a YAML dictionary. refused is an answer that is not the job's
-// statistics (NOT_FOUND and the like, or a dictionary that does not
-// parse), ready to hand to the caller; the connection stays good. err is
-// the connection's: I/O, or an answer out of step.
-func (c *conn) statsJobAnswer() (s job.Stats, refused, err error) {
-	line, err := c.line()
-	if err != nil {
-		return s, nil, err
-	}
-	word, rest, _ := strings.Cut(line, " ")
-	switch word {
-	case "OK":
-	case "NOT_FOUND":
-		_, refused = classify("stats-job", beanstalk.ErrNotFound)
-		return s, refused, nil
-	case "OUT_OF_MEMORY":
-		_, refused = classify("stats-job", beanstalk.ErrOOM)
-		return s, refused, nil
-	case "INTERNAL_ERROR":
-		_, refused = classify("stats-job", beanstalk.ErrInternal)
-		return s, refused, nil
-	default:
-		return s, nil, fmt.Errorf("%w: %q", errOutOfStep, line)
-	}
-	n, err := strconv.Atoi(rest)
-	if err != nil || n < 0 || n > maxStatsJob {
-		return s, nil, fmt.Errorf("%w: %q", errOutOfStep, line)
-	}
-	data, err := c.data(n, "stats-job")
-	if err != nil {
-		return s, nil, err
-	}
-	if s, err = parseJobStats(data); err != nil {
-		return s, fmt.Errorf("stats-job: %w", err), nil
-	}
-	return s, nil, nil
-}
-
-// maxStatsJob bounds a stats-job answer: about 300 bytes, plus a tube name
-// of up to 200.
-const maxStatsJob = 64 << 10
+// errBadStats: a stats-job answer that does not parse. The answer was
+// read whole, so the connection stays.
+var errBadStats = errors.New("bad stats-job answer")
 
 // parseJobStats reads the YAML dictionary of a stats-job answer ("---"
 // and "key: value" lines) straight into job.Stats; every numeric field
@@ -402,5 +296,8 @@ func parseJobStats(data []byte) (job.Stats, error) {
 		}
 	}
 	s.Pri = uint32(pri)
-	return s, errors.Join(errs...)
+	if len(errs) > 0 {
+		return s, fmt.Errorf("%w: %w", errBadStats, errors.Join(errs...))
+	}
+	return s, nil
 }

@@ -6,19 +6,22 @@
 // pool's command timeout, so an unreachable beanstalkd makes calls fail
 // fast instead of hanging; a connection that fails is dropped and the next
 // call dials again, so the pool reconnects by itself.
+//
+// Every connection speaks beanstalkd's protocol through one client of
+// this package's own (client.go), which can write many commands before it
+// reads their answers: the pool pipelines concurrent puts and stats-jobs
+// (pipeline.go), a consumer writes a delete with the next reserve, and
+// Advance writes its throwaway jobs in batches.
 package queue
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
-
-	"github.com/beanstalkd/go-beanstalk"
 
 	"github.com/jobsys/jobs/pkg/job"
 )
@@ -63,79 +66,25 @@ func ValidateTube(name string) error {
 	return nil
 }
 
-// conn is one connection and the deadline-capable socket under it.
-type conn struct {
-	nc net.Conn
-	bc *beanstalk.Conn
-	// br, bw and used serve pipelined commands (pipeline.go); used is
-	// the tube the connection uses for puts. go-beanstalk's own idea of the
-	// used tube is then stale, so pool code must not call its commands
-	// that depend on it (Tube.Put, the Peek* and Kick of a Tube).
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	used string
-}
-
-func dial(ctx context.Context, addr string, timeout time.Duration) (*conn, error) {
-	d := net.Dialer{Timeout: timeout, KeepAlive: 10 * time.Second}
-	nc, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("%w: dial beanstalkd at %s: %w", ErrUnavailable, addr, err)
-	}
-	return &conn{nc: nc, bc: beanstalk.NewConn(nc)}, nil
-}
-
-// do runs f under a deadline and translates its error. It reports whether
-// the connection is still good.
-func (c *conn) do(ctx context.Context, timeout time.Duration, op string, f func() error) (bool, error) {
-	deadline := time.Now().Add(timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	if err := ctx.Err(); err != nil {
-		return true, fmt.Errorf("%s: %w", op, err)
-	}
-	_ = c.nc.SetDeadline(deadline)
-	err := f()
-	if err == nil {
-		return true, nil
-	}
-	return classify(op, err)
-}
-
-// classify maps go-beanstalk's errors to ours and says whether the
-// connection can be kept: protocol answers leave it usable, I/O errors
-// do not.
-func classify(op string, err error) (bool, error) {
-	switch {
-	case errors.Is(err, beanstalk.ErrNotFound):
-		return true, fmt.Errorf("%s: %w", op, ErrNotFound)
-	case errors.Is(err, beanstalk.ErrJobTooBig):
-		return true, fmt.Errorf("%s: %w", op, ErrJobTooBig)
-	case errors.Is(err, beanstalk.ErrDraining):
-		return true, fmt.Errorf("%s: %w", op, ErrDraining)
-	case errors.Is(err, beanstalk.ErrTimeout), errors.Is(err, beanstalk.ErrDeadline),
-		errors.Is(err, beanstalk.ErrBuried), errors.Is(err, beanstalk.ErrNotIgnored):
-		return true, fmt.Errorf("%s: %w", op, err)
-	case errors.Is(err, beanstalk.ErrBadFormat), errors.Is(err, beanstalk.ErrUnknown),
-		errors.Is(err, beanstalk.ErrOOM), errors.Is(err, beanstalk.ErrInternal):
-		return true, fmt.Errorf("%s: beanstalkd refused: %w", op, err)
-	}
-	return false, fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
-}
-
-func (c *conn) close() { _ = c.nc.Close() }
-
 // Pool is a set of connections for short commands, safe for concurrent
-// use. It dials lazily and drops connections that fail.
+// use. It dials lazily and drops connections that fail; when one fails
+// with ErrUnavailable it drops the idle ones too: after beanstalkd
+// restarts they all point at the dead process, and each would fail one
+// call.
 type Pool struct {
 	addr        string
 	dialTimeout time.Duration
 	cmdTimeout  time.Duration
-	idle        chan *conn
-	onConnect   func(ctx context.Context, stats map[string]string) error
+	idle        chan *client
+	onConnect   atomic.Pointer[OnConnect]
 	pipeline    *pipeline
 }
+
+// OnConnect is called with the server's stats each time the pool dials a
+// new connection, before the connection is used: a caller can tell from
+// the stats' "id" and "pid" that beanstalkd restarted. An error fails the
+// call that dialed.
+type OnConnect func(ctx context.Context, stats map[string]string) error
 
 // PoolConfig configures a Pool.
 type PoolConfig struct {
@@ -144,11 +93,6 @@ type PoolConfig struct {
 	MaxIdle int
 	// Timeout bounds dialing and each command (default 2s).
 	Timeout time.Duration
-	// OnConnect, when set, is called with the server's stats each time the
-	// pool dials a new connection, before the connection is used: a caller
-	// can tell from the stats' "id" and "pid" that beanstalkd restarted. An
-	// error fails the call that dialed.
-	OnConnect func(ctx context.Context, stats map[string]string) error
 	// PutSenders is how many connections send puts at the same time
 	// (default 2); concurrent puts beyond that are pipelined onto them.
 	PutSenders int
@@ -165,8 +109,19 @@ func NewPool(cfg PoolConfig) *Pool {
 	if cfg.PutSenders <= 0 {
 		cfg.PutSenders = 2
 	}
-	return &Pool{addr: cfg.Addr, dialTimeout: cfg.Timeout, cmdTimeout: cfg.Timeout, idle: make(chan *conn, cfg.MaxIdle), onConnect: cfg.OnConnect,
+	return &Pool{addr: cfg.Addr, dialTimeout: cfg.Timeout, cmdTimeout: cfg.Timeout, idle: make(chan *client, cfg.MaxIdle),
 		pipeline: newPipeline(cfg.PutSenders)}
+}
+
+// SetOnConnect makes f see every connection the pool dials from now on
+// (nil: none). Connections dialed before are not shown to it, so a caller
+// that must see the first one sets it before the pool's first use.
+func (p *Pool) SetOnConnect(f OnConnect) {
+	if f == nil {
+		p.onConnect.Store(nil)
+		return
+	}
+	p.onConnect.Store(&f)
 }
 
 // Addr is the address the pool dials.
@@ -184,8 +139,18 @@ func (p *Pool) Close() error {
 	}
 }
 
-func (p *Pool) with(ctx context.Context, op string, f func(c *conn) error) error {
-	var c *conn
+// with runs f on an idle connection, or on a new one. A connection that
+// fails is dropped, and with it every idle one.
+func (p *Pool) with(ctx context.Context, op string, f func(c *client) error) error {
+	err := p.withConn(ctx, op, f)
+	if errors.Is(err, ErrUnavailable) {
+		_ = p.Close()
+	}
+	return err
+}
+
+func (p *Pool) withConn(ctx context.Context, op string, f func(c *client) error) error {
+	var c *client
 	select {
 	case c = <-p.idle:
 	default:
@@ -196,8 +161,8 @@ func (p *Pool) with(ctx context.Context, op string, f func(c *conn) error) error
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
-		if p.onConnect != nil {
-			if err := p.connected(ctx, c); err != nil {
+		if hook := p.onConnect.Load(); hook != nil {
+			if err := p.connected(ctx, c, *hook); err != nil {
 				return fmt.Errorf("%s: %w", op, err)
 			}
 		}
@@ -217,15 +182,15 @@ func (p *Pool) with(ctx context.Context, op string, f func(c *conn) error) error
 
 // connected runs the OnConnect hook for a new connection, closing the
 // connection when it fails.
-func (p *Pool) connected(ctx context.Context, c *conn) error {
+func (p *Pool) connected(ctx context.Context, c *client, hook OnConnect) error {
 	var stats map[string]string
 	ok, err := c.do(ctx, p.cmdTimeout, "stats", func() error {
 		var err error
-		stats, err = c.bc.Stats()
+		stats, err = c.serverStats()
 		return err
 	})
 	if err == nil {
-		err = p.onConnect(ctx, stats)
+		err = hook(ctx, stats)
 	}
 	if err != nil || !ok {
 		c.close()
@@ -273,20 +238,20 @@ func (p *Pool) StatsJob(ctx context.Context, id uint64) (job.Stats, error) {
 // deleted only by the connection that reserved it: here it answers
 // ErrNotFound, and callers check the state first to tell the two apart.
 func (p *Pool) Delete(ctx context.Context, id uint64) error {
-	return p.with(ctx, "delete", func(c *conn) error { return c.bc.Delete(id) })
+	return p.with(ctx, "delete", func(c *client) error { return c.simple("delete", id, "DELETED") })
 }
 
 // Kick moves a buried or delayed job to ready.
 func (p *Pool) Kick(ctx context.Context, id uint64) error {
-	return p.with(ctx, "kick-job", func(c *conn) error { return c.bc.KickJob(id) })
+	return p.with(ctx, "kick-job", func(c *client) error { return c.simple("kick-job", id, "KICKED") })
 }
 
 // ServerStats returns beanstalkd's stats as strings, by name.
 func (p *Pool) ServerStats(ctx context.Context) (map[string]string, error) {
 	var m map[string]string
-	err := p.with(ctx, "stats", func(c *conn) error {
+	err := p.with(ctx, "stats", func(c *client) error {
 		var err error
-		m, err = c.bc.Stats()
+		m, err = c.serverStats()
 		return err
 	})
 	return m, err
@@ -307,23 +272,14 @@ func (p *Pool) MaxJobSize(ctx context.Context) (int, error) {
 
 // Tubes returns the statistics of every tube beanstalkd has.
 func (p *Pool) Tubes(ctx context.Context) (map[string]job.TubeStats, error) {
-	out := map[string]job.TubeStats{}
-	err := p.with(ctx, "list-tubes", func(c *conn) error {
-		names, err := c.bc.ListTubes()
+	var out map[string]job.TubeStats
+	err := p.with(ctx, "list-tubes", func(c *client) error {
+		names, err := c.listTubes()
 		if err != nil {
 			return err
 		}
-		for _, name := range names {
-			m, err := beanstalk.NewTube(c.bc, name).Stats()
-			if errors.Is(err, beanstalk.ErrNotFound) {
-				continue // the tube went away between the two commands
-			}
-			if err != nil {
-				return err
-			}
-			out[name] = tubeStatsOf(m)
-		}
-		return nil
+		out, err = c.tubeStats(names)
+		return err
 	})
 	return out, err
 }

@@ -1,12 +1,12 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
-
-	"github.com/beanstalkd/go-beanstalk"
 
 	"github.com/jobsys/jobs/pkg/job"
 )
@@ -14,32 +14,55 @@ import (
 // TubeNames returns the names of the tubes beanstalkd has (list-tubes).
 func (p *Pool) TubeNames(ctx context.Context) ([]string, error) {
 	var names []string
-	err := p.with(ctx, "list-tubes", func(c *conn) error {
+	err := p.with(ctx, "list-tubes", func(c *client) error {
 		var err error
-		names, err = c.bc.ListTubes()
+		names, err = c.listTubes()
 		return err
 	})
 	return names, err
 }
 
 // TubeStats returns the statistics of the named tubes (stats-tube each,
-// on one connection); a tube that does not exist is left out.
+// pipelined on one connection); a tube that does not exist is left out.
 func (p *Pool) TubeStats(ctx context.Context, names []string) (map[string]job.TubeStats, error) {
-	out := make(map[string]job.TubeStats, len(names))
-	err := p.with(ctx, "stats-tube", func(c *conn) error {
-		for _, name := range names {
-			m, err := beanstalk.NewTube(c.bc, name).Stats()
-			if errors.Is(err, beanstalk.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			out[name] = tubeStatsOf(m)
-		}
-		return nil
+	var out map[string]job.TubeStats
+	err := p.with(ctx, "stats-tube", func(c *client) error {
+		var err error
+		out, err = c.tubeStats(names)
+		return err
 	})
 	return out, err
+}
+
+// tubeStats runs stats-tube for each name, maxPipelined at a time: a
+// batch's answers, a few hundred bytes each, must fit in the socket
+// buffers while beanstalkd reads the rest of the batch.
+func (c *client) tubeStats(names []string) (map[string]job.TubeStats, error) {
+	out := make(map[string]job.TubeStats, len(names))
+	var refused error
+	for batch := range slices.Chunk(names, maxPipelined) {
+		for _, name := range batch {
+			c.cmdTube("stats-tube", name)
+		}
+		if err := c.w.Flush(); err != nil {
+			return nil, err
+		}
+		for _, name := range batch {
+			m, err := c.dict("stats-tube")
+			switch {
+			case errors.Is(err, ErrNotFound):
+				// The tube went away, or never was.
+			case keepsConn(err):
+				// The rest of the batch is still to be read.
+				refused = cmp.Or(refused, err)
+			case err != nil:
+				return nil, err
+			default:
+				out[name] = tubeStatsOf(m)
+			}
+		}
+	}
+	return out, refused
 }
 
 // Totals returns the job counts over every tube and the number of tubes,

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	pkgconfig "github.com/jobsys/jobs/pkg/config"
-	"github.com/jobsys/jobs/pkg/job"
 	"github.com/jobsys/jobs/pkg/queue"
 	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/services/manager/internal/api"
@@ -45,17 +44,8 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	}
 	log := pkgconfig.NewLogger(stdout, cfg.Log)
 
-	// The fence sees every new queue connection first, so a beanstalkd
-	// restarted without its binlog is caught before a put reuses an id.
-	var f *fence.Fence
-	pool := queue.NewPool(queue.PoolConfig{Addr: cfg.Beanstalk.Addr(), OnConnect: func(ctx context.Context, stats map[string]string) error {
-		if f == nil { // connections made at start, before the fence exists
-			return nil
-		}
-		return f.OnConnect(ctx, stats)
-	}})
+	pool := queue.NewPool(queue.PoolConfig{Addr: cfg.Beanstalk.Addr()})
 	defer pool.Close()
-	q := flushingPool{pool}
 	if err := checkJobSize(ctx, pool, cfg.MaxJobSize, log); err != nil {
 		return err
 	}
@@ -77,8 +67,12 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 		Help: "Puts that beanstalkd answered with an id already taken (it was restarted without a binlog).",
 	})
 	reg.MustRegister(fenced)
-	f = fence.New(q, results, log)
+	f := fence.New(pool, results, log)
 	f.OnFence = fenced.Inc
+	// The fence sees every new queue connection from here on first, so a
+	// beanstalkd restarted without its binlog is caught before a put
+	// reuses an id; the Sync below covers the connection made before.
+	pool.SetOnConnect(f.OnConnect)
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	synced := f.Sync(sctx) == nil
 	cancel()
@@ -87,7 +81,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	}
 
 	handler := api.New(api.Deps{
-		Queue: q, Enqueuer: f, Results: results, Logger: log, Registry: reg,
+		Queue: pool, Enqueuer: f, Results: results, Logger: log, Registry: reg,
 		Config: api.Config{
 			MaxJobSize: cfg.MaxJobSize, DefaultTTR: cfg.DefaultTTR, CORSOrigins: cfg.CORSOrigins,
 			Token: cfg.APIToken, ProtectReads: cfg.ProtectReads,
@@ -115,7 +109,6 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	wg.Go(func() {
 		f.Watch(wctx, fence.WatchOptions{
 			Synced: synced,
-			OnDown: func() { _ = pool.Close() },
 			OnUp: func(stats map[string]string) {
 				if n, err := strconv.Atoi(stats["max-job-size"]); err == nil && n < cfg.MaxJobSize {
 					log.Error("MAX_JOB_SIZE is larger than beanstalkd's max-job-size: large jobs will be refused with 413",
@@ -177,50 +170,9 @@ func checkJobSize(ctx context.Context, pool *queue.Pool, max int, log *slog.Logg
 	return nil
 }
 
-// flushingPool drops the pool's idle connections when one fails: after
-// beanstalkd restarts they all point at the dead process, and each would
-// fail one request.
-type flushingPool struct{ *queue.Pool }
-
-func (p flushingPool) check(err error) error {
-	if errors.Is(err, queue.ErrUnavailable) {
-		_ = p.Pool.Close()
-	}
-	return err
-}
-
-func (p flushingPool) Put(ctx context.Context, body []byte, o queue.PutOptions) (uint64, error) {
-	id, err := p.Pool.Put(ctx, body, o)
-	return id, p.check(err)
-}
-
-func (p flushingPool) StatsJob(ctx context.Context, id uint64) (job.Stats, error) {
-	s, err := p.Pool.StatsJob(ctx, id)
-	return s, p.check(err)
-}
-
-func (p flushingPool) Delete(ctx context.Context, id uint64) error {
-	return p.check(p.Pool.Delete(ctx, id))
-}
-
-func (p flushingPool) Kick(ctx context.Context, id uint64) error {
-	return p.check(p.Pool.Kick(ctx, id))
-}
-
-func (p flushingPool) Ping(ctx context.Context) error {
-	return p.check(p.Pool.Ping(ctx))
-}
-
-func (p flushingPool) ServerStats(ctx context.Context) (map[string]string, error) {
-	m, err := p.Pool.ServerStats(ctx)
-	return m, p.check(err)
-}
-
 var (
-	_ api.Queue    = flushingPool{}
 	_ api.Enqueuer = (*fence.Fence)(nil)
 	_ api.Results  = (*store.Results)(nil)
-	_ fence.Queue  = flushingPool{}
 	_ fence.Store  = (*store.Results)(nil)
 )
 

@@ -165,8 +165,8 @@ func (f *Fence) Sync(ctx context.Context) error {
 	return f.advance(ctx)
 }
 
-// OnConnect is the queue pool's hook for each new connection (set it as
-// queue.PoolConfig.OnConnect). A new connection after a restart is the
+// OnConnect is the queue pool's hook for each new connection (set it
+// with queue.Pool.SetOnConnect). A new connection after a restart is the
 // first thing that sees the new process, before any put on it: when the
 // process differs from the last one, the fence is raised to every id
 // handed out so far and beanstalkd's counter is moved past it before the
@@ -191,8 +191,7 @@ func (f *Fence) OnConnect(ctx context.Context, stats map[string]string) error {
 type WatchOptions struct {
 	// Every is the time between checks (default 1s).
 	Every time.Duration
-	// OnDown is called when beanstalkd stops answering, for example to
-	// drop pooled connections that point at the dead server.
+	// OnDown is called when beanstalkd stops answering.
 	OnDown func()
 	// OnUp is called with beanstalkd's stats when it answers again or
 	// answers as a new process.

@@ -40,17 +40,14 @@ func setup(t *testing.T) bundle {
 	t.Helper()
 	env := testenv.Setup(t)
 	b := bundle{bs: testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{}), logs: &testenv.LogBuffer{}}
-	var f *fence.Fence
-	b.pool = queue.NewPool(queue.PoolConfig{Addr: b.bs.Addr(), OnConnect: func(ctx context.Context, stats map[string]string) error {
-		return f.OnConnect(ctx, stats)
-	}})
+	b.pool = queue.NewPool(queue.PoolConfig{Addr: b.bs.Addr()})
 	t.Cleanup(func() { b.pool.Close() })
 	client, err := store.Connect(env.Mongo.URL, "fence-test", 2*time.Second)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
 	b.results = store.NewResults(client, env.DB, "completed")
-	f = fence.New(b.pool, b.results, slog.New(slog.NewTextHandler(b.logs, nil)))
-	b.fence = f
+	b.fence = fence.New(b.pool, b.results, slog.New(slog.NewTextHandler(b.logs, nil)))
+	b.pool.SetOnConnect(b.fence.OnConnect)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("log:\n%s", b.logs.String())
