@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -23,9 +22,6 @@ import (
 	"github.com/jobsys/jobs/services/worker/internal/handler"
 	"github.com/jobsys/jobs/services/worker/internal/worker"
 )
-
-// indexRetryMax caps the wait between tries to create the indexes.
-const indexRetryMax = 30 * time.Second
 
 // run is the whole service: it reads the configuration from getenv, logs
 // to stdout, serves /healthz and /metrics, and works jobs until ctx is
@@ -87,7 +83,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}()
 	log.Info("metrics listening", "addr", ln.Addr().String())
 
-	wg.Go(func() { ensureIndexes(ctx, results, 2*cfg.StoreTimeout, log) })
+	// The worker starts, and keeps its jobs waiting, while MongoDB is
+	// down; Prepare makes the indexes when it answers.
+	wg.Go(func() { _ = results.Prepare(ctx, 2*cfg.StoreTimeout, log) })
 
 	w := worker.New(worker.Config{
 		Addr:          cfg.Beanstalk.Addr(),
@@ -111,31 +109,4 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	log.Info("worker stopped")
 	return nil
-}
-
-// ensureIndexes creates the results indexes, trying again with backoff
-// while MongoDB is unreachable: the worker starts and keeps its jobs
-// waiting rather than crash-looping.
-func ensureIndexes(ctx context.Context, results *store.Results, timeout time.Duration, log *slog.Logger) {
-	wait := time.Second
-	for {
-		ictx, cancel := context.WithTimeout(ctx, timeout)
-		err := results.EnsureIndexes(ictx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		log.Warn("creating the results indexes failed; trying again later", "err", err, "retry_in", wait.String())
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		wait = min(wait*2, indexRetryMax)
-	}
 }
