@@ -3,7 +3,6 @@ module github.com/jobsys/jobs/services/worker
 go 1.26.0
 
 require (
-	github.com/beanstalkd/go-beanstalk v0.2.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/joho/godotenv v1.5.1 // indirect
