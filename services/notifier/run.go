@@ -114,7 +114,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 		}
 	})
 	wg.Go(func() { _ = tr.Run(ctx) })
-	wg.Go(func() { ensureIndexes(ctx, results, log) })
+	wg.Go(func() { _ = results.Prepare(ctx, 10*time.Second, log) })
 
 	var runErr error
 	select {
@@ -148,23 +148,4 @@ func (c countedLookups) FindMany(ctx context.Context, ids []uint64) (map[uint64]
 	c.m.StoreLookups.Inc()
 	c.m.StoreLookupJobs.Add(float64(len(ids)))
 	return c.r.FindMany(ctx, ids)
-}
-
-// ensureIndexes creates the index the feed and replays read by, retrying
-// while MongoDB is not up.
-func ensureIndexes(ctx context.Context, r *store.Results, log *slog.Logger) {
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := r.EnsureIndexes(ictx)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		log.Warn("create indexes", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
 }
