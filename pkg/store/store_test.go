@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -486,25 +487,30 @@ func TestUnavailable(t *testing.T) {
 	require.NoError(t, stores[store.Auto].Ping(ctx))
 
 	m.Stop()
-	for _, impl := range impls {
-		s := stores[impl]
-		for name, op := range map[string]func() error{
-			"Save":          func() error { return s.Save(ctx, result(1, "a", base)) },
-			"Find":          func() error { _, err := s.Find(ctx, 1); return err },
-			"FindMany":      func() error { _, err := s.FindMany(ctx, []uint64{1, 2}); return err },
-			"After":         func() error { _, err := s.After(ctx, time.Time{}, 0, 10); return err },
-			"EnsureIndexes": func() error { return s.EnsureIndexes(ctx) },
-			"QuickCount":    func() error { _, _, err := s.QuickCount(ctx); return err },
-			"Ping":          func() error { return s.Ping(ctx) },
-		} {
-			if (impl == store.MongoDB && name == "QuickCount") || (impl == store.FerretDB && name == "EnsureIndexes") {
-				continue // by design it asks the server nothing
-			}
-			start := time.Now()
-			require.ErrorIs(t, op(), store.ErrUnavailable, "%s on %q", name, impl)
-			require.Less(t, time.Since(start), 3*time.Second, "%s on %q", name, impl)
+	t.Run("down", func(t *testing.T) {
+		for _, impl := range impls {
+			s := stores[impl]
+			t.Run(cmp.Or(string(impl), "auto"), func(t *testing.T) {
+				t.Parallel()
+				for name, op := range map[string]func() error{
+					"Save":          func() error { return s.Save(ctx, result(1, "a", base)) },
+					"Find":          func() error { _, err := s.Find(ctx, 1); return err },
+					"FindMany":      func() error { _, err := s.FindMany(ctx, []uint64{1, 2}); return err },
+					"After":         func() error { _, err := s.After(ctx, time.Time{}, 0, 10); return err },
+					"EnsureIndexes": func() error { return s.EnsureIndexes(ctx) },
+					"QuickCount":    func() error { _, _, err := s.QuickCount(ctx); return err },
+					"Ping":          func() error { return s.Ping(ctx) },
+				} {
+					if (impl == store.MongoDB && name == "QuickCount") || (impl == store.FerretDB && name == "EnsureIndexes") {
+						continue // by design it asks the server nothing
+					}
+					start := time.Now()
+					require.ErrorIs(t, op(), store.ErrUnavailable, name)
+					require.Less(t, time.Since(start), 3*time.Second, name)
+				}
+			})
 		}
-	}
+	})
 
 	require.NoError(t, m.Restart())
 	require.Eventually(t, func() bool { return stores[store.Auto].Ping(ctx) == nil }, 10*time.Second, 100*time.Millisecond)
