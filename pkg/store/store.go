@@ -1,6 +1,11 @@
 // Package store is the MongoDB results store: it saves completed jobs
 // without ever overwriting one, finds them by id, and reads them in
 // completion order for the notifier's feed and replays.
+//
+// MongoDB and FerretDB (devmongo, the development server) need different
+// writes and indexes. Each has its own backend (backend.go), chosen once
+// per store; every read is the same on both. One contract suite
+// (TestContract) runs against each backend.
 package store
 
 import (
