@@ -180,14 +180,23 @@ type Mongo struct {
 	URL        string
 	DB         string
 	Collection string
+	// Server is auto (ask the server what it is), mongodb or ferretdb:
+	// how results are stamped and indexed (pkg/store).
+	Server string
 }
 
-// Mongo reads MONGO_URL, MONGO_DB and MONGO_COLLECTION.
+// Mongo reads MONGO_URL, MONGO_DB, MONGO_COLLECTION and MONGO_SERVER.
 func (r *Reader) Mongo() Mongo {
 	m := Mongo{
 		URL:        r.String("mongodb://127.0.0.1:27017", "MONGO_URL"),
 		DB:         r.String("jobs", "MONGO_DB"),
 		Collection: r.String("completed", "MONGO_COLLECTION"),
+		Server:     strings.ToLower(r.String("auto", "MONGO_SERVER")),
+	}
+	switch m.Server {
+	case "auto", "mongodb", "ferretdb":
+	default:
+		r.Failf("MONGO_SERVER", "%q is not auto, mongodb or ferretdb", m.Server)
 	}
 	if !strings.HasPrefix(m.URL, "mongodb://") && !strings.HasPrefix(m.URL, "mongodb+srv://") {
 		r.Failf("MONGO_URL", "%q must start with mongodb:// or mongodb+srv://", m.URL)

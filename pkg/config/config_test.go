@@ -18,7 +18,7 @@ func TestDefaults(t *testing.T) {
 	r := config.NewReader(env(nil))
 	require.Equal(t, "127.0.0.1:11300", r.Beanstalk().Addr())
 	m := r.Mongo()
-	require.Equal(t, config.Mongo{URL: "mongodb://127.0.0.1:27017", DB: "jobs", Collection: "completed"}, m)
+	require.Equal(t, config.Mongo{URL: "mongodb://127.0.0.1:27017", DB: "jobs", Collection: "completed", Server: "auto"}, m)
 	require.NoError(t, r.Err())
 }
 
@@ -27,6 +27,7 @@ func TestEveryBadValueIsNamed(t *testing.T) {
 	r := config.NewReader(env(map[string]string{
 		"BEANSTALK_PORT": "70000",
 		"MONGO_URL":      "http://x",
+		"MONGO_SERVER":   "postgres",
 		"D":              "-1s",
 		"B":              "maybe",
 		"L":              " , ",
@@ -38,7 +39,7 @@ func TestEveryBadValueIsNamed(t *testing.T) {
 	r.List("L", nil)
 	err := r.Err()
 	require.Error(t, err)
-	for _, name := range []string{"BEANSTALK_PORT", "MONGO_URL", "D:", "B:", "L:"} {
+	for _, name := range []string{"BEANSTALK_PORT", "MONGO_URL", "MONGO_SERVER", "D:", "B:", "L:"} {
 		require.Contains(t, err.Error(), name)
 	}
 }

@@ -59,7 +59,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 		defer cancel()
 		_ = client.Disconnect(dctx)
 	}()
-	results := store.NewResults(client, cfg.Mongo.DB, cfg.Mongo.Collection)
+	results := store.NewResults(client, cfg.Mongo.DB, cfg.Mongo.Collection, store.WithServer(store.Server(cfg.Mongo.Server)))
 
 	reg := prometheus.NewRegistry()
 	fenced := prometheus.NewCounter(prometheus.CounterOpts{

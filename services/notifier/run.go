@@ -47,7 +47,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 		return err
 	}
 	defer func() { _ = client.Disconnect(context.Background()) }()
-	results := store.NewResults(client, cfg.Mongo.DB, cfg.Mongo.Collection)
+	results := store.NewResults(client, cfg.Mongo.DB, cfg.Mongo.Collection, store.WithServer(store.Server(cfg.Mongo.Server)))
 	pool := queue.NewPool(queue.PoolConfig{Addr: cfg.Beanstalk.Addr()})
 	defer pool.Close()
 	m := metrics.New()

@@ -52,7 +52,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		defer cancel()
 		_ = client.Disconnect(dctx)
 	}()
-	results := store.NewResults(client, cfg.Mongo.DB, cfg.Mongo.Collection)
+	results := store.NewResults(client, cfg.Mongo.DB, cfg.Mongo.Collection, store.WithServer(store.Server(cfg.Mongo.Server)))
 
 	reg := prometheus.NewRegistry()
 	metrics := worker.NewMetrics(reg)

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -180,6 +182,44 @@ func httpGet(t *testing.T, url string) string {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	return string(b)
+}
+
+// MONGO_SERVER overrides what buildInfo says: devmongo answers as
+// FerretDB, and with MONGO_SERVER=mongodb the worker takes MongoDB's
+// path, the server-stamped insert and its indexes; by default it asks and
+// makes none.
+func TestMongoServerChoosesTheStorePath(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		server  string
+		indexes []string
+	}{
+		{"", []string{"_id_"}},
+		{"mongodb", []string{"_id_", "completed_at", "stored_at_id"}},
+	} {
+		t.Run(cmp.Or(tc.server, "auto"), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			logs := startWorker(t, b.env(map[string]string{"MONGO_SERVER": tc.server}))
+			id := put(t, b, b.Tube, `{"example":"data"}`, time.Minute)
+			waitGone(t, b, id, 20*time.Second)
+			r, err := find(b, id)
+			require.NoError(t, err)
+			require.Equal(t, "09ee943c4fa33cd5a355eb7a4e38f7ef", r.Hash)
+			require.False(t, r.StoredAt.IsZero())
+			require.Eventually(t, func() bool { return strings.Contains(logs.String(), "results store ready") }, 10*time.Second, 20*time.Millisecond)
+			want := cmp.Or(tc.server, "ferretdb")
+			require.Contains(t, logs.String(), "server="+want)
+			specs, err := b.Store.Collection().Indexes().ListSpecifications(testenv.Context(t, 5*time.Second))
+			require.NoError(t, err)
+			var names []string
+			for _, s := range specs {
+				names = append(names, s.Name)
+			}
+			slices.Sort(names)
+			require.Equal(t, tc.indexes, names)
+		})
+	}
 }
 
 func TestRedeliveredJobIsDeletedWithoutASecondResult(t *testing.T) {

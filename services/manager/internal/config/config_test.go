@@ -20,7 +20,7 @@ func TestDefaults(t *testing.T) {
 	c, err := config.Load(env(nil), false)
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:11300", c.Beanstalk.Addr())
-	require.Equal(t, pkgconfig.Mongo{URL: "mongodb://127.0.0.1:27017", DB: "jobs", Collection: "completed"}, c.Mongo)
+	require.Equal(t, pkgconfig.Mongo{URL: "mongodb://127.0.0.1:27017", DB: "jobs", Collection: "completed", Server: "auto"}, c.Mongo)
 	require.Equal(t, pkgconfig.Log{Format: "json", Level: "info"}, c.Log)
 	require.Equal(t, "", c.ListenHost)
 	require.Equal(t, 8080, c.ListenPort)
