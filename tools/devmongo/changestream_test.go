@@ -152,8 +152,8 @@ func TestUpsertShapesOfTheWorker(t *testing.T) {
 	defer cs.Close(ctx)
 
 	// store.Results.Save on MongoDB: an insert-only upsert stamped by the
-	// server's clock.
-	filter := bson.D{{Key: "_id", Value: int64(7)}, {Key: "stored_at", Value: bson.D{{Key: "$exists", Value: false}}}}
+	// server's clock; its filter requires a field no document has.
+	filter := bson.D{{Key: "_id", Value: int64(7)}, {Key: "_insert_only", Value: bson.D{{Key: "$exists", Value: true}}}}
 	update := bson.D{
 		{Key: "$setOnInsert", Value: bson.D{{Key: "hash", Value: "h"}, {Key: "payload", Value: "{}"}}},
 		{Key: "$currentDate", Value: bson.D{{Key: "stored_at", Value: true}}},
@@ -167,6 +167,8 @@ func TestUpsertShapesOfTheWorker(t *testing.T) {
 	require.Equal(t, "h", e.FullDocument.Lookup("hash").StringValue())
 	_, ok := e.FullDocument.Lookup("stored_at").DateTimeOK()
 	require.True(t, ok, "fullDocument is the stored document, stamp included: %s", e.FullDocument)
+	_, err = e.FullDocument.LookupErr("_insert_only")
+	require.Error(t, err, "the filter's field is not stored: %s", e.FullDocument)
 
 	// The same job again: the filter cannot match, the insert collides.
 	_, err = coll.UpdateOne(ctx, filter, update, options.UpdateOne().SetUpsert(true))

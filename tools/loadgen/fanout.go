@@ -212,6 +212,7 @@ func (b *bench) fanout(ctx context.Context) error {
 	m := b.st.meter()
 	waitBroadcastProfile := b.profile(ctx, "fanout-broadcast", time.Duration(fanoutRounds+1)*(b.st.pollInterval+300*time.Millisecond), "notifier")
 	var all []time.Duration
+	results := store.NewResults(b.st.mongo, b.st.mongoDB, b.st.mongoColl)
 	for k := range fanoutRounds + 1 {
 		id := ids[k]
 		b.prog.set(-1, fmt.Sprintf("broadcast %d/%d to %d clients", k, fanoutRounds, f.Connected))
@@ -219,7 +220,7 @@ func (b *bench) fanout(ctx context.Context) error {
 		r := job.Result{ID: id, Hash: job.Hash("{}"), Payload: "{}", Tube: "bench-fanout", Worker: "loadgen",
 			Attempts: 1, StartedAt: t0.UTC(), CompletedAt: t0.UTC()}
 		// Stored as a worker stores it, so the feed sees it as it would.
-		if err := store.NewResults(b.st.mongo, b.st.mongoDB, b.st.mongoColl).Save(ctx, r); err != nil {
+		if err := results.Save(ctx, r); err != nil {
 			return fmt.Errorf("insert broadcast result: %w", err)
 		}
 		deadline := time.Now().Add(5*time.Second + 2*b.st.pollInterval)
