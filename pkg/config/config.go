@@ -234,3 +234,61 @@ func (r *Reader) Log(terminal bool) Log {
 	}
 	return l
 }
+
+// Service is what every service reads the same way.
+type Service struct {
+	Beanstalk Beanstalk
+	Mongo     Mongo
+	Log       Log
+}
+
+// Open returns a Reader over getenv and, under it, the .env file in the
+// working directory (the real environment wins), with the settings every
+// service shares read already. terminal says whether stdout is a
+// terminal, which makes text the default log format. The service reads its
+// own settings from the Reader and then returns its Err.
+func Open(getenv Getenv, terminal bool) (*Reader, Service, error) {
+	getenv, err := WithDotEnv(getenv, ".env")
+	if err != nil {
+		return nil, Service{}, err
+	}
+	r := NewReader(getenv)
+	return r, Service{Beanstalk: r.Beanstalk(), Mongo: r.Mongo(), Log: r.Log(terminal)}, nil
+}
+
+// APIToken reads API_TOKEN, or the file API_TOKEN_FILE names (a Docker
+// secret; surrounding space trimmed), refusing both at once, an empty
+// file, and a token that is not visible ASCII without spaces: the same
+// token must work in a header and in a URL.
+func (r *Reader) APIToken() string {
+	tok := r.String("", "API_TOKEN")
+	file := r.String("", "API_TOKEN_FILE")
+	name := "API_TOKEN"
+	if file != "" {
+		name = "API_TOKEN_FILE"
+		if tok != "" {
+			r.Failf(name, "set API_TOKEN or API_TOKEN_FILE, not both")
+			return ""
+		}
+		b, err := os.ReadFile(file)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			r.Failf(name, "%q does not exist", file)
+			return ""
+		case err != nil:
+			r.Failf(name, "read %q: %v", file, err)
+			return ""
+		}
+		if tok = strings.TrimSpace(string(b)); tok == "" {
+			r.Failf(name, "%q is empty", file)
+			return ""
+		}
+	}
+	for _, c := range []byte(tok) {
+		if c <= ' ' || c > '~' {
+			r.Failf(name, "the token may hold only visible ASCII characters, without spaces")
+			return ""
+		}
+	}
+	return tok
+}

@@ -69,3 +69,57 @@ func TestDotEnvUnderEnvironment(t *testing.T) {
 	_, err = config.WithDotEnv(env(nil), filepath.Join(t.TempDir(), "missing"))
 	require.NoError(t, err)
 }
+
+func TestAPIToken(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+		return p
+	}
+	good, empty, spaced := write("good", " s3cret-token\n"), write("empty", "\n"), write("spaced", "two words")
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want string
+		err  string // the variable named, and what is said
+	}{
+		{"none", nil, "", ""},
+		{"variable", map[string]string{"API_TOKEN": "abc"}, "abc", ""},
+		{"file, trimmed", map[string]string{"API_TOKEN_FILE": good}, "s3cret-token", ""},
+		{"both", map[string]string{"API_TOKEN": "abc", "API_TOKEN_FILE": good}, "", "API_TOKEN_FILE: set API_TOKEN or API_TOKEN_FILE, not both"},
+		{"missing file", map[string]string{"API_TOKEN_FILE": filepath.Join(dir, "nope")}, "", "API_TOKEN_FILE: \"" + filepath.Join(dir, "nope") + "\" does not exist"},
+		{"empty file", map[string]string{"API_TOKEN_FILE": empty}, "", "API_TOKEN_FILE: \"" + empty + "\" is empty"},
+		{"space in the file", map[string]string{"API_TOKEN_FILE": spaced}, "", "API_TOKEN_FILE: the token may hold only visible ASCII"},
+		{"not ASCII", map[string]string{"API_TOKEN": "clé"}, "", "API_TOKEN: the token may hold only visible ASCII"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := config.NewReader(env(tc.env))
+			require.Equal(t, tc.want, r.APIToken())
+			if tc.err == "" {
+				require.NoError(t, r.Err())
+				return
+			}
+			require.ErrorContains(t, r.Err(), tc.err)
+		})
+	}
+}
+
+// Open reads the .env file of the working directory under the real
+// environment, and the shared settings from both.
+func TestOpenReadsTheDotEnvUnderTheEnvironment(t *testing.T) {
+	t.Chdir(t.TempDir())
+	require.NoError(t, os.WriteFile(".env", []byte("MONGO_DB=fromfile\nBEANSTALK_PORT=11301\nLOG_LEVEL=debug\n"), 0o600))
+	r, s, err := config.Open(env(map[string]string{"BEANSTALK_PORT": "11302"}), true)
+	require.NoError(t, err)
+	require.NoError(t, r.Err())
+	require.Equal(t, "fromfile", s.Mongo.DB)
+	require.Equal(t, 11302, s.Beanstalk.Port, "the environment wins")
+	require.Equal(t, config.Log{Format: "text", Level: "debug"}, s.Log)
+	require.Equal(t, "fromfile", r.String("", "MONGO_DB"), "the Reader sees the file too")
+
+	require.NoError(t, os.WriteFile(".env", []byte("NOT A LINE\n"), 0o600))
+	_, _, err = config.Open(env(nil), false)
+	require.ErrorContains(t, err, ".env")
+}

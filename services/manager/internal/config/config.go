@@ -8,7 +8,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -18,9 +17,7 @@ import (
 
 // Config is everything the manager is told from outside.
 type Config struct {
-	Beanstalk config.Beanstalk
-	Mongo     config.Mongo
-	Log       config.Log
+	config.Service
 
 	// ListenHost is MANAGER_LISTEN_HOST; empty listens on every interface.
 	ListenHost string
@@ -70,16 +67,13 @@ const (
 // which makes text the default log format. The error names every bad
 // variable.
 func Load(getenv config.Getenv, terminal bool) (Config, error) {
-	getenv, err := config.WithDotEnv(getenv, ".env")
+	r, shared, err := config.Open(getenv, terminal)
 	if err != nil {
 		return Config{}, err
 	}
-	r := config.NewReader(getenv)
 	c := Config{
-		Beanstalk:    r.Beanstalk(),
-		Mongo:        r.Mongo(),
-		Log:          r.Log(terminal),
-		ListenHost:   strings.Trim(strings.TrimSpace(getenv("MANAGER_LISTEN_HOST")), "[]"),
+		Service:      shared,
+		ListenHost:   strings.Trim(r.String("", "MANAGER_LISTEN_HOST"), "[]"),
 		ListenPort:   r.Port("MANAGER_LISTEN_PORT", DefaultListenPort),
 		MaxJobSize:   int(r.Int("MAX_JOB_SIZE", DefaultMaxJobSize, 1, maxBeanstalkSize)),
 		DefaultTTR:   r.Duration("DEFAULT_TTR", DefaultTTR, time.Second),
@@ -101,8 +95,8 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 			r.Failf("MANAGER_CORS_ORIGINS", "%q is not an origin like https://example.com", o)
 		}
 	}
-	c.APIToken = token(r)
-	c.RateLimit = rate(r, getenv)
+	c.APIToken = r.APIToken()
+	c.RateLimit = rate(r)
 	c.TrustedProxies = proxies(r)
 	if err := r.Err(); err != nil {
 		return Config{}, fmt.Errorf("manager configuration: %w", err)
@@ -110,42 +104,8 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 	return c, nil
 }
 
-// token reads API_TOKEN or the file API_TOKEN_FILE names (a Docker
-// secret), but not both.
-func token(r *config.Reader) string {
-	tok := r.String("", "API_TOKEN")
-	file := r.String("", "API_TOKEN_FILE")
-	switch {
-	case tok != "" && file != "":
-		r.Failf("API_TOKEN_FILE", "set API_TOKEN or API_TOKEN_FILE, not both")
-		return ""
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			r.Failf("API_TOKEN_FILE", "%v", err)
-			return ""
-		}
-		tok = strings.TrimSpace(string(b))
-		if tok == "" {
-			r.Failf("API_TOKEN_FILE", "%s is empty", file)
-			return ""
-		}
-	}
-	for _, c := range []byte(tok) {
-		if c <= ' ' || c > '~' {
-			name := "API_TOKEN"
-			if file != "" {
-				name = "API_TOKEN_FILE"
-			}
-			r.Failf(name, "the token may hold only visible ASCII characters, without spaces")
-			return ""
-		}
-	}
-	return tok
-}
-
-func rate(r *config.Reader, getenv config.Getenv) float64 {
-	v := strings.TrimSpace(getenv("MANAGER_RATE_LIMIT"))
+func rate(r *config.Reader) float64 {
+	v := r.String("", "MANAGER_RATE_LIMIT")
 	if v == "" {
 		return 0
 	}

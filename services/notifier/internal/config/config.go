@@ -4,7 +4,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -24,9 +23,7 @@ const (
 
 // Config is everything the notifier reads from its environment.
 type Config struct {
-	Beanstalk config.Beanstalk
-	Mongo     config.Mongo
-	Log       config.Log
+	config.Service
 
 	ListenHost string
 	ListenPort int
@@ -79,15 +76,12 @@ type Link struct {
 // working directory (the real environment wins). terminal says whether
 // stdout is a terminal (text logs by default) or not (JSON logs).
 func Load(getenv config.Getenv, terminal bool) (Config, error) {
-	getenv, err := config.WithDotEnv(getenv, ".env")
+	r, shared, err := config.Open(getenv, terminal)
 	if err != nil {
 		return Config{}, err
 	}
-	r := config.NewReader(getenv)
 	c := Config{
-		Beanstalk:        r.Beanstalk(),
-		Mongo:            r.Mongo(),
-		Log:              r.Log(terminal),
+		Service:          shared,
 		ListenHost:       r.String("", "NOTIFIER_LISTEN_HOST"),
 		ListenPort:       r.Port("NOTIFIER_LISTEN_PORT", 8083),
 		Mode:             strings.ToLower(r.String(ModeAuto, "NOTIFIER_MODE")),
@@ -127,12 +121,7 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 	}
 	c.ManagerURL = readURL(r, "MANAGER_URL", "http://127.0.0.1:8080")
 	c.BoardLinks = readLinks(r, "BOARD_LINKS")
-	c.APIToken = readToken(r, getenv)
-	if getenv("API_TOKEN_FILE") != "" {
-		checkToken(r, c.APIToken, "API_TOKEN_FILE")
-	} else {
-		checkToken(r, c.APIToken, "API_TOKEN")
-	}
+	c.APIToken = r.APIToken()
 	return c, r.Err()
 }
 
@@ -180,43 +169,4 @@ func readLinks(r *config.Reader, key string) []Link {
 		links = append(links, Link{Name: name, URL: u.String()})
 	}
 	return links
-}
-
-// readToken reads API_TOKEN or the file named by API_TOKEN_FILE (trimmed),
-// refusing both at once and an empty file.
-func readToken(r *config.Reader, getenv config.Getenv) string {
-	tok := strings.TrimSpace(getenv("API_TOKEN"))
-	file := strings.TrimSpace(getenv("API_TOKEN_FILE"))
-	if file == "" {
-		return tok
-	}
-	if tok != "" {
-		r.Failf("API_TOKEN_FILE", "set API_TOKEN or API_TOKEN_FILE, not both")
-		return tok
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			r.Failf("API_TOKEN_FILE", "%q does not exist", file)
-		} else {
-			r.Failf("API_TOKEN_FILE", "read %q: %v", file, err)
-		}
-		return ""
-	}
-	tok = strings.TrimSpace(string(b))
-	if tok == "" {
-		r.Failf("API_TOKEN_FILE", "%q is empty", file)
-	}
-	return tok
-}
-
-// checkToken refuses what the manager refuses: a token must be visible
-// ASCII without spaces, so the same one works in a header and a URL.
-func checkToken(r *config.Reader, tok, name string) {
-	for _, c := range []byte(tok) {
-		if c <= ' ' || c > '~' {
-			r.Failf(name, "the token may hold only visible ASCII characters, without spaces")
-			return
-		}
-	}
 }

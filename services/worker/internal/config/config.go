@@ -20,9 +20,7 @@ import (
 
 // Config is everything the worker reads from its environment.
 type Config struct {
-	Beanstalk config.Beanstalk
-	Mongo     config.Mongo
-	Log       config.Log
+	config.Service
 
 	// Concurrency is how many reservers run, each on its own connection
 	// (WORKER_CONCURRENCY).
@@ -74,15 +72,12 @@ const (
 // working directory (the real environment wins). terminal chooses the
 // default log format. The error names every bad variable.
 func Load(getenv config.Getenv, terminal bool) (Config, error) {
-	getenv, err := config.WithDotEnv(getenv, ".env")
+	r, shared, err := config.Open(getenv, terminal)
 	if err != nil {
 		return Config{}, err
 	}
-	r := config.NewReader(getenv)
 	c := Config{
-		Beanstalk:     r.Beanstalk(),
-		Mongo:         r.Mongo(),
-		Log:           r.Log(terminal),
+		Service:       shared,
 		Concurrency:   int(r.Int("WORKER_CONCURRENCY", DefaultConcurrency, 1, MaxConcurrency)),
 		Tubes:         r.List("WORKER_TUBES", []string{queue.DefaultTube}),
 		MaxAttempts:   int(r.Int("WORKER_MAX_ATTEMPTS", DefaultMaxAttempts, 1, math.MaxInt32)),
@@ -101,10 +96,10 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 	}
 	slices.Sort(c.Tubes)
 	c.Tubes = slices.Compact(c.Tubes)
-	if c.WorkDelay, err = handler.ParseDelay(getenv("WORK_DELAY")); err != nil {
+	if c.WorkDelay, err = handler.ParseDelay(r.String("", "WORK_DELAY")); err != nil {
 		r.Failf("WORK_DELAY", "%v", err)
 	}
-	c.Handlers = readHandlers(r, getenv("WORKER_HANDLERS"))
+	c.Handlers = readHandlers(r, r.String("", "WORKER_HANDLERS"))
 	if c.RetryMax < c.RetryBase {
 		r.Failf("WORKER_RETRY_MAX", "%s is less than WORKER_RETRY_BASE %s", c.RetryMax, c.RetryBase)
 	}
