@@ -7,10 +7,12 @@ import (
 	"io"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jobsys/jobs/pkg/config"
+	"github.com/jobsys/jobs/pkg/procs"
 	"github.com/jobsys/jobs/pkg/queue"
 )
 
@@ -161,8 +163,8 @@ func (o *options) readStack(getenv func(string) string) []error {
 	o.beanstalkAddr = r.Beanstalk().Addr()
 	m := r.Mongo()
 	o.mongoURL, o.mongoDB, o.mongoColl = m.URL, m.DB, m.Collection
-	o.managerURL = strings.TrimRight(r.String("http://127.0.0.1:8080", "MANAGER_URL"), "/")
-	o.notifierURL = strings.TrimRight(r.String("http://127.0.0.1:8083", "NOTIFIER_URL"), "/")
+	o.managerURL = strings.TrimRight(r.String("http://127.0.0.1:"+strconv.Itoa(procs.ManagerPort), "MANAGER_URL"), "/")
+	o.notifierURL = strings.TrimRight(r.String("http://127.0.0.1:"+strconv.Itoa(procs.NotifierPort), "NOTIFIER_URL"), "/")
 	for _, key := range []string{"MANAGER_URL", "NOTIFIER_URL"} {
 		v := r.String("", key)
 		if v == "" {
