@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jobsys/jobs/pkg/job"
 )
 
 // client is one connection to beanstalkd and its text protocol
@@ -295,6 +297,24 @@ func (c *client) serverStats() (map[string]string, error) {
 		return nil, err
 	}
 	return c.dict("stats")
+}
+
+// statsJob runs stats-job on its own.
+func (c *client) statsJob(id uint64) (job.Stats, error) {
+	c.cmd("stats-job", id)
+	if err := c.w.Flush(); err != nil {
+		return job.Stats{}, err
+	}
+	return c.jobStats()
+}
+
+// jobStats reads the answer to a stats-job.
+func (c *client) jobStats() (job.Stats, error) {
+	data, err := c.yaml("stats-job")
+	if err != nil {
+		return job.Stats{}, err
+	}
+	return parseJobStats(data)
 }
 
 // dict reads the answer to op: "OK <bytes>" and a YAML dictionary.

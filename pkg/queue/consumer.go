@@ -175,16 +175,8 @@ func (c *Consumer) reserve(ctx context.Context, wait time.Duration, del uint64, 
 	}
 	var s job.Stats
 	err = c.run(ctx, "stats-job", 0, func() error {
-		cn := c.c
-		cn.cmd("stats-job", r.ID)
-		if err := cn.w.Flush(); err != nil {
-			return err
-		}
-		data, err := cn.yaml("stats-job")
-		if err != nil {
-			return err
-		}
-		s, err = parseJobStats(data)
+		var err error
+		s, err = c.c.statsJob(r.ID)
 		return err
 	})
 	if err != nil {

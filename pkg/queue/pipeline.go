@@ -208,11 +208,7 @@ func (c *client) pipelineBatch(batch []*pipeReq, answered *int) error {
 	for i, r := range batch {
 		var res pipeRes
 		if r.statsJob {
-			data, err := c.yaml("stats-job")
-			if err == nil {
-				res.stats, err = parseJobStats(data)
-			}
-			res.err = err
+			res.stats, res.err = c.jobStats()
 		} else {
 			if useFirst[i] {
 				tube, err := c.expect("use", "USING")
