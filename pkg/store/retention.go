@@ -154,8 +154,11 @@ func (m *maintainer) once(ctx context.Context) error {
 			}
 		}
 		m.prepared = true
-		how := "TTL indexes"
-		if m.selfExpire {
+		how := "by TTL indexes"
+		switch {
+		case m.o.TTL <= 0:
+			how = "never"
+		case m.selfExpire:
 			how = "deleted every " + m.o.Every.String()
 		}
 		m.o.Log.Info("results retention ready", "ttl", ttlText(m.o.TTL), "expired", how, "server", string(b.server()))

@@ -238,7 +238,11 @@ func (w *Worker) deleted(s *stored, err error) {
 	w.m.Done.WithLabelValues(s.r.Tube).Inc()
 	w.m.Duration.WithLabelValues(s.r.Tube).Observe(time.Since(s.started).Seconds())
 	if s.o.storeErr == nil {
-		s.log.Info("job done", "hash", s.o.result.Hash, "duration_ms", s.o.result.DurationMS)
+		if s.o.result.Hash != "" {
+			s.log.Info("job done", "hash", s.o.result.Hash, "duration_ms", s.o.result.DurationMS)
+		} else {
+			s.log.Info("job done", "duration_ms", s.o.result.DurationMS)
+		}
 	}
 }
 
