@@ -4,9 +4,9 @@
 // "reverse", and gets the whole worker (configuration from the
 // environment, retries, failure records, metrics, graceful shutdown).
 //
-//	WORKER_TUBES=reverse go run ./examples/custom-worker
-//	curl -d '{"text":"hello"}' localhost:8080/reverse
-//	curl localhost:8080/<id>/    # "result":{"reversed":"olleh","runes":5}
+//	go run ./examples/custom-worker      # watches "reverse" (WORKER_TUBES unset)
+//	curl -d '{"text":"hello"}' 'localhost:8080/?tube=reverse'
+//	curl localhost:8080/<id>/            # "result":{"reversed":"olleh","runes":5}
 package main
 
 import (
