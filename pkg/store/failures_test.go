@@ -81,6 +81,12 @@ func testFailureRecord(t *testing.T, b bundle) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n, "one record per job id")
 
+	late := failure(7, "shout", job.FailureRetrying, at)
+	b.record(t, f, late)
+	got, err = f.Get(b.ctx, 7)
+	require.NoError(t, err)
+	require.Equal(t, second, got, "an earlier attempt's record, written late, does not replace a later one")
+
 	require.Error(t, f.Record(b.ctx, failure(8, "t", "exploded", at)), "an unknown state is refused")
 }
 
