@@ -121,7 +121,7 @@ async function main() {
       if (cursorAfter(msg.cursor, cursor)) cursor = msg.cursor;
       const result = msg.result && typeof msg.result === 'object' ? { ...msg.result, _id: msg.result._id ?? id } : null;
       if (seen.has(id)) {
-        if (result && !seen.get(id).hash) seen.set(id, result);
+        if (result && seen.get(id).payload === undefined) seen.set(id, result);
         if (result) mine.update(id, 'completed', result);
         return;
       }
@@ -335,7 +335,7 @@ async function main() {
       const early = states.get(id);
       if (early) mine.update(id, early);
       const done = seen.get(id);
-      if (done) mine.update(id, 'completed', done.hash ? done : undefined);
+      if (done) mine.update(id, 'completed', done.payload !== undefined ? done : undefined);
       toast(`Job #${id} submitted`);
     } catch (err) {
       showSubmitError(`Could not reach the API: ${err.message}. This message goes when the board is back online.`, 'unreachable');
