@@ -47,7 +47,11 @@ func (h *Hub) parseReplay(r *http.Request, sse bool) (replayRequest, *badRequest
 		if err != nil {
 			return rq, &badRequest{"bad since cursor", "Last-Event-ID: " + err.Error()}
 		}
-		rq.since = job.NewCursor(at.Add(-h.cfg.Lookback), 0)
+		// A cursor nearer the epoch than the lookback rewinds to the
+		// start: a time before 1970 has no cursor, and the replay then
+		// failed to parse it and closed the stream without a word, so
+		// EventSource reconnected forever.
+		rq.since = job.NewCursor(maxTime(at.Add(-h.cfg.Lookback), time.UnixMilli(0)), 0)
 		return rq, nil
 	}
 	since, last := q.Get("since"), q.Get("last")
@@ -195,4 +199,11 @@ func (h *Hub) replayLast(ctx context.Context, c *client, w writer, n int) (map[u
 		sent[r.ID] = struct{}{}
 	}
 	return sent, nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
