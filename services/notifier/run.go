@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -51,6 +50,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	pool := queue.NewPool(queue.PoolConfig{Addr: cfg.Beanstalk.Addr()})
 	defer pool.Close()
 	m := metrics.New()
+	conns := server.NewConns(cfg.MaxPending, m)
 
 	h := hub.New(hub.Config{
 		Store:           results,
@@ -65,6 +65,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 		Buffer:          cfg.ClientBuffer,
 		WriteTimeout:    cfg.WriteTimeout,
 		PingInterval:    cfg.PingInterval,
+		Admitted:        conns.Admitted,
 		SkipOriginCheck: true, // server checks origins for /ws and /events alike
 	})
 	tr := tracker.New(tracker.Config{
@@ -93,7 +94,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr(), err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	srv := server.HTTPServer(handler, conns, log)
 	log.Info("notifier listening", "addr", ln.Addr().String(), "mode", cfg.Mode, "notifier_id", cfg.ID)
 	if ready != nil {
 		ready(ln.Addr())

@@ -55,6 +55,9 @@ type Config struct {
 	// every origin.
 	AllowedOrigins []string
 	MaxClients     int
+	// MaxPending bounds the connections that are not event streams
+	// (sending headers, idle, or asking for a file).
+	MaxPending int
 	// ClientBuffer is how many frames may wait for one slow client before
 	// it is closed.
 	ClientBuffer int
@@ -95,6 +98,7 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 		StatsTubes:       int(r.Int("NOTIFIER_STATS_TUBES", 50, 1, 10_000)),
 		AllowedOrigins:   r.List("NOTIFIER_ALLOWED_ORIGINS", nil),
 		MaxClients:       int(r.Int("NOTIFIER_MAX_CLIENTS", 10000, 1, 1_000_000)),
+		MaxPending:       int(r.Int("NOTIFIER_MAX_PENDING", 1000, 1, 1_000_000)),
 		ClientBuffer:     int(r.Int("NOTIFIER_CLIENT_BUFFER", 1024, 1, 1_000_000)),
 		PingInterval:     r.Duration("NOTIFIER_PING_INTERVAL", 20*time.Second, 100*time.Millisecond),
 		ID:               r.String("", "NOTIFIER_ID"),

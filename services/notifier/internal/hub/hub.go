@@ -67,6 +67,9 @@ type Config struct {
 	// without it, memory grew with clients times MaxJobs.
 	MaxJobs    int
 	MaxWatches int
+	// Admitted, when set, is told of each request the hub admits as a
+	// client (the server's bound on pending connections lets it go).
+	Admitted func(r *http.Request)
 	// SkipOriginCheck: the caller has checked the Origin header already;
 	// otherwise coder/websocket allows the request's own host only.
 	SkipOriginCheck bool
@@ -161,7 +164,7 @@ func (h *Hub) Clients() int { return int(h.count.Load()) }
 
 // admit takes a place for a new client, or answers 503 when the hub is
 // full or shutting down. A client admitted is released when it leaves.
-func (h *Hub) admit(w http.ResponseWriter) bool {
+func (h *Hub) admit(w http.ResponseWriter, r *http.Request) bool {
 	if h.ctx.Err() != nil {
 		writeError(w, http.StatusServiceUnavailable, "shutting down", "")
 		return false
@@ -173,6 +176,9 @@ func (h *Hub) admit(w http.ResponseWriter) bool {
 		return false
 	}
 	h.conns.Add(1)
+	if h.cfg.Admitted != nil {
+		h.cfg.Admitted(r)
+	}
 	return true
 }
 

@@ -63,7 +63,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer rq.release()
-	if !h.admit(w) {
+	if !h.admit(w, r) {
 		return
 	}
 	defer h.release()

@@ -23,7 +23,8 @@ type Metrics struct {
 	// queue overflowed) or write_timeout (a write took longer than 5s).
 	Dropped *prometheus.CounterVec
 	// Rejected counts refused connections by reason (max_clients,
-	// max_replays, origin, unauthorized, forbidden, bad_request) and
+	// max_replays, origin, unauthorized, forbidden, bad_request,
+	// max_pending: past NOTIFIER_MAX_PENDING) and
 	// refused subscribes (max_watches).
 	Rejected *prometheus.CounterVec
 	// Completions counts completions the feed found.
@@ -84,7 +85,7 @@ func New() *Metrics {
 	}
 	m.Dropped.WithLabelValues("slow")
 	m.Dropped.WithLabelValues("write_timeout")
-	for _, r := range []string{"max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request", "max_watches"} {
+	for _, r := range []string{"max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request", "max_watches", "max_pending"} {
 		m.Rejected.WithLabelValues(r)
 	}
 	m.Registry.MustRegister(m.Clients, m.EventsSent, m.Dropped, m.Rejected, m.Completions, m.Mode, m.PushLatency,
