@@ -447,7 +447,7 @@ func TestMetricLabelsAreAFixedSet(t *testing.T) {
 	allowed := map[string][]string{
 		"transport": {"ws", "sse"},
 		"type":      {"job", "stats", "gap", "error"},
-		"reason":    {"slow", "write_timeout", "max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request", "max_watches", "max_pending"},
+		"reason":    {"slow", "write_timeout", "max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request", "max_watches", "max_pending", "host"},
 		"mode":      {"changestream", "poll"},
 		"by":        {"subscribe", "tracker"},
 		"le":        nil, // histogram buckets: fixed by the code

@@ -54,6 +54,14 @@ type Config struct {
 	// may connect; the request's own host is always allowed. "*" allows
 	// every origin.
 	AllowedOrigins []string
+	// AllowedHosts are host names (or patterns) that /ws, /events and
+	// /api/ answer to besides IP addresses and localhost: a page that
+	// rebinds its own DNS name to this server is refused. "*" allows
+	// every host.
+	AllowedHosts []string
+	// FrameAncestors are the origins that may show the board in a frame;
+	// none by default.
+	FrameAncestors []string
 	MaxClients     int
 	// MaxPending bounds the connections that are not event streams
 	// (sending headers, idle, or asking for a file).
@@ -97,6 +105,8 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 		WriteTimeout:     r.Duration("NOTIFIER_WRITE_TIMEOUT", 5*time.Second, 10*time.Millisecond),
 		StatsTubes:       int(r.Int("NOTIFIER_STATS_TUBES", 50, 1, 10_000)),
 		AllowedOrigins:   r.List("NOTIFIER_ALLOWED_ORIGINS", nil),
+		AllowedHosts:     r.List("NOTIFIER_ALLOWED_HOSTS", nil),
+		FrameAncestors:   r.List("NOTIFIER_FRAME_ANCESTORS", nil),
 		MaxClients:       int(r.Int("NOTIFIER_MAX_CLIENTS", 10000, 1, 1_000_000)),
 		MaxPending:       int(r.Int("NOTIFIER_MAX_PENDING", 1000, 1, 1_000_000)),
 		ClientBuffer:     int(r.Int("NOTIFIER_CLIENT_BUFFER", 1024, 1, 1_000_000)),
@@ -121,6 +131,16 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 	for _, p := range c.AllowedOrigins {
 		if _, err := path.Match(p, ""); err != nil {
 			r.Failf("NOTIFIER_ALLOWED_ORIGINS", "%q is not a valid pattern: %v", p, err)
+		}
+	}
+	for _, p := range c.AllowedHosts {
+		if _, err := path.Match(p, ""); err != nil {
+			r.Failf("NOTIFIER_ALLOWED_HOSTS", "%q is not a valid pattern: %v", p, err)
+		}
+	}
+	for _, o := range c.FrameAncestors {
+		if u, err := parseHTTPURL(o); err != nil || u.Path != "" || u.RawQuery != "" {
+			r.Failf("NOTIFIER_FRAME_ANCESTORS", "%q is not an origin like https://host[:port]", o)
 		}
 	}
 	c.ManagerURL = readURL(r, "MANAGER_URL", "http://127.0.0.1:8080")

@@ -24,7 +24,8 @@ type Metrics struct {
 	Dropped *prometheus.CounterVec
 	// Rejected counts refused connections by reason (max_clients,
 	// max_replays, origin, unauthorized, forbidden, bad_request,
-	// max_pending: past NOTIFIER_MAX_PENDING) and
+	// max_pending: past NOTIFIER_MAX_PENDING, host: not in
+	// NOTIFIER_ALLOWED_HOSTS) and
 	// refused subscribes (max_watches).
 	Rejected *prometheus.CounterVec
 	// Completions counts completions the feed found.
@@ -85,7 +86,7 @@ func New() *Metrics {
 	}
 	m.Dropped.WithLabelValues("slow")
 	m.Dropped.WithLabelValues("write_timeout")
-	for _, r := range []string{"max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request", "max_watches", "max_pending"} {
+	for _, r := range []string{"max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request", "max_watches", "max_pending", "host"} {
 		m.Rejected.WithLabelValues(r)
 	}
 	m.Registry.MustRegister(m.Clients, m.EventsSent, m.Dropped, m.Rejected, m.Completions, m.Mode, m.PushLatency,

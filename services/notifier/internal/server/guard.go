@@ -113,3 +113,57 @@ func (o originCheck) wrap(m *metrics.Metrics, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// hostCheck refuses requests for a host name this server does not go by:
+// a page whose own DNS name is rebound to this server's address is
+// same-origin with it, so the Origin check lets it in, but its Host
+// header still names the attacker's domain. IP addresses and localhost
+// always pass; other names must match NOTIFIER_ALLOWED_HOSTS (path.Match
+// on the name without its port), and "*" lets every name in.
+type hostCheck struct {
+	any      bool
+	patterns []string
+}
+
+func newHostCheck(patterns []string) hostCheck {
+	h := hostCheck{}
+	for _, p := range patterns {
+		if p == "*" {
+			h.any = true
+		}
+		h.patterns = append(h.patterns, strings.ToLower(p))
+	}
+	return h
+}
+
+func (h hostCheck) allowed(host string) bool {
+	if h.any {
+		return true
+	}
+	name := host
+	if n, _, err := net.SplitHostPort(host); err == nil {
+		name = n
+	}
+	name = strings.ToLower(strings.TrimSuffix(strings.Trim(name, "[]"), "."))
+	if name == "localhost" || strings.HasSuffix(name, ".localhost") || net.ParseIP(name) != nil {
+		return true
+	}
+	for _, p := range h.patterns {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (h hostCheck) wrap(m *metrics.Metrics, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !h.allowed(r.Host) {
+			m.Rejected.WithLabelValues("host").Inc()
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "host not allowed",
+				"detail": "this server does not answer to that host name; add it to NOTIFIER_ALLOWED_HOSTS"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
