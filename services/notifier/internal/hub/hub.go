@@ -118,6 +118,7 @@ type Hub struct {
 	replays chan struct{}
 
 	statsClients atomic.Int64 // clients that want stats
+	completions  atomic.Int64 // published, for CompletedTotal
 
 	mu      sync.Mutex
 	clients map[*client]struct{}
@@ -229,26 +230,30 @@ type client struct {
 
 	mu    sync.Mutex
 	queue []*frame
-	// taken is how many frames the writer took and has not written yet;
-	// they count against the buffer.
-	taken   int
-	all     bool
-	jobs    map[uint64]stateCode // last state sent; stateNone before the first
-	dropped bool
+	// queued counts the frames in queue that are news, and answers
+	// those that are answers (see verdict); taken and takenAnswers the
+	// same for the frames the writer took and has not written yet. News
+	// counts against Buffer, answers against twice MaxJobs.
+	queued, answers     int
+	taken, takenAnswers int
+	told                told
+	dropped             bool
 }
 
 func (h *Hub) newClient(transport string, all, stats bool) *client {
-	return &client{transport: transport, ready: make(chan struct{}, 1), stats: stats, all: all, jobs: map[uint64]stateCode{}}
+	return &client{transport: transport, ready: make(chan struct{}, 1), stats: stats,
+		told: told{all: all, jobs: map[uint64]stateCode{}}}
 }
 
 // take empties the queue and returns what it held, oldest first; the
-// frames count against the buffer until the writer calls written.
+// frames count against the limits until the writer calls written.
 func (c *client) take() []*frame {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	q := c.queue
 	c.queue = nil
-	c.taken = len(q)
+	c.taken, c.takenAnswers = c.queued, c.answers
+	c.queued, c.answers = 0, 0
 	return q
 }
 
@@ -256,16 +261,20 @@ func (c *client) take() []*frame {
 func (c *client) written() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.taken = 0
+	c.taken, c.takenAnswers = 0, 0
 }
 
-// enqueue queues f without blocking; a full queue drops the client.
-// c.mu is held.
-func (h *Hub) enqueue(c *client, f *frame) {
-	if c.dropped {
+// enqueue queues f as v says, without blocking; a client past its limit
+// is dropped. c.mu is held.
+func (h *Hub) enqueue(c *client, f *frame, v verdict) {
+	if c.dropped || v == stale {
 		return
 	}
-	if len(c.queue)+c.taken >= h.cfg.Buffer {
+	full := c.queued+c.taken >= h.cfg.Buffer
+	if v == answer {
+		full = c.answers+c.takenAnswers >= 2*h.cfg.MaxJobs
+	}
+	if full {
 		c.dropped = true
 		h.m.Dropped.WithLabelValues("slow").Inc()
 		h.log.Info("client too slow: closing it", "transport", c.transport, "buffer", h.cfg.Buffer)
@@ -273,47 +282,30 @@ func (h *Hub) enqueue(c *client, f *frame) {
 		return
 	}
 	c.queue = append(c.queue, f)
+	if v == answer {
+		c.answers++
+	} else {
+		c.queued++
+	}
 	select {
 	case c.ready <- struct{}{}:
 	default: // already signalled
 	}
 }
 
-// offerCompletion queues a completion for c unless c had it already.
-func (h *Hub) offerCompletion(c *client, f *frame) {
+// offer queues f for c when told says it is news to c.
+func (h *Hub) offer(c *client, f *frame, decide func(t *told) verdict) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st, ok := c.jobs[f.id]; ok {
-		if st == stateCompleted {
-			return
-		}
-		c.jobs[f.id] = stateCompleted
-		h.enqueue(c, f)
-		return
-	}
-	if c.all {
-		h.enqueue(c, f)
-	}
+	h.enqueue(c, f, decide(&c.told))
 }
 
-// offerState queues a state change for a watcher of the job: only a
-// change, and nothing after completion.
-func (h *Hub) offerState(c *client, f *frame) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st, ok := c.jobs[f.id]
-	if !ok || st == stateCompleted || st == codeOf(f.state) {
-		return
-	}
-	c.jobs[f.id] = codeOf(f.state)
-	h.enqueue(c, f)
-}
+func always(*told) verdict { return news }
 
-func (h *Hub) offer(c *client, f *frame) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	h.enqueue(c, f)
-}
+// Lock order: h.mu, then a client's mu (then the recent completions'
+// mu). Every path that takes two takes them in this order: the hub's
+// maps (clients, watches) under h.mu, then each client's queue and
+// record under its own.
 
 func (h *Hub) add(c *client) {
 	h.mu.Lock()
@@ -322,14 +314,14 @@ func (h *Hub) add(c *client) {
 	if c.stats {
 		h.statsClients.Add(1)
 	}
-	if c.all {
+	if c.told.all {
 		h.all[c] = struct{}{}
 	}
 	h.m.Clients.WithLabelValues(c.transport).Inc()
 }
 
 func (h *Hub) remove(c *client) {
-	h.mu.Lock()
+	h.mu.Lock() // lock order: h.mu, then c.mu
 	defer h.mu.Unlock()
 	delete(h.clients, c)
 	delete(h.all, c)
@@ -337,7 +329,7 @@ func (h *Hub) remove(c *client) {
 		h.statsClients.Add(-1)
 	}
 	c.mu.Lock()
-	for id := range c.jobs {
+	for id := range c.told.jobs {
 		h.unwatchLocked(c, id)
 	}
 	c.mu.Unlock()
@@ -345,50 +337,55 @@ func (h *Hub) remove(c *client) {
 }
 
 // Completed publishes new completions to the clients that want them. It
-// never blocks; it is the feed's sink.
+// never blocks; it is the feed's sink. A completed job's watch ends: its
+// watchers have been told, and the tracker stops asking about it.
 func (h *Hub) Completed(_ context.Context, rs []job.Result) {
 	h.m.Completions.Add(float64(len(rs)))
-	h.mu.Lock()
+	h.completions.Add(int64(len(rs)))
+	h.mu.Lock() // lock order: h.mu, then each c.mu
 	defer h.mu.Unlock()
 	for _, r := range rs {
 		f := newFrame(job.Completed(r))
 		f.live = true
+		live := func(t *told) verdict { return t.completion(r.ID, true) }
 		for c := range h.all {
-			h.offerCompletion(c, f)
+			h.offer(c, f, live)
 		}
 		if w, ok := h.watches[r.ID]; ok {
-			w.completed = true
-			h.watches[r.ID] = w
-			w.each(func(c *client) { h.offerCompletion(c, f) })
+			w.each(func(c *client) { h.offer(c, f, live) })
+			delete(h.watches, r.ID)
 		}
 	}
 }
 
+// CompletedTotal is how many completions the hub has published, for the
+// completions-per-second of the stats frames.
+func (h *Hub) CompletedTotal() int64 { return h.completions.Load() }
+
 // JobState sends a watched job's state to its watchers that have not had
 // it. A completed event (found in the results store before the feed saw
-// it) goes to the job's watchers only: the feed delivers it to everybody
-// else.
+// it) goes to the job's watchers only, and ends its watch: the feed
+// delivers it to everybody else.
 func (h *Hub) JobState(ev job.Event) {
 	f := newFrame(ev)
-	h.mu.Lock()
+	h.mu.Lock() // lock order: h.mu, then each c.mu
 	defer h.mu.Unlock()
 	w, ok := h.watches[ev.ID]
 	if !ok {
 		return
 	}
 	if ev.State == job.StateCompleted {
-		w.completed = true
-		h.watches[ev.ID] = w
-		w.each(func(c *client) { h.offerCompletion(c, f) })
+		w.each(func(c *client) { h.offer(c, f, func(t *told) verdict { return t.completion(ev.ID, false) }) })
+		delete(h.watches, ev.ID)
 		return
 	}
-	w.each(func(c *client) { h.offerState(c, f) })
+	w.each(func(c *client) { h.offer(c, f, func(t *told) verdict { return t.state(ev.ID, ev.State) }) })
 }
 
 // Forget stops watching a job that is in neither the queue nor the
 // results store, telling its watchers.
 func (h *Hub) Forget(id uint64) {
-	h.mu.Lock()
+	h.mu.Lock() // lock order: h.mu, then each c.mu
 	defer h.mu.Unlock()
 	w, ok := h.watches[id]
 	if !ok {
@@ -397,8 +394,8 @@ func (h *Hub) Forget(id uint64) {
 	f := errorFrame(notFound(id) + "; no longer watched")
 	w.each(func(c *client) {
 		c.mu.Lock()
-		delete(c.jobs, id)
-		h.enqueue(c, f)
+		delete(c.told.jobs, id)
+		h.enqueue(c, f, news)
 		c.mu.Unlock()
 		h.nwatches--
 	})
@@ -409,12 +406,7 @@ func (h *Hub) Forget(id uint64) {
 // completed, in ascending order.
 func (h *Hub) Watched() []uint64 {
 	h.mu.Lock()
-	ids := make([]uint64, 0, len(h.watches))
-	for id, w := range h.watches {
-		if !w.completed {
-			ids = append(ids, id)
-		}
-	}
+	ids := slices.Collect(maps.Keys(h.watches))
 	h.mu.Unlock()
 	slices.Sort(ids)
 	return ids
@@ -424,21 +416,14 @@ func (h *Hub) Watched() []uint64 {
 // why there is none (the queue or the store did not answer, or the job
 // was found nowhere), once; the job stays watched.
 func (h *Hub) Unknown(id uint64, why string) {
-	h.mu.Lock()
+	h.mu.Lock() // lock order: h.mu, then each c.mu
 	defer h.mu.Unlock()
 	w, ok := h.watches[id]
 	if !ok {
 		return
 	}
 	f := errorFrame(why)
-	w.each(func(c *client) {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.jobs[id] == stateNone {
-			c.jobs[id] = stateTold
-			h.enqueue(c, f)
-		}
-	})
+	w.each(func(c *client) { h.offer(c, f, func(t *told) verdict { return t.unknown(id) }) })
 }
 
 // Waiting returns those of ids that somebody watches and whose completion
@@ -448,7 +433,7 @@ func (h *Hub) Waiting(ids []uint64) []uint64 {
 	defer h.mu.Unlock()
 	var out []uint64
 	for _, id := range ids {
-		if w, ok := h.watches[id]; ok && !w.completed {
+		if _, ok := h.watches[id]; ok {
 			out = append(out, id)
 		}
 	}
@@ -483,11 +468,11 @@ func (h *Hub) Stats(tubes map[string]job.TubeStats, totals job.TubeStats, tubeCo
 		ev.Totals, ev.TubeCount = &totals, &tubeCount
 	}
 	f := newFrame(ev)
-	h.mu.Lock()
+	h.mu.Lock() // lock order: h.mu, then each c.mu
 	defer h.mu.Unlock()
 	for c := range h.clients {
 		if c.stats {
-			h.offer(c, f)
+			h.offer(c, f, always)
 		}
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"os"
 	"time"
-
-	"github.com/jobsys/jobs/pkg/job"
 )
 
 // replayMemory is how long the ids of a replay are kept to drop their
@@ -28,16 +26,15 @@ type writer interface {
 // committed late can be live with a cursor below the replay's last and
 // still be one the replay never saw).
 func (h *Hub) pump(ctx context.Context, c *client, w writer, rq replayRequest, heartbeat time.Duration) error {
-	var replayed map[uint64]struct{}
-	var forgetAt time.Time
 	if rq.wanted() {
-		var err error
-		replayed, err = h.replay(ctx, c, w, rq)
+		replayed, err := h.replay(ctx, c, w, rq)
 		rq.release() // the live events that follow cost the store nothing
 		if err != nil {
 			return err
 		}
-		forgetAt = time.Now().Add(replayMemory)
+		c.mu.Lock()
+		c.told.sentByReplay(replayed, time.Now().Add(replayMemory))
+		c.mu.Unlock()
 	}
 	var beat <-chan time.Time
 	if heartbeat > 0 {
@@ -55,12 +52,11 @@ func (h *Hub) pump(ctx context.Context, c *client, w writer, rq replayRequest, h
 			}
 		case <-c.ready:
 			for _, f := range c.take() {
-				if replayed != nil && f.state == job.StateCompleted {
-					if time.Now().After(forgetAt) {
-						replayed = nil
-					} else if _, ok := replayed[f.id]; ok {
-						continue
-					}
+				c.mu.Lock()
+				dup := c.told.replayedAlready(f, time.Now())
+				c.mu.Unlock()
+				if dup {
+					continue
 				}
 				if err := h.write(ctx, c, w, f); err != nil {
 					return err

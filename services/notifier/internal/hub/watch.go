@@ -52,10 +52,11 @@ type watch struct {
 	// pointer: 8 bytes in every watch, and a second watcher costs a
 	// pointer's worth, where a map cost some 200 bytes. Removal scans it,
 	// which stays cheap for the few watchers a job has.
+	//
+	// A job's watch ends when its completion is published; its watchers
+	// keep the job in their record of what they were told (told.jobs),
+	// which is what MaxJobs and MaxWatches count.
 	more *[]*client
-	// completed: the job's completion was published; the tracker stops
-	// asking the queue about it.
-	completed bool
 }
 
 func (w *watch) add(c *client) {
@@ -113,27 +114,27 @@ func (w watch) each(f func(c *client)) {
 // hub's, and returns those it did not watch already. A refusal is one
 // error frame that says which limit and which ids were left out.
 func (h *Hub) watchJobs(c *client, ids []uint64) (fresh []uint64) {
-	h.mu.Lock()
+	h.mu.Lock() // lock order: h.mu, then c.mu
 	defer h.mu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, id := range ids {
-		if _, ok := c.jobs[id]; ok {
+		if _, ok := c.told.jobs[id]; ok {
 			continue // watched already: it has its state
 		}
 		var refusal string
 		switch {
-		case len(c.jobs) >= h.cfg.MaxJobs:
+		case len(c.told.jobs) >= h.cfg.MaxJobs:
 			refusal = fmt.Sprintf("watching %d jobs already: unsubscribe from some first", h.cfg.MaxJobs)
 		case h.nwatches >= h.cfg.MaxWatches:
 			h.m.Rejected.WithLabelValues("max_watches").Inc()
 			refusal = fmt.Sprintf("the notifier watches %d jobs for all its clients, its limit: try again later", h.cfg.MaxWatches)
 		}
 		if refusal != "" {
-			h.enqueue(c, errorFrame(fmt.Sprintf("%s (job %d and the %d after it in this message are not watched)", refusal, id, len(ids)-i-1)))
+			h.enqueue(c, errorFrame(fmt.Sprintf("%s (job %d and the %d after it in this message are not watched)", refusal, id, len(ids)-i-1)), news)
 			break
 		}
-		c.jobs[id] = stateNone
+		c.told.jobs[id] = stateNone
 		w := h.watches[id]
 		w.add(c)
 		h.watches[id] = w
@@ -143,14 +144,17 @@ func (h *Hub) watchJobs(c *client, ids []uint64) (fresh []uint64) {
 	return fresh
 }
 
-// unwatchLocked takes c off the watchers of id; h.mu is held, and the
-// caller deletes id from c.jobs.
+// unwatchLocked ends c's watch of id: off the job's watchers (gone
+// already when it completed) and out of c's record. h.mu and c.mu are
+// held; a caller that ranges over c.told.jobs may do so, as Go allows
+// deletes while ranging.
 func (h *Hub) unwatchLocked(c *client, id uint64) {
+	delete(c.told.jobs, id)
+	h.nwatches--
 	w, ok := h.watches[id]
 	if !ok {
 		return
 	}
-	h.nwatches--
 	if w.remove(c) {
 		delete(h.watches, id)
 	} else {

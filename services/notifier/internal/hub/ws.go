@@ -128,7 +128,7 @@ func (h *Hub) read(ctx context.Context, conn *websocket.Conn, c *client, closeWi
 			return
 		}
 		if typ != websocket.MessageText {
-			h.offer(c, errorFrame("binary frames are not understood: send JSON as text"))
+			h.offer(c, errorFrame("binary frames are not understood: send JSON as text"), always)
 			continue
 		}
 		if !utf8.Valid(b) {
@@ -137,7 +137,7 @@ func (h *Hub) read(ctx context.Context, conn *websocket.Conn, c *client, closeWi
 		}
 		m, err := DecodeClientMessage(b)
 		if err != nil {
-			h.offer(c, errorFrame(err.Error()))
+			h.offer(c, errorFrame(err.Error()), always)
 			continue
 		}
 		h.handle(c, m)
