@@ -110,7 +110,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 		}
 	})
 	wg.Go(func() {
-		if err := f.Run(ctx, tr.Completed); err != nil {
+		if err := f.Run(ctx, h.Completed); err != nil {
 			failed <- err
 		}
 	})
