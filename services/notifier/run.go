@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,6 +59,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 		Logger:          log,
 		ReplayLimit:     cfg.ReplayLimit,
 		MaxReplays:      cfg.MaxReplays,
+		RecentBytes:     cmp.Or(cfg.ReplayMemory, -1), // 0: none
 		MaxWatches:      cfg.MaxWatches,
 		MaxJobs:         cfg.MaxClientWatches,
 		Lookback:        cfg.PollLookback,
@@ -116,6 +118,13 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	})
 	wg.Go(func() { _ = tr.Run(ctx) })
 	wg.Go(func() { _ = results.Prepare(ctx, 10*time.Second, log) })
+	wg.Go(func() {
+		select {
+		case <-f.Started(): // from now on the feed delivers every new result
+			_ = h.Prime(ctx)
+		case <-ctx.Done():
+		}
+	})
 
 	var runErr error
 	select {

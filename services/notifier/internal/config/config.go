@@ -38,6 +38,9 @@ type Config struct {
 	ReplayLimit  int
 	// MaxReplays is how many replays may read MongoDB at once.
 	MaxReplays int
+	// ReplayMemory is the bytes the latest completions may take in
+	// memory, for replays that start within them; 0 keeps none.
+	ReplayMemory int
 	// MaxWatches caps the job watches of all clients together, and
 	// MaxClientWatches those of one client.
 	MaxWatches       int
@@ -100,6 +103,7 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 		PollLookback:     r.Duration("NOTIFIER_POLL_LOOKBACK", 2*time.Second, 0),
 		ReplayLimit:      int(r.Int("NOTIFIER_REPLAY_LIMIT", 10000, 1, 1_000_000)),
 		MaxReplays:       int(r.Int("NOTIFIER_MAX_REPLAYS", 4, 1, 1000)),
+		ReplayMemory:     int(r.Int("NOTIFIER_REPLAY_MEMORY", 32<<20, 0, 16<<30)),
 		MaxWatches:       int(r.Int("NOTIFIER_MAX_WATCHES", 1_000_000, 1, 100_000_000)),
 		MaxClientWatches: int(r.Int("NOTIFIER_MAX_CLIENT_WATCHES", 10000, 1, 1_000_000)),
 		WriteTimeout:     r.Duration("NOTIFIER_WRITE_TIMEOUT", 5*time.Second, 10*time.Millisecond),

@@ -42,11 +42,17 @@ type Config struct {
 	// ReplayLimit is the most completions one replay sends (10000).
 	ReplayLimit int
 	// MaxReplays is how many replays (?since=, ?last=, Last-Event-ID)
-	// may read the store at once (4); a new one waits ReplayWait (2s)
+	// may query the store at once (4); a new one waits ReplayWait (2s)
 	// for a place, then gets 503 with Retry-After. Ten replays of a
-	// large collection at once took the store down.
+	// large collection at once took the store down. A place is held for
+	// one query at a time, not while the results are written, and a
+	// replay served from memory (RecentBytes) takes none.
 	MaxReplays int
 	ReplayWait time.Duration
+	// RecentBytes is the memory that the latest completions may take,
+	// for replays that start within them (32 MiB; negative: none). See
+	// recent.
+	RecentBytes int
 	// ReplayTimeout bounds each replay query (10s).
 	ReplayTimeout time.Duration
 	// Lookback is how far an SSE Last-Event-ID replay rewinds before
@@ -92,6 +98,7 @@ func (c *Config) defaults() {
 	def(&c.MaxJobs, 10000)
 	def(&c.MaxWatches, 1_000_000)
 	def(&c.MaxReplays, 4)
+	def(&c.RecentBytes, 32<<20)
 	defd(&c.ReplayWait, 2*time.Second)
 	defd(&c.ReplayTimeout, 10*time.Second)
 	defd(&c.WriteTimeout, 5*time.Second)
@@ -114,8 +121,10 @@ type Hub struct {
 	cancel context.CancelFunc
 	conns  sync.WaitGroup // one per connection handler
 	count  atomic.Int64   // connected clients, for MaxClients
-	// replays holds a token per replay reading the store.
+	// replays holds a token per replay query reading the store.
 	replays chan struct{}
+	// recent are the latest completions, for replays from memory.
+	recent *recent
 
 	statsClients atomic.Int64 // clients that want stats
 	completions  atomic.Int64 // published, for CompletedTotal
@@ -142,6 +151,7 @@ func New(cfg Config) *Hub {
 		clients: map[*client]struct{}{}, all: map[*client]struct{}{}, watches: map[uint64]watch{},
 		subscribed: map[uint64]struct{}{}, kick: make(chan struct{}, 1),
 		replays: make(chan struct{}, cfg.MaxReplays),
+		recent:  newRecent(cfg.RecentBytes),
 	}
 	return h
 }
@@ -307,9 +317,16 @@ func always(*told) verdict { return news }
 // maps (clients, watches) under h.mu, then each client's queue and
 // record under its own.
 
-func (h *Hub) add(c *client) {
-	h.mu.Lock()
+// add registers c and, when it asked for a replay that the recent
+// completions hold, copies it from them at the same moment (see
+// fromMemory); nil means the replay reads the store.
+func (h *Hub) add(c *client, rq *replayRequest) *memoryReplay {
+	h.mu.Lock() // lock order: h.mu, then the recent completions' mu
 	defer h.mu.Unlock()
+	var mem *memoryReplay
+	if rq.wanted() {
+		mem = h.fromMemory(rq)
+	}
 	h.clients[c] = struct{}{}
 	if c.stats {
 		h.statsClients.Add(1)
@@ -318,6 +335,7 @@ func (h *Hub) add(c *client) {
 		h.all[c] = struct{}{}
 	}
 	h.m.Clients.WithLabelValues(c.transport).Inc()
+	return mem
 }
 
 func (h *Hub) remove(c *client) {
@@ -355,7 +373,12 @@ func (h *Hub) Completed(_ context.Context, rs []job.Result) {
 			w.each(func(c *client) { h.offer(c, f, live) })
 			delete(h.watches, r.ID)
 		}
+		kept := *f
+		kept.live = false // a replay's frame is not a push
+		h.recent.add(r, &kept)
 	}
+	_, bytes := h.recent.size()
+	h.m.RecentBytes.Set(float64(bytes))
 }
 
 // CompletedTotal is how many completions the hub has published, for the

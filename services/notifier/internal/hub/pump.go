@@ -25,10 +25,10 @@ type writer interface {
 // replay already sent are dropped by id (not by cursor: a result that
 // committed late can be live with a cursor below the replay's last and
 // still be one the replay never saw).
-func (h *Hub) pump(ctx context.Context, c *client, w writer, rq replayRequest, heartbeat time.Duration) error {
+func (h *Hub) pump(ctx context.Context, c *client, w writer, rq *replayRequest, mem *memoryReplay, heartbeat time.Duration) error {
 	if rq.wanted() {
-		replayed, err := h.replay(ctx, c, w, rq)
-		rq.release() // the live events that follow cost the store nothing
+		replayed, err := h.replay(ctx, c, w, rq, mem)
+		h.done(rq) // the live events that follow cost the store nothing
 		if err != nil {
 			return err
 		}

@@ -62,7 +62,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer rq.release()
+	defer h.done(&rq)
 	if !h.admit(w, r) {
 		return
 	}
@@ -94,7 +94,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 		// behind the write in progress (bounded by the write timeout).
 		closeWith(websocket.StatusPolicyViolation, "too slow: fell too far behind the events")
 	}
-	h.add(c)
+	mem := h.add(c, &rq)
 	defer h.remove(c)
 
 	var wg sync.WaitGroup
@@ -104,7 +104,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	})
 
 	ww := wsWriter{conn: conn, timeout: h.cfg.WriteTimeout, pingTimeout: h.cfg.PingInterval}
-	if err := h.pump(ctx, c, ww, rq, h.cfg.PingInterval); err != nil && ctx.Err() == nil {
+	if err := h.pump(ctx, c, ww, &rq, mem, h.cfg.PingInterval); err != nil && ctx.Err() == nil {
 		h.log.Debug("websocket client ends", "err", err)
 	}
 	if h.ctx.Err() != nil {

@@ -41,6 +41,12 @@ type Metrics struct {
 	// about. On FerretDB each query reads the whole results collection.
 	StoreLookups    prometheus.Counter
 	StoreLookupJobs prometheus.Counter
+	// Replays counts replays by where they read: memory (the recent
+	// completions) or store.
+	Replays *prometheus.CounterVec
+	// RecentBytes is what the recent completions in memory cost, within
+	// NOTIFIER_REPLAY_MEMORY.
+	RecentBytes prometheus.Gauge
 }
 
 // New returns the metrics, registered on a new registry with the Go and
@@ -77,7 +83,15 @@ func New() *Metrics {
 		StoreLookupJobs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "notifier_store_lookup_jobs_total", Help: "Jobs asked about by those queries.",
 		}),
+		Replays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notifier_replays_total", Help: "Replays by where they read: memory or store.",
+		}, []string{"from"}),
+		RecentBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "notifier_recent_bytes", Help: "Bytes held by the recent completions that replays read from memory.",
+		}),
 	}
+	m.Replays.WithLabelValues("memory")
+	m.Replays.WithLabelValues("store")
 	for _, t := range []string{"ws", "sse"} {
 		m.Clients.WithLabelValues(t)
 	}
@@ -90,7 +104,7 @@ func New() *Metrics {
 		m.Rejected.WithLabelValues(r)
 	}
 	m.Registry.MustRegister(m.Clients, m.EventsSent, m.Dropped, m.Rejected, m.Completions, m.Mode, m.PushLatency,
-		m.StoreLookups, m.StoreLookupJobs,
+		m.StoreLookups, m.StoreLookupJobs, m.Replays, m.RecentBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
