@@ -62,7 +62,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 		RecentBytes:     cmp.Or(cfg.ReplayMemory, -1), // 0: none
 		MaxWatches:      cfg.MaxWatches,
 		MaxJobs:         cfg.MaxClientWatches,
-		Lookback:        cfg.PollLookback,
+		Lookback:        cfg.Lookback,
 		MaxClients:      cfg.MaxClients,
 		Buffer:          cfg.ClientBuffer,
 		WriteTimeout:    cfg.WriteTimeout,
@@ -72,12 +72,12 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	})
 	tr := tracker.New(tracker.Config{
 		Queue: pool, Results: countedLookups{results, m}, Hub: h, Logger: log,
-		StoreDelay: cfg.PollInterval, StatsTubes: cfg.StatsTubes,
+		StoreDelay: cfg.FeedDelay, StatsTubes: cfg.StatsTubes,
 	})
 	f := feed.New(feed.Config{
 		Mode:         cfg.Mode,
-		PollInterval: cfg.PollInterval,
-		PollLookback: cfg.PollLookback,
+		PollInterval: cfg.FeedDelay,
+		PollLookback: cfg.Lookback,
 		ID:           cfg.ID,
 		Store:        results,
 		Opener:       feed.MongoOpener{Coll: results.Collection()},

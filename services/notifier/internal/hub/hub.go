@@ -56,7 +56,7 @@ type Config struct {
 	// ReplayTimeout bounds each replay query (10s).
 	ReplayTimeout time.Duration
 	// Lookback is how far an SSE Last-Event-ID replay rewinds before
-	// that cursor (0: none; the notifier uses NOTIFIER_POLL_LOOKBACK):
+	// that cursor (0: none; the notifier uses NOTIFIER_LOOKBACK):
 	// completions commit slightly out of cursor order.
 	Lookback time.Duration
 	// MaxClients caps the connected clients (10000).
