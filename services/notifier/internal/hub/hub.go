@@ -121,8 +121,10 @@ type Hub struct {
 	cancel context.CancelFunc
 	conns  sync.WaitGroup // one per connection handler
 	count  atomic.Int64   // connected clients, for MaxClients
-	// replays holds a token per replay query reading the store.
-	replays chan struct{}
+	// replays holds a token per replay query reading the store, and
+	// arriving counts new replays waiting for one.
+	replays  chan struct{}
+	arriving atomic.Int32
 	// recent are the latest completions, for replays from memory.
 	recent *recent
 

@@ -189,8 +189,12 @@ func (r *recent) size() (entries, bytes int) {
 // serves replays that start after it from memory. Call it once the feed
 // has started.
 func (h *Hub) Prime(ctx context.Context) error {
+	wait := time.Second
 	for {
-		qctx, cancel := context.WithTimeout(ctx, h.cfg.ReplayTimeout)
+		// One query at a time, with time to finish: the newest result by
+		// stored time is a sort that a large FerretDB collection answers
+		// slowly, and a retry would only add load.
+		qctx, cancel := context.WithTimeout(ctx, primeTimeout)
 		rs, err := h.cfg.Store.Latest(qctx, 1)
 		cancel()
 		if err == nil {
@@ -202,11 +206,15 @@ func (h *Hub) Prime(ctx context.Context) error {
 			h.log.Debug("recent completions served from memory", "budget_bytes", h.cfg.RecentBytes)
 			return nil
 		}
-		h.log.Warn("read the newest result: replays read the store until it answers", "err", err)
+		h.log.Warn("read the newest result: replays read the store until it answers", "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 30*time.Second)
 	}
 }
+
+// primeTimeout bounds Prime's query.
+const primeTimeout = time.Minute

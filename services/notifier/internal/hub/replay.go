@@ -50,6 +50,17 @@ func (h *Hub) done(rq *replayRequest) {
 // took to time out, and every replay waited).
 func (h *Hub) query(ctx context.Context, rq *replayRequest, q func(ctx context.Context) ([]job.Result, error)) ([]job.Result, error) {
 	if !rq.held {
+		// New replays first: the next page of a large replay waits
+		// while one waits for admission, which otherwise lost the race
+		// for a place to the pages of replays already running and got
+		// 503 after ReplayWait.
+		for h.arriving.Load() > 0 {
+			select {
+			case <-time.After(10 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
 		select {
 		case h.replays <- struct{}{}:
 		case <-ctx.Done():
@@ -127,6 +138,8 @@ func (h *Hub) acceptReplay(w http.ResponseWriter, r *http.Request, sse bool) (re
 	}
 	t := time.NewTimer(h.cfg.ReplayWait)
 	defer t.Stop()
+	h.arriving.Add(1)
+	defer h.arriving.Add(-1)
 	select {
 	case h.replays <- struct{}{}:
 		rq.held = true
