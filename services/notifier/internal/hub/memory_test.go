@@ -23,10 +23,12 @@ import (
 // returned.
 type countedStore struct {
 	hub.ReplayStore
-	queries atomic.Int64
+	queries, inflight atomic.Int64
 }
 
 func (s *countedStore) After(ctx context.Context, at time.Time, id uint64, limit int) ([]job.Result, error) {
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
 	defer s.queries.Add(1)
 	return s.ReplayStore.After(ctx, at, id, limit)
 }
@@ -143,11 +145,11 @@ func TestNonReadingReplaysHoldNoPlace(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return s.hub.Clients() == 4 }, 10*time.Second, 10*time.Millisecond)
 	// They read pages until their sockets are full, and then are stuck
-	// writing: no query for a second.
+	// writing: no query in flight, and none done, for a second.
 	last, still := int64(-1), 0
 	require.Eventually(t, func() bool {
 		n := st.queries.Load()
-		if n >= 4 && n == last {
+		if n >= 4 && n == last && st.inflight.Load() == 0 {
 			still++
 		} else {
 			still = 0
