@@ -31,6 +31,12 @@ func TestBoardHasAContentSecurityPolicyAndRefusesFrames(t *testing.T) {
 	resp, _ := get(t, framed.base+"/", nil)
 	require.Contains(t, resp.Header.Get("Content-Security-Policy"), "frame-ancestors https://portal.example https://ops.example:8443")
 	require.Empty(t, resp.Header.Get("X-Frame-Options"), "X-Frame-Options cannot name origins; the CSP does")
+
+	// The notifier's own JSON is never sniffed as something else.
+	for _, p := range []string{"/healthz", "/board-config.json", "/ws", "/events?last=0", "/nope"} {
+		resp, _ := get(t, n.base+p, nil)
+		require.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"), p)
+	}
 }
 
 // /ws, /events and /api/ answer only to IP addresses, localhost and

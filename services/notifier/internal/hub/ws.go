@@ -178,6 +178,7 @@ func checkUpgrade(w http.ResponseWriter, r *http.Request) bool {
 // writeError answers a refused request with the API's JSON error shape.
 func writeError(w http.ResponseWriter, code int, msg, detail string) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	body := map[string]string{"error": msg}
 	if detail != "" {

@@ -57,21 +57,24 @@ func requireToken(token string, m *metrics.Metrics, next http.Handler) http.Hand
 // own host always, plus NOTIFIER_ALLOWED_ORIGINS, matched like
 // coder/websocket's OriginPatterns (path.Match on the origin's host, or on
 // scheme://host when the pattern has a scheme). "*" allows any origin.
-type originCheck struct {
-	any      bool
-	patterns []string
+type originCheck struct{ patterns }
+
+// patterns are lower-cased path.Match patterns; any says one was "*".
+type patterns struct {
+	any  bool
+	list []string
 }
 
-func newOriginCheck(patterns []string) originCheck {
-	o := originCheck{}
-	for _, p := range patterns {
-		if p == "*" {
-			o.any = true
-		}
-		o.patterns = append(o.patterns, strings.ToLower(p))
+func newPatterns(ps []string) patterns {
+	p := patterns{}
+	for _, s := range ps {
+		p.any = p.any || s == "*"
+		p.list = append(p.list, strings.ToLower(s))
 	}
-	return o
+	return p
 }
+
+func newOriginCheck(ps []string) originCheck { return originCheck{newPatterns(ps)} }
 
 func (o originCheck) allowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
@@ -85,7 +88,7 @@ func (o originCheck) allowed(r *http.Request) bool {
 	if strings.EqualFold(r.Host, u.Host) {
 		return true
 	}
-	for _, p := range o.patterns {
+	for _, p := range o.list {
 		target := strings.ToLower(u.Host)
 		if strings.Contains(p, "://") {
 			target = strings.ToLower(u.Scheme) + "://" + target
@@ -120,21 +123,9 @@ func (o originCheck) wrap(m *metrics.Metrics, next http.Handler) http.Handler {
 // header still names the attacker's domain. IP addresses and localhost
 // always pass; other names must match NOTIFIER_ALLOWED_HOSTS (path.Match
 // on the name without its port), and "*" lets every name in.
-type hostCheck struct {
-	any      bool
-	patterns []string
-}
+type hostCheck struct{ patterns }
 
-func newHostCheck(patterns []string) hostCheck {
-	h := hostCheck{}
-	for _, p := range patterns {
-		if p == "*" {
-			h.any = true
-		}
-		h.patterns = append(h.patterns, strings.ToLower(p))
-	}
-	return h
-}
+func newHostCheck(ps []string) hostCheck { return hostCheck{newPatterns(ps)} }
 
 func (h hostCheck) allowed(host string) bool {
 	if h.any {
@@ -148,7 +139,7 @@ func (h hostCheck) allowed(host string) bool {
 	if name == "localhost" || strings.HasSuffix(name, ".localhost") || net.ParseIP(name) != nil {
 		return true
 	}
-	for _, p := range h.patterns {
+	for _, p := range h.list {
 		if ok, _ := path.Match(p, name); ok {
 			return true
 		}
