@@ -1,7 +1,9 @@
 // Package hub fans job events out to WebSocket and Server-Sent Events
 // clients: completions to those who subscribed to all of them or to the
 // job, state changes to the job's subscribers, queue statistics to every
-// WebSocket client, and replays from a cursor on connect.
+// WebSocket client, and replays from a cursor on connect: from the
+// recent completions it keeps in memory when they hold the replay, else
+// from the results store.
 //
 // The publisher never blocks. Each client has a bounded buffer; a client
 // that falls so far behind that its buffer is full is closed with
@@ -112,6 +114,10 @@ func (c *Config) defaults() {
 }
 
 // Hub is the set of connected clients and what each watches.
+//
+// Locks, always taken in this order: mu (the clients, the watches), then
+// a client's mu (its queue and its told record), then the recent
+// completions' mu. No path takes one while holding a later one.
 type Hub struct {
 	cfg Config
 	log *slog.Logger

@@ -19,12 +19,14 @@ type writer interface {
 	heartbeat(ctx context.Context) error
 }
 
-// pump replays what rq asks for, when anything, and then writes the client's queued
-// frames until ctx ends or a write fails. The client was registered
-// before the replay, so live completions queue up meanwhile; those the
-// replay already sent are dropped by id (not by cursor: a result that
-// committed late can be live with a cursor below the replay's last and
-// still be one the replay never saw).
+// pump replays what rq asks for, when anything (from mem when the recent
+// completions held it, else from the store), and then writes the
+// client's queued frames until ctx ends or a write fails. The client was
+// registered before the replay, so live completions queue up meanwhile;
+// those the replay already sent are dropped by id, as the client's told
+// record decides (not by cursor: a result that committed late can be
+// live with a cursor below the replay's last and still be one the replay
+// never saw).
 func (h *Hub) pump(ctx context.Context, c *client, w writer, rq *replayRequest, mem *memoryReplay, heartbeat time.Duration) error {
 	if rq.wanted() {
 		replayed, err := h.replay(ctx, c, w, rq, mem)
