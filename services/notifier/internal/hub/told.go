@@ -107,3 +107,35 @@ func (t *told) replayedAlready(f *frame, now time.Time) bool {
 	_, ok := t.replayed[f.id]
 	return ok
 }
+
+// stateCode is the last state a client was sent about a job, in a byte.
+type stateCode uint8
+
+const (
+	stateNone stateCode = iota // watched, nothing sent yet
+	stateReady
+	stateDelayed
+	stateReserved
+	stateBuried
+	stateCompleted
+	stateOther // a state this code does not know; still told apart from none
+	stateTold  // no state yet, but told why (Hub.Unknown)
+)
+
+func codeOf(s job.State) stateCode {
+	switch s {
+	case job.StateReady:
+		return stateReady
+	case job.StateDelayed:
+		return stateDelayed
+	case job.StateReserved:
+		return stateReserved
+	case job.StateBuried:
+		return stateBuried
+	case job.StateCompleted:
+		return stateCompleted
+	case "":
+		return stateNone
+	}
+	return stateOther
+}

@@ -3,47 +3,13 @@ package hub
 import (
 	"fmt"
 	"slices"
-
-	"github.com/jobsys/jobs/pkg/job"
 )
 
 // A watch is one (client, job) pair. What they cost is what a client can
 // grow, so they are bounded twice: MaxJobs per client and MaxWatches for
 // all clients together, and each is kept small: a byte of state in the
-// client's map, and an entry of 32 bytes in the hub's, with no map per
+// client's told record, and an entry of 24 bytes in the hub's, with no map per
 // job unless several clients watch it.
-
-// stateCode is the last state a client was sent about a job, in a byte.
-type stateCode uint8
-
-const (
-	stateNone stateCode = iota // watched, nothing sent yet
-	stateReady
-	stateDelayed
-	stateReserved
-	stateBuried
-	stateCompleted
-	stateOther // a state this code does not know; still told apart from none
-	stateTold  // no state yet, but told why (Hub.Unknown)
-)
-
-func codeOf(s job.State) stateCode {
-	switch s {
-	case job.StateReady:
-		return stateReady
-	case job.StateDelayed:
-		return stateDelayed
-	case job.StateReserved:
-		return stateReserved
-	case job.StateBuried:
-		return stateBuried
-	case job.StateCompleted:
-		return stateCompleted
-	case "":
-		return stateNone
-	}
-	return stateOther
-}
 
 // watch is one job's watchers, held by value in Hub.watches.
 type watch struct {
