@@ -447,9 +447,10 @@ func TestMetricLabelsAreAFixedSet(t *testing.T) {
 	allowed := map[string][]string{
 		"transport": {"ws", "sse"},
 		"type":      {"job", "stats", "gap", "error"},
-		"reason":    {"slow", "write_timeout", "max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request", "max_watches"},
+		"reason":    {"slow", "write_timeout", "max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request", "max_watches", "max_pending", "host"},
 		"mode":      {"changestream", "poll"},
 		"by":        {"subscribe", "tracker"},
+		"from":      {"memory", "store"},
 		"le":        nil, // histogram buckets: fixed by the code
 	}
 	_, body := get(t, n.base+"/metrics", nil)
@@ -510,12 +511,17 @@ func TestWatchAndReplayLimitsFromTheEnvironment(t *testing.T) {
 }
 
 // The board's ?last=50 on the running notifier: the 50 most recent in
-// cursor order, then live completions from the feed, none twice.
+// cursor order, then live completions from the feed, none twice. The
+// replay is of what the notifier has published (from memory): the test
+// waits until the feed has delivered the 60, as a browser opening the
+// board after them would.
 func TestLastFiftyThenLive(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	n := start(t, b, nil)
+	seen := dial(t, n.ws("?since=0-0"), nil)
 	b.complete(t, 1, 60)
+	seen.collect(60, 10*time.Second)
 	all, err := b.Store.Latest(context.Background(), 60)
 	require.NoError(t, err)
 	want := make([]uint64, 0, 50)

@@ -1,11 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -51,6 +51,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	pool := queue.NewPool(queue.PoolConfig{Addr: cfg.Beanstalk.Addr()})
 	defer pool.Close()
 	m := metrics.New()
+	conns := server.NewConns(cfg.MaxPending, m)
 
 	h := hub.New(hub.Config{
 		Store:           results,
@@ -58,23 +59,25 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 		Logger:          log,
 		ReplayLimit:     cfg.ReplayLimit,
 		MaxReplays:      cfg.MaxReplays,
+		RecentBytes:     cmp.Or(cfg.ReplayMemory, -1), // 0: none
 		MaxWatches:      cfg.MaxWatches,
 		MaxJobs:         cfg.MaxClientWatches,
-		Lookback:        cfg.PollLookback,
+		Lookback:        cfg.Lookback,
 		MaxClients:      cfg.MaxClients,
 		Buffer:          cfg.ClientBuffer,
 		WriteTimeout:    cfg.WriteTimeout,
 		PingInterval:    cfg.PingInterval,
+		Admitted:        conns.Admitted,
 		SkipOriginCheck: true, // server checks origins for /ws and /events alike
 	})
 	tr := tracker.New(tracker.Config{
 		Queue: pool, Results: countedLookups{results, m}, Hub: h, Logger: log,
-		StoreDelay: cfg.PollInterval, StatsTubes: cfg.StatsTubes,
+		StoreDelay: cfg.FeedDelay, StatsTubes: cfg.StatsTubes,
 	})
 	f := feed.New(feed.Config{
 		Mode:         cfg.Mode,
-		PollInterval: cfg.PollInterval,
-		PollLookback: cfg.PollLookback,
+		PollInterval: cfg.FeedDelay,
+		PollLookback: cfg.Lookback,
 		ID:           cfg.ID,
 		Store:        results,
 		Opener:       feed.MongoOpener{Coll: results.Collection()},
@@ -93,7 +96,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr(), err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	srv := server.HTTPServer(handler, conns, log)
 	log.Info("notifier listening", "addr", ln.Addr().String(), "mode", cfg.Mode, "notifier_id", cfg.ID)
 	if ready != nil {
 		ready(ln.Addr())
@@ -109,12 +112,19 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 		}
 	})
 	wg.Go(func() {
-		if err := f.Run(ctx, tr.Completed); err != nil {
+		if err := f.Run(ctx, h.Completed); err != nil {
 			failed <- err
 		}
 	})
 	wg.Go(func() { _ = tr.Run(ctx) })
 	wg.Go(func() { _ = results.Prepare(ctx, 10*time.Second, log) })
+	wg.Go(func() {
+		select {
+		case <-f.Started(): // from now on the feed delivers every new result
+			_ = h.Prime(ctx)
+		case <-ctx.Done():
+		}
+	})
 
 	var runErr error
 	select {

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jobsys/jobs/services/notifier/internal/config"
+	"github.com/jobsys/jobs/services/notifier/internal/feed"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -18,9 +19,9 @@ func TestDefaults(t *testing.T) {
 	c, err := config.Load(env(nil), false)
 	require.NoError(t, err)
 	require.Equal(t, ":8083", c.Addr())
-	require.Equal(t, config.ModeAuto, c.Mode)
-	require.Equal(t, 250*time.Millisecond, c.PollInterval)
-	require.Equal(t, 2*time.Second, c.PollLookback)
+	require.Equal(t, feed.ModeAuto, c.Mode)
+	require.Equal(t, 250*time.Millisecond, c.FeedDelay)
+	require.Equal(t, 2*time.Second, c.Lookback)
 	require.Equal(t, 20*time.Second, c.PingInterval)
 	require.Equal(t, 10000, c.ReplayLimit)
 	require.Equal(t, 10000, c.MaxClients)
@@ -54,9 +55,9 @@ func TestValues(t *testing.T) {
 	}), true)
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:9000", c.Addr())
-	require.Equal(t, config.ModePoll, c.Mode)
-	require.Equal(t, 100*time.Millisecond, c.PollInterval)
-	require.Equal(t, 5*time.Second, c.PollLookback)
+	require.Equal(t, feed.ModePoll, c.Mode)
+	require.Equal(t, 100*time.Millisecond, c.FeedDelay)
+	require.Equal(t, 5*time.Second, c.Lookback)
 	require.Equal(t, 45*time.Second, c.PingInterval)
 	require.Equal(t, []string{"https://board.example.com", "*.example.org"}, c.AllowedOrigins)
 	require.Equal(t, "n7", c.ID)
@@ -90,6 +91,13 @@ func TestBadValuesAreNamed(t *testing.T) {
 		{map[string]string{"NOTIFIER_POLL_INTERVAL": "1ms"}, "NOTIFIER_POLL_INTERVAL"},
 		{map[string]string{"NOTIFIER_POLL_INTERVAL": "soon"}, "NOTIFIER_POLL_INTERVAL"},
 		{map[string]string{"NOTIFIER_POLL_LOOKBACK": "2h"}, "NOTIFIER_POLL_LOOKBACK"},
+		{map[string]string{"NOTIFIER_FEED_DELAY": "1ms"}, "NOTIFIER_FEED_DELAY"},
+		{map[string]string{"NOTIFIER_LOOKBACK": "2h"}, "NOTIFIER_LOOKBACK"},
+		{map[string]string{"NOTIFIER_MAX_PENDING": "0"}, "NOTIFIER_MAX_PENDING"},
+		{map[string]string{"NOTIFIER_REPLAY_MEMORY": "-1"}, "NOTIFIER_REPLAY_MEMORY"},
+		{map[string]string{"NOTIFIER_ALLOWED_HOSTS": "[a-"}, "NOTIFIER_ALLOWED_HOSTS"},
+		{map[string]string{"NOTIFIER_FRAME_ANCESTORS": "portal.example"}, "NOTIFIER_FRAME_ANCESTORS"},
+		{map[string]string{"NOTIFIER_FRAME_ANCESTORS": "https://portal.example/x"}, "NOTIFIER_FRAME_ANCESTORS"},
 		{map[string]string{"NOTIFIER_PING_INTERVAL": "50ms"}, "NOTIFIER_PING_INTERVAL"},
 		{map[string]string{"NOTIFIER_PING_INTERVAL": "often"}, "NOTIFIER_PING_INTERVAL"},
 		{map[string]string{"NOTIFIER_REPLAY_LIMIT": "0"}, "NOTIFIER_REPLAY_LIMIT"},
@@ -123,4 +131,19 @@ func TestBadValuesAreNamed(t *testing.T) {
 	require.ErrorContains(t, err, "NOTIFIER_MODE")
 	require.ErrorContains(t, err, "MANAGER_URL")
 	require.ErrorContains(t, err, "NOTIFIER_MAX_CLIENTS")
+}
+
+// The settings are named for what they do in both modes; the old names,
+// from when they were polling's, still work, and the new name wins.
+func TestOldNamesOfTheFeedSettingsStillWork(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(env(map[string]string{"NOTIFIER_POLL_INTERVAL": "100ms", "NOTIFIER_POLL_LOOKBACK": "5s"}), false)
+	require.NoError(t, err)
+	require.Equal(t, 100*time.Millisecond, c.FeedDelay)
+	require.Equal(t, 5*time.Second, c.Lookback)
+	c, err = config.Load(env(map[string]string{"NOTIFIER_FEED_DELAY": "300ms", "NOTIFIER_POLL_INTERVAL": "100ms",
+		"NOTIFIER_LOOKBACK": "3s", "NOTIFIER_POLL_LOOKBACK": "5s"}), false)
+	require.NoError(t, err)
+	require.Equal(t, 300*time.Millisecond, c.FeedDelay)
+	require.Equal(t, 3*time.Second, c.Lookback)
 }

@@ -1,7 +1,9 @@
 // Package hub fans job events out to WebSocket and Server-Sent Events
 // clients: completions to those who subscribed to all of them or to the
 // job, state changes to the job's subscribers, queue statistics to every
-// WebSocket client, and replays from a cursor on connect.
+// WebSocket client, and replays from a cursor on connect: from the
+// recent completions it keeps in memory when they hold the replay, else
+// from the results store.
 //
 // The publisher never blocks. Each client has a bounded buffer; a client
 // that falls so far behind that its buffer is full is closed with
@@ -42,15 +44,21 @@ type Config struct {
 	// ReplayLimit is the most completions one replay sends (10000).
 	ReplayLimit int
 	// MaxReplays is how many replays (?since=, ?last=, Last-Event-ID)
-	// may read the store at once (4); a new one waits ReplayWait (2s)
+	// may query the store at once (4); a new one waits ReplayWait (2s)
 	// for a place, then gets 503 with Retry-After. Ten replays of a
-	// large collection at once took the store down.
+	// large collection at once took the store down. A place is held for
+	// one query at a time, not while the results are written, and a
+	// replay served from memory (RecentBytes) takes none.
 	MaxReplays int
 	ReplayWait time.Duration
+	// RecentBytes is the memory that the latest completions may take,
+	// for replays that start within them (32 MiB; negative: none). See
+	// recent.
+	RecentBytes int
 	// ReplayTimeout bounds each replay query (10s).
 	ReplayTimeout time.Duration
 	// Lookback is how far an SSE Last-Event-ID replay rewinds before
-	// that cursor (0: none; the notifier uses NOTIFIER_POLL_LOOKBACK):
+	// that cursor (0: none; the notifier uses NOTIFIER_LOOKBACK):
 	// completions commit slightly out of cursor order.
 	Lookback time.Duration
 	// MaxClients caps the connected clients (10000).
@@ -67,6 +75,9 @@ type Config struct {
 	// without it, memory grew with clients times MaxJobs.
 	MaxJobs    int
 	MaxWatches int
+	// Admitted, when set, is told of each request the hub admits as a
+	// client (the server's bound on pending connections lets it go).
+	Admitted func(r *http.Request)
 	// SkipOriginCheck: the caller has checked the Origin header already;
 	// otherwise coder/websocket allows the request's own host only.
 	SkipOriginCheck bool
@@ -89,6 +100,7 @@ func (c *Config) defaults() {
 	def(&c.MaxJobs, 10000)
 	def(&c.MaxWatches, 1_000_000)
 	def(&c.MaxReplays, 4)
+	def(&c.RecentBytes, 32<<20)
 	defd(&c.ReplayWait, 2*time.Second)
 	defd(&c.ReplayTimeout, 10*time.Second)
 	defd(&c.WriteTimeout, 5*time.Second)
@@ -102,6 +114,10 @@ func (c *Config) defaults() {
 }
 
 // Hub is the set of connected clients and what each watches.
+//
+// Locks, always taken in this order: mu (the clients, the watches), then
+// a client's mu (its queue and its told record), then the recent
+// completions' mu. No path takes one while holding a later one.
 type Hub struct {
 	cfg Config
 	log *slog.Logger
@@ -111,10 +127,15 @@ type Hub struct {
 	cancel context.CancelFunc
 	conns  sync.WaitGroup // one per connection handler
 	count  atomic.Int64   // connected clients, for MaxClients
-	// replays holds a token per replay reading the store.
-	replays chan struct{}
+	// replays holds a token per replay query reading the store, and
+	// arriving counts new replays waiting for one.
+	replays  chan struct{}
+	arriving atomic.Int32
+	// recent are the latest completions, for replays from memory.
+	recent *recent
 
 	statsClients atomic.Int64 // clients that want stats
+	completions  atomic.Int64 // published, for CompletedTotal
 
 	mu      sync.Mutex
 	clients map[*client]struct{}
@@ -138,6 +159,7 @@ func New(cfg Config) *Hub {
 		clients: map[*client]struct{}{}, all: map[*client]struct{}{}, watches: map[uint64]watch{},
 		subscribed: map[uint64]struct{}{}, kick: make(chan struct{}, 1),
 		replays: make(chan struct{}, cfg.MaxReplays),
+		recent:  newRecent(cfg.RecentBytes),
 	}
 	return h
 }
@@ -161,7 +183,7 @@ func (h *Hub) Clients() int { return int(h.count.Load()) }
 
 // admit takes a place for a new client, or answers 503 when the hub is
 // full or shutting down. A client admitted is released when it leaves.
-func (h *Hub) admit(w http.ResponseWriter) bool {
+func (h *Hub) admit(w http.ResponseWriter, r *http.Request) bool {
 	if h.ctx.Err() != nil {
 		writeError(w, http.StatusServiceUnavailable, "shutting down", "")
 		return false
@@ -173,6 +195,9 @@ func (h *Hub) admit(w http.ResponseWriter) bool {
 		return false
 	}
 	h.conns.Add(1)
+	if h.cfg.Admitted != nil {
+		h.cfg.Admitted(r)
+	}
 	return true
 }
 
@@ -223,26 +248,30 @@ type client struct {
 
 	mu    sync.Mutex
 	queue []*frame
-	// taken is how many frames the writer took and has not written yet;
-	// they count against the buffer.
-	taken   int
-	all     bool
-	jobs    map[uint64]stateCode // last state sent; stateNone before the first
-	dropped bool
+	// queued counts the frames in queue that are news, and answers
+	// those that are answers (see verdict); taken and takenAnswers the
+	// same for the frames the writer took and has not written yet. News
+	// counts against Buffer, answers against twice MaxJobs.
+	queued, answers     int
+	taken, takenAnswers int
+	told                told
+	dropped             bool
 }
 
 func (h *Hub) newClient(transport string, all, stats bool) *client {
-	return &client{transport: transport, ready: make(chan struct{}, 1), stats: stats, all: all, jobs: map[uint64]stateCode{}}
+	return &client{transport: transport, ready: make(chan struct{}, 1), stats: stats,
+		told: told{all: all, jobs: map[uint64]stateCode{}}}
 }
 
 // take empties the queue and returns what it held, oldest first; the
-// frames count against the buffer until the writer calls written.
+// frames count against the limits until the writer calls written.
 func (c *client) take() []*frame {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	q := c.queue
 	c.queue = nil
-	c.taken = len(q)
+	c.taken, c.takenAnswers = c.queued, c.answers
+	c.queued, c.answers = 0, 0
 	return q
 }
 
@@ -250,16 +279,20 @@ func (c *client) take() []*frame {
 func (c *client) written() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.taken = 0
+	c.taken, c.takenAnswers = 0, 0
 }
 
-// enqueue queues f without blocking; a full queue drops the client.
-// c.mu is held.
-func (h *Hub) enqueue(c *client, f *frame) {
-	if c.dropped {
+// enqueue queues f as v says, without blocking; a client past its limit
+// is dropped. c.mu is held.
+func (h *Hub) enqueue(c *client, f *frame, v verdict) {
+	if c.dropped || v == stale {
 		return
 	}
-	if len(c.queue)+c.taken >= h.cfg.Buffer {
+	full := c.queued+c.taken >= h.cfg.Buffer
+	if v == answer {
+		full = c.answers+c.takenAnswers >= 2*h.cfg.MaxJobs
+	}
+	if full {
 		c.dropped = true
 		h.m.Dropped.WithLabelValues("slow").Inc()
 		h.log.Info("client too slow: closing it", "transport", c.transport, "buffer", h.cfg.Buffer)
@@ -267,63 +300,54 @@ func (h *Hub) enqueue(c *client, f *frame) {
 		return
 	}
 	c.queue = append(c.queue, f)
+	if v == answer {
+		c.answers++
+	} else {
+		c.queued++
+	}
 	select {
 	case c.ready <- struct{}{}:
 	default: // already signalled
 	}
 }
 
-// offerCompletion queues a completion for c unless c had it already.
-func (h *Hub) offerCompletion(c *client, f *frame) {
+// offer queues f for c when told says it is news to c.
+func (h *Hub) offer(c *client, f *frame, decide func(t *told) verdict) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st, ok := c.jobs[f.id]; ok {
-		if st == stateCompleted {
-			return
-		}
-		c.jobs[f.id] = stateCompleted
-		h.enqueue(c, f)
-		return
-	}
-	if c.all {
-		h.enqueue(c, f)
-	}
+	h.enqueue(c, f, decide(&c.told))
 }
 
-// offerState queues a state change for a watcher of the job: only a
-// change, and nothing after completion.
-func (h *Hub) offerState(c *client, f *frame) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st, ok := c.jobs[f.id]
-	if !ok || st == stateCompleted || st == codeOf(f.state) {
-		return
-	}
-	c.jobs[f.id] = codeOf(f.state)
-	h.enqueue(c, f)
-}
+func always(*told) verdict { return news }
 
-func (h *Hub) offer(c *client, f *frame) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	h.enqueue(c, f)
-}
+// Lock order: h.mu, then a client's mu (then the recent completions'
+// mu). Every path that takes two takes them in this order: the hub's
+// maps (clients, watches) under h.mu, then each client's queue and
+// record under its own.
 
-func (h *Hub) add(c *client) {
-	h.mu.Lock()
+// add registers c and, when it asked for a replay that the recent
+// completions hold, copies it from them at the same moment (see
+// fromMemory); nil means the replay reads the store.
+func (h *Hub) add(c *client, rq *replayRequest) *memoryReplay {
+	h.mu.Lock() // lock order: h.mu, then the recent completions' mu
 	defer h.mu.Unlock()
+	var mem *memoryReplay
+	if rq.wanted() {
+		mem = h.fromMemory(rq)
+	}
 	h.clients[c] = struct{}{}
 	if c.stats {
 		h.statsClients.Add(1)
 	}
-	if c.all {
+	if c.told.all {
 		h.all[c] = struct{}{}
 	}
 	h.m.Clients.WithLabelValues(c.transport).Inc()
+	return mem
 }
 
 func (h *Hub) remove(c *client) {
-	h.mu.Lock()
+	h.mu.Lock() // lock order: h.mu, then c.mu
 	defer h.mu.Unlock()
 	delete(h.clients, c)
 	delete(h.all, c)
@@ -331,7 +355,7 @@ func (h *Hub) remove(c *client) {
 		h.statsClients.Add(-1)
 	}
 	c.mu.Lock()
-	for id := range c.jobs {
+	for id := range c.told.jobs {
 		h.unwatchLocked(c, id)
 	}
 	c.mu.Unlock()
@@ -339,50 +363,60 @@ func (h *Hub) remove(c *client) {
 }
 
 // Completed publishes new completions to the clients that want them. It
-// never blocks; it is the feed's sink.
+// never blocks; it is the feed's sink. A completed job's watch ends: its
+// watchers have been told, and the tracker stops asking about it.
 func (h *Hub) Completed(_ context.Context, rs []job.Result) {
 	h.m.Completions.Add(float64(len(rs)))
-	h.mu.Lock()
+	h.completions.Add(int64(len(rs)))
+	h.mu.Lock() // lock order: h.mu, then each c.mu
 	defer h.mu.Unlock()
 	for _, r := range rs {
 		f := newFrame(job.Completed(r))
 		f.live = true
+		live := func(t *told) verdict { return t.completion(r.ID, true) }
 		for c := range h.all {
-			h.offerCompletion(c, f)
+			h.offer(c, f, live)
 		}
 		if w, ok := h.watches[r.ID]; ok {
-			w.completed = true
-			h.watches[r.ID] = w
-			w.each(func(c *client) { h.offerCompletion(c, f) })
+			w.each(func(c *client) { h.offer(c, f, live) })
+			delete(h.watches, r.ID)
 		}
+		kept := *f
+		kept.live = false // a replay's frame is not a push
+		h.recent.add(r, &kept)
 	}
+	_, bytes := h.recent.size()
+	h.m.RecentBytes.Set(float64(bytes))
 }
+
+// CompletedTotal is how many completions the hub has published, for the
+// completions-per-second of the stats frames.
+func (h *Hub) CompletedTotal() int64 { return h.completions.Load() }
 
 // JobState sends a watched job's state to its watchers that have not had
 // it. A completed event (found in the results store before the feed saw
-// it) goes to the job's watchers only: the feed delivers it to everybody
-// else.
+// it) goes to the job's watchers only, and ends its watch: the feed
+// delivers it to everybody else.
 func (h *Hub) JobState(ev job.Event) {
 	f := newFrame(ev)
-	h.mu.Lock()
+	h.mu.Lock() // lock order: h.mu, then each c.mu
 	defer h.mu.Unlock()
 	w, ok := h.watches[ev.ID]
 	if !ok {
 		return
 	}
 	if ev.State == job.StateCompleted {
-		w.completed = true
-		h.watches[ev.ID] = w
-		w.each(func(c *client) { h.offerCompletion(c, f) })
+		w.each(func(c *client) { h.offer(c, f, func(t *told) verdict { return t.completion(ev.ID, false) }) })
+		delete(h.watches, ev.ID)
 		return
 	}
-	w.each(func(c *client) { h.offerState(c, f) })
+	w.each(func(c *client) { h.offer(c, f, func(t *told) verdict { return t.state(ev.ID, ev.State) }) })
 }
 
 // Forget stops watching a job that is in neither the queue nor the
 // results store, telling its watchers.
 func (h *Hub) Forget(id uint64) {
-	h.mu.Lock()
+	h.mu.Lock() // lock order: h.mu, then each c.mu
 	defer h.mu.Unlock()
 	w, ok := h.watches[id]
 	if !ok {
@@ -391,8 +425,8 @@ func (h *Hub) Forget(id uint64) {
 	f := errorFrame(notFound(id) + "; no longer watched")
 	w.each(func(c *client) {
 		c.mu.Lock()
-		delete(c.jobs, id)
-		h.enqueue(c, f)
+		delete(c.told.jobs, id)
+		h.enqueue(c, f, news)
 		c.mu.Unlock()
 		h.nwatches--
 	})
@@ -403,12 +437,7 @@ func (h *Hub) Forget(id uint64) {
 // completed, in ascending order.
 func (h *Hub) Watched() []uint64 {
 	h.mu.Lock()
-	ids := make([]uint64, 0, len(h.watches))
-	for id, w := range h.watches {
-		if !w.completed {
-			ids = append(ids, id)
-		}
-	}
+	ids := slices.Collect(maps.Keys(h.watches))
 	h.mu.Unlock()
 	slices.Sort(ids)
 	return ids
@@ -418,21 +447,14 @@ func (h *Hub) Watched() []uint64 {
 // why there is none (the queue or the store did not answer, or the job
 // was found nowhere), once; the job stays watched.
 func (h *Hub) Unknown(id uint64, why string) {
-	h.mu.Lock()
+	h.mu.Lock() // lock order: h.mu, then each c.mu
 	defer h.mu.Unlock()
 	w, ok := h.watches[id]
 	if !ok {
 		return
 	}
 	f := errorFrame(why)
-	w.each(func(c *client) {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.jobs[id] == stateNone {
-			c.jobs[id] = stateTold
-			h.enqueue(c, f)
-		}
-	})
+	w.each(func(c *client) { h.offer(c, f, func(t *told) verdict { return t.unknown(id) }) })
 }
 
 // Waiting returns those of ids that somebody watches and whose completion
@@ -442,7 +464,7 @@ func (h *Hub) Waiting(ids []uint64) []uint64 {
 	defer h.mu.Unlock()
 	var out []uint64
 	for _, id := range ids {
-		if w, ok := h.watches[id]; ok && !w.completed {
+		if _, ok := h.watches[id]; ok {
 			out = append(out, id)
 		}
 	}
@@ -477,11 +499,11 @@ func (h *Hub) Stats(tubes map[string]job.TubeStats, totals job.TubeStats, tubeCo
 		ev.Totals, ev.TubeCount = &totals, &tubeCount
 	}
 	f := newFrame(ev)
-	h.mu.Lock()
+	h.mu.Lock() // lock order: h.mu, then each c.mu
 	defer h.mu.Unlock()
 	for c := range h.clients {
 		if c.stats {
-			h.offer(c, f)
+			h.offer(c, f, always)
 		}
 	}
 }

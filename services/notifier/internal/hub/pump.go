@@ -5,8 +5,6 @@ import (
 	"errors"
 	"os"
 	"time"
-
-	"github.com/jobsys/jobs/pkg/job"
 )
 
 // replayMemory is how long the ids of a replay are kept to drop their
@@ -21,23 +19,24 @@ type writer interface {
 	heartbeat(ctx context.Context) error
 }
 
-// pump replays what rq asks for, when anything, and then writes the client's queued
-// frames until ctx ends or a write fails. The client was registered
-// before the replay, so live completions queue up meanwhile; those the
-// replay already sent are dropped by id (not by cursor: a result that
-// committed late can be live with a cursor below the replay's last and
-// still be one the replay never saw).
-func (h *Hub) pump(ctx context.Context, c *client, w writer, rq replayRequest, heartbeat time.Duration) error {
-	var replayed map[uint64]struct{}
-	var forgetAt time.Time
+// pump replays what rq asks for, when anything (from mem when the recent
+// completions held it, else from the store), and then writes the
+// client's queued frames until ctx ends or a write fails. The client was
+// registered before the replay, so live completions queue up meanwhile;
+// those the replay already sent are dropped by id, as the client's told
+// record decides (not by cursor: a result that committed late can be
+// live with a cursor below the replay's last and still be one the replay
+// never saw).
+func (h *Hub) pump(ctx context.Context, c *client, w writer, rq *replayRequest, mem *memoryReplay, heartbeat time.Duration) error {
 	if rq.wanted() {
-		var err error
-		replayed, err = h.replay(ctx, c, w, rq)
-		rq.release() // the live events that follow cost the store nothing
+		replayed, err := h.replay(ctx, c, w, rq, mem)
+		h.done(rq) // the live events that follow cost the store nothing
 		if err != nil {
 			return err
 		}
-		forgetAt = time.Now().Add(replayMemory)
+		c.mu.Lock()
+		c.told.sentByReplay(replayed, time.Now().Add(replayMemory))
+		c.mu.Unlock()
 	}
 	var beat <-chan time.Time
 	if heartbeat > 0 {
@@ -55,12 +54,11 @@ func (h *Hub) pump(ctx context.Context, c *client, w writer, rq replayRequest, h
 			}
 		case <-c.ready:
 			for _, f := range c.take() {
-				if replayed != nil && f.state == job.StateCompleted {
-					if time.Now().After(forgetAt) {
-						replayed = nil
-					} else if _, ok := replayed[f.id]; ok {
-						continue
-					}
+				c.mu.Lock()
+				dup := c.told.replayedAlready(f, time.Now())
+				c.mu.Unlock()
+				if dup {
+					continue
 				}
 				if err := h.write(ctx, c, w, f); err != nil {
 					return err

@@ -240,3 +240,25 @@ func TestLastEventIDRewindsByTheLookback(t *testing.T) {
 	}
 	require.Equal(t, []uint64{2, 3}, got, "the late commit, then the repeat; not what is older than the lookback")
 }
+
+// A Last-Event-ID nearer the epoch than the lookback (1999-0, 0-0)
+// replays from the start: it once made a cursor before 1970 that the
+// replay could not read, and the stream closed without a word.
+func TestLastEventIDNearTheEpochReplaysFromTheStart(t *testing.T) {
+	t.Parallel()
+	b := testenv.SetupClients(t)
+	s := serve(t, b, hub.Config{Lookback: 2 * time.Second})
+	stored(t, b, time.Now().Add(-time.Minute), 1, 2)
+	for _, id := range []string{"1999-0", "0-0", "1-5"} {
+		events := s.sse(t, "", http.Header{"Last-Event-ID": {id}})
+		for _, want := range []uint64{1, 2} {
+			select {
+			case ev, ok := <-events:
+				require.True(t, ok, "Last-Event-ID %s: the stream closed", id)
+				require.Equal(t, want, ev.ID, id)
+			case <-time.After(5 * time.Second):
+				t.Fatalf("Last-Event-ID %s: nothing replayed", id)
+			}
+		}
+	}
+}

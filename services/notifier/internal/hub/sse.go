@@ -48,8 +48,8 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer rq.release()
-	if !h.admit(w) {
+	defer h.done(&rq)
+	if !h.admit(w, r) {
 		return
 	}
 	defer h.release()
@@ -61,7 +61,7 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 
 	c := h.newClient("sse", true, false)
 	c.closeSlow = cancel
-	h.add(c)
+	mem := h.add(c, &rq)
 	defer h.remove(c)
 
 	sseHeaders(w)
@@ -70,7 +70,7 @@ func (h *Hub) ServeSSE(w http.ResponseWriter, r *http.Request) {
 	if err := sw.send([]byte("retry: 2000\n\n")); err != nil {
 		return
 	}
-	_ = h.pump(ctx, c, sw, rq, h.cfg.PingInterval)
+	_ = h.pump(ctx, c, sw, &rq, mem, h.cfg.PingInterval)
 }
 
 func sseHeaders(w http.ResponseWriter) {

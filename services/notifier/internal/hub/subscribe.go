@@ -14,11 +14,10 @@ func (h *Hub) handle(c *client, m job.ClientMessage) {
 	case m.Type == job.TypeSubscribe:
 		h.subscribe(c, m.Jobs)
 	case m.Type == job.TypeUnsubscribe:
-		h.mu.Lock()
+		h.mu.Lock() // lock order: h.mu, then c.mu
 		c.mu.Lock()
 		for _, id := range m.Jobs {
-			if _, ok := c.jobs[id]; ok {
-				delete(c.jobs, id)
+			if _, ok := c.told.jobs[id]; ok {
 				h.unwatchLocked(c, id)
 			}
 		}
@@ -28,10 +27,10 @@ func (h *Hub) handle(c *client, m job.ClientMessage) {
 }
 
 func (h *Hub) setAll(c *client, all bool) {
-	h.mu.Lock()
+	h.mu.Lock() // lock order: h.mu, then c.mu
 	defer h.mu.Unlock()
 	c.mu.Lock()
-	c.all = all
+	c.told.all = all
 	c.mu.Unlock()
 	if all {
 		h.all[c] = struct{}{}

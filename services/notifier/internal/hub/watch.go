@@ -3,47 +3,13 @@ package hub
 import (
 	"fmt"
 	"slices"
-
-	"github.com/jobsys/jobs/pkg/job"
 )
 
 // A watch is one (client, job) pair. What they cost is what a client can
 // grow, so they are bounded twice: MaxJobs per client and MaxWatches for
 // all clients together, and each is kept small: a byte of state in the
-// client's map, and an entry of 32 bytes in the hub's, with no map per
+// client's told record, and an entry of 24 bytes in the hub's, with no map per
 // job unless several clients watch it.
-
-// stateCode is the last state a client was sent about a job, in a byte.
-type stateCode uint8
-
-const (
-	stateNone stateCode = iota // watched, nothing sent yet
-	stateReady
-	stateDelayed
-	stateReserved
-	stateBuried
-	stateCompleted
-	stateOther // a state this code does not know; still told apart from none
-	stateTold  // no state yet, but told why (Hub.Unknown)
-)
-
-func codeOf(s job.State) stateCode {
-	switch s {
-	case job.StateReady:
-		return stateReady
-	case job.StateDelayed:
-		return stateDelayed
-	case job.StateReserved:
-		return stateReserved
-	case job.StateBuried:
-		return stateBuried
-	case job.StateCompleted:
-		return stateCompleted
-	case "":
-		return stateNone
-	}
-	return stateOther
-}
 
 // watch is one job's watchers, held by value in Hub.watches.
 type watch struct {
@@ -52,10 +18,11 @@ type watch struct {
 	// pointer: 8 bytes in every watch, and a second watcher costs a
 	// pointer's worth, where a map cost some 200 bytes. Removal scans it,
 	// which stays cheap for the few watchers a job has.
+	//
+	// A job's watch ends when its completion is published; its watchers
+	// keep the job in their record of what they were told (told.jobs),
+	// which is what MaxJobs and MaxWatches count.
 	more *[]*client
-	// completed: the job's completion was published; the tracker stops
-	// asking the queue about it.
-	completed bool
 }
 
 func (w *watch) add(c *client) {
@@ -113,27 +80,27 @@ func (w watch) each(f func(c *client)) {
 // hub's, and returns those it did not watch already. A refusal is one
 // error frame that says which limit and which ids were left out.
 func (h *Hub) watchJobs(c *client, ids []uint64) (fresh []uint64) {
-	h.mu.Lock()
+	h.mu.Lock() // lock order: h.mu, then c.mu
 	defer h.mu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, id := range ids {
-		if _, ok := c.jobs[id]; ok {
+		if _, ok := c.told.jobs[id]; ok {
 			continue // watched already: it has its state
 		}
 		var refusal string
 		switch {
-		case len(c.jobs) >= h.cfg.MaxJobs:
+		case len(c.told.jobs) >= h.cfg.MaxJobs:
 			refusal = fmt.Sprintf("watching %d jobs already: unsubscribe from some first", h.cfg.MaxJobs)
 		case h.nwatches >= h.cfg.MaxWatches:
 			h.m.Rejected.WithLabelValues("max_watches").Inc()
 			refusal = fmt.Sprintf("the notifier watches %d jobs for all its clients, its limit: try again later", h.cfg.MaxWatches)
 		}
 		if refusal != "" {
-			h.enqueue(c, errorFrame(fmt.Sprintf("%s (job %d and the %d after it in this message are not watched)", refusal, id, len(ids)-i-1)))
+			h.enqueue(c, errorFrame(fmt.Sprintf("%s (job %d and the %d after it in this message are not watched)", refusal, id, len(ids)-i-1)), news)
 			break
 		}
-		c.jobs[id] = stateNone
+		c.told.jobs[id] = stateNone
 		w := h.watches[id]
 		w.add(c)
 		h.watches[id] = w
@@ -143,14 +110,17 @@ func (h *Hub) watchJobs(c *client, ids []uint64) (fresh []uint64) {
 	return fresh
 }
 
-// unwatchLocked takes c off the watchers of id; h.mu is held, and the
-// caller deletes id from c.jobs.
+// unwatchLocked ends c's watch of id: off the job's watchers (gone
+// already when it completed) and out of c's record. h.mu and c.mu are
+// held; a caller that ranges over c.told.jobs may do so, as Go allows
+// deletes while ranging.
 func (h *Hub) unwatchLocked(c *client, id uint64) {
+	delete(c.told.jobs, id)
+	h.nwatches--
 	w, ok := h.watches[id]
 	if !ok {
 		return
 	}
-	h.nwatches--
 	if w.remove(c) {
 		delete(h.watches, id)
 	} else {

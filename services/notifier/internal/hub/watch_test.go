@@ -34,7 +34,7 @@ func TestAWatchIsCheap(t *testing.T) {
 	cs := make([]*client, 2*clients)
 	for i := range cs {
 		cs[i] = h.newClient("ws", false, true)
-		h.add(cs[i])
+		h.add(cs[i], &replayRequest{})
 	}
 	ids := make([][]uint64, clients)
 	for i := range ids {
@@ -75,8 +75,8 @@ func TestMaxWatchesIsATotalOverClients(t *testing.T) {
 	h := New(Config{MaxWatches: 30, MaxJobs: 25})
 	t.Cleanup(func() { _ = h.Shutdown(context.Background()) })
 	a, b := h.newClient("ws", false, true), h.newClient("ws", false, true)
-	h.add(a)
-	h.add(b)
+	h.add(a, &replayRequest{})
+	h.add(b, &replayRequest{})
 	seq := func(first, n uint64) []uint64 {
 		var out []uint64
 		for i := range n {

@@ -62,8 +62,8 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer rq.release()
-	if !h.admit(w) {
+	defer h.done(&rq)
+	if !h.admit(w, r) {
 		return
 	}
 	defer h.release()
@@ -94,7 +94,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 		// behind the write in progress (bounded by the write timeout).
 		closeWith(websocket.StatusPolicyViolation, "too slow: fell too far behind the events")
 	}
-	h.add(c)
+	mem := h.add(c, &rq)
 	defer h.remove(c)
 
 	var wg sync.WaitGroup
@@ -104,7 +104,7 @@ func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	})
 
 	ww := wsWriter{conn: conn, timeout: h.cfg.WriteTimeout, pingTimeout: h.cfg.PingInterval}
-	if err := h.pump(ctx, c, ww, rq, h.cfg.PingInterval); err != nil && ctx.Err() == nil {
+	if err := h.pump(ctx, c, ww, &rq, mem, h.cfg.PingInterval); err != nil && ctx.Err() == nil {
 		h.log.Debug("websocket client ends", "err", err)
 	}
 	if h.ctx.Err() != nil {
@@ -128,7 +128,7 @@ func (h *Hub) read(ctx context.Context, conn *websocket.Conn, c *client, closeWi
 			return
 		}
 		if typ != websocket.MessageText {
-			h.offer(c, errorFrame("binary frames are not understood: send JSON as text"))
+			h.offer(c, errorFrame("binary frames are not understood: send JSON as text"), always)
 			continue
 		}
 		if !utf8.Valid(b) {
@@ -137,7 +137,7 @@ func (h *Hub) read(ctx context.Context, conn *websocket.Conn, c *client, closeWi
 		}
 		m, err := DecodeClientMessage(b)
 		if err != nil {
-			h.offer(c, errorFrame(err.Error()))
+			h.offer(c, errorFrame(err.Error()), always)
 			continue
 		}
 		h.handle(c, m)
@@ -178,6 +178,7 @@ func checkUpgrade(w http.ResponseWriter, r *http.Request) bool {
 // writeError answers a refused request with the API's JSON error shape.
 func writeError(w http.ResponseWriter, code int, msg, detail string) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	body := map[string]string{"error": msg}
 	if detail != "" {

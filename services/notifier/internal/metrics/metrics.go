@@ -23,7 +23,9 @@ type Metrics struct {
 	// queue overflowed) or write_timeout (a write took longer than 5s).
 	Dropped *prometheus.CounterVec
 	// Rejected counts refused connections by reason (max_clients,
-	// max_replays, origin, unauthorized, forbidden, bad_request) and
+	// max_replays, origin, unauthorized, forbidden, bad_request,
+	// max_pending: past NOTIFIER_MAX_PENDING, host: not in
+	// NOTIFIER_ALLOWED_HOSTS) and
 	// refused subscribes (max_watches).
 	Rejected *prometheus.CounterVec
 	// Completions counts completions the feed found.
@@ -39,6 +41,12 @@ type Metrics struct {
 	// about. On FerretDB each query reads the whole results collection.
 	StoreLookups    prometheus.Counter
 	StoreLookupJobs prometheus.Counter
+	// Replays counts replays by where they read: memory (the recent
+	// completions) or store.
+	Replays *prometheus.CounterVec
+	// RecentBytes is what the recent completions in memory cost, within
+	// NOTIFIER_REPLAY_MEMORY.
+	RecentBytes prometheus.Gauge
 }
 
 // New returns the metrics, registered on a new registry with the Go and
@@ -75,7 +83,15 @@ func New() *Metrics {
 		StoreLookupJobs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "notifier_store_lookup_jobs_total", Help: "Jobs asked about by those queries.",
 		}),
+		Replays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notifier_replays_total", Help: "Replays by where they read: memory or store.",
+		}, []string{"from"}),
+		RecentBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "notifier_recent_bytes", Help: "Bytes held by the recent completions that replays read from memory.",
+		}),
 	}
+	m.Replays.WithLabelValues("memory")
+	m.Replays.WithLabelValues("store")
 	for _, t := range []string{"ws", "sse"} {
 		m.Clients.WithLabelValues(t)
 	}
@@ -84,11 +100,11 @@ func New() *Metrics {
 	}
 	m.Dropped.WithLabelValues("slow")
 	m.Dropped.WithLabelValues("write_timeout")
-	for _, r := range []string{"max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request", "max_watches"} {
+	for _, r := range []string{"max_clients", "max_replays", "origin", "unauthorized", "forbidden", "bad_request", "max_watches", "max_pending", "host"} {
 		m.Rejected.WithLabelValues(r)
 	}
 	m.Registry.MustRegister(m.Clients, m.EventsSent, m.Dropped, m.Rejected, m.Completions, m.Mode, m.PushLatency,
-		m.StoreLookups, m.StoreLookupJobs,
+		m.StoreLookups, m.StoreLookupJobs, m.Replays, m.RecentBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -15,10 +15,25 @@ import (
 type board struct {
 	files http.Handler
 	etags map[string]string // by path without the leading slash
+	// csp is the Content-Security-Policy, and frame the X-Frame-Options
+	// ("" when other origins may frame the board).
+	csp, frame string
 }
 
-func newBoard(fsys fs.FS) (*board, error) {
-	b := &board{files: http.FileServerFS(fsys), etags: map[string]string{}}
+// boardPolicy allows the board's own files and connections and nothing
+// else: no inline script or style, no plugin, no foreign form target.
+// The favicon is a data: URL.
+const boardPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors "
+
+// newBoard serves fsys; ancestors are the origins that may frame the
+// board (NOTIFIER_FRAME_ANCESTORS), none when empty: the board, with its
+// token dialog, must not render inside a foreign page.
+func newBoard(fsys fs.FS, ancestors []string) (*board, error) {
+	b := &board{files: http.FileServerFS(fsys), etags: map[string]string{}, csp: boardPolicy + "'none'", frame: "DENY"}
+	if len(ancestors) > 0 {
+		b.csp, b.frame = boardPolicy+strings.Join(ancestors, " "), ""
+	}
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -53,5 +68,9 @@ func (b *board) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Security-Policy", b.csp)
+	if b.frame != "" {
+		h.Set("X-Frame-Options", b.frame)
+	}
 	b.files.ServeHTTP(w, r)
 }

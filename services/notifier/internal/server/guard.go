@@ -57,21 +57,24 @@ func requireToken(token string, m *metrics.Metrics, next http.Handler) http.Hand
 // own host always, plus NOTIFIER_ALLOWED_ORIGINS, matched like
 // coder/websocket's OriginPatterns (path.Match on the origin's host, or on
 // scheme://host when the pattern has a scheme). "*" allows any origin.
-type originCheck struct {
-	any      bool
-	patterns []string
+type originCheck struct{ patterns }
+
+// patterns are lower-cased path.Match patterns; any says one was "*".
+type patterns struct {
+	any  bool
+	list []string
 }
 
-func newOriginCheck(patterns []string) originCheck {
-	o := originCheck{}
-	for _, p := range patterns {
-		if p == "*" {
-			o.any = true
-		}
-		o.patterns = append(o.patterns, strings.ToLower(p))
+func newPatterns(ps []string) patterns {
+	p := patterns{}
+	for _, s := range ps {
+		p.any = p.any || s == "*"
+		p.list = append(p.list, strings.ToLower(s))
 	}
-	return o
+	return p
 }
+
+func newOriginCheck(ps []string) originCheck { return originCheck{newPatterns(ps)} }
 
 func (o originCheck) allowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
@@ -85,7 +88,7 @@ func (o originCheck) allowed(r *http.Request) bool {
 	if strings.EqualFold(r.Host, u.Host) {
 		return true
 	}
-	for _, p := range o.patterns {
+	for _, p := range o.list {
 		target := strings.ToLower(u.Host)
 		if strings.Contains(p, "://") {
 			target = strings.ToLower(u.Scheme) + "://" + target
@@ -109,6 +112,48 @@ func (o originCheck) wrap(m *metrics.Metrics, next http.Handler) http.Handler {
 		if origin := r.Header.Get("Origin"); origin != "" {
 			w.Header().Set("Access-Control-Allow-Origin", origin)
 			w.Header().Add("Vary", "Origin")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// hostCheck refuses requests for a host name this server does not go by:
+// a page whose own DNS name is rebound to this server's address is
+// same-origin with it, so the Origin check lets it in, but its Host
+// header still names the attacker's domain. IP addresses and localhost
+// always pass; other names must match NOTIFIER_ALLOWED_HOSTS (path.Match
+// on the name without its port), and "*" lets every name in.
+type hostCheck struct{ patterns }
+
+func newHostCheck(ps []string) hostCheck { return hostCheck{newPatterns(ps)} }
+
+func (h hostCheck) allowed(host string) bool {
+	if h.any {
+		return true
+	}
+	name := host
+	if n, _, err := net.SplitHostPort(host); err == nil {
+		name = n
+	}
+	name = strings.ToLower(strings.TrimSuffix(strings.Trim(name, "[]"), "."))
+	if name == "localhost" || strings.HasSuffix(name, ".localhost") || net.ParseIP(name) != nil {
+		return true
+	}
+	for _, p := range h.list {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (h hostCheck) wrap(m *metrics.Metrics, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !h.allowed(r.Host) {
+			m.Rejected.WithLabelValues("host").Inc()
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "host not allowed",
+				"detail": "this server does not answer to that host name; add it to NOTIFIER_ALLOWED_HOSTS"})
+			return
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -55,10 +55,11 @@ type Deps struct {
 // New returns the notifier's handler.
 func New(cfg config.Config, d Deps) (http.Handler, error) {
 	origins := newOriginCheck(cfg.AllowedOrigins)
+	hosts := newHostCheck(cfg.AllowedHosts)
 	guard := func(h http.HandlerFunc) http.Handler {
-		return origins.wrap(d.Metrics, requireToken(cfg.APIToken, d.Metrics, h))
+		return hosts.wrap(d.Metrics, origins.wrap(d.Metrics, requireToken(cfg.APIToken, d.Metrics, h)))
 	}
-	board, err := newBoard(d.Board)
+	board, err := newBoard(d.Board, cfg.FrameAncestors)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +74,7 @@ func New(cfg config.Config, d Deps) (http.Handler, error) {
 	mux.Handle("/readyz", getOnly(readyz(d)))
 	mux.Handle("/metrics", getOnly(d.Metrics.Handler()))
 	mux.Handle("/board-config.json", getOnly(boardConfig(cfg.BoardLinks)))
-	mux.Handle("/api/", http.StripPrefix("/api", managerProxy(cfg.ManagerURL, d.Logger)))
+	mux.Handle("/api/", hosts.wrap(d.Metrics, http.StripPrefix("/api", managerProxy(cfg.ManagerURL, d.Logger))))
 	mux.Handle("/", getOnly(board))
 	return mux, nil
 }
@@ -138,11 +139,15 @@ func boardConfig(links []config.Link) http.HandlerFunc {
 }
 
 // managerProxy forwards to the manager, Authorization included; an
-// unreachable manager gets a 502 in the API's error shape.
+// unreachable manager gets a 502 in the API's error shape. The Host
+// header is the browser's, not the manager's: the manager refuses a
+// write whose Origin is not its Host (when the browser sends no
+// Sec-Fetch-Site), and the board's own POSTs are same-origin.
 func managerProxy(target *url.URL, log *slog.Logger) http.Handler {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 		},
 		Transport: &http.Transport{
@@ -174,6 +179,7 @@ func getOnly(next http.Handler) http.Handler {
 
 func writeJSON(w http.ResponseWriter, code int, body any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(body)
 }

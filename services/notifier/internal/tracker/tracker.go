@@ -2,19 +2,17 @@
 // state: it answers a subscribe with the job's state in the queue, asks
 // beanstalkd about watched jobs in bounded rounds, asks the results store,
 // in one batched query, about jobs that left the queue without their
-// completion arriving, forgets jobs that exist nowhere, and passes the
-// feed's completions on. Everything it learns goes to the hub, which fans
-// it out. It also sends the queue statistics each second while somebody
-// listens.
+// completion arriving, and forgets jobs that exist nowhere. Everything it
+// learns goes to the hub, which fans it out; the feed's completions go to
+// the hub directly. A second loop of its own (stats.go) sends the queue
+// statistics each second while somebody listens.
 package tracker
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -38,9 +36,16 @@ type Results interface {
 	FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Result, error)
 }
 
-// Hub is where the tracker learns what is watched and sends what it
-// finds.
+// Hub is the hub as the tracker sees it: the job loop's part and the
+// statistics loop's part.
 type Hub interface {
+	JobHub
+	StatsHub
+}
+
+// JobHub is where the job loop learns what is watched and tells what it
+// finds.
+type JobHub interface {
 	// Subscribed has a value when jobs were newly watched, and
 	// TakeSubscribed returns them.
 	Subscribed() <-chan struct{}
@@ -56,13 +61,6 @@ type Hub interface {
 	Unknown(id uint64, why string)
 	// Forget stops watching a job that exists nowhere.
 	Forget(id uint64)
-	// Completed publishes the feed's completions.
-	Completed(ctx context.Context, rs []job.Result)
-	// StatsWanted says whether any client listens to the statistics.
-	StatsWanted() bool
-	// Stats sends the queue statistics to the clients that listen: the
-	// busiest tubes, the totals over all, and the number of tubes.
-	Stats(tubes map[string]job.TubeStats, totals job.TubeStats, tubeCount, completedLastSecond int)
 }
 
 var (
@@ -113,20 +111,17 @@ const storeTimeout = 10 * time.Second
 
 // Tracker follows watched jobs and the tubes.
 type Tracker struct {
-	cfg Config
-	log *slog.Logger
-	// completed counts the completions passed on since the last stats.
-	completed atomic.Int64
+	cfg   Config
+	log   *slog.Logger
+	stats *statsLoop
 
-	// The rest belongs to Run's goroutine.
+	// The rest belongs to the job loop's goroutine.
 	//
 	// known is the last state seen of each watched job; gone the jobs
 	// found missing from the queue whose completion has not arrived.
-	known     map[uint64]job.State
-	gone      map[uint64]*goneJob
-	next      uint64 // round-robin position: the first id of the next round
-	queueDown bool
-	tubes     tubeStats
+	known map[uint64]job.State
+	gone  map[uint64]*goneJob
+	next  uint64 // round-robin position: the first id of the next round
 }
 
 // goneJob is a watched job missing from the queue: since when, and when
@@ -135,20 +130,7 @@ type goneJob struct {
 	since, due time.Time
 }
 
-// tubeStats is what the tracker knows of the tubes.
-type tubeStats struct {
-	names    []string // from the last list-tubes, sorted
-	listedAt time.Time
-	scan     int                      // the next name a round looks at
-	known    map[string]job.TubeStats // the last counters of tubes in names
-	top      map[string]job.TubeStats // the last frame's tubes
-	totals   job.TubeStats
-	count    int
-	ok       bool // beanstalkd has answered once
-}
-
-// New returns a tracker; it does nothing until Run, except pass
-// completions on.
+// New returns a tracker; it does nothing until Run.
 func New(cfg Config) *Tracker {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
@@ -175,20 +157,22 @@ func New(cfg Config) *Tracker {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Tracker{cfg: cfg, log: cfg.Logger, known: map[uint64]job.State{}, gone: map[uint64]*goneJob{},
-		tubes: tubeStats{known: map[string]job.TubeStats{}}}
+		stats: newStatsLoop(cfg)}
 }
 
-// Completed passes the feed's completions on to the hub, counting them
-// for the statistics. It is the feed's sink and never blocks.
-func (t *Tracker) Completed(ctx context.Context, rs []job.Result) {
-	t.completed.Add(int64(len(rs)))
-	t.cfg.Hub.Completed(ctx, rs)
-}
-
-// Run answers subscribes, checks watched jobs and sends the statistics
-// every interval, and asks the store about jobs gone from the queue when
-// they are due, until ctx ends.
+// Run runs the job loop and the statistics loop until ctx ends.
 func (t *Tracker) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { t.stats.run(ctx) })
+	t.jobs(ctx)
+	wg.Wait()
+	return nil
+}
+
+// jobs answers subscribes, checks watched jobs every interval, and asks
+// the store about jobs gone from the queue when they are due, until ctx
+// ends.
+func (t *Tracker) jobs(ctx context.Context) {
 	tick := time.NewTicker(t.cfg.Interval)
 	defer tick.Stop()
 	due := time.NewTimer(time.Hour)
@@ -196,9 +180,8 @@ func (t *Tracker) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-tick.C:
-			t.stats(ctx)
 			t.round(ctx)
 		case <-t.cfg.Hub.Subscribed():
 			t.subscribed(ctx, t.cfg.Hub.TakeSubscribed())
@@ -207,98 +190,6 @@ func (t *Tracker) Run(ctx context.Context) error {
 		}
 		due.Reset(t.untilDue())
 	}
-}
-
-// stats sends the queue's counters and the completions of the last
-// interval to the clients that listen; with none, beanstalkd is not
-// asked. When beanstalkd does not answer, the last counters are sent
-// again so clients still get their heartbeat.
-func (t *Tracker) stats(ctx context.Context) {
-	completed := int(t.completed.Swap(0))
-	if !t.cfg.Hub.StatsWanted() {
-		return
-	}
-	qctx, cancel := context.WithTimeout(ctx, t.cfg.Interval)
-	err := t.readTubes(qctx)
-	cancel()
-	switch {
-	case err != nil && !t.queueDown:
-		t.log.Warn("read tube statistics: sending the last known ones", "err", err)
-		t.queueDown = true
-	case err == nil && t.queueDown:
-		t.log.Info("tube statistics work again")
-		t.queueDown = false
-	}
-	s := &t.tubes
-	if !s.ok {
-		t.cfg.Hub.Stats(nil, job.TubeStats{}, 0, completed)
-		return
-	}
-	t.cfg.Hub.Stats(s.top, s.totals, s.count, completed)
-}
-
-// readTubes asks beanstalkd for the totals, the tube names when they are
-// ListEvery old, and the counters of at most 2×StatsTubes tubes: the
-// busiest known and the next ones in turn.
-func (t *Tracker) readTubes(ctx context.Context) error {
-	s := &t.tubes
-	totals, count, err := t.cfg.Queue.Totals(ctx)
-	if err != nil {
-		return err
-	}
-	if s.names == nil || time.Since(s.listedAt) >= t.cfg.ListEvery {
-		names, err := t.cfg.Queue.TubeNames(ctx)
-		if err != nil {
-			return err
-		}
-		slices.Sort(names)
-		s.names, s.listedAt = names, time.Now()
-		for name := range s.known {
-			if _, ok := slices.BinarySearch(names, name); !ok {
-				delete(s.known, name)
-			}
-		}
-	}
-	ask := slices.Collect(maps.Keys(s.top))
-	for i := 0; i < t.cfg.StatsTubes && i < len(s.names); i++ {
-		if s.scan >= len(s.names) {
-			s.scan = 0
-		}
-		if name := s.names[s.scan]; !slices.Contains(ask, name) {
-			ask = append(ask, name)
-		}
-		s.scan++
-	}
-	got, err := t.cfg.Queue.TubeStats(ctx, ask)
-	if err != nil {
-		return err
-	}
-	for _, name := range ask {
-		if st, ok := got[name]; ok {
-			s.known[name] = st
-		} else {
-			delete(s.known, name) // gone
-		}
-	}
-	s.top = busiest(s.known, t.cfg.StatsTubes)
-	s.totals, s.count, s.ok = totals, count, true
-	return nil
-}
-
-// busiest returns the n tubes with the most jobs (then the most
-// watchers, then by name).
-func busiest(known map[string]job.TubeStats, n int) map[string]job.TubeStats {
-	names := slices.Collect(maps.Keys(known))
-	jobs := func(s job.TubeStats) uint64 { return s.Ready + s.Reserved + s.Delayed + s.Buried }
-	slices.SortFunc(names, func(a, b string) int {
-		sa, sb := known[a], known[b]
-		return cmp.Or(cmp.Compare(jobs(sb), jobs(sa)), cmp.Compare(sb.Watching, sa.Watching), cmp.Compare(a, b))
-	})
-	top := make(map[string]job.TubeStats, min(n, len(names)))
-	for _, name := range names[:min(n, len(names))] {
-		top[name] = known[name]
-	}
-	return top
 }
 
 // subscribed answers newly watched jobs: with their state in the queue,
