@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -114,31 +115,91 @@ func notFound(id uint64) *Error {
 	return errorf(http.StatusNotFound, "job %d not found", id)
 }
 
+// queueGrace is how long lookup still waits for beanstalkd once MongoDB
+// has found a stored result: beanstalkd's answer is preferred, as the
+// original system asked it first, but a result is final and a hung
+// beanstalkd must not hold it back for a whole backend timeout.
+const queueGrace = 100 * time.Millisecond
+
 // lookup finds job id: in beanstalkd while it is queued, else in MongoDB.
-// Exactly one of stats and result is set when err is nil. Both calls
-// share one backend timeout, so that the answer comes within it.
+// Exactly one of stats and result is set when err is nil.
+//
+// Both are asked at once, each under its own backendTimeout, and lookup
+// returns within that bound whether or not a call honours its context:
+// a slow or hung beanstalkd cannot spend MongoDB's time, and the other
+// way round. beanstalkd's answer wins when it comes in time.
 func (h *handler) lookup(ctx context.Context, id uint64) (*job.Stats, *job.Result, error) {
+	type queued struct {
+		s   job.Stats
+		err error
+	}
+	type stored struct {
+		r   job.Result
+		err error
+	}
+	// Buffered: a call that ends after lookup has answered does not block.
+	qc, mc := make(chan queued, 1), make(chan stored, 1)
 	ctx, cancel := context.WithTimeout(ctx, backendTimeout)
 	defer cancel()
-	s, qerr := h.q.StatsJob(ctx, id)
-	if qerr == nil {
-		return &s, nil, nil
+	go func() {
+		s, err := h.q.StatsJob(ctx, id)
+		qc <- queued{s, err}
+	}()
+	go func() {
+		r, err := h.res.Find(ctx, id)
+		mc <- stored{r, err}
+	}()
+	timedOut := fmt.Errorf("stats-job %d: %w", id, context.DeadlineExceeded)
+
+	var q *queued
+	var m *stored
+	var grace <-chan time.Time
+	for q == nil {
+		select {
+		case a := <-qc:
+			q = &a
+		case a := <-mc:
+			m = &a
+			if a.err == nil {
+				t := time.NewTimer(queueGrace)
+				defer t.Stop()
+				grace = t.C
+			}
+		case <-grace:
+			q = &queued{err: timedOut}
+		case <-ctx.Done(): // stays closed: it bounds the wait below too
+			q = &queued{err: timedOut}
+		}
 	}
-	if !errors.Is(qerr, queue.ErrNotFound) && !errors.Is(qerr, queue.ErrUnavailable) {
+	if q.err == nil {
+		return &q.s, nil, nil
+	}
+	qerr := q.err
+	unavailable := errors.Is(qerr, queue.ErrUnavailable) || errors.Is(qerr, context.DeadlineExceeded) ||
+		errors.Is(qerr, context.Canceled)
+	if !errors.Is(qerr, queue.ErrNotFound) && !unavailable {
 		return nil, nil, fmt.Errorf("stats-job %d: %w", id, qerr)
+	}
+	if m == nil {
+		select {
+		case a := <-mc:
+			m = &a
+		case <-ctx.Done():
+			m = &stored{err: fmt.Errorf("find result %d: %w", id, context.DeadlineExceeded)}
+		}
 	}
 	// With beanstalkd down a stored result is still the right answer:
 	// results are final.
-	r, err := h.res.Find(ctx, id)
-	switch {
+	switch err := m.err; {
 	case err == nil:
-		return nil, &r, nil
-	case errors.Is(qerr, queue.ErrUnavailable):
+		return nil, &m.r, nil
+	case unavailable:
 		return nil, nil, h.queueError("stats-job", qerr)
 	case errors.Is(err, store.ErrNotFound):
 		return nil, nil, notFound(id)
+	default:
+		return nil, nil, h.storeError("find result", err)
 	}
-	return nil, nil, h.storeError("find result", err)
 }
 
 // get answers job N's status: beanstalkd's stats while it is queued, the
