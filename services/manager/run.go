@@ -187,6 +187,7 @@ func drain(h http.Handler, draining *atomic.Bool) http.Handler {
 		w.Header().Set("Connection", "close")
 		if r.URL.Path == "/readyz" {
 			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("X-Content-Type-Options", "nosniff")
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte(`{"status":"draining"}` + "\n"))
 			return

@@ -112,6 +112,7 @@ func do(t *testing.T, method, url, body string, headers ...string) reply {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	require.Equal(t, "no-store", resp.Header.Get("Cache-Control"), "%s %s", method, url)
+	require.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"), "%s %s", method, url)
 	return reply{resp, b}
 }
 
