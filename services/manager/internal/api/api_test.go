@@ -274,9 +274,17 @@ func TestBadRequests(t *testing.T) {
 		{"patch wrong state", "PATCH", "/1/", `{"state":"buried"}`, nil, 400, `the body must be {"state":"ready"}`},
 		{"patch extra field", "PATCH", "/1/", `{"state":"ready","pri":1}`, nil, 400, `{"state":"ready"}`},
 		{"patch empty", "PATCH", "/1/", ``, nil, 400, `{"state":"ready"}`},
+		{"patch upper-case member", "PATCH", "/987654321/", `{"STATE":"ready"}`, nil, 400, `the body must be {"state":"ready"}`},
+		{"patch title-case member", "PATCH", "/987654321/", `{"State":"ready"}`, nil, 400, `the body must be {"state":"ready"}`},
+		{"patch upper-case value", "PATCH", "/987654321/", `{"state":"READY"}`, nil, 400, `the body must be {"state":"ready"}`},
+		{"patch duplicate member", "PATCH", "/987654321/", `{"state":"buried","state":"ready"}`, nil, 400, `the body must be {"state":"ready"}`},
+		{"patch two documents", "PATCH", "/987654321/", `{"state":"ready"} {}`, nil, 400, `the body must be {"state":"ready"}`},
+		{"patch body too big", "PATCH", "/1/", `{"state":"ready"}` + strings.Repeat(" ", 5000), nil, 413, "request body is 5017 bytes; a PATCH body is at most 4096 bytes"},
+		{"patch chunked body too big", "PATCH", "/1/", `{"state":"ready"}` + strings.Repeat(" ", 5000), []string{"Transfer-Encoding", "chunked"}, 413, "request body is over 4096 bytes; a PATCH body is at most 4096 bytes"},
 		{"delete bad id", "DELETE", "/0", ``, nil, 400, "job id must be a positive integer"},
 		{"unknown job", "GET", "/987654321/", ``, nil, 404, "job 987654321 not found"},
 		{"patch unknown job", "PATCH", "/987654321/", `{"state":"ready"}`, nil, 404, "job 987654321 not found"},
+		{"patch unknown job, spaced body", "PATCH", "/987654321/", ` { "state" : "ready" } `, nil, 404, "job 987654321 not found"},
 		{"delete unknown job", "DELETE", "/987654321/", ``, nil, 404, "job 987654321 not found"},
 	}
 	for _, tc := range cases {

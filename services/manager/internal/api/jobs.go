@@ -33,7 +33,7 @@ func (h *handler) post(c echo.Context) error {
 	if err != nil {
 		return errorf(http.StatusBadRequest, "query string does not parse: %s", err.Error())
 	}
-	body, err := h.readBody(c, h.rawLimit())
+	body, err := h.readBody(c, h.rawLimit(), h.rawTooBig)
 	if err != nil {
 		return err
 	}
@@ -68,30 +68,47 @@ func (h *handler) post(c echo.Context) error {
 // while memory stays bounded.
 func (h *handler) rawLimit() int64 { return 2*int64(h.cfg.MaxJobSize) + 1 }
 
-func (h *handler) readBody(c echo.Context, limit int64) ([]byte, error) {
+// readBody reads the request's body, up to limit bytes; tooBig says what
+// is wrong with a longer one (n is its length, or -1 when unknown).
+func (h *handler) readBody(c echo.Context, limit int64, tooBig func(n int64) *Error) ([]byte, error) {
 	req := c.Request()
 	if req.ContentLength > limit {
-		return nil, h.rawTooBig(req.ContentLength)
+		return nil, tooBig(req.ContentLength)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, h.rawTooBig(-1)
+			return nil, tooBig(-1)
 		}
 		return nil, errorf(http.StatusBadRequest, "read request body: %s", err.Error())
 	}
 	return body, nil
 }
 
-func (h *handler) rawTooBig(n int64) *Error {
-	size := fmt.Sprintf("over %d bytes", h.rawLimit()-1)
+// bodySize says how long a body is: n bytes, or over limit when n is
+// unknown (-1).
+func bodySize(n, limit int64) string {
 	if n >= 0 {
-		size = fmt.Sprintf("%d bytes", n)
+		return fmt.Sprintf("%d bytes", n)
 	}
+	return fmt.Sprintf("over %d bytes", limit)
+}
+
+func (h *handler) rawTooBig(n int64) *Error {
 	return &Error{Status: http.StatusRequestEntityTooLarge,
-		Msg:    fmt.Sprintf("request body is %s; the limit is MAX_JOB_SIZE=%d", size, h.cfg.MaxJobSize),
+		Msg:    fmt.Sprintf("request body is %s; the limit is MAX_JOB_SIZE=%d", bodySize(n, h.rawLimit()-1), h.cfg.MaxJobSize),
 		Detail: "the limit counts the JSON without insignificant whitespace"}
+}
+
+// maxPatchBody bounds a PATCH body, whatever MAX_JOB_SIZE is: the only
+// one it takes is {"state":"ready"}.
+const maxPatchBody = 4 << 10
+
+func patchTooBig(n int64) *Error {
+	return &Error{Status: http.StatusRequestEntityTooLarge,
+		Msg:    fmt.Sprintf("request body is %s; a PATCH body is at most %d bytes", bodySize(n, maxPatchBody), maxPatchBody),
+		Detail: `the only change PATCH makes is {"state":"ready"}`}
 }
 
 // queueError turns a failed beanstalkd call into the API's answer.
@@ -226,7 +243,7 @@ func (h *handler) patch(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	body, err := h.readBody(c, 4<<10)
+	body, err := h.readBody(c, maxPatchBody, patchTooBig)
 	if err != nil {
 		return err
 	}
@@ -261,16 +278,17 @@ func (h *handler) patch(c echo.Context) error {
 	return writeJSON(c, http.StatusOK, r)
 }
 
+// wantReady accepts exactly one member, "state", spelled so, with the
+// value "ready": encoding/json would match "STATE" and "State" too, and
+// take the last of duplicated members.
 func wantReady(body []byte) error {
 	bad := &Error{Status: http.StatusBadRequest, Msg: `the body must be {"state":"ready"}`,
-		Detail: "making a buried or delayed job ready is the only change PATCH makes"}
+		Detail: "making a buried or delayed job ready is the only change PATCH makes; member names are case-sensitive"}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	var v struct {
-		State *string `json:"state"`
-	}
-	if err := dec.Decode(&v); err != nil || v.State == nil || *v.State != string(job.StateReady) {
-		return bad
+	for _, want := range []any{json.Delim('{'), "state", string(job.StateReady), json.Delim('}')} {
+		if tok, err := dec.Token(); err != nil || tok != want {
+			return bad
+		}
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return bad
