@@ -25,6 +25,7 @@ import (
 
 	"github.com/jobsys/jobs/pkg/job"
 	"github.com/jobsys/jobs/pkg/queue"
+	"github.com/jobsys/jobs/services/manager/internal/idem"
 )
 
 // Queue is what the API asks of beanstalkd besides putting jobs;
@@ -46,6 +47,15 @@ type Enqueuer interface {
 type Results interface {
 	Find(ctx context.Context, id uint64) (job.Result, error)
 	Ping(ctx context.Context) error
+}
+
+// Keys is the record of POST's Idempotency-Key; *idem.Keys has it.
+type Keys interface {
+	Claim(ctx context.Context, key, fingerprint string) (idem.Claim, error)
+	Done(ctx context.Context, c idem.Claim, r idem.Record) error
+	Release(ctx context.Context, c idem.Claim) error
+	Unknown(ctx context.Context, c idem.Claim) error
+	Window() time.Duration
 }
 
 // Config is how the API behaves.
@@ -73,7 +83,10 @@ type Deps struct {
 	Queue    Queue
 	Enqueuer Enqueuer
 	Results  Results
-	Logger   *slog.Logger
+	// Keys, when set, makes POST take an Idempotency-Key; without it a
+	// POST with one is refused.
+	Keys   Keys
+	Logger *slog.Logger
 	Config   Config
 	// Registry is where the API's metrics go and what /metrics serves;
 	// nil makes a new one.
@@ -95,7 +108,7 @@ func New(d Deps) *echo.Echo {
 		d.Config.DefaultTTR = 60 * time.Second
 	}
 	h := &handler{
-		q: d.Queue, enq: d.Enqueuer, res: d.Results, log: d.Logger, cfg: d.Config,
+		q: d.Queue, enq: d.Enqueuer, res: d.Results, keys: d.Keys, log: d.Logger, cfg: d.Config,
 		metrics: newMetrics(d.Registry),
 	}
 
@@ -126,8 +139,8 @@ func New(d Deps) *echo.Echo {
 		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
 			AllowOrigins:  d.Config.CORSOrigins,
 			AllowMethods:  []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete},
-			AllowHeaders:  []string{echo.HeaderAuthorization, echo.HeaderContentType},
-			ExposeHeaders: []string{echo.HeaderLocation, echo.HeaderRetryAfter},
+			AllowHeaders:  []string{echo.HeaderAuthorization, echo.HeaderContentType, headerIdempotencyKey},
+			ExposeHeaders: []string{echo.HeaderLocation, echo.HeaderRetryAfter, headerReplayed},
 			MaxAge:        600,
 		}))
 	}
@@ -187,6 +200,7 @@ type handler struct {
 	q       Queue
 	enq     Enqueuer
 	res     Results
+	keys    Keys
 	log     *slog.Logger
 	cfg     Config
 	metrics *metrics

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
 	"github.com/jobsys/jobs/services/manager/internal/api"
+	"github.com/jobsys/jobs/services/manager/internal/idem"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -36,6 +38,7 @@ type bundle struct {
 	URL     string
 	Pool    *queue.Pool
 	Results *store.Results
+	Keys    *idem.Keys
 	Logs    *testenv.LogBuffer
 }
 
@@ -44,6 +47,10 @@ type options struct {
 	// beanstalk and mongoURL replace the shared servers.
 	beanstalk string
 	mongoURL  string
+	// window is the Idempotency-Key window (default a day); noKeys
+	// leaves the API without a key record.
+	window time.Duration
+	noKeys bool
 }
 
 func setup(t *testing.T, o options) bundle {
@@ -65,8 +72,13 @@ func setup(t *testing.T, o options) bundle {
 	if o.cfg.MaxJobSize == 0 {
 		o.cfg.MaxJobSize = 65535
 	}
+	b.Keys = idem.New(client, b.DB, idem.Options{Window: cmp.Or(o.window, 24*time.Hour)})
+	var keys api.Keys = b.Keys
+	if o.noKeys {
+		keys = nil
+	}
 	h := api.New(api.Deps{
-		Queue: b.Pool, Enqueuer: b.Pool, Results: b.Results, Config: o.cfg,
+		Queue: b.Pool, Enqueuer: b.Pool, Results: b.Results, Keys: keys, Config: o.cfg,
 		Logger: slog.New(slog.NewTextHandler(b.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	srv := httptest.NewServer(h)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -26,12 +27,17 @@ type Created struct {
 	State job.State `json:"state"`
 }
 
-// post adds the request's JSON body as one job, whatever the path.
+// post adds the request's JSON body as one job, whatever the path. With
+// an Idempotency-Key it adds it at most once: see putOnce.
 func (h *handler) post(c echo.Context) error {
 	req := c.Request()
 	query, err := url.ParseQuery(req.URL.RawQuery)
 	if err != nil {
 		return errorf(http.StatusBadRequest, "query string does not parse: %s", err.Error())
+	}
+	key, err := h.idempotencyKey(req.Header)
+	if err != nil {
+		return err
 	}
 	body, err := h.readBody(c, h.rawLimit(), h.rawTooBig)
 	if err != nil {
@@ -41,26 +47,67 @@ func (h *handler) post(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	id, err := h.enq.Put(req.Context(), p.Body, queue.PutOptions{Tube: p.Tube, Priority: p.Priority, Delay: p.Delay, TTR: p.TTR})
+	var created Created
+	if key != "" {
+		var replayed bool
+		created, replayed, err = h.putOnce(req.Context(), key, p)
+		if err == nil && replayed {
+			c.Response().Header().Set(echo.HeaderLocation, "/"+strconv.FormatUint(created.ID, 10)+"/")
+			c.Response().Header().Set(headerReplayed, "true")
+			return writeJSON(c, http.StatusOK, created)
+		}
+	} else {
+		created, err = h.put(req.Context(), p)
+	}
 	if err != nil {
+		return err
+	}
+	h.metrics.enqueued(p.Tube)
+	h.log.Debug("job added", "job_id", created.ID, "tube", p.Tube, "bytes", len(p.Body))
+	c.Response().Header().Set(echo.HeaderLocation, "/"+strconv.FormatUint(created.ID, 10)+"/")
+	return writeJSON(c, http.StatusCreated, created)
+}
+
+// put puts p on beanstalkd. Its 503s say whether the job may exist.
+func (h *handler) put(ctx context.Context, p PutRequest) (Created, error) {
+	id, err := h.enq.Put(ctx, p.Body, queue.PutOptions{Tube: p.Tube, Priority: p.Priority, Delay: p.Delay, TTR: p.TTR})
+	if err != nil {
+		no := false
 		switch {
 		case errors.Is(err, queue.ErrJobTooBig):
 			e := tooBig(len(p.Body), h.cfg.MaxJobSize)
 			e.Detail = "beanstalkd answered JOB_TOO_BIG: its max-job-size (-z) is smaller than MAX_JOB_SIZE"
-			return e
+			return Created{}, e
 		case errors.Is(err, queue.ErrDraining):
-			return &Error{Status: http.StatusServiceUnavailable, Msg: "the job queue is draining and takes no new jobs", Detail: "retry shortly"}
+			return Created{}, &Error{Status: http.StatusServiceUnavailable, Msg: "the job queue is draining and takes no new jobs",
+				Detail: "the job was not created; retry shortly", JobMayExist: &no}
 		}
-		return h.queueError("put job", err)
+		qerr := h.queueError("put job", err)
+		var e *Error
+		if errors.As(qerr, &e) && e.Status == http.StatusServiceUnavailable {
+			if maybe := mayExist(err); maybe {
+				e.JobMayExist = &maybe
+				e.Detail = "the job may have been created all the same: retry with the same Idempotency-Key, which never creates a second job; without one, a retry may run it twice"
+			} else {
+				e.JobMayExist = &no
+				e.Detail = "the job was not created; retry shortly"
+			}
+		}
+		return Created{}, qerr
 	}
-	h.metrics.enqueued(p.Tube)
 	state := job.StateReady
 	if p.Delay > 0 {
 		state = job.StateDelayed
 	}
-	h.log.Debug("job added", "job_id", id, "tube", p.Tube, "bytes", len(p.Body))
-	c.Response().Header().Set(echo.HeaderLocation, "/"+strconv.FormatUint(id, 10)+"/")
-	return writeJSON(c, http.StatusCreated, Created{ID: id, Tube: p.Tube, State: state})
+	return Created{ID: id, Tube: p.Tube, State: state}, nil
+}
+
+// mayExist reports whether a put that failed with err may have created
+// the job: unless the connection was never made, beanstalkd may have
+// read the put and not answered in time.
+func mayExist(err error) bool {
+	var op *net.OpError
+	return !(errors.As(err, &op) && op.Op == "dial")
 }
 
 // rawLimit is how much of a POST is read: twice the job limit, so that a
