@@ -87,7 +87,7 @@ type Deps struct {
 	// POST with one is refused.
 	Keys   Keys
 	Logger *slog.Logger
-	Config   Config
+	Config Config
 	// Registry is where the API's metrics go and what /metrics serves;
 	// nil makes a new one.
 	Registry *prometheus.Registry
