@@ -504,13 +504,14 @@ func TestCORS(t *testing.T) {
 	b := setup(t, options{cfg: api.Config{CORSOrigins: []string{"https://board.example"}, Token: "tok"}})
 	preflight := func(origin string) reply {
 		return do(t, "OPTIONS", b.URL+"/", "", "Origin", origin,
-			"Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "authorization,content-type")
+			"Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "authorization,content-type,idempotency-key")
 	}
 	r := preflight("https://board.example")
 	require.Equal(t, http.StatusNoContent, r.StatusCode)
 	require.Equal(t, "https://board.example", r.Header.Get("Access-Control-Allow-Origin"))
 	require.Contains(t, r.Header.Get("Access-Control-Allow-Methods"), "POST")
 	require.Contains(t, strings.ToLower(r.Header.Get("Access-Control-Allow-Headers")), "authorization")
+	require.Contains(t, strings.ToLower(r.Header.Get("Access-Control-Allow-Headers")), "idempotency-key")
 
 	r = preflight("https://evil.example")
 	require.Empty(t, r.Header.Get("Access-Control-Allow-Origin"))
@@ -582,6 +583,11 @@ func TestMongoDown(t *testing.T) {
 	require.Less(t, time.Since(start), 2500*time.Millisecond)
 	requireError(t, r, http.StatusServiceUnavailable, "the results database is unavailable")
 	require.Equal(t, "1", r.Header.Get("Retry-After"))
+
+	// An Idempotency-Key cannot be kept: no job is put, and the 503 says so.
+	r = do(t, "POST", b.URL+"/?tube="+b.Tube, `{}`, "Idempotency-Key", "k1")
+	requireError(t, r, http.StatusServiceUnavailable, "the results database is unavailable")
+	require.Contains(t, string(r.Body), `"job_may_exist":false`)
 
 	// Jobs still queued answer from beanstalkd, and posting goes on.
 	c := post(t, b, "tube="+b.Tube, `{}`)
