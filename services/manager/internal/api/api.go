@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -251,6 +252,9 @@ func (h *handler) handleError(err error, c echo.Context) {
 	default:
 		h.log.Error("request failed", "err", err, "method", req.Method, "path", req.URL.Path)
 		ae = &Error{Status: http.StatusInternalServerError, Msg: "internal error"}
+	}
+	if ae.RetryAfter > 0 {
+		c.Response().Header().Set(echo.HeaderRetryAfter, strconv.Itoa(ae.RetryAfter))
 	}
 	if ae.Status == http.StatusServiceUnavailable && c.Response().Header().Get(echo.HeaderRetryAfter) == "" {
 		c.Response().Header().Set(echo.HeaderRetryAfter, "1")

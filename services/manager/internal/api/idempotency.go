@@ -91,7 +91,7 @@ func (h *handler) putOnce(ctx context.Context, key string, p PutRequest) (Create
 	case idem.InProgress:
 		return Created{}, false, &Error{Status: http.StatusConflict,
 			Msg:    "a request with this Idempotency-Key is still being served",
-			Detail: "retry shortly with the same key to get its job"}
+			Detail: "retry shortly with the same key to get its job", RetryAfter: 1}
 	case idem.Unknown:
 		return Created{}, false, &Error{Status: http.StatusConflict,
 			Msg: "an earlier request with this Idempotency-Key may have created a job, but its id is unknown",

@@ -30,12 +30,13 @@ func jobsIn(t *testing.T, p *queue.Pool, tube string) uint64 {
 }
 
 type answer struct {
-	Status  int
-	ID      uint64
-	Err     string
-	MayBe   *bool
-	Replay  string
-	RawBody string
+	Status     int
+	ID         uint64
+	Err        string
+	MayBe      *bool
+	Replay     string
+	RetryAfter string
+	RawBody    string
 }
 
 func postKey(t *testing.T, url, body, key string) answer {
@@ -47,7 +48,7 @@ func postKey(t *testing.T, url, body, key string) answer {
 		JobMayExist *bool  `json:"job_may_exist"`
 	}
 	require.NoError(t, json.Unmarshal(r.Body, &v), "%s", r.Body)
-	return answer{r.StatusCode, v.ID, v.Error, v.JobMayExist, r.Header.Get("Idempotent-Replayed"), string(r.Body)}
+	return answer{r.StatusCode, v.ID, v.Error, v.JobMayExist, r.Header.Get("Idempotent-Replayed"), r.Header.Get("Retry-After"), string(r.Body)}
 }
 
 // TestIdempotencyKey: the same key within the window answers the same
@@ -134,6 +135,7 @@ func TestIdempotencyKeyConcurrentManagers(t *testing.T) {
 			default:
 				require.Equal(t, http.StatusConflict, a.Status, a.RawBody)
 				require.Contains(t, a.Err, "still being served")
+				require.Equal(t, "1", a.RetryAfter)
 			}
 		}
 		require.Equal(t, 1, created, "round %d: %+v", round, answers)
@@ -156,7 +158,15 @@ func TestIdempotencyKeyWhileQueueHangs(t *testing.T) {
 	thaw := bs.Freeze(t)
 
 	start := time.Now()
+	first := make(chan answer, 1)
+	go func() { first <- postKey(t, url, `{"pay":1}`, "pay-1") }()
+	time.Sleep(200 * time.Millisecond)
+	// Meanwhile the same key waits a second for it, then says so.
 	a := postKey(t, url, `{"pay":1}`, "pay-1")
+	require.Equal(t, http.StatusConflict, a.Status, a.RawBody)
+	require.Contains(t, a.Err, "still being served")
+	require.Equal(t, "1", a.RetryAfter)
+	a = <-first
 	require.Less(t, time.Since(start), 2500*time.Millisecond)
 	require.Equal(t, http.StatusServiceUnavailable, a.Status, a.RawBody)
 	require.NotNil(t, a.MayBe, a.RawBody)
