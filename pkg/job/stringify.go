@@ -1,58 +1,66 @@
 package job
 
-import (
-	"strings"
-	"unicode/utf8"
-)
+import "unicode/utf8"
 
 const hexDigits = "0123456789abcdef"
 
+// The characters JSON.stringify escapes with a backslash and a letter,
+// and those letters.
+const (
+	shortEscaped = "\"\\\b\f\n\r\t"
+	shortEscapes = "\"\\bfnrt"
+)
+
+// AppendStringified appends r as JavaScript's JSON.stringify writes it
+// inside a string: the quote, the backslash and \b \f \n \r \t with a
+// backslash, other control characters and lone surrogates (U+D800 to
+// U+DFFF, which a JavaScript string can hold) as lower-case \uxxxx, and
+// everything else, <, >, &, U+2028 and U+2029 included, as itself in
+// UTF-8. It is the one place that knows those rules: JSONStringify and
+// the manager's normalisation of job bodies both use it.
+func AppendStringified(dst []byte, r rune) []byte {
+	switch {
+	case r < 0x20 || r == '"' || r == '\\':
+		for i := range len(shortEscaped) {
+			if rune(shortEscaped[i]) == r {
+				return append(dst, '\\', shortEscapes[i])
+			}
+		}
+		return appendU(dst, r)
+	case r >= 0xd800 && r < 0xe000:
+		return appendU(dst, r)
+	case r < utf8.RuneSelf:
+		return append(dst, byte(r))
+	}
+	return utf8.AppendRune(dst, r)
+}
+
+func appendU(dst []byte, r rune) []byte {
+	return append(dst, '\\', 'u', hexDigits[r>>12&0xf], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf])
+}
+
 // JSONStringify returns what JavaScript's JSON.stringify returns for the
-// string s. It differs from encoding/json: it escapes only the quote, the
-// backslash and control characters (with \b \f \n \r \t where they exist
-// and lower-case \u00xx otherwise), and leaves <, >, &, U+2028 and U+2029
-// as they are. Bytes that are not valid UTF-8 become U+FFFD, as they do
-// when a JavaScript runtime decodes a request body.
+// string s (see AppendStringified). It differs from encoding/json: it
+// escapes only the quote, the backslash and control characters, and
+// leaves <, >, &, U+2028 and U+2029 as they are. Bytes that are not valid
+// UTF-8 become U+FFFD, as they do when a JavaScript runtime decodes a
+// request body.
 func JSONStringify(s string) string {
-	var b strings.Builder
-	b.Grow(len(s) + 2)
-	b.WriteByte('"')
+	b := make([]byte, 0, len(s)+2)
+	b = append(b, '"')
 	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"':
-				b.WriteString(`\"`)
-			case c == '\\':
-				b.WriteString(`\\`)
-			case c == '\b':
-				b.WriteString(`\b`)
-			case c == '\f':
-				b.WriteString(`\f`)
-			case c == '\n':
-				b.WriteString(`\n`)
-			case c == '\r':
-				b.WriteString(`\r`)
-			case c == '\t':
-				b.WriteString(`\t`)
-			case c < 0x20:
-				b.WriteString(`\u00`)
-				b.WriteByte(hexDigits[c>>4])
-				b.WriteByte(hexDigits[c&0xf])
-			default:
-				b.WriteByte(c)
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				b = append(b, c) // the common case, kept short
+			} else {
+				b = AppendStringified(b, rune(c))
 			}
 			i++
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b.WriteRune(utf8.RuneError)
-		} else {
-			b.WriteString(s[i : i+size])
-		}
+		r, size := utf8.DecodeRuneInString(s[i:]) // U+FFFD for a bad byte
+		b = AppendStringified(b, r)
 		i += size
 	}
-	b.WriteByte('"')
-	return b.String()
+	return string(append(b, '"'))
 }

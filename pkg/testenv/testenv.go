@@ -193,6 +193,21 @@ func (b *Beanstalkd) Kill() { b.proc.Kill() }
 // Stop stops beanstalkd with SIGTERM.
 func (b *Beanstalkd) Stop() { b.proc.Stop() }
 
+// Freeze stops beanstalkd with SIGSTOP, as a hung host would leave it:
+// its connections stay open and nothing is answered. thaw (also run at
+// the test's end) sends SIGCONT.
+func (b *Beanstalkd) Freeze(t testing.TB) (thaw func()) {
+	t.Helper()
+	pid := b.proc.Pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("testenv: freeze beanstalkd: %v", err)
+	}
+	var once sync.Once
+	thaw = func() { once.Do(func() { _ = syscall.Kill(pid, syscall.SIGCONT) }) }
+	t.Cleanup(thaw)
+	return thaw
+}
+
 // Restart starts beanstalkd again on the same port with the same options.
 func (b *Beanstalkd) Restart() error {
 	if err := b.proc.Restart(); err != nil {

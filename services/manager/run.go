@@ -21,6 +21,7 @@ import (
 	"github.com/jobsys/jobs/services/manager/internal/api"
 	"github.com/jobsys/jobs/services/manager/internal/config"
 	"github.com/jobsys/jobs/services/manager/internal/fence"
+	"github.com/jobsys/jobs/services/manager/internal/idem"
 )
 
 // shutdownTimeout is how long in-flight requests get to finish.
@@ -80,8 +81,9 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 		log.Warn("could not read the largest stored job id at start; trying again in the background")
 	}
 
+	keys := idem.New(client, cfg.Mongo.DB, idem.Options{Window: cfg.IdempotencyWindow, Logger: log})
 	handler := api.New(api.Deps{
-		Queue: pool, Enqueuer: f, Results: results, Logger: log, Registry: reg,
+		Queue: pool, Enqueuer: f, Results: results, Keys: keys, Logger: log, Registry: reg,
 		Config: api.Config{
 			MaxJobSize: cfg.MaxJobSize, DefaultTTR: cfg.DefaultTTR, CORSOrigins: cfg.CORSOrigins,
 			Token: cfg.APIToken, ProtectReads: cfg.ProtectReads,
@@ -106,6 +108,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer stopWatch()
+	wg.Go(func() { keys.Maintain(wctx, results.Server, time.Minute) })
 	wg.Go(func() {
 		f.Watch(wctx, fence.WatchOptions{
 			Synced: synced,
@@ -173,6 +176,7 @@ func checkJobSize(ctx context.Context, pool *queue.Pool, max int, log *slog.Logg
 var (
 	_ api.Enqueuer = (*fence.Fence)(nil)
 	_ api.Results  = (*store.Results)(nil)
+	_ api.Keys     = (*idem.Keys)(nil)
 	_ fence.Store  = (*store.Results)(nil)
 )
 
@@ -187,6 +191,7 @@ func drain(h http.Handler, draining *atomic.Bool) http.Handler {
 		w.Header().Set("Connection", "close")
 		if r.URL.Path == "/readyz" {
 			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("X-Content-Type-Options", "nosniff")
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte(`{"status":"draining"}` + "\n"))
 			return

@@ -89,10 +89,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("start FerretDB: %w", err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// FerretDB has a context of its own: it is stopped last, once the
+	// front and the lookup client have closed their connections to it.
+	// Stopped with connections open, it gives them a few seconds to go
+	// (ctxutil.WithDelay), which held every stop up by three seconds.
+	fctx, stopFerret := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopFerret()
 	ferretDone := make(chan error, 1)
-	go func() { ferretDone <- f.Run(ctx) }()
+	go func() { ferretDone <- f.Run(fctx) }()
 	inner := f.MongoDBURI()
 	upstream := inner[len("mongodb://") : len(inner)-1]
 
@@ -100,7 +104,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("connect to FerretDB: %w", err)
 	}
-	defer func() { _ = lookup.Disconnect(context.Background()) }()
+	disconnect := func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = lookup.Disconnect(dctx)
+	}
+	defer disconnect()
 
 	fr := front.New(front.Config{
 		Upstream:      upstream,
@@ -111,16 +120,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxEventBytes: 64 << 20,
 		Logger:        logger.With("component", "front"),
 	})
+	ctx, stopFront := context.WithCancel(ctx)
+	defer stopFront()
 	frontDone := make(chan error, 1)
 	go func() { frontDone <- fr.Serve(ctx, ln) }()
 
 	fmt.Fprintf(stdout, "listening mongodb://%s/\n", advertise(ln.Addr().(*net.TCPAddr)))
+	// Stop in order: the front (it closes the clients' connections and
+	// its own to FerretDB), the lookup client, then FerretDB.
 	select {
 	case err = <-frontDone:
-		cancel()
+		disconnect()
+		stopFerret()
 		<-ferretDone
 	case err = <-ferretDone:
-		cancel()
+		stopFront()
 		<-frontDone
 	}
 	return err

@@ -120,8 +120,8 @@ func (b *bench) drainOnce(ctx context.Context, n int, floor bool) (drainRun, err
 	tube := fmt.Sprintf("bench-drain-%d%s-%s", n, kind[:1], testenv.RandomName())
 	// A collection of the run's own: FerretDB's SQLite backend scans a
 	// whole table for any query but one on a string or ObjectID _id, so
-	// thousands of drained results in the collection the notifier polls
-	// and the manager reads would slow every later phase.
+	// thousands of drained results in the collection the notifier and
+	// the manager read would slow every later phase.
 	run := drainRun{Tube: tube, Collection: "drain_" + strings.ReplaceAll(tube, "-", "_"), Processes: n, Jobs: b.o.jobs}
 	coll := b.st.mongo.Database(b.st.mongoDB).Collection(run.Collection)
 	defer func() {

@@ -30,7 +30,7 @@ type e2eFigures struct {
 	FirstError string  `json:"first_error,omitempty"`
 	LateSends  int     `json:"late_sends"`
 	// DrainSeconds is how long after the last send the events kept
-	// coming: more than a poll or two means the worker fell behind.
+	// coming: more than a second or so means the worker fell behind.
 	DrainSeconds float64 `json:"seconds_after_last_send"`
 	Poll         string  `json:"poll_interval"`
 	// Mode is the notifier's feed: changestream or poll.
@@ -211,7 +211,8 @@ func (b *bench) e2e(ctx context.Context) error {
 	senders.Wait()
 	// Let the last completions arrive. A backlog drains for as long as
 	// events keep coming; an event that has not come after a quiet spell
-	// of a few polls counts as missing.
+	// (three seconds, plus four poll intervals should the feed poll)
+	// counts as missing.
 	quiet := 3*time.Second + 4*b.st.pollInterval
 	hardStop := time.Now().Add(15 * time.Second)
 	left, lastChange := countMap(&pending), time.Now()
@@ -261,8 +262,8 @@ func (b *bench) e2e(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Later phases should not pay for this one's results: with them the
-	// notifier's polling alone keeps devmongo busy.
+	// Later phases should not pay for this one's results: on FerretDB
+	// every read of the collection that is not by _id scans them all.
 	if b.st.own {
 		dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
 		_, err := b.st.results().DeleteMany(dctx, bson.D{{Key: "tube", Value: f.Tube}})
@@ -389,11 +390,11 @@ type idle struct {
 }
 
 // idleCost measures devmongo's CPU for five quiet seconds, after two to
-// settle (the notifier's last sweep after a burst comes within a second),
-// with the number of results in the collection the notifier polls. Five
-// seconds hold one of the reads an idle notifier makes on FerretDB at
-// least every 5s (feed's maxQuiet). Without a devmongo of its own it
-// reports -1s.
+// settle, with idleResults results in the collection the notifier
+// follows: an idle notifier on a change stream should cost devmongo
+// nothing, however many results there are. Five seconds also hold one
+// of the reads a polling notifier makes at least every 5s (the feed's
+// maxQuiet). Without a devmongo of its own it reports -1s.
 func (b *bench) idleCost(ctx context.Context) (idle, error) {
 	n, err := b.st.results().EstimatedDocumentCount(ctx)
 	if err != nil {

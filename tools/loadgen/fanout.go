@@ -41,7 +41,9 @@ type fanoutFigures struct {
 	Latency    summary   `json:"latency_insert_to_receipt"`
 	Rounds     []summary `json:"rounds"`
 	Poll       string    `json:"poll_interval"`
-	CPU        cpuUse    `json:"broadcast_cpu_cores"`
+	// Mode is the notifier's feed: changestream or poll.
+	Mode string `json:"feed_mode"`
+	CPU  cpuUse `json:"broadcast_cpu_cores"`
 }
 
 const (
@@ -243,7 +245,8 @@ func (b *bench) fanout(ctx context.Context) error {
 		f.Missing += f.Connected - len(lat)
 		all = append(all, lat...)
 		f.Rounds = append(f.Rounds, summarize(lat, f.Connected-len(lat), 0))
-		// Spread the rounds over different points of the poll cycle.
+		// Spread the rounds apart (in poll mode, over different points
+		// of the poll cycle).
 		if err := sleepCtx(ctx, b.st.pollInterval+37*time.Millisecond); err != nil {
 			return err
 		}
@@ -300,7 +303,12 @@ func (b *bench) fanout(ctx context.Context) error {
 	} else {
 		b.add(skipRow("fan-out: notifier RSS", "NOTIFIER_PID not given for the running stack"))
 	}
-	limit := fmt.Sprintf("includes the wait for the next %s poll; %d receipts missing; %s", f.Poll, f.Missing, f.CPU)
+	f.Mode = b.feedMode(ctx)
+	feed := "feed " + f.Mode + ": insert -> change stream -> every socket"
+	if f.Mode != "changestream" {
+		feed = "feed " + f.Mode + ": includes the wait for the next " + f.Poll + " poll"
+	}
+	limit := fmt.Sprintf("%s; %d receipts missing; %s", feed, f.Missing, f.CPU)
 	bcast := maxRow(fmt.Sprintf("fan-out: one completion to %d clients, p99", f.Connected), "ms", f.Latency.P99, 0, 1000, fmtMS, note+limit)
 	if f.Missing > 0 {
 		bcast.Result = miss // a lost receipt is slower than any p99

@@ -83,7 +83,7 @@ func errNote(s summary) string {
 	return note
 }
 
-// postRun measures POSTs of fresh payloads for a window of d, one lean
+// postRun measures POSTs of fresh payloads for a window of d, one
 // keep-alive connection per client, as the floor has one beanstalkd
 // connection per client.
 // With -pprof the manager is profiled as <prof>-<manager>.pprof.

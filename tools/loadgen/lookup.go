@@ -204,7 +204,7 @@ func (b *bench) lookup(ctx context.Context) error {
 	return nil
 }
 
-// getLoops GETs random ids from base, on a lean connection of the loop's
+// getLoops GETs random ids from base, on a keep-alive connection of the loop's
 // own.
 func getLoops(base string, ids []uint64) func(ctx context.Context, i int) (loop, error) {
 	return func(ctx context.Context, i int) (loop, error) {

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 
 	"github.com/jobsys/jobs/pkg/job"
 	"github.com/jobsys/jobs/pkg/queue"
+	"github.com/jobsys/jobs/services/manager/internal/idem"
 )
 
 // Queue is what the API asks of beanstalkd besides putting jobs;
@@ -46,6 +48,15 @@ type Enqueuer interface {
 type Results interface {
 	Find(ctx context.Context, id uint64) (job.Result, error)
 	Ping(ctx context.Context) error
+}
+
+// Keys is the record of POST's Idempotency-Key; *idem.Keys has it.
+type Keys interface {
+	Claim(ctx context.Context, key, fingerprint string) (idem.Claim, error)
+	Done(ctx context.Context, c idem.Claim, r idem.Record) error
+	Release(ctx context.Context, c idem.Claim) error
+	Unknown(ctx context.Context, c idem.Claim) error
+	Window() time.Duration
 }
 
 // Config is how the API behaves.
@@ -73,8 +84,11 @@ type Deps struct {
 	Queue    Queue
 	Enqueuer Enqueuer
 	Results  Results
-	Logger   *slog.Logger
-	Config   Config
+	// Keys, when set, makes POST take an Idempotency-Key; without it a
+	// POST with one is refused.
+	Keys   Keys
+	Logger *slog.Logger
+	Config Config
 	// Registry is where the API's metrics go and what /metrics serves;
 	// nil makes a new one.
 	Registry *prometheus.Registry
@@ -95,7 +109,7 @@ func New(d Deps) *echo.Echo {
 		d.Config.DefaultTTR = 60 * time.Second
 	}
 	h := &handler{
-		q: d.Queue, enq: d.Enqueuer, res: d.Results, log: d.Logger, cfg: d.Config,
+		q: d.Queue, enq: d.Enqueuer, res: d.Results, keys: d.Keys, log: d.Logger, cfg: d.Config,
 		metrics: newMetrics(d.Registry),
 	}
 
@@ -107,7 +121,11 @@ func New(d Deps) *echo.Echo {
 	e.Use(h.observe) // outermost: it sees every answer, errors included
 	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			c.Response().Header().Set("Cache-Control", "no-store")
+			h := c.Response().Header()
+			h.Set("Cache-Control", "no-store")
+			// Every answer is JSON (or /metrics' text): a browser must
+			// never take one for HTML.
+			h.Set("X-Content-Type-Options", "nosniff")
 			return next(c)
 		}
 	})
@@ -122,8 +140,8 @@ func New(d Deps) *echo.Echo {
 		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
 			AllowOrigins:  d.Config.CORSOrigins,
 			AllowMethods:  []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete},
-			AllowHeaders:  []string{echo.HeaderAuthorization, echo.HeaderContentType},
-			ExposeHeaders: []string{echo.HeaderLocation, echo.HeaderRetryAfter},
+			AllowHeaders:  []string{echo.HeaderAuthorization, echo.HeaderContentType, headerIdempotencyKey},
+			ExposeHeaders: []string{echo.HeaderLocation, echo.HeaderRetryAfter, headerReplayed},
 			MaxAge:        600,
 		}))
 	}
@@ -165,18 +183,25 @@ func NewServer(h http.Handler, log *slog.Logger) *http.Server {
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    MaxHeaderBytes,
+		MaxHeaderBytes:    MaxHeaderBytes - netHTTPHeaderSlack,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 }
 
-// MaxHeaderBytes bounds a request's headers; more is a 431.
+// MaxHeaderBytes bounds a request's line and headers; more is a 431.
 const MaxHeaderBytes = 16 << 10
+
+// netHTTPHeaderSlack is what net/http reads beyond http.Server's
+// MaxHeaderBytes before it answers 431 (4096 bytes of "bufio slop", see
+// initialReadLimitSize in net/http/server.go): without taking it off,
+// the limit would be 20 KiB, not the 16 KiB documented.
+const netHTTPHeaderSlack = 4096
 
 type handler struct {
 	q       Queue
 	enq     Enqueuer
 	res     Results
+	keys    Keys
 	log     *slog.Logger
 	cfg     Config
 	metrics *metrics
@@ -228,6 +253,9 @@ func (h *handler) handleError(err error, c echo.Context) {
 		h.log.Error("request failed", "err", err, "method", req.Method, "path", req.URL.Path)
 		ae = &Error{Status: http.StatusInternalServerError, Msg: "internal error"}
 	}
+	if ae.RetryAfter > 0 {
+		c.Response().Header().Set(echo.HeaderRetryAfter, strconv.Itoa(ae.RetryAfter))
+	}
 	if ae.Status == http.StatusServiceUnavailable && c.Response().Header().Get(echo.HeaderRetryAfter) == "" {
 		c.Response().Header().Set(echo.HeaderRetryAfter, "1")
 	}
@@ -241,13 +269,12 @@ func (h *handler) handleError(err error, c echo.Context) {
 	}
 }
 
-// writeJSON answers v without HTML escaping, so that a stored payload
-// reads as it was sent.
+// writeJSON answers v as JSON with <, > and & escaped (\u003c ...), so
+// that no answer, whatever a client stored in it, reads as HTML to a
+// browser that sniffs; JSON parsers read the same strings.
 func writeJSON(c echo.Context, status int, v any) error {
 	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)

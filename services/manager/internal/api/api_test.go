@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
 	"github.com/jobsys/jobs/services/manager/internal/api"
+	"github.com/jobsys/jobs/services/manager/internal/idem"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -36,6 +38,7 @@ type bundle struct {
 	URL     string
 	Pool    *queue.Pool
 	Results *store.Results
+	Keys    *idem.Keys
 	Logs    *testenv.LogBuffer
 }
 
@@ -44,6 +47,10 @@ type options struct {
 	// beanstalk and mongoURL replace the shared servers.
 	beanstalk string
 	mongoURL  string
+	// window is the Idempotency-Key window (default a day); noKeys
+	// leaves the API without a key record.
+	window time.Duration
+	noKeys bool
 }
 
 func setup(t *testing.T, o options) bundle {
@@ -65,8 +72,13 @@ func setup(t *testing.T, o options) bundle {
 	if o.cfg.MaxJobSize == 0 {
 		o.cfg.MaxJobSize = 65535
 	}
+	b.Keys = idem.New(client, b.DB, idem.Options{Window: cmp.Or(o.window, 24*time.Hour)})
+	var keys api.Keys = b.Keys
+	if o.noKeys {
+		keys = nil
+	}
 	h := api.New(api.Deps{
-		Queue: b.Pool, Enqueuer: b.Pool, Results: b.Results, Config: o.cfg,
+		Queue: b.Pool, Enqueuer: b.Pool, Results: b.Results, Keys: keys, Config: o.cfg,
 		Logger: slog.New(slog.NewTextHandler(b.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	srv := httptest.NewServer(h)
@@ -112,6 +124,7 @@ func do(t *testing.T, method, url, body string, headers ...string) reply {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	require.Equal(t, "no-store", resp.Header.Get("Cache-Control"), "%s %s", method, url)
+	require.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"), "%s %s", method, url)
 	return reply{resp, b}
 }
 
@@ -273,9 +286,17 @@ func TestBadRequests(t *testing.T) {
 		{"patch wrong state", "PATCH", "/1/", `{"state":"buried"}`, nil, 400, `the body must be {"state":"ready"}`},
 		{"patch extra field", "PATCH", "/1/", `{"state":"ready","pri":1}`, nil, 400, `{"state":"ready"}`},
 		{"patch empty", "PATCH", "/1/", ``, nil, 400, `{"state":"ready"}`},
+		{"patch upper-case member", "PATCH", "/987654321/", `{"STATE":"ready"}`, nil, 400, `the body must be {"state":"ready"}`},
+		{"patch title-case member", "PATCH", "/987654321/", `{"State":"ready"}`, nil, 400, `the body must be {"state":"ready"}`},
+		{"patch upper-case value", "PATCH", "/987654321/", `{"state":"READY"}`, nil, 400, `the body must be {"state":"ready"}`},
+		{"patch duplicate member", "PATCH", "/987654321/", `{"state":"buried","state":"ready"}`, nil, 400, `the body must be {"state":"ready"}`},
+		{"patch two documents", "PATCH", "/987654321/", `{"state":"ready"} {}`, nil, 400, `the body must be {"state":"ready"}`},
+		{"patch body too big", "PATCH", "/1/", `{"state":"ready"}` + strings.Repeat(" ", 5000), nil, 413, "request body is 5017 bytes; a PATCH body is at most 4096 bytes"},
+		{"patch chunked body too big", "PATCH", "/1/", `{"state":"ready"}` + strings.Repeat(" ", 5000), []string{"Transfer-Encoding", "chunked"}, 413, "request body is over 4096 bytes; a PATCH body is at most 4096 bytes"},
 		{"delete bad id", "DELETE", "/0", ``, nil, 400, "job id must be a positive integer"},
 		{"unknown job", "GET", "/987654321/", ``, nil, 404, "job 987654321 not found"},
 		{"patch unknown job", "PATCH", "/987654321/", `{"state":"ready"}`, nil, 404, "job 987654321 not found"},
+		{"patch unknown job, spaced body", "PATCH", "/987654321/", ` { "state" : "ready" } `, nil, 404, "job 987654321 not found"},
 		{"delete unknown job", "DELETE", "/987654321/", ``, nil, 404, "job 987654321 not found"},
 	}
 	for _, tc := range cases {
@@ -483,13 +504,14 @@ func TestCORS(t *testing.T) {
 	b := setup(t, options{cfg: api.Config{CORSOrigins: []string{"https://board.example"}, Token: "tok"}})
 	preflight := func(origin string) reply {
 		return do(t, "OPTIONS", b.URL+"/", "", "Origin", origin,
-			"Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "authorization,content-type")
+			"Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "authorization,content-type,idempotency-key")
 	}
 	r := preflight("https://board.example")
 	require.Equal(t, http.StatusNoContent, r.StatusCode)
 	require.Equal(t, "https://board.example", r.Header.Get("Access-Control-Allow-Origin"))
 	require.Contains(t, r.Header.Get("Access-Control-Allow-Methods"), "POST")
 	require.Contains(t, strings.ToLower(r.Header.Get("Access-Control-Allow-Headers")), "authorization")
+	require.Contains(t, strings.ToLower(r.Header.Get("Access-Control-Allow-Headers")), "idempotency-key")
 
 	r = preflight("https://evil.example")
 	require.Empty(t, r.Header.Get("Access-Control-Allow-Origin"))
@@ -561,6 +583,11 @@ func TestMongoDown(t *testing.T) {
 	require.Less(t, time.Since(start), 2500*time.Millisecond)
 	requireError(t, r, http.StatusServiceUnavailable, "the results database is unavailable")
 	require.Equal(t, "1", r.Header.Get("Retry-After"))
+
+	// An Idempotency-Key cannot be kept: no job is put, and the 503 says so.
+	r = do(t, "POST", b.URL+"/?tube="+b.Tube, `{}`, "Idempotency-Key", "k1")
+	requireError(t, r, http.StatusServiceUnavailable, "the results database is unavailable")
+	require.Contains(t, string(r.Body), `"job_may_exist":false`)
 
 	// Jobs still queued answer from beanstalkd, and posting goes on.
 	c := post(t, b, "tube="+b.Tube, `{}`)

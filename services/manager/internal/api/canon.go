@@ -2,12 +2,14 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 	"unicode/utf8"
+
+	"github.com/jobsys/jobs/pkg/job"
 )
 
 // The original system stored JSON.stringify(JSON.parse(body)), so a job's
@@ -261,7 +263,7 @@ func (c *canon) reorder(open int, ms []member) {
 		ma, mb := ms[a], ms[b]
 		switch {
 		case ma.isIndex && mb.isIndex:
-			return cmpUint32(ma.index, mb.index)
+			return cmp.Compare(ma.index, mb.index)
 		case ma.isIndex:
 			return -1
 		case mb.isIndex:
@@ -278,16 +280,6 @@ func (c *canon) reorder(open int, ms []member) {
 		}
 		c.out = append(c.out, c.scratch[ms[i].start-shift:ms[i].end-shift]...)
 	}
-}
-
-func cmpUint32(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // arrayIndex reports whether the (canonical) key text k is an array index
@@ -309,8 +301,6 @@ func arrayIndex(k []byte) (uint32, bool) {
 	}
 	return uint32(n), true
 }
-
-const lowerHex = "0123456789abcdef"
 
 // string writes the JSON string at c.pos as JSON.stringify writes the
 // string JSON.parse makes of it: \" \\ \b \f \n \r \t, other control
@@ -364,49 +354,19 @@ func (c *canon) string() error {
 				return errCanonSyntax
 			}
 			c.pos += 4
-			switch {
-			case u >= 0xd800 && u < 0xdc00:
-				if c.pos+6 <= len(in) && in[c.pos] == '\\' && in[c.pos+1] == 'u' {
-					if lo, ok := hex4(in, c.pos+2); ok && lo >= 0xdc00 && lo < 0xe000 {
-						c.pos += 6
-						c.out = utf8.AppendRune(c.out, 0x10000+(rune(u)-0xd800)<<10+(rune(lo)-0xdc00))
-						continue
-					}
+			if u >= 0xd800 && u < 0xdc00 && c.pos+6 <= len(in) && in[c.pos] == '\\' && in[c.pos+1] == 'u' {
+				if lo, ok := hex4(in, c.pos+2); ok && lo >= 0xdc00 && lo < 0xe000 {
+					c.pos += 6
+					c.out = utf8.AppendRune(c.out, 0x10000+(rune(u)-0xd800)<<10+(rune(lo)-0xdc00))
+					continue
 				}
-				c.out = appendU(c.out, u)
-			case u >= 0xdc00 && u < 0xe000:
-				c.out = appendU(c.out, u)
-			default:
-				c.out = appendRune(c.out, rune(u))
 			}
+			// Lone surrogates stay escaped, as JSON.stringify writes them.
+			c.out = job.AppendStringified(c.out, rune(u))
 		default:
 			return errCanonSyntax
 		}
 	}
-}
-
-func appendU(out []byte, u uint16) []byte {
-	return append(out, '\\', 'u', lowerHex[u>>12], lowerHex[u>>8&0xf], lowerHex[u>>4&0xf], lowerHex[u&0xf])
-}
-
-// The characters JSON.stringify escapes with a backslash and a letter,
-// and those letters.
-const (
-	shortEscaped = "\"\\\b\f\n\r\t"
-	shortEscapes = "\"\\bfnrt"
-)
-
-// appendRune writes r, from a \u escape, as JSON.stringify would.
-func appendRune(out []byte, r rune) []byte {
-	if r < utf8.RuneSelf {
-		if i := strings.IndexByte(shortEscaped, byte(r)); i >= 0 {
-			return append(out, '\\', shortEscapes[i])
-		}
-	}
-	if r < 0x20 {
-		return appendU(out, uint16(r))
-	}
-	return utf8.AppendRune(out, r)
 }
 
 func hex4(b []byte, i int) (uint16, bool) {

@@ -105,7 +105,7 @@ func rewriteServerError(p []byte, maxHeader int) ([]byte, bool) {
 	body = append(body, '\n')
 	var b bytes.Buffer
 	b.WriteString(proto + strconv.Itoa(code) + " " + http.StatusText(code) + "\r\n")
-	b.WriteString("Content-Type: application/json\r\nCache-Control: no-store\r\nConnection: close\r\n")
+	b.WriteString("Content-Type: application/json\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n")
 	b.WriteString("Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n")
 	b.Write(body)
 	return b.Bytes(), true

@@ -48,6 +48,9 @@ func TestServerErrorsAreJSON(t *testing.T) {
 		return resp, body
 	}
 	big := strings.Repeat("x", api.MaxHeaderBytes+8<<10)
+	// The request line and headers below are 16 KiB and one byte.
+	const head = "GET /1/ HTTP/1.1\r\nHost: a\r\nX-Big: \r\n\r\n"
+	over := strings.Repeat("x", api.MaxHeaderBytes+1-len(head))
 	for _, tc := range []struct {
 		name, raw string
 		status    int
@@ -55,6 +58,7 @@ func TestServerErrorsAreJSON(t *testing.T) {
 		detail    string
 	}{
 		{"headers too large", "GET /1/ HTTP/1.1\r\nHost: a\r\nX-Big: " + big + "\r\n\r\n", 431, "request headers are too large", "up to 16384 bytes"},
+		{"headers just over the limit", "GET /1/ HTTP/1.1\r\nHost: a\r\nX-Big: " + over + "\r\n\r\n", 431, "request headers are too large", "up to 16384 bytes"},
 		{"not HTTP", "HELLO\r\n\r\n", 400, "bad request", "not well-formed"},
 		{"no Host", "GET /1/ HTTP/1.1\r\n\r\n", 400, "bad request", "missing required Host header"},
 		{"bad header line", "GET /1/ HTTP/1.1\r\nHost: a\r\nno colon\r\n\r\n", 400, "bad request", "not well-formed"},
@@ -63,14 +67,18 @@ func TestServerErrorsAreJSON(t *testing.T) {
 		resp, body := send(tc.raw)
 		require.Equal(t, tc.status, resp.StatusCode, "%s: %s", tc.name, body)
 		require.Equal(t, "application/json", resp.Header.Get("Content-Type"), tc.name)
+		require.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"), tc.name)
 		var e struct{ Error, Detail string }
 		require.NoError(t, json.Unmarshal(body, &e), "%s: %s", tc.name, body)
 		require.Equal(t, tc.msg, e.Error, tc.name)
 		require.Contains(t, e.Detail, tc.detail, tc.name)
 	}
 
-	resp, body := send("GET /1/ HTTP/1.1\r\nHost: a\r\n\r\n")
-	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
-	require.Equal(t, "text/plain; charset=utf-8", resp.Header.Get("Content-Type"), "a handler's answer is its own")
-	require.Equal(t, "400 Bad Request", string(body))
+	// Exactly 16 KiB of request line and headers is served.
+	for _, raw := range []string{"GET /1/ HTTP/1.1\r\nHost: a\r\n\r\n", "GET /1/ HTTP/1.1\r\nHost: a\r\nX-Big: " + over[1:] + "\r\n\r\n"} {
+		resp, body := send(raw)
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+		require.Equal(t, "text/plain; charset=utf-8", resp.Header.Get("Content-Type"), "a handler's answer is its own")
+		require.Equal(t, "400 Bad Request", string(body))
+	}
 }

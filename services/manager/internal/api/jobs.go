@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -25,14 +27,19 @@ type Created struct {
 	State job.State `json:"state"`
 }
 
-// post adds the request's JSON body as one job, whatever the path.
+// post adds the request's JSON body as one job, whatever the path. With
+// an Idempotency-Key it adds it at most once: see putOnce.
 func (h *handler) post(c echo.Context) error {
 	req := c.Request()
 	query, err := url.ParseQuery(req.URL.RawQuery)
 	if err != nil {
 		return errorf(http.StatusBadRequest, "query string does not parse: %s", err.Error())
 	}
-	body, err := h.readBody(c, h.rawLimit())
+	key, err := h.idempotencyKey(req.Header)
+	if err != nil {
+		return err
+	}
+	body, err := h.readBody(c, h.rawLimit(), h.rawTooBig)
 	if err != nil {
 		return err
 	}
@@ -40,26 +47,67 @@ func (h *handler) post(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	id, err := h.enq.Put(req.Context(), p.Body, queue.PutOptions{Tube: p.Tube, Priority: p.Priority, Delay: p.Delay, TTR: p.TTR})
+	var created Created
+	if key != "" {
+		var replayed bool
+		created, replayed, err = h.putOnce(req.Context(), key, p)
+		if err == nil && replayed {
+			c.Response().Header().Set(echo.HeaderLocation, "/"+strconv.FormatUint(created.ID, 10)+"/")
+			c.Response().Header().Set(headerReplayed, "true")
+			return writeJSON(c, http.StatusOK, created)
+		}
+	} else {
+		created, err = h.put(req.Context(), p)
+	}
 	if err != nil {
+		return err
+	}
+	h.metrics.enqueued(p.Tube)
+	h.log.Debug("job added", "job_id", created.ID, "tube", p.Tube, "bytes", len(p.Body))
+	c.Response().Header().Set(echo.HeaderLocation, "/"+strconv.FormatUint(created.ID, 10)+"/")
+	return writeJSON(c, http.StatusCreated, created)
+}
+
+// put puts p on beanstalkd. Its 503s say whether the job may exist.
+func (h *handler) put(ctx context.Context, p PutRequest) (Created, error) {
+	id, err := h.enq.Put(ctx, p.Body, queue.PutOptions{Tube: p.Tube, Priority: p.Priority, Delay: p.Delay, TTR: p.TTR})
+	if err != nil {
+		no := false
 		switch {
 		case errors.Is(err, queue.ErrJobTooBig):
 			e := tooBig(len(p.Body), h.cfg.MaxJobSize)
 			e.Detail = "beanstalkd answered JOB_TOO_BIG: its max-job-size (-z) is smaller than MAX_JOB_SIZE"
-			return e
+			return Created{}, e
 		case errors.Is(err, queue.ErrDraining):
-			return &Error{Status: http.StatusServiceUnavailable, Msg: "the job queue is draining and takes no new jobs", Detail: "retry shortly"}
+			return Created{}, &Error{Status: http.StatusServiceUnavailable, Msg: "the job queue is draining and takes no new jobs",
+				Detail: "the job was not created; retry shortly", JobMayExist: &no}
 		}
-		return h.queueError("put job", err)
+		qerr := h.queueError("put job", err)
+		var e *Error
+		if errors.As(qerr, &e) && e.Status == http.StatusServiceUnavailable {
+			if maybe := mayExist(err); maybe {
+				e.JobMayExist = &maybe
+				e.Detail = "the job may have been created all the same: retry with the same Idempotency-Key, which never creates a second job; without one, a retry may run it twice"
+			} else {
+				e.JobMayExist = &no
+				e.Detail = "the job was not created; retry shortly"
+			}
+		}
+		return Created{}, qerr
 	}
-	h.metrics.enqueued(p.Tube)
 	state := job.StateReady
 	if p.Delay > 0 {
 		state = job.StateDelayed
 	}
-	h.log.Debug("job added", "job_id", id, "tube", p.Tube, "bytes", len(p.Body))
-	c.Response().Header().Set(echo.HeaderLocation, "/"+strconv.FormatUint(id, 10)+"/")
-	return writeJSON(c, http.StatusCreated, Created{ID: id, Tube: p.Tube, State: state})
+	return Created{ID: id, Tube: p.Tube, State: state}, nil
+}
+
+// mayExist reports whether a put that failed with err may have created
+// the job: unless the connection was never made, beanstalkd may have
+// read the put and not answered in time.
+func mayExist(err error) bool {
+	var op *net.OpError
+	return !(errors.As(err, &op) && op.Op == "dial")
 }
 
 // rawLimit is how much of a POST is read: twice the job limit, so that a
@@ -67,30 +115,47 @@ func (h *handler) post(c echo.Context) error {
 // while memory stays bounded.
 func (h *handler) rawLimit() int64 { return 2*int64(h.cfg.MaxJobSize) + 1 }
 
-func (h *handler) readBody(c echo.Context, limit int64) ([]byte, error) {
+// readBody reads the request's body, up to limit bytes; tooBig says what
+// is wrong with a longer one (n is its length, or -1 when unknown).
+func (h *handler) readBody(c echo.Context, limit int64, tooBig func(n int64) *Error) ([]byte, error) {
 	req := c.Request()
 	if req.ContentLength > limit {
-		return nil, h.rawTooBig(req.ContentLength)
+		return nil, tooBig(req.ContentLength)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, h.rawTooBig(-1)
+			return nil, tooBig(-1)
 		}
 		return nil, errorf(http.StatusBadRequest, "read request body: %s", err.Error())
 	}
 	return body, nil
 }
 
-func (h *handler) rawTooBig(n int64) *Error {
-	size := fmt.Sprintf("over %d bytes", h.rawLimit()-1)
+// bodySize says how long a body is: n bytes, or over limit when n is
+// unknown (-1).
+func bodySize(n, limit int64) string {
 	if n >= 0 {
-		size = fmt.Sprintf("%d bytes", n)
+		return fmt.Sprintf("%d bytes", n)
 	}
+	return fmt.Sprintf("over %d bytes", limit)
+}
+
+func (h *handler) rawTooBig(n int64) *Error {
 	return &Error{Status: http.StatusRequestEntityTooLarge,
-		Msg:    fmt.Sprintf("request body is %s; the limit is MAX_JOB_SIZE=%d", size, h.cfg.MaxJobSize),
+		Msg:    fmt.Sprintf("request body is %s; the limit is MAX_JOB_SIZE=%d", bodySize(n, h.rawLimit()-1), h.cfg.MaxJobSize),
 		Detail: "the limit counts the JSON without insignificant whitespace"}
+}
+
+// maxPatchBody bounds a PATCH body, whatever MAX_JOB_SIZE is: the only
+// one it takes is {"state":"ready"}.
+const maxPatchBody = 4 << 10
+
+func patchTooBig(n int64) *Error {
+	return &Error{Status: http.StatusRequestEntityTooLarge,
+		Msg:    fmt.Sprintf("request body is %s; a PATCH body is at most %d bytes", bodySize(n, maxPatchBody), maxPatchBody),
+		Detail: `the only change PATCH makes is {"state":"ready"}`}
 }
 
 // queueError turns a failed beanstalkd call into the API's answer.
@@ -114,31 +179,91 @@ func notFound(id uint64) *Error {
 	return errorf(http.StatusNotFound, "job %d not found", id)
 }
 
+// queueGrace is how long lookup still waits for beanstalkd once MongoDB
+// has found a stored result: beanstalkd's answer is preferred, as the
+// original system asked it first, but a result is final and a hung
+// beanstalkd must not hold it back for a whole backend timeout.
+const queueGrace = 100 * time.Millisecond
+
 // lookup finds job id: in beanstalkd while it is queued, else in MongoDB.
-// Exactly one of stats and result is set when err is nil. Both calls
-// share one backend timeout, so that the answer comes within it.
+// Exactly one of stats and result is set when err is nil.
+//
+// Both are asked at once, each under its own backendTimeout, and lookup
+// returns within that bound whether or not a call honours its context:
+// a slow or hung beanstalkd cannot spend MongoDB's time, and the other
+// way round. beanstalkd's answer wins when it comes in time.
 func (h *handler) lookup(ctx context.Context, id uint64) (*job.Stats, *job.Result, error) {
+	type queued struct {
+		s   job.Stats
+		err error
+	}
+	type stored struct {
+		r   job.Result
+		err error
+	}
+	// Buffered: a call that ends after lookup has answered does not block.
+	qc, mc := make(chan queued, 1), make(chan stored, 1)
 	ctx, cancel := context.WithTimeout(ctx, backendTimeout)
 	defer cancel()
-	s, qerr := h.q.StatsJob(ctx, id)
-	if qerr == nil {
-		return &s, nil, nil
+	go func() {
+		s, err := h.q.StatsJob(ctx, id)
+		qc <- queued{s, err}
+	}()
+	go func() {
+		r, err := h.res.Find(ctx, id)
+		mc <- stored{r, err}
+	}()
+	timedOut := fmt.Errorf("stats-job %d: %w", id, context.DeadlineExceeded)
+
+	var q *queued
+	var m *stored
+	var grace <-chan time.Time
+	for q == nil {
+		select {
+		case a := <-qc:
+			q = &a
+		case a := <-mc:
+			m = &a
+			if a.err == nil {
+				t := time.NewTimer(queueGrace)
+				defer t.Stop()
+				grace = t.C
+			}
+		case <-grace:
+			q = &queued{err: timedOut}
+		case <-ctx.Done(): // stays closed: it bounds the wait below too
+			q = &queued{err: timedOut}
+		}
 	}
-	if !errors.Is(qerr, queue.ErrNotFound) && !errors.Is(qerr, queue.ErrUnavailable) {
+	if q.err == nil {
+		return &q.s, nil, nil
+	}
+	qerr := q.err
+	unavailable := errors.Is(qerr, queue.ErrUnavailable) || errors.Is(qerr, context.DeadlineExceeded) ||
+		errors.Is(qerr, context.Canceled)
+	if !errors.Is(qerr, queue.ErrNotFound) && !unavailable {
 		return nil, nil, fmt.Errorf("stats-job %d: %w", id, qerr)
+	}
+	if m == nil {
+		select {
+		case a := <-mc:
+			m = &a
+		case <-ctx.Done():
+			m = &stored{err: fmt.Errorf("find result %d: %w", id, context.DeadlineExceeded)}
+		}
 	}
 	// With beanstalkd down a stored result is still the right answer:
 	// results are final.
-	r, err := h.res.Find(ctx, id)
-	switch {
+	switch err := m.err; {
 	case err == nil:
-		return nil, &r, nil
-	case errors.Is(qerr, queue.ErrUnavailable):
+		return nil, &m.r, nil
+	case unavailable:
 		return nil, nil, h.queueError("stats-job", qerr)
 	case errors.Is(err, store.ErrNotFound):
 		return nil, nil, notFound(id)
+	default:
+		return nil, nil, h.storeError("find result", err)
 	}
-	return nil, nil, h.storeError("find result", err)
 }
 
 // get answers job N's status: beanstalkd's stats while it is queued, the
@@ -165,7 +290,7 @@ func (h *handler) patch(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	body, err := h.readBody(c, 4<<10)
+	body, err := h.readBody(c, maxPatchBody, patchTooBig)
 	if err != nil {
 		return err
 	}
@@ -200,16 +325,17 @@ func (h *handler) patch(c echo.Context) error {
 	return writeJSON(c, http.StatusOK, r)
 }
 
+// wantReady accepts exactly one member, "state", spelled so, with the
+// value "ready": encoding/json would match "STATE" and "State" too, and
+// take the last of duplicated members.
 func wantReady(body []byte) error {
 	bad := &Error{Status: http.StatusBadRequest, Msg: `the body must be {"state":"ready"}`,
-		Detail: "making a buried or delayed job ready is the only change PATCH makes"}
+		Detail: "making a buried or delayed job ready is the only change PATCH makes; member names are case-sensitive"}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	var v struct {
-		State *string `json:"state"`
-	}
-	if err := dec.Decode(&v); err != nil || v.State == nil || *v.State != string(job.StateReady) {
-		return bad
+	for _, want := range []any{json.Delim('{'), "state", string(job.StateReady), json.Delim('}')} {
+		if tok, err := dec.Token(); err != nil || tok != want {
+			return bad
+		}
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return bad

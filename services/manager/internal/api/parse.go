@@ -23,6 +23,12 @@ type Error struct {
 	Status int    `json:"-"`
 	Msg    string `json:"error"`
 	Detail string `json:"detail,omitempty"`
+	// JobMayExist, on a POST's 503, says whether the job may have been
+	// created all the same.
+	JobMayExist *bool `json:"job_may_exist,omitempty"`
+	// RetryAfter, when set, is the Retry-After header in seconds (a 503
+	// gets 1 without it).
+	RetryAfter int `json:"-"`
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%d %s", e.Status, e.Msg) }

@@ -44,6 +44,10 @@ type Config struct {
 	// TrustedProxies are the networks whose X-Forwarded-For and X-Real-IP
 	// headers are believed when telling the client's address.
 	TrustedProxies []*net.IPNet
+
+	// IdempotencyWindow is how long a POST's Idempotency-Key is
+	// remembered.
+	IdempotencyWindow time.Duration
 }
 
 // Addr is the address to listen on.
@@ -56,6 +60,9 @@ const (
 	DefaultListenPort = 8080
 	DefaultMaxJobSize = 65535
 	DefaultTTR        = 60 * time.Second
+	// DefaultIdempotencyWindow is how long an Idempotency-Key is kept.
+	DefaultIdempotencyWindow = 24 * time.Hour
+	maxIdempotencyWindow     = 365 * 24 * time.Hour
 	// maxBeanstalkSize is beanstalkd's own ceiling for -z.
 	maxBeanstalkSize = 1 << 30
 	// maxSeconds is the largest delay or ttr beanstalkd takes.
@@ -79,6 +86,11 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 		DefaultTTR:   r.Duration("DEFAULT_TTR", DefaultTTR, time.Second),
 		CORSOrigins:  r.List("MANAGER_CORS_ORIGINS", nil),
 		ProtectReads: r.Bool("API_TOKEN_PROTECT_READS", false),
+
+		IdempotencyWindow: r.Duration("MANAGER_IDEMPOTENCY_WINDOW", DefaultIdempotencyWindow, time.Minute),
+	}
+	if c.IdempotencyWindow > maxIdempotencyWindow {
+		r.Failf("MANAGER_IDEMPOTENCY_WINDOW", "%s is longer than a year", c.IdempotencyWindow)
 	}
 	if c.DefaultTTR > maxSeconds {
 		r.Failf("DEFAULT_TTR", "%s is longer than beanstalkd's limit of %d seconds", c.DefaultTTR, uint32(math.MaxUint32))

@@ -1,6 +1,7 @@
-// Package feed finds completed jobs as they are stored and hands them to
-// the hub: from a MongoDB change stream when the server has them (a
-// replica set), else by polling an index on (stored_at, _id).
+// Package feed finds completed jobs as they are stored and hands each
+// batch to the Sink that Run is given, which decides what clients are
+// told: from a MongoDB change stream when the server has them (a replica
+// set), else by polling an index on (stored_at, _id).
 //
 // The change stream's resume token is saved in the notifier_state
 // collection so a restarted notifier resumes where it stopped; a token

@@ -2,6 +2,7 @@ package front
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"math"
 	"strings"
@@ -194,13 +195,7 @@ func compare(a, b bson.RawValue) (int, bool) {
 		if !ok || math.IsNaN(x) || math.IsNaN(y) {
 			return 0, false
 		}
-		switch {
-		case x < y:
-			return -1, true
-		case x > y:
-			return 1, true
-		}
-		return 0, true
+		return cmp.Compare(x, y), true
 	}
 	if a.Type != b.Type {
 		return 0, false
@@ -209,24 +204,11 @@ func compare(a, b bson.RawValue) (int, bool) {
 	case bson.TypeString:
 		return strings.Compare(a.StringValue(), b.StringValue()), true
 	case bson.TypeDateTime:
-		return cmpInt(a.DateTime(), b.DateTime()), true
+		return cmp.Compare(a.DateTime(), b.DateTime()), true
 	case bson.TypeTimestamp:
 		t1, i1 := a.Timestamp()
 		t2, i2 := b.Timestamp()
-		if t1 != t2 {
-			return cmpInt(int64(t1), int64(t2)), true
-		}
-		return cmpInt(int64(i1), int64(i2)), true
+		return cmp.Or(cmp.Compare(t1, t2), cmp.Compare(i1, i2)), true
 	}
 	return 0, false
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestHTTPConn checks the lean client against net/http's server: the
+// TestHTTPConn checks the closed-loop client against net/http's server: the
 // request it writes, both ways of framing an answer, a server that closes
 // the connection, an error status, and a body larger than its buffer.
 func TestHTTPConn(t *testing.T) {
@@ -80,5 +80,5 @@ func TestHTTPConn(t *testing.T) {
 	require.ErrorContains(t, err, "status 400")
 
 	_, err = newHTTPConn("https://example.com")
-	require.ErrorContains(t, err, "only http")
+	require.ErrorContains(t, err, "is not an http:// URL")
 }

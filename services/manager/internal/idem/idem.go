@@ -1,0 +1,315 @@
+// Package idem keeps the Idempotency-Key record of POST: which job each
+// key created, in a small MongoDB collection shared by every manager, so
+// that a client that retries a POST with the same key never makes a
+// second job, whichever manager answers.
+//
+// A key is claimed before the job is put, by inserting a document with
+// the key as its string _id: of two concurrent requests with one key,
+// across managers too, exactly one insert succeeds. The winner puts the
+// job and records its id (Done), gives the key back when the put surely
+// failed (Release), or marks it unknown when it cannot tell (Unknown).
+// A record lives for the window: a MongoDB TTL index removes it after
+// that, and on FerretDB, which has no TTL monitor, Maintain deletes
+// expired records itself; a record past its window is never answered
+// from, whether removed yet or not.
+package idem
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/jobsys/jobs/pkg/store"
+)
+
+// Collection is the collection of the records, in the results' database.
+const Collection = "idempotency_keys"
+
+// MaxKeyLen is the longest key taken, in bytes.
+const MaxKeyLen = 255
+
+// ValidKey reports whether k is 1 to MaxKeyLen visible ASCII characters
+// other than the double quote.
+func ValidKey(k string) bool {
+	if len(k) == 0 || len(k) > MaxKeyLen {
+		return false
+	}
+	for i := range len(k) {
+		if c := k[i]; c < 0x21 || c > 0x7e || c == '"' {
+			return false
+		}
+	}
+	return true
+}
+
+// Outcome is what a claim found.
+type Outcome int
+
+// The outcomes of Claim.
+const (
+	// Claimed: the key is the caller's; it puts the job, then calls
+	// Done, Release or Unknown.
+	Claimed Outcome = iota
+	// Replay: a request with this key created Record's job.
+	Replay
+	// InProgress: another request with this key is being served.
+	InProgress
+	// Unknown: a request with this key may have created a job whose id
+	// is not known: the job queue did not answer its put, or the manager
+	// that served it stopped meanwhile.
+	Unknown
+	// Mismatch: the key was used for a different request.
+	Mismatch
+)
+
+// Record is the job a key created and what the POST answered.
+type Record struct {
+	ID    uint64
+	Tube  string
+	State string
+}
+
+// Claim is the result of Keys.Claim.
+type Claim struct {
+	Outcome Outcome
+	// Record is the job, for Replay.
+	Record Record
+	key    string
+	token  string
+}
+
+// doc is a record as stored.
+type doc struct {
+	Key         string    `bson:"_id"`
+	Fingerprint string    `bson:"fp"`
+	State       string    `bson:"state"` // pending, done or unknown
+	Token       string    `bson:"token"` // who claimed it
+	At          time.Time `bson:"at"`    // when it was claimed
+	Job         int64     `bson:"job,omitempty"`
+	Tube        string    `bson:"tube,omitempty"`
+	JobState    string    `bson:"job_state,omitempty"`
+}
+
+const (
+	statePending = "pending"
+	stateDone    = "done"
+	stateUnknown = "unknown"
+)
+
+// Defaults of Options.
+const (
+	// DefaultWait is how long a request waits for another with the same
+	// key to finish before it answers that it is in progress.
+	DefaultWait = time.Second
+	// DefaultAbandon is how long a claim may stay pending: a put and
+	// its record take at most a few seconds, so one pending longer was
+	// left by a manager that stopped mid-request.
+	DefaultAbandon = 15 * time.Second
+)
+
+// Options configure Keys.
+type Options struct {
+	// Window is how long a key is remembered.
+	Window time.Duration
+	// Wait and Abandon: see DefaultWait and DefaultAbandon.
+	Wait, Abandon time.Duration
+	Logger        *slog.Logger
+}
+
+// Keys is the record of the keys.
+type Keys struct {
+	coll *mongo.Collection
+	opt  Options
+}
+
+// New returns the records in collection Collection of database db.
+func New(client *mongo.Client, db string, o Options) *Keys {
+	if o.Wait <= 0 {
+		o.Wait = DefaultWait
+	}
+	if o.Abandon <= 0 {
+		o.Abandon = DefaultAbandon
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Keys{coll: client.Database(db).Collection(Collection), opt: o}
+}
+
+// Window is how long a key is remembered.
+func (k *Keys) Window() time.Duration { return k.opt.Window }
+
+// Claim claims key for the request whose fingerprint is fp, or says what
+// an earlier request with the key did. It waits up to Options.Wait for a
+// request in progress with the same key.
+func (k *Keys) Claim(ctx context.Context, key, fp string) (Claim, error) {
+	c := Claim{key: key}
+	waitUntil := time.Now().Add(k.opt.Wait)
+	for tries := 0; ; tries++ {
+		now := time.Now()
+		c.token = token()
+		fresh := doc{Key: key, Fingerprint: fp, State: statePending, Token: c.token, At: now}
+		_, err := k.coll.InsertOne(ctx, fresh)
+		if err == nil {
+			c.Outcome = Claimed
+			return c, nil
+		}
+		if !mongo.IsDuplicateKeyError(err) {
+			return c, fmt.Errorf("claim Idempotency-Key: %w", err)
+		}
+		var d doc
+		err = k.coll.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&d)
+		switch {
+		case errors.Is(err, mongo.ErrNoDocuments) && tries < 10:
+			continue // removed meanwhile: claim it again
+		case err != nil:
+			return c, fmt.Errorf("read Idempotency-Key record: %w", err)
+		}
+		if now.Sub(d.At) >= k.opt.Window {
+			// Expired, not yet removed: take it over, unless another
+			// request just did.
+			res, err := k.coll.ReplaceOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "token", Value: d.Token}}, fresh)
+			if err != nil {
+				return c, fmt.Errorf("renew Idempotency-Key record: %w", err)
+			}
+			if res.MatchedCount == 1 {
+				c.Outcome = Claimed
+				return c, nil
+			}
+			if tries < 10 {
+				continue
+			}
+		}
+		switch {
+		case d.Fingerprint != fp:
+			c.Outcome = Mismatch
+		case d.State == stateDone:
+			c.Outcome = Replay
+			c.Record = Record{ID: uint64(d.Job), Tube: d.Tube, State: d.JobState}
+		case d.State == stateUnknown || now.Sub(d.At) >= k.opt.Abandon:
+			c.Outcome = Unknown
+		case now.After(waitUntil):
+			c.Outcome = InProgress
+		default:
+			t := time.NewTimer(25 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				c.Outcome = InProgress
+				return c, nil
+			case <-t.C:
+			}
+			continue
+		}
+		return c, nil
+	}
+}
+
+// Done records the job c's request created.
+func (k *Keys) Done(ctx context.Context, c Claim, r Record) error {
+	_, err := k.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: c.key}, {Key: "token", Value: c.token}},
+		bson.D{{Key: "$set", Value: bson.D{
+			{Key: "state", Value: stateDone}, {Key: "job", Value: int64(r.ID)},
+			{Key: "tube", Value: r.Tube}, {Key: "job_state", Value: r.State},
+		}}})
+	if err != nil {
+		return fmt.Errorf("record the job of Idempotency-Key: %w", err)
+	}
+	return nil
+}
+
+// Release gives c's key back: its request created no job.
+func (k *Keys) Release(ctx context.Context, c Claim) error {
+	_, err := k.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: c.key}, {Key: "token", Value: c.token}})
+	if err != nil {
+		return fmt.Errorf("release Idempotency-Key: %w", err)
+	}
+	return nil
+}
+
+// Unknown marks c's key as having maybe created a job whose id is not
+// known.
+func (k *Keys) Unknown(ctx context.Context, c Claim) error {
+	_, err := k.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: c.key}, {Key: "token", Value: c.token}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: stateUnknown}}}})
+	if err != nil {
+		return fmt.Errorf("mark Idempotency-Key unknown: %w", err)
+	}
+	return nil
+}
+
+// Sweep deletes the records past the window.
+func (k *Keys) Sweep(ctx context.Context) (int64, error) {
+	res, err := k.coll.DeleteMany(ctx, bson.D{{Key: "at", Value: bson.D{{Key: "$lt", Value: time.Now().Add(-k.opt.Window)}}}})
+	if err != nil {
+		return 0, fmt.Errorf("delete expired Idempotency-Key records: %w", err)
+	}
+	return res.DeletedCount, nil
+}
+
+// ensureTTL makes MongoDB remove records past the window, changing the
+// index's window when it was made with another.
+func (k *Keys) ensureTTL(ctx context.Context) error {
+	secs := int32(min(k.opt.Window/time.Second, 1<<31-1))
+	_, err := k.coll.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys: bson.D{{Key: "at", Value: 1}}, Options: options.Index().SetName("at_ttl").SetExpireAfterSeconds(secs),
+	})
+	var se mongo.ServerError
+	if errors.As(err, &se) && (se.HasErrorCode(85) || se.HasErrorCode(86)) { // IndexOptionsConflict, IndexKeySpecsConflict
+		err = k.coll.Database().RunCommand(ctx, bson.D{{Key: "collMod", Value: k.coll.Name()},
+			{Key: "index", Value: bson.D{{Key: "name", Value: "at_ttl"}, {Key: "expireAfterSeconds", Value: secs}}}}).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("create the TTL index of %s: %w", k.coll.Name(), err)
+	}
+	return nil
+}
+
+// Maintain keeps expired records from piling up until ctx ends: on
+// MongoDB it makes the TTL index once, on FerretDB it sweeps every
+// interval. server tells which one the results live on.
+func (k *Keys) Maintain(ctx context.Context, server func(context.Context) (store.Server, error), every time.Duration) {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		s, err := server(tctx)
+		switch {
+		case err != nil:
+		case s == store.MongoDB:
+			if err = k.ensureTTL(tctx); err == nil {
+				cancel()
+				k.opt.Logger.Info("Idempotency-Key records expire by a TTL index", "window", k.opt.Window.String())
+				return
+			}
+		default:
+			var n int64
+			if n, err = k.Sweep(tctx); err == nil && n > 0 {
+				k.opt.Logger.Debug("deleted expired Idempotency-Key records", "count", n)
+			}
+		}
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			k.opt.Logger.Warn("keeping the Idempotency-Key records failed; trying again later", "err", err)
+		}
+		t := time.NewTimer(every)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func token() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,134 @@
+package idem_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/jobsys/jobs/pkg/store"
+	"github.com/jobsys/jobs/pkg/testenv"
+	"github.com/jobsys/jobs/services/manager/internal/idem"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func TestValidKey(t *testing.T) {
+	t.Parallel()
+	for k, ok := range map[string]bool{
+		"a": true, "550e8400-e29b-41d4-a716-446655440000": true, string(make([]byte, 256)): false,
+		"": false, "a b": false, "a\"b": false, "é": false, "\x7f": false,
+	} {
+		require.Equal(t, ok, idem.ValidKey(k), "%q", k)
+	}
+	long := make([]byte, idem.MaxKeyLen)
+	for i := range long {
+		long[i] = 'k'
+	}
+	require.True(t, idem.ValidKey(string(long)))
+	require.False(t, idem.ValidKey(string(long)+"k"))
+}
+
+// TestClaimOutcomes walks one key through its life: claimed, in
+// progress for a second request, replayed once done, refused for another
+// request, and free again once released.
+func TestClaimOutcomes(t *testing.T) {
+	t.Parallel()
+	b := testenv.Setup(t)
+	k := idem.New(b.Mongo.Client(), b.DB, idem.Options{Window: time.Hour, Wait: 100 * time.Millisecond})
+	ctx := testenv.Context(t, 20*time.Second)
+
+	c, err := k.Claim(ctx, "k", "fp1")
+	require.NoError(t, err)
+	require.Equal(t, idem.Claimed, c.Outcome)
+	again, err := k.Claim(ctx, "k", "fp1")
+	require.NoError(t, err)
+	require.Equal(t, idem.InProgress, again.Outcome)
+	require.NoError(t, k.Done(ctx, c, idem.Record{ID: 7, Tube: "t", State: "ready"}))
+	again, err = k.Claim(ctx, "k", "fp1")
+	require.NoError(t, err)
+	require.Equal(t, idem.Replay, again.Outcome)
+	require.Equal(t, idem.Record{ID: 7, Tube: "t", State: "ready"}, again.Record)
+	other, err := k.Claim(ctx, "k", "fp2")
+	require.NoError(t, err)
+	require.Equal(t, idem.Mismatch, other.Outcome)
+
+	c, err = k.Claim(ctx, "u", "fp1")
+	require.NoError(t, err)
+	require.NoError(t, k.Unknown(ctx, c))
+	again, err = k.Claim(ctx, "u", "fp1")
+	require.NoError(t, err)
+	require.Equal(t, idem.Unknown, again.Outcome)
+
+	c, err = k.Claim(ctx, "r", "fp1")
+	require.NoError(t, err)
+	require.NoError(t, k.Release(ctx, c))
+	again, err = k.Claim(ctx, "r", "fp1")
+	require.NoError(t, err)
+	require.Equal(t, idem.Claimed, again.Outcome, "released: the retry claims it")
+
+	// A claim left pending past Abandon (its manager stopped) is unknown.
+	short := idem.New(b.Mongo.Client(), b.DB, idem.Options{Window: time.Hour, Abandon: 50 * time.Millisecond})
+	_, err = short.Claim(ctx, "p", "fp1")
+	require.NoError(t, err)
+	time.Sleep(100 * time.Millisecond)
+	again, err = short.Claim(ctx, "p", "fp1")
+	require.NoError(t, err)
+	require.Equal(t, idem.Unknown, again.Outcome)
+}
+
+// TestConcurrentClaims: of many claims of one key at once, one wins.
+func TestConcurrentClaims(t *testing.T) {
+	t.Parallel()
+	b := testenv.Setup(t)
+	k := idem.New(b.Mongo.Client(), b.DB, idem.Options{Window: time.Hour, Wait: 50 * time.Millisecond})
+	ctx := testenv.Context(t, 20*time.Second)
+	var wg sync.WaitGroup
+	outcomes := make([]idem.Outcome, 20)
+	for i := range outcomes {
+		wg.Go(func() {
+			c, err := k.Claim(ctx, "race", "fp")
+			require.NoError(t, err)
+			outcomes[i] = c.Outcome
+		})
+	}
+	wg.Wait()
+	claimed := 0
+	for _, o := range outcomes {
+		if o == idem.Claimed {
+			claimed++
+		} else {
+			require.Equal(t, idem.InProgress, o)
+		}
+	}
+	require.Equal(t, 1, claimed)
+}
+
+// TestMaintainSweepsOnFerretDB: FerretDB has no TTL monitor, so Maintain
+// deletes expired records itself.
+func TestMaintainSweepsOnFerretDB(t *testing.T) {
+	t.Parallel()
+	b := testenv.Setup(t)
+	k := idem.New(b.Mongo.Client(), b.DB, idem.Options{Window: 100 * time.Millisecond})
+	ctx, cancel := context.WithCancel(testenv.Context(t, 20*time.Second))
+	defer cancel()
+	for _, key := range []string{"a", "b"} {
+		_, err := k.Claim(ctx, key, "fp")
+		require.NoError(t, err)
+	}
+	coll := b.Mongo.Client().Database(b.DB).Collection(idem.Collection)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		k.Maintain(ctx, func(context.Context) (store.Server, error) { return store.FerretDB, nil }, 50*time.Millisecond)
+	}()
+	require.Eventually(t, func() bool {
+		n, err := coll.CountDocuments(ctx, bson.D{})
+		return err == nil && n == 0
+	}, 10*time.Second, 50*time.Millisecond)
+	cancel()
+	<-done
+}
