@@ -3,12 +3,16 @@ package feed_test
 import (
 	"context"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/jobsys/jobs/pkg/job"
 	"github.com/jobsys/jobs/pkg/store"
@@ -290,4 +294,67 @@ func TestStaleStatesExpire(t *testing.T) {
 		return len(ids) == 2
 	}, "the stale state is removed")
 	require.ElementsMatch(t, []string{"recent", "n1"}, ids)
+}
+
+// finds records the read concern of every find on the results.
+type finds struct {
+	mu     sync.Mutex
+	levels []string
+}
+
+func (f *finds) started(_ context.Context, e *event.CommandStartedEvent) {
+	if e.CommandName != "find" {
+		return
+	}
+	if coll, _ := e.Command.Lookup("find").StringValueOK(); coll != "completed" {
+		return
+	}
+	level, _ := e.Command.Lookup("readConcern", "level").StringValueOK()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.levels = append(f.levels, level)
+}
+
+func (f *finds) all() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.levels...)
+}
+
+// The catch-up reads at read concern majority: the change stream shows
+// only majority-committed writes, and a catch-up at the default "local"
+// could deliver a result that a failover then rolls back.
+func TestCatchUpReadsAtMajority(t *testing.T) {
+	t.Parallel()
+	servers := map[string]string{"devmongo": testenv.Setup(t).Mongo.URL, "replicaset": os.Getenv("MONGO_REPLSET_URL")}
+	for name, url := range servers {
+		t.Run(name, func(t *testing.T) {
+			if url == "" {
+				t.Skip("MONGO_REPLSET_URL not set: no MongoDB replica set here")
+			}
+			t.Parallel()
+			rec := &finds{}
+			client, err := mongo.Connect(options.Client().ApplyURI(url).SetMonitor(&event.CommandMonitor{Started: rec.started}))
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+			db := "db_" + testenv.RandomName()
+			t.Cleanup(func() { _ = client.Database(db).Drop(context.Background()) })
+			b := bundle{results: store.NewResults(client, db, "completed"), state: feed.MongoState{Coll: client.Database(db).Collection(feed.StateCollection)}, client: client}
+			ctx := context.Background()
+			last := time.Now().Add(-time.Second).Truncate(time.Millisecond)
+			require.NoError(t, b.state.Save(ctx, "n1", feed.State{
+				Token:  bson.Raw(mustMarshal(t, bson.D{{Key: "_data", Value: "not a token"}})),
+				Cursor: job.NewCursor(last, 5),
+			}))
+			require.NoError(t, insert(ctx, b.results, result(6, last.Add(time.Millisecond))))
+			c := newCollector()
+			runFeed(t, b, opener(b), b.state, c)
+			eventually(t, func() bool { return c.times(6) == 1 }, "caught up")
+			levels := rec.all()
+			require.NotEmpty(t, levels)
+			for _, l := range levels {
+				require.Equal(t, "majority", l, "every catch-up find reads at majority")
+			}
+		})
+	}
 }
