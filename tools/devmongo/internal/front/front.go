@@ -148,9 +148,24 @@ func (f *Front) serveConn(ctx context.Context, c net.Conn) error {
 	}
 }
 
-// forward sends m to FerretDB and returns its answers: none when the
-// request says no answer is wanted, several for an exhaust stream.
+// forward sends m to FerretDB and returns its answers for the client:
+// none when the request says no answer is wanted (moreToCome), several
+// for an exhaust stream.
 func (cn *conn) forward(m message) ([]message, error) {
+	rs, err := cn.roundTrip(m)
+	if err != nil || m.flags()&flagMoreToCome != 0 {
+		return nil, err
+	}
+	return rs, nil
+}
+
+// roundTrip sends m to FerretDB and reads its answers. FerretDB 1.24
+// answers every request, moreToCome (w:0) or not (its
+// internal/clientconn/conn.go writes a reply for each message it
+// routes), so that answer is read here too: left unread, it would be
+// taken for the answer to the connection's next request. It is the
+// caller's to drop when the client asked for none.
+func (cn *conn) roundTrip(m message) ([]message, error) {
 	if cn.upstream == nil {
 		u, err := net.DialTimeout("tcp", cn.f.cfg.Upstream, 10*time.Second)
 		if err != nil {
@@ -160,9 +175,6 @@ func (cn *conn) forward(m message) ([]message, error) {
 	}
 	if _, err := cn.upstream.Write(m); err != nil {
 		return nil, fmt.Errorf("write to FerretDB: %w", err)
-	}
-	if m.flags()&flagMoreToCome != 0 {
-		return nil, nil
 	}
 	var out []message
 	for {

@@ -14,12 +14,18 @@ import (
 // write forwards a write command and logs the changes FerretDB
 // acknowledged. Writes that make events hold writeMu from before they
 // are forwarded until their events are logged, so the log is in commit
-// order. An unacknowledged write (w: 0, moreToCome) is forwarded and
-// logs nothing: nothing says it committed.
+// order. An unacknowledged write (w: 0, moreToCome) is logged the same
+// way from FerretDB's answer, which the client does not get: MongoDB's
+// change streams show w:0 writes as any other.
 func (cn *conn) write(ctx context.Context, m message, cmd command) ([]message, error) {
-	if m.flags()&flagMoreToCome != 0 {
-		return cn.forward(m)
+	rs, err := cn.loggedWrite(ctx, m, cmd)
+	if err != nil || m.flags()&flagMoreToCome != 0 {
+		return nil, err
 	}
+	return rs, nil
+}
+
+func (cn *conn) loggedWrite(ctx context.Context, m message, cmd command) ([]message, error) {
 	f := cn.f
 	name := cmd.name()
 	db, _ := cmd.body.Lookup("$db").StringValueOK()
@@ -55,7 +61,7 @@ func (cn *conn) write(ctx context.Context, m message, cmd command) ([]message, e
 		}
 	}
 
-	rs, err := cn.forward(m)
+	rs, err := cn.roundTrip(m)
 	if err != nil || len(rs) != 1 {
 		return rs, err
 	}
