@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -95,5 +96,120 @@ func TestUnacknowledgedWritesKeepTheConnectionInStep(t *testing.T) {
 			require.Equal(t, "insert", e.OperationType)
 			require.EqualValues(t, i, e.DocumentKey.Lookup("_id").Int32())
 		}
+	})
+}
+
+// codeOf is the server's error code and labels in err (0 for none).
+func codeOf(err error) (int32, []string) {
+	var ce mongo.CommandError
+	if errors.As(err, &ce) {
+		return ce.Code, ce.Labels
+	}
+	return 0, nil
+}
+
+func tokenDoc(data any) bson.Raw {
+	return must(bson.Marshal(bson.D{{Key: "_data", Value: data}}))
+}
+
+// Opening a change stream with options MongoDB refuses gets MongoDB's
+// codes. References (mongodb/mongo, src/mongo/db/pipeline/):
+// resume_token.cpp ResumeToken::parse (40647: _data missing or not a
+// string; FailedToParse: "resume token string was not a valid hex
+// string"; a hex string that is no token fails in KeyString decoding),
+// document_source_change_stream.cpp (50865: both startAfter and
+// resumeAfter; 40674: more than one kind of resume option), the IDL
+// parser (40415: unknown field in $changeStream), and
+// change_stream.md "Restrictions" in the MongoDB manual (admin, local,
+// config and system.* collections cannot be watched: 73).
+func TestChangeStreamOpenErrors(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, c *mongo.Client, db *mongo.Database) {
+		ctx := ctxT(t)
+		coll := db.Collection("opens")
+		_, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+		require.NoError(t, err)
+		cs, err := coll.Watch(ctx, mongo.Pipeline{})
+		require.NoError(t, err)
+		good := cs.ResumeToken()
+		require.NotNil(t, good)
+		require.NoError(t, cs.Close(ctx))
+
+		stage := func(opts bson.D) mongo.Pipeline { return mongo.Pipeline{{{Key: "$changeStream", Value: opts}}} }
+		open := func(opts bson.D) error {
+			// The driver adds its own $changeStream; a raw aggregate sends
+			// exactly what the case says.
+			return db.RunCommand(ctx, bson.D{
+				{Key: "aggregate", Value: coll.Name()},
+				{Key: "pipeline", Value: stage(opts)},
+				{Key: "cursor", Value: bson.D{}},
+			}).Err()
+		}
+		for _, tc := range []struct {
+			name string
+			opts bson.D
+			code int32
+		}{
+			{"_data not hex", bson.D{{Key: "resumeAfter", Value: tokenDoc("not a token")}}, 9},
+			{"_data not a string", bson.D{{Key: "resumeAfter", Value: tokenDoc(int32(12))}}, 40647},
+			{"_data missing", bson.D{{Key: "resumeAfter", Value: bson.D{{Key: "x", Value: 1}}}}, 40647},
+			{"startAfter _data not hex", bson.D{{Key: "startAfter", Value: tokenDoc("zz")}}, 9},
+			{"unknown option", bson.D{{Key: "noSuchOption", Value: true}}, 40415},
+			{"resumeAfter and startAfter", bson.D{{Key: "resumeAfter", Value: good}, {Key: "startAfter", Value: good}}, 50865},
+			{"token and startAtOperationTime", bson.D{{Key: "resumeAfter", Value: good}, {Key: "startAtOperationTime", Value: bson.Timestamp{T: 1, I: 1}}}, 40674},
+		} {
+			code, _ := codeOf(open(tc.opts))
+			require.Equal(t, tc.code, code, tc.name)
+		}
+
+		// Hex that is not a token: a KeyString decoding error, whose code
+		// depends on the bytes; never 260, never resumable.
+		code, labels := codeOf(open(bson.D{{Key: "resumeAfter", Value: tokenDoc("0123")}}))
+		require.NotZero(t, code, "hex that is no token is refused")
+		require.NotEqual(t, int32(260), code)
+		require.NotContains(t, labels, "ResumableChangeStreamError")
+
+		// Namespaces that cannot be watched.
+		for _, ns := range [][2]string{{"admin", "x"}, {"local", "oplog.rs"}, {db.Name(), "system.views"}, {"config", "x"}} {
+			_, err := c.Database(ns[0]).Collection(ns[1]).Watch(ctx, mongo.Pipeline{})
+			code, _ := codeOf(err)
+			require.Equal(t, int32(73), code, "%s.%s: %v", ns[0], ns[1], err)
+		}
+	})
+}
+
+// A token from another collection's stream cannot resume this one: the
+// resumed event is not in this stream, and MongoDB answers 280
+// ChangeStreamFatalError ("cannot resume stream; the resume token was
+// not found", src/mongo/db/pipeline/
+// document_source_change_stream_ensure_resume_token_present.cpp) with
+// the NonResumableChangeStreamError label (error_codes.yml: 280 is in
+// that category), on the aggregate or on the first getMore that meets
+// an event.
+func TestTokenOfAnotherCollection(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, c *mongo.Client, db *mongo.Database) {
+		ctx := ctxT(t)
+		a, b := db.Collection("a"), db.Collection("b")
+		csA, err := a.Watch(ctx, mongo.Pipeline{})
+		require.NoError(t, err)
+		defer csA.Close(ctx)
+		_, err = a.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+		require.NoError(t, err)
+		tokA := next(t, csA, 5*time.Second).ID
+
+		csB, err := b.Watch(ctx, mongo.Pipeline{}, options.ChangeStream().SetResumeAfter(tokA))
+		if err == nil {
+			defer csB.Close(ctx)
+			_, err = b.InsertOne(ctx, bson.D{{Key: "_id", Value: 2}})
+			require.NoError(t, err)
+			wait, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			require.False(t, csB.Next(wait), "no event after a token that is not in this stream")
+			err = csB.Err()
+		}
+		code, labels := codeOf(err)
+		require.Equal(t, int32(280), code, "%v", err)
+		require.Contains(t, labels, "NonResumableChangeStreamError")
 	})
 }

@@ -302,14 +302,28 @@ func (f *Front) patchHello(body bson.Raw) []byte {
 
 // Command errors, as MongoDB answers them.
 func errorBody(code int32, codeName, msg string) []byte {
-	b, _ := bson.Marshal(bson.D{
+	return labelledError(code, codeName, msg)
+}
+
+// labelledError is a command error with errorLabels, as MongoDB 4.4+
+// answers the errors of change streams (labelNonResumable on 280 and
+// 286, which error_codes.yml puts in the NonResumableChangeStreamError
+// category).
+func labelledError(code int32, codeName, msg string, labels ...string) []byte {
+	d := bson.D{
 		{Key: "ok", Value: float64(0)},
 		{Key: "errmsg", Value: msg},
 		{Key: "code", Value: code},
 		{Key: "codeName", Value: codeName},
-	})
+	}
+	if len(labels) > 0 {
+		d = append(d, bson.E{Key: "errorLabels", Value: labels})
+	}
+	b, _ := bson.Marshal(d)
 	return b
 }
+
+const labelNonResumable = "NonResumableChangeStreamError"
 
 var replyIDs atomic.Int32
 

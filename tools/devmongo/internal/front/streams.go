@@ -3,6 +3,7 @@ package front
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,13 +14,40 @@ import (
 const (
 	codeBadValue          = 2
 	codeFailedToParse     = 9
+	codeTypeMismatch      = 14
 	codeCursorNotFound    = 43
+	codeInvalidNamespace  = 73
 	codeInvalidResumeTok  = 260
+	codeChangeStreamFatal = 280
 	codeHistoryLost       = 286
+	codeUnknownField      = 40415 // the IDL parser: an unknown field
 	codeUnrecognizedStage = 40324
 	codeNotReplicaSet     = 40573
-	codeTooManyCursors    = 261 // TooManyFilesOpen is MongoDB's; used here for the cursor bound
+	codeBadTokenData      = 40647 // ResumeToken::parse: _data missing or not a string
+	codeResumeOptions     = 40674 // more than one kind of resume option
+	codeKeyString         = 50811 // KeyString decoding: the hex is no token
+	codeStartAndResume    = 50865 // both startAfter and resumeAfter
+	codeTooManyCursors    = 261   // TooManyFilesOpen is MongoDB's; used here for the cursor bound
 )
+
+// historyLost is 286 as MongoDB answers it.
+func historyLost(msg string) []byte {
+	return labelledError(codeHistoryLost, "ChangeStreamHistoryLost", msg, labelNonResumable)
+}
+
+// watchable refuses the namespaces MongoDB does not watch: the admin,
+// local and config databases and system.* collections (73; the server's
+// DocumentSourceChangeStream::assertIsLegalSpecification).
+func watchable(db, coll string) []byte {
+	switch db {
+	case "admin", "local", "config":
+		return errorBody(codeInvalidNamespace, "InvalidNamespace", fmt.Sprintf("$changeStream may not be opened on the internal %s database", db))
+	}
+	if strings.HasPrefix(coll, "system.") {
+		return errorBody(codeInvalidNamespace, "InvalidNamespace", fmt.Sprintf("$changeStream may not be opened on the internal %s.%s collection", db, coll))
+	}
+	return nil
+}
 
 // ourCursorBit marks the cursor ids of this front's change streams;
 // FerretDB numbers its own cursors from 1 up.
@@ -72,6 +100,9 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 	if !ok {
 		return errorBody(codeBadValue, "BadValue", "devmongo serves change streams on a collection only, not on a database or the cluster")
 	}
+	if refused := watchable(db, coll); refused != nil {
+		return refused
+	}
 	stages, _ := cmd.body.Lookup("pipeline").Array().Values()
 	c := &csCursor{db: db, coll: coll, fullDoc: "default", lastUsed: time.Now()}
 	opts := stages[0].Document().Lookup("$changeStream").Document()
@@ -88,36 +119,40 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 			default:
 				return errorBody(codeBadValue, "BadValue", fmt.Sprintf("unknown fullDocument mode %q", s))
 			}
-		case "resumeAfter":
-			resume = e.Value()
-		case "startAfter":
-			startAfter = e.Value()
+		case "resumeAfter", "startAfter":
+			if e.Value().Type != bson.TypeEmbeddedDocument {
+				return wrongType(e, "object")
+			}
+			if e.Key() == "resumeAfter" {
+				resume = e.Value()
+			} else {
+				startAfter = e.Value()
+			}
 		case "startAtOperationTime":
 			t, i, ok := e.Value().TimestampOK()
 			if !ok {
-				return errorBody(codeFailedToParse, "FailedToParse", "startAtOperationTime must be a timestamp")
+				return wrongType(e, "timestamp")
 			}
 			startAt = &bson.Timestamp{T: t, I: i}
 		case "fullDocumentBeforeChange":
 			if s, _ := e.Value().StringValueOK(); s != "off" {
 				return errorBody(codeBadValue, "BadValue", "devmongo keeps no pre-images: fullDocumentBeforeChange must be off")
 			}
-		case "allChangesForCluster", "showExpandedEvents":
+		case "allChangesForCluster", "showExpandedEvents", "showMigrationEvents", "showSystemEvents", "showRawUpdateDescription":
+			// Options MongoDB has: false is what devmongo does anyway.
 			if b, _ := e.Value().BooleanOK(); b {
 				return errorBody(codeBadValue, "BadValue", fmt.Sprintf("devmongo's change streams do not support %s", e.Key()))
 			}
 		default:
-			return errorBody(codeFailedToParse, "FailedToParse", fmt.Sprintf("unrecognized $changeStream option %q", e.Key()))
+			return errorBody(codeUnknownField, "Location40415", fmt.Sprintf("BSON field '$changeStream.%s' is an unknown field.", e.Key()))
 		}
 	}
-	n := 0
-	for _, v := range []bool{resume.Type != 0, startAfter.Type != 0, startAt != nil} {
-		if v {
-			n++
-		}
+	// As DocumentSourceChangeStream::createFromBson checks them.
+	if resume.Type != 0 && startAfter.Type != 0 {
+		return errorBody(codeStartAndResume, "Location50865", "Do not specify both 'startAfter' and 'resumeAfter' in a $changeStream stage.")
 	}
-	if n > 1 {
-		return errorBody(codeBadValue, "BadValue", "only one of resumeAfter, startAfter and startAtOperationTime may be given")
+	if (resume.Type != 0 || startAfter.Type != 0) && startAt != nil {
+		return errorBody(codeResumeOptions, "Location40674", "Only one type of resume option is allowed, but multiple were found.")
 	}
 	var matches []matcher
 	for _, st := range stages[1:] {
@@ -150,24 +185,30 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 		if startAfter.Type != 0 {
 			v, after = startAfter, true
 		}
-		tok, ok := parseToken(v)
-		if !ok {
-			return errorBody(codeInvalidResumeTok, "InvalidResumeToken", "the resume token does not parse")
+		tok, refused := parseToken(v)
+		if refused != nil {
+			return refused
 		}
 		if tok.kind == tokInvalidate && !after {
 			return errorBody(codeInvalidResumeTok, "InvalidResumeToken", "cannot resumeAfter an invalidate event: use startAfter")
 		}
 		if tok.epoch != f.log.epoch {
-			return errorBody(codeHistoryLost, "ChangeStreamHistoryLost", "resume point no longer in the history: devmongo restarted since the token was given, and keeps its change history in memory")
+			return historyLost("resume point no longer in the history: devmongo restarted since the token was given, and keeps its change history in memory")
 		}
 		c.pos = tok.seq
 		if _, _, lost := f.log.after(c.pos, 0); lost {
-			return errorBody(codeHistoryLost, "ChangeStreamHistoryLost", "resume point no longer in the history: it fell out of devmongo's bounded change history")
+			return historyLost("resume point no longer in the history: it fell out of devmongo's bounded change history")
+		}
+		if e := f.log.at(tok.seq); tok.kind != tokHighWater && e != nil && !e.concerns(db, coll) && !e.invalidates(db, coll) {
+			// The token's event is not one of this stream's: MongoDB does
+			// not find it when it resumes (the server's
+			// DocumentSourceChangeStreamEnsureResumeTokenPresent).
+			return labelledError(codeChangeStreamFatal, "ChangeStreamFatalError", "cannot resume stream; the resume token was not found", labelNonResumable)
 		}
 	case startAt != nil:
 		seq, lost := f.log.seqBefore(*startAt)
 		if lost {
-			return errorBody(codeHistoryLost, "ChangeStreamHistoryLost", "startAtOperationTime is older than devmongo's change history")
+			return historyLost("startAtOperationTime is older than devmongo's change history")
 		}
 		c.pos = seq
 	default:
@@ -233,7 +274,7 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 		evs, wake, lost := f.log.after(c.pos, 1000)
 		if lost {
 			f.dropCursor(id)
-			return errorBody(codeHistoryLost, "ChangeStreamHistoryLost", "the stream fell behind devmongo's bounded change history")
+			return historyLost("the stream fell behind devmongo's bounded change history")
 		}
 		for _, e := range evs {
 			c.pos = e.seq
@@ -448,6 +489,33 @@ func (f *Front) OpenCursors() int {
 	f.cursors.mu.Lock()
 	defer f.cursors.mu.Unlock()
 	return len(f.cursors.m)
+}
+
+// wrongType is the IDL parser's answer to an option of the wrong type.
+func wrongType(e bson.RawElement, want string) []byte {
+	return errorBody(codeTypeMismatch, "TypeMismatch", fmt.Sprintf("BSON field '$changeStream.%s' is the wrong type '%s', expected type '%s'", e.Key(), typeName(e.Value().Type), want))
+}
+
+func typeName(t bson.Type) string {
+	switch t {
+	case bson.TypeString:
+		return "string"
+	case bson.TypeEmbeddedDocument:
+		return "object"
+	case bson.TypeArray:
+		return "array"
+	case bson.TypeInt32:
+		return "int"
+	case bson.TypeInt64:
+		return "long"
+	case bson.TypeDouble:
+		return "double"
+	case bson.TypeBoolean:
+		return "bool"
+	case bson.TypeNull:
+		return "null"
+	}
+	return t.String()
 }
 
 func asInt(v bson.RawValue) (int64, bool) {
