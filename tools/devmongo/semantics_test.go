@@ -213,3 +213,64 @@ func TestTokenOfAnotherCollection(t *testing.T) {
 		require.Contains(t, labels, "NonResumableChangeStreamError")
 	})
 }
+
+// Without pre- and post-images (a collection's default, and all devmongo
+// has), fullDocument whenAvailable gives update events fullDocument
+// null and required fails the stream with 47 NoMatchingDocument, and the
+// same for fullDocumentBeforeChange: they do not read the current
+// document as updateLookup does. Reference: the spec's
+// change-streams-pre_and_post_images tests ("... with
+// changeStreamPreAndPostImages disabled") and the server's
+// document_source_change_stream_add_post_image.cpp and
+// document_source_change_stream_add_pre_image.cpp.
+func TestImagesWhenAvailableOrRequired(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, c *mongo.Client, db *mongo.Database) {
+		ctx := ctxT(t)
+		coll := db.Collection("images")
+		_, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+		require.NoError(t, err)
+		type fd = options.FullDocument
+		watch := func(post, pre fd) *mongo.ChangeStream {
+			opts := options.ChangeStream()
+			if post != "" {
+				opts.SetFullDocument(post)
+			}
+			if pre != "" {
+				opts.SetFullDocumentBeforeChange(pre)
+			}
+			cs, err := coll.Watch(ctx, mongo.Pipeline{}, opts)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = cs.Close(context.Background()) })
+			return cs
+		}
+		postAvail := watch(options.WhenAvailable, "")
+		preAvail := watch("", options.WhenAvailable)
+		postReq := watch(options.Required, "")
+		preReq := watch("", options.Required)
+		_, err = coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: 1}}, bson.D{{Key: "$set", Value: bson.D{{Key: "x", Value: 1}}}})
+		require.NoError(t, err)
+
+		var got bson.Raw
+		wait := func(cs *mongo.ChangeStream) bool {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			ok := cs.Next(ctx)
+			got = cs.Current
+			return ok
+		}
+		require.True(t, wait(postAvail), "%v", postAvail.Err())
+		v, err := got.LookupErr("fullDocument")
+		require.NoError(t, err, "fullDocument is there: %s", got)
+		require.Equal(t, bson.TypeNull, v.Type, "and null: no post-image, no lookup")
+		require.True(t, wait(preAvail), "%v", preAvail.Err())
+		v, err = got.LookupErr("fullDocumentBeforeChange")
+		require.NoError(t, err, "fullDocumentBeforeChange is there: %s", got)
+		require.Equal(t, bson.TypeNull, v.Type)
+		for _, cs := range []*mongo.ChangeStream{postReq, preReq} {
+			require.False(t, wait(cs), "required without images: no event but an error")
+			code, _ := codeOf(cs.Err())
+			require.Equal(t, int32(47), code, "NoMatchingDocument: %v", cs.Err())
+		}
+	})
+}

@@ -226,6 +226,10 @@ func (cn *conn) handle(ctx context.Context, m message) ([]message, error) {
 		if body, ok := cn.f.killCursors(cmd); ok {
 			return []message{msgReply(m.requestID(), body)}, nil
 		}
+	case "collmod":
+		if body, ok := cn.f.collMod(ctx, cmd); ok {
+			return []message{msgReply(m.requestID(), body)}, nil
+		}
 	case "insert", "update", "delete", "findandmodify", "drop", "renamecollection", "dropdatabase":
 		return cn.write(ctx, m, cmd)
 	}

@@ -12,22 +12,23 @@ import (
 
 // Error codes of change streams, as MongoDB's.
 const (
-	codeBadValue          = 2
-	codeFailedToParse     = 9
-	codeTypeMismatch      = 14
-	codeCursorNotFound    = 43
-	codeInvalidNamespace  = 73
-	codeInvalidResumeTok  = 260
-	codeChangeStreamFatal = 280
-	codeHistoryLost       = 286
-	codeUnknownField      = 40415 // the IDL parser: an unknown field
-	codeUnrecognizedStage = 40324
-	codeNotReplicaSet     = 40573
-	codeBadTokenData      = 40647 // ResumeToken::parse: _data missing or not a string
-	codeResumeOptions     = 40674 // more than one kind of resume option
-	codeKeyString         = 50811 // KeyString decoding: the hex is no token
-	codeStartAndResume    = 50865 // both startAfter and resumeAfter
-	codeTooManyCursors    = 261   // TooManyFilesOpen is MongoDB's; used here for the cursor bound
+	codeBadValue           = 2
+	codeFailedToParse      = 9
+	codeTypeMismatch       = 14
+	codeCursorNotFound     = 43
+	codeNoMatchingDocument = 47
+	codeInvalidNamespace   = 73
+	codeInvalidResumeTok   = 260
+	codeChangeStreamFatal  = 280
+	codeHistoryLost        = 286
+	codeUnknownField       = 40415 // the IDL parser: an unknown field
+	codeUnrecognizedStage  = 40324
+	codeNotReplicaSet      = 40573
+	codeBadTokenData       = 40647 // ResumeToken::parse: _data missing or not a string
+	codeResumeOptions      = 40674 // more than one kind of resume option
+	codeKeyString          = 50811 // KeyString decoding: the hex is no token
+	codeStartAndResume     = 50865 // both startAfter and resumeAfter
+	codeTooManyCursors     = 261   // TooManyFilesOpen is MongoDB's; used here for the cursor bound
 )
 
 // historyLost is 286 as MongoDB answers it.
@@ -62,8 +63,12 @@ type csCursor struct {
 	db, coll string
 	match    matcher
 	fullDoc  string // default, updateLookup, whenAvailable, required
-	pos      uint64 // seq of the last event this stream has gone past
-	lastUsed time.Time
+	// fullDocBefore is off, whenAvailable or required: devmongo keeps no
+	// pre-images, so the latter two answer as MongoDB does for a
+	// collection without changeStreamPreAndPostImages.
+	fullDocBefore string
+	pos           uint64 // seq of the last event this stream has gone past
+	lastUsed      time.Time
 }
 
 type cursorTable struct {
@@ -104,7 +109,7 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 		return refused
 	}
 	stages, _ := cmd.body.Lookup("pipeline").Array().Values()
-	c := &csCursor{db: db, coll: coll, fullDoc: "default", lastUsed: time.Now()}
+	c := &csCursor{db: db, coll: coll, fullDoc: "default", fullDocBefore: "off", lastUsed: time.Now()}
 	opts := stages[0].Document().Lookup("$changeStream").Document()
 	elems, _ := opts.Elements()
 	var resume, startAfter bson.RawValue
@@ -135,8 +140,12 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 			}
 			startAt = &bson.Timestamp{T: t, I: i}
 		case "fullDocumentBeforeChange":
-			if s, _ := e.Value().StringValueOK(); s != "off" {
-				return errorBody(codeBadValue, "BadValue", "devmongo keeps no pre-images: fullDocumentBeforeChange must be off")
+			s, _ := e.Value().StringValueOK()
+			switch s {
+			case "off", "whenAvailable", "required":
+				c.fullDocBefore = s
+			default:
+				return errorBody(codeBadValue, "BadValue", fmt.Sprintf("Enumeration value '%s' for field 'fullDocumentBeforeChange' is not a valid value.", s))
 			}
 		case "allChangesForCluster", "showExpandedEvents", "showMigrationEvents", "showSystemEvents", "showRawUpdateDescription":
 			// Options MongoDB has: false is what devmongo does anyway.
@@ -283,7 +292,11 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 				continue
 			}
 			if e.concerns(c.db, c.coll) {
-				doc := f.eventDoc(ctx, c, e)
+				doc, refused := f.eventDoc(ctx, c, e)
+				if refused != nil {
+					f.dropCursor(id)
+					return refused
+				}
 				if c.match(doc) {
 					batch = append(batch, doc)
 					bytes += len(doc)
@@ -359,8 +372,16 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 	return b
 }
 
-// eventDoc builds the change event of e for stream c.
-func (f *Front) eventDoc(ctx context.Context, c *csCursor, e *event) bson.Raw {
+// noImage is MongoDB's answer when a stream requires a pre- or
+// post-image that the collection does not keep (the server's
+// document_source_change_stream_add_{pre,post}_image.cpp).
+func noImage(which string, e *event) []byte {
+	return errorBody(codeNoMatchingDocument, "NoMatchingDocument", fmt.Sprintf("Change stream was configured to require a %s-image for all update, delete and replace events, but the %s-image was not found for event: %s %s.%s", which, which, e.op, e.db, e.coll))
+}
+
+// eventDoc builds the change event of e for stream c, or the error that
+// ends the stream.
+func (f *Front) eventDoc(ctx context.Context, c *csCursor, e *event) (bson.Raw, []byte) {
 	d := bson.D{
 		{Key: "_id", Value: token{ts: e.ts, epoch: f.log.epoch, seq: e.seq, kind: tokEvent}.doc()},
 		{Key: "operationType", Value: e.op},
@@ -371,7 +392,8 @@ func (f *Front) eventDoc(ctx context.Context, c *csCursor, e *event) bson.Raw {
 	case "insert", "replace":
 		d = append(d, bson.E{Key: "fullDocument", Value: e.full})
 	case "update":
-		if c.fullDoc == "updateLookup" || c.fullDoc == "whenAvailable" || c.fullDoc == "required" {
+		switch c.fullDoc {
+		case "updateLookup":
 			// As MongoDB's updateLookup: the document as it is when the
 			// event is read, null when it is gone.
 			var cur any
@@ -379,7 +401,18 @@ func (f *Front) eventDoc(ctx context.Context, c *csCursor, e *event) bson.Raw {
 				cur = full
 			}
 			d = append(d, bson.E{Key: "fullDocument", Value: cur})
+		case "whenAvailable":
+			d = append(d, bson.E{Key: "fullDocument", Value: nil}) // no post-image kept
+		case "required":
+			return nil, noImage("post", e)
 		}
+	}
+	switch {
+	case e.op != "update" && e.op != "replace" && e.op != "delete":
+	case c.fullDocBefore == "whenAvailable":
+		d = append(d, bson.E{Key: "fullDocumentBeforeChange", Value: nil}) // no pre-image kept
+	case c.fullDocBefore == "required":
+		return nil, noImage("pre", e)
 	}
 	ns := bson.D{{Key: "db", Value: e.db}}
 	if e.coll != "" {
@@ -396,7 +429,7 @@ func (f *Front) eventDoc(ctx context.Context, c *csCursor, e *event) bson.Raw {
 		d = append(d, bson.E{Key: "updateDescription", Value: e.upd})
 	}
 	b, _ := bson.Marshal(d)
-	return b
+	return b, nil
 }
 
 func (f *Front) lookupByKey(ctx context.Context, e *event) bson.Raw {
@@ -528,4 +561,41 @@ func asInt(v bson.RawValue) (int64, bool) {
 		return int64(v.Double()), true
 	}
 	return 0, false
+}
+
+// collMod answers a collMod that only sets changeStreamPreAndPostImages
+// (FerretDB has no collMod): disabled is what every collection here is;
+// enabled is refused, as devmongo keeps no pre- or post-images. ok is
+// false for any other collMod, which FerretDB then answers.
+func (f *Front) collMod(ctx context.Context, cmd command) ([]byte, bool) {
+	elems, _ := cmd.body.Elements()
+	var images bson.RawValue
+	for _, e := range elems {
+		switch e.Key() {
+		case "collMod", "$db", "lsid", "$clusterTime", "writeConcern", "comment", "txnNumber", "$readPreference", "apiVersion", "apiStrict", "apiDeprecationErrors", "maxTimeMS":
+		case "changeStreamPreAndPostImages":
+			images = e.Value()
+		default:
+			return nil, false
+		}
+	}
+	if images.Type == 0 {
+		return nil, false
+	}
+	db, _ := cmd.body.Lookup("$db").StringValueOK()
+	coll, _ := cmd.body.Lookup("collMod").StringValueOK()
+	if f.cfg.Lookup != nil {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		names, err := f.cfg.Lookup.Database(db).ListCollectionNames(ctx, bson.D{{Key: "name", Value: coll}})
+		if err == nil && len(names) == 0 {
+			return errorBody(26, "NamespaceNotFound", fmt.Sprintf("ns does not exist: %s.%s", db, coll)), true
+		}
+	}
+	d, _ := images.DocumentOK()
+	if on, _ := d.Lookup("enabled").BooleanOK(); on {
+		return errorBody(codeBadValue, "BadValue", "devmongo keeps no pre- or post-images: changeStreamPreAndPostImages cannot be enabled"), true
+	}
+	b, _ := bson.Marshal(bson.D{{Key: "ok", Value: float64(1)}})
+	return b, true
 }
