@@ -274,3 +274,75 @@ func TestImagesWhenAvailableOrRequired(t *testing.T) {
 		}
 	})
 }
+
+// updateDescription names the paths an update statement changed, as
+// MongoDB's (5.0+) delta oplog entries do: $set of a.b is {"a.b": 2}, not
+// the whole a; a nested $unset is removedFields ["a.c"]; $push is the
+// new element's path arr.N; a $set of a new nested path names its first
+// new field; a $set of a whole field names that field. Reference: the
+// manual's "Change Events: update" (updateDescription) and the server's
+// src/mongo/db/update/v2_log_builder.cpp.
+func TestUpdateDescriptionPaths(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, c *mongo.Client, db *mongo.Database) {
+		ctx := ctxT(t)
+		coll := db.Collection("paths")
+		_, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}, {Key: "a", Value: bson.D{{Key: "b", Value: 1}, {Key: "c", Value: 1}}}, {Key: "arr", Value: bson.A{1, 2}}, {Key: "x", Value: 1}})
+		require.NoError(t, err)
+		cs, err := coll.Watch(ctx, mongo.Pipeline{})
+		require.NoError(t, err)
+		defer cs.Close(ctx)
+		id := bson.D{{Key: "_id", Value: 1}}
+		for _, tc := range []struct {
+			update  bson.D
+			updated bson.M
+			removed []string
+		}{
+			{bson.D{{Key: "$set", Value: bson.D{{Key: "a.b", Value: 2}}}}, bson.M{"a.b": int32(2)}, []string{}},
+			{bson.D{{Key: "$unset", Value: bson.D{{Key: "a.c", Value: ""}}}}, bson.M{}, []string{"a.c"}},
+			{bson.D{{Key: "$push", Value: bson.D{{Key: "arr", Value: 3}}}}, bson.M{"arr.2": int32(3)}, []string{}},
+			{bson.D{{Key: "$set", Value: bson.D{{Key: "arr.0", Value: 9}}}}, bson.M{"arr.0": int32(9)}, []string{}},
+			{bson.D{{Key: "$set", Value: bson.D{{Key: "n.m", Value: 1}}}}, bson.M{"n": bson.D{{Key: "m", Value: int32(1)}}}, []string{}},
+			{bson.D{{Key: "$set", Value: bson.D{{Key: "a", Value: bson.D{{Key: "b", Value: 5}}}}}}, bson.M{"a": bson.D{{Key: "b", Value: int32(5)}}}, []string{}},
+			{bson.D{{Key: "$inc", Value: bson.D{{Key: "x", Value: 1}}}, {Key: "$unset", Value: bson.D{{Key: "n", Value: ""}}}}, bson.M{"x": int32(2)}, []string{"n"}},
+		} {
+			_, err := coll.UpdateOne(ctx, id, tc.update)
+			require.NoError(t, err)
+			e := next(t, cs, 5*time.Second)
+			require.Equal(t, "update", e.OperationType)
+			require.Equal(t, tc.updated, e.UpdateDescription.UpdatedFields, "%v", tc.update)
+			require.ElementsMatch(t, tc.removed, e.UpdateDescription.RemovedFields, "%v", tc.update)
+		}
+	})
+}
+
+// One update command with several statements makes one event per
+// statement, each with what that statement changed, in order; a
+// statement that matches what an earlier one wrote sees it. Reference:
+// each statement is its own oplog entry (the server's
+// src/mongo/db/ops/write_ops_exec.cpp performs them one by one).
+func TestOneEventPerUpdateStatement(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, c *mongo.Client, db *mongo.Database) {
+		ctx := ctxT(t)
+		coll := db.Collection("stmts")
+		_, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}, {Key: "v", Value: 0}})
+		require.NoError(t, err)
+		cs, err := coll.Watch(ctx, mongo.Pipeline{})
+		require.NoError(t, err)
+		defer cs.Close(ctx)
+		res, err := coll.BulkWrite(ctx, []mongo.WriteModel{
+			mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: 1}}).SetUpdate(bson.D{{Key: "$set", Value: bson.D{{Key: "v", Value: 1}}}}),
+			mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "v", Value: 1}}).SetUpdate(bson.D{{Key: "$set", Value: bson.D{{Key: "w", Value: 2}}}}),
+			mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: 1}}).SetUpdate(bson.D{{Key: "$set", Value: bson.D{{Key: "v", Value: 3}}}}),
+		})
+		require.NoError(t, err)
+		require.EqualValues(t, 3, res.ModifiedCount)
+		for _, want := range []bson.M{{"v": int32(1)}, {"w": int32(2)}, {"v": int32(3)}} {
+			e := next(t, cs, 5*time.Second)
+			require.Equal(t, "update", e.OperationType)
+			require.Equal(t, want, e.UpdateDescription.UpdatedFields)
+		}
+		requireQuiet(t, cs, "three statements, three events")
+	})
+}

@@ -3,6 +3,7 @@ package front
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"strings"
 	"time"
 
@@ -26,6 +27,9 @@ func (cn *conn) write(ctx context.Context, m message, cmd command) ([]message, e
 }
 
 func (cn *conn) loggedWrite(ctx context.Context, m message, cmd command) ([]message, error) {
+	if stmts := cmd.docs("updates"); strings.EqualFold(cmd.name(), "update") && len(stmts) > 1 {
+		return cn.updateEach(ctx, m, cmd, stmts)
+	}
 	f := cn.f
 	name := cmd.name()
 	db, _ := cmd.body.Lookup("$db").StringValueOK()
@@ -207,7 +211,7 @@ func (f *Front) updateEvents(ctx context.Context, db, coll string, cmd command, 
 			continue
 		}
 		if i < len(pre) {
-			evs = append(evs, f.changed(ctx, db, coll, pre[i], isReplacement(st.Lookup("u")))...)
+			evs = append(evs, f.changed(ctx, db, coll, pre[i], st.Lookup("u"))...)
 		}
 	}
 	return evs
@@ -223,8 +227,9 @@ func isReplacement(u bson.RawValue) bool {
 }
 
 // changed reads the documents of before again and returns an update or
-// replace event for each that changed.
-func (f *Front) changed(ctx context.Context, db, coll string, before []bson.Raw, replace bool) []*event {
+// replace event for each that update u changed.
+func (f *Front) changed(ctx context.Context, db, coll string, before []bson.Raw, u bson.RawValue) []*event {
+	replace := isReplacement(u)
 	if len(before) == 0 {
 		return nil
 	}
@@ -249,13 +254,13 @@ func (f *Front) changed(ctx context.Context, db, coll string, before []bson.Raw,
 			evs = append(evs, &event{op: "replace", db: db, coll: coll, key: key, full: now})
 			continue
 		}
-		evs = append(evs, &event{op: "update", db: db, coll: coll, key: key, upd: describe(old, now)})
+		evs = append(evs, &event{op: "update", db: db, coll: coll, key: key, upd: describeUpdate(u, old, now)})
 	}
 	return evs
 }
 
-// describe is an update's updateDescription, by top-level field: MongoDB
-// names nested paths (a.b) where devmongo names the whole field a.
+// describe is an update's updateDescription by top-level field, for the
+// updates describeUpdate cannot read by paths.
 func describe(old, now bson.Raw) bson.Raw {
 	updated := bson.D{}
 	removed := bson.A{}
@@ -327,7 +332,7 @@ func (f *Front) famEvents(ctx context.Context, db, coll string, cmd command, rep
 	if remove, _ := cmd.body.Lookup("remove").BooleanOK(); remove {
 		return f.deleteEvents(ctx, db, coll, [][]bson.Raw{{pre}})
 	}
-	return f.changed(ctx, db, coll, []bson.Raw{pre}, isReplacement(cmd.body.Lookup("update")))
+	return f.changed(ctx, db, coll, []bson.Raw{pre}, cmd.body.Lookup("update"))
 }
 
 // byKeys reads the documents with the given {_id} keys.
@@ -342,4 +347,121 @@ func (f *Front) byKeys(ctx context.Context, db, coll string, keys []bson.Raw) []
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return readAll(ctx, f.cfg.Lookup.Database(db).Collection(coll), bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+}
+
+// updateEach runs an update command of several statements as one
+// command per statement, as MongoDB applies them (one oplog entry, one
+// event each, a statement matching what the one before it wrote), and
+// answers with the replies merged: n and nModified summed, upserted and
+// writeErrors at their statement's index; an ordered update stops at
+// its first error.
+func (cn *conn) updateEach(ctx context.Context, m message, cmd command, stmts []bson.Raw) ([]message, error) {
+	ordered := true
+	if b, ok := cmd.body.Lookup("ordered").BooleanOK(); ok {
+		ordered = b
+	}
+	var (
+		n, modified    int64
+		upserted, errs bson.A
+		last           bson.Raw
+		wcErr          bson.RawValue
+	)
+	for i, st := range stmts {
+		sub, subCmd := singleStatement(m, cmd, st)
+		rs, err := cn.loggedWrite(ctx, sub, subCmd)
+		if err != nil {
+			return nil, err
+		}
+		if len(rs) != 1 {
+			return rs, nil
+		}
+		reply, err := replyBody(rs[0])
+		if err != nil {
+			return rs, nil
+		}
+		if ok, _ := asInt(reply.Lookup("ok")); ok != 1 {
+			return rs, nil // the command failed whole: its answer is the answer
+		}
+		last = reply
+		x, _ := asInt(reply.Lookup("n"))
+		n += x
+		x, _ = asInt(reply.Lookup("nModified"))
+		modified += x
+		if v := reply.Lookup("writeConcernError"); v.Type != 0 {
+			wcErr = v
+		}
+		failed := false
+		for _, key := range []string{"upserted", "writeErrors"} {
+			arr, ok := reply.Lookup(key).ArrayOK()
+			if !ok {
+				continue
+			}
+			vals, _ := arr.Values()
+			for _, v := range vals {
+				d := reindexed(v.Document(), i)
+				if key == "upserted" {
+					upserted = append(upserted, d)
+				} else {
+					errs = append(errs, d)
+					failed = true
+				}
+			}
+		}
+		if failed && ordered {
+			break
+		}
+	}
+	out := bson.D{{Key: "n", Value: int32(n)}, {Key: "nModified", Value: int32(modified)}}
+	if len(upserted) > 0 {
+		out = append(out, bson.E{Key: "upserted", Value: upserted})
+	}
+	if len(errs) > 0 {
+		out = append(out, bson.E{Key: "writeErrors", Value: errs})
+	}
+	if wcErr.Type != 0 {
+		out = append(out, bson.E{Key: "writeConcernError", Value: wcErr})
+	}
+	elems, _ := last.Elements()
+	for _, e := range elems {
+		switch e.Key() {
+		case "n", "nModified", "upserted", "writeErrors", "writeConcernError":
+		default:
+			out = append(out, bson.E{Key: e.Key(), Value: e.Value()})
+		}
+	}
+	b, _ := bson.Marshal(out)
+	return []message{msgReply(m.requestID(), b)}, nil
+}
+
+// singleStatement is update command cmd (of message m) with st as its
+// only statement.
+func singleStatement(m message, cmd command, st bson.Raw) (message, command) {
+	elems, _ := cmd.body.Elements()
+	d := bson.D{}
+	for _, e := range elems {
+		if e.Key() != "updates" {
+			d = append(d, bson.E{Key: e.Key(), Value: e.Value()})
+		}
+	}
+	d = append(d, bson.E{Key: "updates", Value: bson.A{st}})
+	body, _ := bson.Marshal(d)
+	sub := msgReply(0, body) // an OP_MSG of body
+	binary.LittleEndian.PutUint32(sub[4:], uint32(m.requestID()))
+	binary.LittleEndian.PutUint32(sub[16:], m.flags()&flagMoreToCome)
+	return sub, command{body: body}
+}
+
+// reindexed is an upserted or writeErrors entry of a one-statement
+// reply, at the index of statement i.
+func reindexed(d bson.Raw, i int) bson.D {
+	elems, _ := d.Elements()
+	out := bson.D{}
+	for _, e := range elems {
+		if e.Key() == "index" {
+			out = append(out, bson.E{Key: "index", Value: int32(i)})
+			continue
+		}
+		out = append(out, bson.E{Key: e.Key(), Value: e.Value()})
+	}
+	return out
 }
