@@ -346,3 +346,65 @@ func TestOneEventPerUpdateStatement(t *testing.T) {
 		requireQuiet(t, cs, "three statements, three events")
 	})
 }
+
+// Drops and renames as MongoDB logs them: a drop of a collection that
+// never existed writes no oplog entry, so no drop event and no
+// invalidate; dropDatabase does not end a stream on a collection of it
+// that never existed; renaming another collection onto the watched one
+// gives rename and invalidate; resumeAfter a drop's token gives its
+// invalidate again. Reference: change-streams.md ("invalidate"), the
+// manual's "Change Events" (drop, rename, invalidate), and the server's
+// change_stream_filter_helpers.cpp (a collection stream's invalidation
+// filter).
+func TestDropsAndRenamesAsMongoDB(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, c *mongo.Client, db *mongo.Database) {
+		ctx := ctxT(t)
+		admin := c.Database("admin")
+		watch := func(name string, opts ...options.Lister[options.ChangeStreamOptions]) *mongo.ChangeStream {
+			cs, err := db.Collection(name).Watch(ctx, mongo.Pipeline{}, opts...)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = cs.Close(context.Background()) })
+			return cs
+		}
+
+		// Never existed: the drop makes nothing; the stream lives on.
+		never := watch("never")
+		require.NoError(t, db.Collection("never").Drop(ctx))
+		_, err := db.Collection("never").InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+		require.NoError(t, err)
+		require.Equal(t, "insert", next(t, never, 5*time.Second).OperationType, "no drop, no invalidate before the insert")
+
+		// Renaming onto the watched collection: rename, then invalidate.
+		_, err = db.Collection("other").InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+		require.NoError(t, err)
+		target := watch("never")
+		require.NoError(t, admin.RunCommand(ctx, bson.D{
+			{Key: "renameCollection", Value: db.Name() + ".other"}, {Key: "to", Value: db.Name() + ".never"}, {Key: "dropTarget", Value: true},
+		}).Err())
+		var e ev
+		for e = next(t, target, 5*time.Second); e.OperationType != "rename"; e = next(t, target, 5*time.Second) {
+			require.NotEqual(t, "invalidate", e.OperationType, "rename comes before the invalidate")
+		}
+		require.Equal(t, "other", e.NS.Coll)
+		require.Equal(t, "never", e.To.Coll)
+		require.Equal(t, "invalidate", next(t, target, 5*time.Second).OperationType)
+
+		// resumeAfter a drop's token: the invalidate again.
+		dropped := watch("never")
+		require.NoError(t, db.Collection("never").Drop(ctx))
+		drop := next(t, dropped, 5*time.Second)
+		require.Equal(t, "drop", drop.OperationType)
+		again := watch("never", options.ChangeStream().SetResumeAfter(drop.ID))
+		require.Equal(t, "invalidate", next(t, again, 5*time.Second).OperationType)
+
+		// dropDatabase leaves a stream on a collection that never existed.
+		_, err = db.Collection("some").InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+		require.NoError(t, err)
+		ghost := watch("ghost")
+		require.NoError(t, db.Drop(ctx))
+		_, err = db.Collection("ghost").InsertOne(ctx, bson.D{{Key: "_id", Value: 2}})
+		require.NoError(t, err)
+		require.Equal(t, "insert", next(t, ghost, 5*time.Second).OperationType, "no invalidate for a collection that never existed")
+	})
+}

@@ -28,23 +28,31 @@ type event struct {
 	size         int
 }
 
-// invalidates reports whether e ends a change stream on db.coll.
+// invalidates reports whether e ends a change stream on db.coll: a drop
+// of it, a rename of it or onto it. dropDatabase does not: the drop of
+// each collection it held comes first and ends their streams, and a
+// stream on a collection that never existed goes on (the server's
+// change_stream_filter_helpers.cpp, a collection stream's invalidation
+// filter).
 func (e *event) invalidates(db, coll string) bool {
 	switch e.op {
-	case "drop", "rename":
+	case "drop":
 		return e.db == db && e.coll == coll
-	case "dropDatabase":
-		return e.db == db
+	case "rename":
+		return (e.db == db && e.coll == coll) || (e.toDB == db && e.toColl == coll)
 	}
 	return false
 }
 
 // concerns reports whether e belongs to a stream on db.coll.
 func (e *event) concerns(db, coll string) bool {
-	if e.op == "dropDatabase" {
+	switch e.op {
+	case "dropDatabase":
 		// A collection stream sees its collection's drop, then the
 		// invalidate; MongoDB shows it no dropDatabase event.
 		return false
+	case "rename":
+		return (e.db == db && e.coll == coll) || (e.toDB == db && e.toColl == coll)
 	}
 	return e.db == db && e.coll == coll
 }

@@ -68,7 +68,11 @@ type csCursor struct {
 	// collection without changeStreamPreAndPostImages.
 	fullDocBefore string
 	pos           uint64 // seq of the last event this stream has gone past
-	lastUsed      time.Time
+	// reinvalidate is the event a stream resumed after that invalidates
+	// it (a drop's token): its first getMore gives the invalidate again,
+	// as MongoDB's does.
+	reinvalidate *event
+	lastUsed     time.Time
 }
 
 type cursorTable struct {
@@ -208,7 +212,11 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 		if _, _, lost := f.log.after(c.pos, 0); lost {
 			return historyLost("resume point no longer in the history: it fell out of devmongo's bounded change history")
 		}
-		if e := f.log.at(tok.seq); tok.kind != tokHighWater && e != nil && !e.concerns(db, coll) && !e.invalidates(db, coll) {
+		e := f.log.at(tok.seq)
+		if tok.kind == tokEvent && e != nil && e.invalidates(db, coll) {
+			c.reinvalidate = e
+		}
+		if tok.kind != tokHighWater && e != nil && !e.concerns(db, coll) && !e.invalidates(db, coll) {
 			// The token's event is not one of this stream's: MongoDB does
 			// not find it when it resumes (the server's
 			// DocumentSourceChangeStreamEnsureResumeTokenPresent).
@@ -279,7 +287,15 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 		lastTok  *token
 		lastSeen *event
 	)
-	for {
+	if e := c.reinvalidate; e != nil {
+		c.reinvalidate = nil
+		inv, t := invalidateDoc(f.log.epoch, e)
+		if c.match(inv) {
+			batch = append(batch, inv)
+		}
+		lastTok, lastSeen, closed = &t, e, true
+	}
+	for !closed {
 		evs, wake, lost := f.log.after(c.pos, 1000)
 		if lost {
 			f.dropCursor(id)
@@ -305,15 +321,9 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 				}
 			}
 			if e.invalidates(c.db, c.coll) {
-				t := token{ts: e.ts, epoch: f.log.epoch, seq: e.seq, kind: tokInvalidate}
-				inv, _ := bson.Marshal(bson.D{
-					{Key: "_id", Value: t.doc()},
-					{Key: "operationType", Value: "invalidate"},
-					{Key: "clusterTime", Value: e.ts},
-					{Key: "wallTime", Value: bson.NewDateTimeFromTime(e.wall)},
-				})
+				inv, t := invalidateDoc(f.log.epoch, e)
 				if c.match(inv) {
-					batch = append(batch, bson.Raw(inv))
+					batch = append(batch, inv)
 				}
 				lastTok, closed = &t, true
 				break
@@ -370,6 +380,18 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 		{Key: "ok", Value: float64(1)},
 	})
 	return b
+}
+
+// invalidateDoc is the invalidate that follows e, and its token.
+func invalidateDoc(epoch uint64, e *event) (bson.Raw, token) {
+	t := token{ts: e.ts, epoch: epoch, seq: e.seq, kind: tokInvalidate}
+	inv, _ := bson.Marshal(bson.D{
+		{Key: "_id", Value: t.doc()},
+		{Key: "operationType", Value: "invalidate"},
+		{Key: "clusterTime", Value: e.ts},
+		{Key: "wallTime", Value: bson.NewDateTimeFromTime(e.wall)},
+	})
+	return inv, t
 }
 
 // noImage is MongoDB's answer when a stream requires a pre- or

@@ -43,6 +43,7 @@ func (cn *conn) loggedWrite(ctx context.Context, m message, cmd command) ([]mess
 		pre     [][]bson.Raw // per update/delete statement: matched documents
 		fam     bson.Raw     // findAndModify: the matched document
 		dropped []string     // dropDatabase: the collections
+		existed bool         // drop: whether the collection existed
 	)
 	switch strings.ToLower(name) {
 	case "update":
@@ -63,6 +64,12 @@ func (cn *conn) loggedWrite(ctx context.Context, m message, cmd command) ([]mess
 		if f.cfg.Lookup != nil {
 			dropped, _ = f.cfg.Lookup.Database(db).ListCollectionNames(ctx, bson.D{})
 		}
+	case "renameCollection", "renamecollection":
+		m, cmd = f.withoutDropTarget(ctx, m, cmd)
+	case "drop":
+		// MongoDB logs no drop of a collection that does not exist, so
+		// its streams see no drop and no invalidate.
+		existed = f.cfg.Lookup == nil || f.exists(ctx, db, coll)
 	}
 
 	rs, err := cn.roundTrip(m)
@@ -88,7 +95,9 @@ func (cn *conn) loggedWrite(ctx context.Context, m message, cmd command) ([]mess
 	case "findandmodify":
 		evs = f.famEvents(ctx, db, coll, cmd, reply, fam)
 	case "drop":
-		evs = []*event{{op: "drop", db: db, coll: coll}}
+		if existed {
+			evs = []*event{{op: "drop", db: db, coll: coll}}
+		}
 	case "renamecollection":
 		from, _ := cmd.body.Lookup(name).StringValueOK()
 		to, _ := cmd.body.Lookup("to").StringValueOK()
@@ -103,6 +112,16 @@ func (cn *conn) loggedWrite(ctx context.Context, m message, cmd command) ([]mess
 	}
 	f.log.append(evs...)
 	return rs, nil
+}
+
+// exists reports whether db.coll exists (true when the lookup fails:
+// a drop event too many ends a stream that resumes after it; one too
+// few would leave a stream on a dropped collection running).
+func (f *Front) exists(ctx context.Context, db, coll string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	names, err := f.cfg.Lookup.Database(db).ListCollectionNames(ctx, bson.D{{Key: "name", Value: coll}})
+	return err != nil || len(names) > 0
 }
 
 // find reads the documents filter matches (one, in sort order, unless
@@ -445,10 +464,45 @@ func singleStatement(m message, cmd command, st bson.Raw) (message, command) {
 	}
 	d = append(d, bson.E{Key: "updates", Value: bson.A{st}})
 	body, _ := bson.Marshal(d)
-	sub := msgReply(0, body) // an OP_MSG of body
-	binary.LittleEndian.PutUint32(sub[4:], uint32(m.requestID()))
-	binary.LittleEndian.PutUint32(sub[16:], m.flags()&flagMoreToCome)
-	return sub, command{body: body}
+	return withBody(m, body), command{body: body}
+}
+
+// withBody is request m with body instead of its own (and no document
+// sequences).
+func withBody(m message, body []byte) message {
+	out := msgReply(0, body) // an OP_MSG of body
+	binary.LittleEndian.PutUint32(out[4:], uint32(m.requestID()))
+	binary.LittleEndian.PutUint32(out[16:], m.flags()&flagMoreToCome)
+	return out
+}
+
+// withoutDropTarget does a renameCollection's dropTarget itself, which
+// FerretDB 1.24 does not: it drops the target (when the source exists
+// and is another collection) without an event of its own, and returns the command without
+// dropTarget. On MongoDB the target's streams see the rename and an
+// invalidate, as they do here from the rename's event.
+func (f *Front) withoutDropTarget(ctx context.Context, m message, cmd command) (message, command) {
+	drop, _ := cmd.body.Lookup("dropTarget").BooleanOK()
+	if !drop || f.cfg.Lookup == nil {
+		return m, cmd
+	}
+	from, _ := cmd.body.Lookup(cmd.name()).StringValueOK()
+	to, _ := cmd.body.Lookup("to").StringValueOK()
+	fdb, fcoll, _ := strings.Cut(from, ".")
+	if tdb, tcoll, ok := strings.Cut(to, "."); ok && from != to && f.exists(ctx, fdb, fcoll) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		_ = f.cfg.Lookup.Database(tdb).Collection(tcoll).Drop(ctx)
+	}
+	elems, _ := cmd.body.Elements()
+	d := bson.D{}
+	for _, e := range elems {
+		if e.Key() != "dropTarget" {
+			d = append(d, bson.E{Key: e.Key(), Value: e.Value()})
+		}
+	}
+	body, _ := bson.Marshal(d)
+	return withBody(m, body), command{body: body}
 }
 
 // reindexed is an upserted or writeErrors entry of a one-statement
