@@ -330,8 +330,10 @@ func TestHistoryLostAfterRestartAndBadTokens(t *testing.T) {
 
 	_, err = coll.Watch(ctx, mongo.Pipeline{}, options.ChangeStream().SetResumeAfter(bson.Raw(must(bson.Marshal(bson.D{{Key: "_data", Value: "zz"}})))))
 	require.Equal(t, int32(9), serverCode(err), "a token that is not hex gets FailedToParse, as MongoDB's ResumeToken::parse: %v", err)
-	_, err = coll.Watch(ctx, mongo.Pipeline{{{Key: "$project", Value: bson.D{{Key: "x", Value: 1}}}}})
-	require.Equal(t, int32(40324), serverCode(err), "an unsupported stage is refused, not ignored: %v", err)
+	_, err = coll.Watch(ctx, mongo.Pipeline{{{Key: "$unsupported", Value: bson.D{{Key: "x", Value: 1}}}}})
+	require.Equal(t, int32(40324), serverCode(err), "an unknown stage is refused, not ignored: %v", err)
+	_, err = coll.Watch(ctx, mongo.Pipeline{{{Key: "$project", Value: bson.D{{Key: "x", Value: bson.D{{Key: "$concat", Value: bson.A{"a", "b"}}}}}}}})
+	require.Error(t, err, "a $project expression devmongo cannot evaluate is refused, not ignored")
 
 	// A restart loses the in-memory history, as an oplog that rolled over.
 	s.stop()

@@ -78,7 +78,6 @@ const (
 	noImages          = "pre- and post-images: devmongo keeps none, so changeStreamPreAndPostImages cannot be enabled"
 	noExpandedEvents  = "showExpandedEvents: devmongo makes no create, createIndexes, dropIndexes or modify events"
 	collectionsOnly   = "database and cluster change streams: devmongo watches one collection at a time"
-	matchOnly         = "$project and stages other than $match after $changeStream: devmongo refuses them (40324)"
 	noUpdatePipelines = "update pipelines: FerretDB 1.24 has none (its answer is TypeMismatch)"
 )
 
@@ -87,7 +86,6 @@ const (
 var devmongoDoesNot = map[string]string{
 	"change-streams-disambiguatedPaths: disambiguatedPaths is present on updateDescription when an ambiguous path is present":                            noExpandedEvents,
 	"change-streams-disambiguatedPaths: disambiguatedPaths returns array indices as integers":                                                            noExpandedEvents,
-	"change-streams-errors: Change Stream should error when _id is projected out":                                                                        matchOnly,
 	"change-streams-errors: change stream errors on ElectionInProgress":                                                                                  noFailPoints,
 	"change-streams-pre_and_post_images: fullDocument:required with changeStreamPreAndPostImages enabled":                                                noImages,
 	"change-streams-pre_and_post_images: fullDocument:whenAvailable with changeStreamPreAndPostImages enabled":                                           noImages,
@@ -124,12 +122,6 @@ var devmongoDoesNot = map[string]string{
 	"change-streams: Executing a watch helper on a MongoClient results in notifications for changes to all collections in all databases in the cluster.": collectionsOnly,
 	"change-streams: Test array truncation":                                                                                                              noUpdatePipelines,
 	"change-streams: Test consecutive resume":                                                                                                            noFailPoints,
-	"change-streams: Test modified structure in ns document MUST NOT err":                                                                                matchOnly,
-	"change-streams: Test new structure in ns document MUST NOT err":                                                                                     matchOnly,
-	"change-streams: Test newField added in response MUST NOT err":                                                                                       matchOnly,
-	"change-streams: Test projection in change stream returns expected fields":                                                                           matchOnly,
-	"change-streams: Test server error on projecting out _id":                                                                                            matchOnly,
-	"change-streams: Test unknown operationType MUST NOT err":                                                                                            matchOnly,
 }
 
 // errNoFailPoints: the server has no configureFailPoint (a MongoDB

@@ -61,8 +61,8 @@ type csCursor struct {
 	mu       sync.Mutex
 	id       int64
 	db, coll string
-	match    matcher
-	fullDoc  string // default, updateLookup, whenAvailable, required
+	stages   []stage // after $changeStream: $match and $project
+	fullDoc  string  // default, updateLookup, whenAvailable, required
 	// fullDocBefore is off, whenAvailable or required: devmongo keeps no
 	// pre-images, so the latter two answer as MongoDB does for a
 	// collection without changeStreamPreAndPostImages.
@@ -167,7 +167,6 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 	if (resume.Type != 0 || startAfter.Type != 0) && startAt != nil {
 		return errorBody(codeResumeOptions, "Location40674", "Only one type of resume option is allowed, but multiple were found.")
 	}
-	var matches []matcher
 	for _, st := range stages[1:] {
 		d, ok := st.DocumentOK()
 		if !ok {
@@ -177,20 +176,30 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 		if err != nil {
 			return errorBody(codeFailedToParse, "FailedToParse", "empty pipeline stage")
 		}
-		if e.Key() != "$match" {
-			return errorBody(codeUnrecognizedStage, "Location40324", fmt.Sprintf("devmongo's change streams support only $match after $changeStream, not %s", e.Key()))
+		arg, ok := e.Value().DocumentOK()
+		switch e.Key() {
+		case "$match":
+			if !ok {
+				return errorBody(codeFailedToParse, "FailedToParse", "the $match filter must be an object")
+			}
+			m, err := compileMatch(arg)
+			if err != nil {
+				return errorBody(codeBadValue, "BadValue", err.Error())
+			}
+			c.stages = append(c.stages, matchStage(m))
+		case "$project":
+			if !ok {
+				return errorBody(codeFailedToParse, "FailedToParse", "$project specification must be an object")
+			}
+			p, err := compileProject(arg)
+			if err != nil {
+				return errorBody(codeBadValue, "BadValue", err.Error())
+			}
+			c.stages = append(c.stages, p)
+		default:
+			return errorBody(codeUnrecognizedStage, "Location40324", fmt.Sprintf("devmongo's change streams support only $match and $project after $changeStream, not %s", e.Key()))
 		}
-		filter, ok := e.Value().DocumentOK()
-		if !ok {
-			return errorBody(codeFailedToParse, "FailedToParse", "the $match filter must be an object")
-		}
-		m, err := compileMatch(filter)
-		if err != nil {
-			return errorBody(codeBadValue, "BadValue", err.Error())
-		}
-		matches = append(matches, m)
 	}
-	c.match = combine("$and", matches)
 
 	switch {
 	case resume.Type != 0 || startAfter.Type != 0:
@@ -290,8 +299,13 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 	if e := c.reinvalidate; e != nil {
 		c.reinvalidate = nil
 		inv, t := invalidateDoc(f.log.epoch, e)
-		if c.match(inv) {
-			batch = append(batch, inv)
+		out, pass, refused := c.apply(inv)
+		if refused != nil {
+			f.dropCursor(id)
+			return refused
+		}
+		if pass {
+			batch = append(batch, out)
 		}
 		lastTok, lastSeen, closed = &t, e, true
 	}
@@ -313,17 +327,27 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 					f.dropCursor(id)
 					return refused
 				}
-				if c.match(doc) {
-					batch = append(batch, doc)
-					bytes += len(doc)
+				out, pass, refused := c.apply(doc)
+				if refused != nil {
+					f.dropCursor(id)
+					return refused
+				}
+				if pass {
+					batch = append(batch, out)
+					bytes += len(out)
 					t := token{ts: e.ts, epoch: f.log.epoch, seq: e.seq, kind: tokEvent}
 					lastTok = &t
 				}
 			}
 			if e.invalidates(c.db, c.coll) {
 				inv, t := invalidateDoc(f.log.epoch, e)
-				if c.match(inv) {
-					batch = append(batch, inv)
+				out, pass, refused := c.apply(inv)
+				if refused != nil {
+					f.dropCursor(id)
+					return refused
+				}
+				if pass {
+					batch = append(batch, out)
 				}
 				lastTok, closed = &t, true
 				break
@@ -380,6 +404,19 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 		{Key: "ok", Value: float64(1)},
 	})
 	return b
+}
+
+// apply passes an event through the stream's stages: what comes out,
+// whether it passes, or MongoDB's error when the stages changed its _id.
+func (c *csCursor) apply(doc bson.Raw) (bson.Raw, bool, []byte) {
+	out, pass := runStages(c.stages, doc)
+	if !pass {
+		return nil, false, nil
+	}
+	if refused := idKept(doc, out); refused != nil {
+		return nil, false, refused
+	}
+	return out, true, nil
 }
 
 // invalidateDoc is the invalidate that follows e, and its token.
