@@ -408,3 +408,38 @@ func TestDropsAndRenamesAsMongoDB(t *testing.T) {
 		require.Equal(t, "insert", next(t, ghost, 5*time.Second).OperationType, "no invalidate for a collection that never existed")
 	})
 }
+
+// A database stream (aggregate: 1) sees every collection's events, their
+// drops included, and ends with dropDatabase and an invalidate; a cluster
+// stream sees every database. Reference: the manual's "Change Events"
+// (drop, dropDatabase, invalidate: "for streams opened on a database,
+// after a dropDatabase") and the spec's unified change-streams tests
+// ("Executing a watch helper on a Database/MongoClient ...").
+func TestDatabaseAndClusterStreams(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, c *mongo.Client, db *mongo.Database) {
+		ctx := ctxT(t)
+		dbs, err := db.Watch(ctx, mongo.Pipeline{})
+		require.NoError(t, err)
+		defer dbs.Close(ctx)
+		// Other tests write to other databases meanwhile.
+		all, err := c.Watch(ctx, mongo.Pipeline{{{Key: "$match", Value: bson.D{{Key: "ns.db", Value: db.Name()}}}}})
+		require.NoError(t, err)
+		defer all.Close(ctx)
+		_, err = db.Collection("a").InsertOne(ctx, bson.D{{Key: "_id", Value: 1}})
+		require.NoError(t, err)
+		require.NoError(t, db.Collection("a").Drop(ctx))
+		_, err = db.Collection("b").InsertOne(ctx, bson.D{{Key: "_id", Value: 2}})
+		require.NoError(t, err)
+		require.NoError(t, db.Drop(ctx))
+		for _, want := range []string{"insert a", "drop a", "insert b", "drop b", "dropDatabase ", "invalidate "} {
+			e := next(t, dbs, 5*time.Second)
+			require.Equal(t, want, e.OperationType+" "+e.NS.Coll)
+		}
+		for _, want := range []string{"insert a", "drop a", "insert b", "drop b", "dropDatabase "} {
+			e := next(t, all, 5*time.Second)
+			require.Equal(t, want, e.OperationType+" "+e.NS.Coll)
+			require.Equal(t, db.Name(), e.NS.DB)
+		}
+	})
+}

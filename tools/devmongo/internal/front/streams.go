@@ -61,6 +61,7 @@ type csCursor struct {
 	mu       sync.Mutex
 	id       int64
 	db, coll string
+	cluster  bool    // allChangesForCluster: every database (db is admin, coll "")
 	stages   []stage // after $changeStream: $match and $project
 	fullDoc  string  // default, updateLookup, whenAvailable, required
 	// fullDocBefore is off, whenAvailable or required: devmongo keeps no
@@ -73,6 +74,44 @@ type csCursor struct {
 	// as MongoDB's does.
 	reinvalidate *event
 	lastUsed     time.Time
+}
+
+// sees reports whether e is an event of stream c: one of its
+// collection's; on a database stream, any of the database's, its drops,
+// renames and dropDatabase included; on a cluster stream, any outside
+// admin, config and local.
+func (c *csCursor) sees(e *event) bool {
+	switch {
+	case c.cluster:
+		return e.db != "admin" && e.db != "config" && e.db != "local"
+	case c.coll == "":
+		return e.db == c.db || (e.op == "rename" && e.toDB == c.db)
+	}
+	return e.concerns(c.db, c.coll)
+}
+
+// invalidatedBy reports whether e ends stream c: a collection's drop or
+// rename ends its stream, dropDatabase a database's; nothing ends a
+// cluster stream.
+func (c *csCursor) invalidatedBy(e *event) bool {
+	switch {
+	case c.cluster:
+		return false
+	case c.coll == "":
+		return e.op == "dropDatabase" && e.db == c.db
+	}
+	return e.invalidates(c.db, c.coll)
+}
+
+// ns is the cursor's namespace, as MongoDB names it.
+func (c *csCursor) ns() string {
+	switch {
+	case c.cluster:
+		return "admin.$cmd.aggregate"
+	case c.coll == "":
+		return c.db + ".$cmd.aggregate"
+	}
+	return c.db + "." + c.coll
 }
 
 type cursorTable struct {
@@ -105,16 +144,26 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 		return errorBody(codeNotReplicaSet, "Location40573", "The $changeStream stage is only supported on replica sets")
 	}
 	db, _ := cmd.body.Lookup("$db").StringValueOK()
-	coll, ok := cmd.body.Lookup("aggregate").StringValueOK()
-	if !ok {
-		return errorBody(codeBadValue, "BadValue", "devmongo serves change streams on a collection only, not on a database or the cluster")
-	}
-	if refused := watchable(db, coll); refused != nil {
-		return refused
-	}
 	stages, _ := cmd.body.Lookup("pipeline").Array().Values()
-	c := &csCursor{db: db, coll: coll, fullDoc: "default", fullDocBefore: "off", lastUsed: time.Now()}
 	opts := stages[0].Document().Lookup("$changeStream").Document()
+	// aggregate: "coll" watches a collection; aggregate: 1 the database,
+	// or with allChangesForCluster on admin, every database.
+	coll, isColl := cmd.body.Lookup("aggregate").StringValueOK()
+	cluster, _ := opts.Lookup("allChangesForCluster").BooleanOK()
+	switch {
+	case cluster && (isColl || db != "admin"):
+		return errorBody(codeInvalidNamespace, "InvalidNamespace", "A $changeStream with 'allChangesForCluster:true' may only be opened on the 'admin' database, and with no collection name")
+	case !isColl && !cluster:
+		if n, ok := asInt(cmd.body.Lookup("aggregate")); !ok || n != 1 {
+			return errorBody(codeFailedToParse, "FailedToParse", "aggregate must be a collection name or 1")
+		}
+	}
+	if !cluster {
+		if refused := watchable(db, coll); refused != nil {
+			return refused
+		}
+	}
+	c := &csCursor{db: db, coll: coll, cluster: cluster, fullDoc: "default", fullDocBefore: "off", lastUsed: time.Now()}
 	elems, _ := opts.Elements()
 	var resume, startAfter bson.RawValue
 	var startAt *bson.Timestamp
@@ -151,7 +200,9 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 			default:
 				return errorBody(codeBadValue, "BadValue", fmt.Sprintf("Enumeration value '%s' for field 'fullDocumentBeforeChange' is not a valid value.", s))
 			}
-		case "allChangesForCluster", "showExpandedEvents", "showMigrationEvents", "showSystemEvents", "showRawUpdateDescription":
+		case "allChangesForCluster":
+			// read above
+		case "showExpandedEvents", "showMigrationEvents", "showSystemEvents", "showRawUpdateDescription":
 			// Options MongoDB has: false is what devmongo does anyway.
 			if b, _ := e.Value().BooleanOK(); b {
 				return errorBody(codeBadValue, "BadValue", fmt.Sprintf("devmongo's change streams do not support %s", e.Key()))
@@ -222,10 +273,10 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 			return historyLost("resume point no longer in the history: it fell out of devmongo's bounded change history")
 		}
 		e := f.log.at(tok.seq)
-		if tok.kind == tokEvent && e != nil && e.invalidates(db, coll) {
+		if tok.kind == tokEvent && e != nil && c.invalidatedBy(e) {
 			c.reinvalidate = e
 		}
-		if tok.kind != tokHighWater && e != nil && !e.concerns(db, coll) && !e.invalidates(db, coll) {
+		if tok.kind != tokHighWater && e != nil && !c.sees(e) && !c.invalidatedBy(e) {
 			// The token's event is not one of this stream's: MongoDB does
 			// not find it when it resumes (the server's
 			// DocumentSourceChangeStreamEnsureResumeTokenPresent).
@@ -256,7 +307,7 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 			{Key: "firstBatch", Value: bson.A{}},
 			{Key: "postBatchResumeToken", Value: token{ts: f.log.now(), epoch: f.log.epoch, seq: c.pos, kind: tokHighWater}.doc()},
 			{Key: "id", Value: c.id},
-			{Key: "ns", Value: db + "." + coll},
+			{Key: "ns", Value: c.ns()},
 		}},
 		{Key: "operationTime", Value: f.log.now()},
 		{Key: "ok", Value: float64(1)},
@@ -318,10 +369,10 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 		for _, e := range evs {
 			c.pos = e.seq
 			lastSeen = e
-			if !e.concerns(c.db, c.coll) && !e.invalidates(c.db, c.coll) {
+			if !c.sees(e) && !c.invalidatedBy(e) {
 				continue
 			}
-			if e.concerns(c.db, c.coll) {
+			if c.sees(e) {
 				doc, refused := f.eventDoc(ctx, c, e)
 				if refused != nil {
 					f.dropCursor(id)
@@ -339,7 +390,7 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 					lastTok = &t
 				}
 			}
-			if e.invalidates(c.db, c.coll) {
+			if c.invalidatedBy(e) {
 				inv, t := invalidateDoc(f.log.epoch, e)
 				out, pass, refused := c.apply(inv)
 				if refused != nil {
@@ -398,7 +449,7 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 			{Key: "nextBatch", Value: batch},
 			{Key: "postBatchResumeToken", Value: pbrt.doc()},
 			{Key: "id", Value: cursorID},
-			{Key: "ns", Value: c.db + "." + c.coll},
+			{Key: "ns", Value: c.ns()},
 		}},
 		{Key: "operationTime", Value: f.log.now()},
 		{Key: "ok", Value: float64(1)},
