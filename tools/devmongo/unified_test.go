@@ -74,7 +74,6 @@ func TestUnifiedChangeStreamSpec(t *testing.T) {
 
 // Why devmongo fails a spec test.
 const (
-	noFailPoints      = "fail points: devmongo has no configureFailPoint (the resume tests make the server fail on demand)"
 	noImages          = "pre- and post-images: devmongo keeps none, so changeStreamPreAndPostImages cannot be enabled"
 	noExpandedEvents  = "showExpandedEvents: devmongo makes no create, createIndexes, dropIndexes or modify events"
 	noUpdatePipelines = "update pipelines: FerretDB 1.24 has none (its answer is TypeMismatch)"
@@ -85,31 +84,11 @@ const (
 var devmongoDoesNot = map[string]string{
 	"change-streams-disambiguatedPaths: disambiguatedPaths is present on updateDescription when an ambiguous path is present":          noExpandedEvents,
 	"change-streams-disambiguatedPaths: disambiguatedPaths returns array indices as integers":                                          noExpandedEvents,
-	"change-streams-errors: change stream errors on ElectionInProgress":                                                                noFailPoints,
 	"change-streams-pre_and_post_images: fullDocument:required with changeStreamPreAndPostImages enabled":                              noImages,
 	"change-streams-pre_and_post_images: fullDocument:whenAvailable with changeStreamPreAndPostImages enabled":                         noImages,
 	"change-streams-pre_and_post_images: fullDocumentBeforeChange:off with changeStreamPreAndPostImages enabled":                       noImages,
 	"change-streams-pre_and_post_images: fullDocumentBeforeChange:required with changeStreamPreAndPostImages enabled":                  noImages,
 	"change-streams-pre_and_post_images: fullDocumentBeforeChange:whenAvailable with changeStreamPreAndPostImages enabled":             noImages,
-	"change-streams-resume-allowlist: change stream resumes after CursorNotFound":                                                      noFailPoints,
-	"change-streams-resume-allowlist: change stream resumes after a network error":                                                     noFailPoints,
-	"change-streams-resume-errorLabels: change stream does not resume if error does not contain ResumableChangeStreamError":            noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after ExceededTimeLimit":                                                 noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after FailedToSatisfyReadPreference":                                     noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after HostNotFound":                                                      noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after HostUnreachable":                                                   noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after InterruptedAtShutdown":                                             noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after InterruptedDueToReplStateChange":                                   noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after NetworkTimeout":                                                    noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after NotPrimaryNoSecondaryOk":                                           noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after NotPrimaryOrSecondary":                                             noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after NotWritablePrimary":                                                noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after PrimarySteppedDown":                                                noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after RetryChangeStream":                                                 noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after ShutdownInProgress":                                                noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after SocketException":                                                   noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes after StaleEpoch":                                                        noFailPoints,
-	"change-streams-resume-errorLabels: change stream resumes if error contains ResumableChangeStreamError":                            noFailPoints,
 	"change-streams-showExpandedEvents: when provided, showExpandedEvents is sent as a part of the aggregate command":                  noExpandedEvents,
 	"change-streams-showExpandedEvents: when showExpandedEvents is true, create events are reported":                                   noExpandedEvents,
 	"change-streams-showExpandedEvents: when showExpandedEvents is true, create events on views are reported":                          noExpandedEvents,
@@ -117,8 +96,7 @@ var devmongoDoesNot = map[string]string{
 	"change-streams-showExpandedEvents: when showExpandedEvents is true, dropIndexes events are reported":                              noExpandedEvents,
 	"change-streams-showExpandedEvents: when showExpandedEvents is true, modify events are reported":                                   noExpandedEvents,
 	"change-streams-showExpandedEvents: when showExpandedEvents is true, new fields on change stream events are handled appropriately": noExpandedEvents,
-	"change-streams: Test array truncation":                                                                                            noUpdatePipelines,
-	"change-streams: Test consecutive resume":                                                                                          noFailPoints,
+	"change-streams: Test array truncation": noUpdatePipelines,
 }
 
 // errNoFailPoints: the server has no configureFailPoint (a MongoDB

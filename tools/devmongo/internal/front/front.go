@@ -57,6 +57,7 @@ type Front struct {
 	// commit order.
 	writeMu sync.Mutex
 	conns   sync.WaitGroup
+	fails   failPoints
 }
 
 // New returns a Front with cfg's defaults filled in.
@@ -203,7 +204,25 @@ func (cn *conn) handle(ctx context.Context, m message) ([]message, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch name := cmd.name(); strings.ToLower(name) {
+	lower := strings.ToLower(cmd.name())
+	if lower == "configurefailpoint" {
+		return []message{msgReply(m.requestID(), cn.f.fails.configure(cmd))}, nil
+	}
+	id, _ := cmd.body.Lookup(cmd.name()).Int64OK()
+	changeStream := (lower == "aggregate" && isChangeStream(cmd.body)) || (lower == "getmore" && isOurs(id))
+	if body, closeConn, ok := cn.f.fails.trip(lower, changeStream); ok {
+		if lower == "getmore" && isOurs(id) {
+			cn.f.dropCursor(id) // a getMore that fails kills its cursor, as MongoDB's
+		}
+		if closeConn {
+			return nil, errCloseConnection
+		}
+		if m.flags()&flagMoreToCome != 0 {
+			return nil, nil
+		}
+		return []message{msgReply(m.requestID(), body)}, nil
+	}
+	switch name := cmd.name(); lower {
 	case "hello", "ismaster":
 		rs, err := cn.forward(m)
 		if err != nil || len(rs) != 1 {
@@ -318,7 +337,9 @@ func labelledError(code int32, codeName, msg string, labels ...string) []byte {
 		{Key: "ok", Value: float64(0)},
 		{Key: "errmsg", Value: msg},
 		{Key: "code", Value: code},
-		{Key: "codeName", Value: codeName},
+	}
+	if codeName != "" {
+		d = append(d, bson.E{Key: "codeName", Value: codeName})
 	}
 	if len(labels) > 0 {
 		d = append(d, bson.E{Key: "errorLabels", Value: labels})
