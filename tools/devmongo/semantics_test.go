@@ -443,3 +443,32 @@ func TestDatabaseAndClusterStreams(t *testing.T) {
 		}
 	})
 }
+
+// failCommand's data.appName limits a fail point to the connections of
+// one application (its handshake's client.application.name), so tests
+// on a shared server fail only their own commands. Reference: the
+// server's failCommand fail point (service_entry_point_common.cpp,
+// "appName") and the unified test format's failPoint operation.
+func TestFailPointOfOneApplication(t *testing.T) {
+	t.Parallel()
+	s := start(t, t.TempDir())
+	ctx := ctxT(t)
+	mine := must(mongo.Connect(options.Client().ApplyURI(s.uri).SetAppName("mine")))
+	theirs := must(mongo.Connect(options.Client().ApplyURI(s.uri).SetAppName("theirs")))
+	t.Cleanup(func() { _ = mine.Disconnect(context.Background()); _ = theirs.Disconnect(context.Background()) })
+	require.NoError(t, mine.Database("admin").RunCommand(ctx, bson.D{
+		{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: bson.D{{Key: "times", Value: 1}}},
+		{Key: "data", Value: bson.D{{Key: "failCommands", Value: bson.A{"find"}}, {Key: "errorCode", Value: 2}, {Key: "appName", Value: "mine"}}},
+	}).Err())
+	require.ErrorIs(t, theirs.Database("db").Collection("x").FindOne(ctx, bson.D{}).Err(), mongo.ErrNoDocuments, "not theirs")
+	err := mine.Database("db").Collection("x").FindOne(ctx, bson.D{}).Err()
+	code, _ := codeOf(err)
+	require.Equal(t, int32(2), code, "%v", err)
+	require.ErrorIs(t, mine.Database("db").Collection("x").FindOne(ctx, bson.D{}).Err(), mongo.ErrNoDocuments, "{times: 1}: once")
+	// What a fail point cannot do is refused, never ignored.
+	err = mine.Database("admin").RunCommand(ctx, bson.D{
+		{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: "alwaysOn"},
+		{Key: "data", Value: bson.D{{Key: "failCommands", Value: bson.A{"find"}}, {Key: "blockConnection", Value: true}, {Key: "errorCode", Value: 1}}},
+	}).Err()
+	require.Error(t, err)
+}

@@ -15,7 +15,7 @@ import (
 // the failCommand fail point in service_entry_point_common.cpp):
 //
 //	{configureFailPoint: "failCommand", mode: {times: n} | "alwaysOn" | "off",
-//	 data: {failCommands: [...], errorCode, errorLabels, closeConnection}}
+//	 data: {failCommands: [...], errorCode, errorLabels, closeConnection, appName}}
 //	{configureFailPoint: "failGetMoreAfterCursorCheckout", mode: ..., data: {errorCode, closeConnection}}
 //
 // failCommand answers errorCode with exactly the errorLabels given (none
@@ -38,6 +38,7 @@ type failPoint struct {
 	labels   []string
 	auto     bool // failGetMoreAfterCursorCheckout: MongoDB's own labels
 	close    bool
+	appName  string // only the connections of this application, when set
 }
 
 type failPoints struct {
@@ -111,6 +112,8 @@ func (fps *failPoints) configure(cmd command) []byte {
 			}
 		case "closeConnection":
 			fp.close, _ = e.Value().BooleanOK()
+		case "appName":
+			fp.appName, _ = e.Value().StringValueOK()
 		default:
 			// Never ignored: a test that relies on it would pass for
 			// the wrong reason.
@@ -130,13 +133,14 @@ func (fps *failPoints) configure(cmd command) []byte {
 }
 
 // trip returns the answer of a fail point that fires for command name
-// (lower case), changeStream saying the command is a change stream's;
+// (lower case) of application appName, changeStream saying the command
+// is a change stream's;
 // ok is false when none fires.
-func (fps *failPoints) trip(name string, changeStream bool) (body []byte, closeConn, ok bool) {
+func (fps *failPoints) trip(name, appName string, changeStream bool) (body []byte, closeConn, ok bool) {
 	fps.mu.Lock()
 	defer fps.mu.Unlock()
 	for key, fp := range fps.m {
-		if !fp.commands[name] {
+		if !fp.commands[name] || (fp.appName != "" && fp.appName != appName) {
 			continue
 		}
 		if fp.times > 0 {

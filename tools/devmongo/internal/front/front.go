@@ -123,6 +123,16 @@ type conn struct {
 	f        *Front
 	client   net.Conn
 	upstream net.Conn
+	// appName is the client's application name from its handshake, for
+	// fail points limited to one application (data.appName).
+	appName string
+}
+
+// noteAppName keeps the application name a handshake announces.
+func (cn *conn) noteAppName(hello bson.Raw) {
+	if s, ok := hello.Lookup("client", "application", "name").StringValueOK(); ok {
+		cn.appName = s
+	}
 }
 
 func (f *Front) serveConn(ctx context.Context, c net.Conn) error {
@@ -210,7 +220,7 @@ func (cn *conn) handle(ctx context.Context, m message) ([]message, error) {
 	}
 	id, _ := cmd.body.Lookup(cmd.name()).Int64OK()
 	changeStream := (lower == "aggregate" && isChangeStream(cmd.body)) || (lower == "getmore" && isOurs(id))
-	if body, closeConn, ok := cn.f.fails.trip(lower, changeStream); ok {
+	if body, closeConn, ok := cn.f.fails.trip(lower, cn.appName, changeStream); ok {
 		if lower == "getmore" && isOurs(id) {
 			cn.f.dropCursor(id) // a getMore that fails kills its cursor, as MongoDB's
 		}
@@ -224,6 +234,7 @@ func (cn *conn) handle(ctx context.Context, m message) ([]message, error) {
 	}
 	switch name := cmd.name(); lower {
 	case "hello", "ismaster":
+		cn.noteAppName(cmd.body)
 		rs, err := cn.forward(m)
 		if err != nil || len(rs) != 1 {
 			return rs, err
@@ -269,6 +280,7 @@ func (cn *conn) handleQuery(m message) ([]message, error) {
 	}
 	switch strings.ToLower(first.Key()) {
 	case "hello", "ismaster":
+		cn.noteAppName(q)
 	default:
 		return rs, nil
 	}
