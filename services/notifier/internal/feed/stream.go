@@ -79,7 +79,6 @@ const (
 	codeCommandNotFound         = 59    // FerretDB and old servers: unknown command
 	codeInvalidNamespace        = 73    // not a namespace change streams can watch
 	codeCommandNotSupported     = 115   // the command is not supported here
-	codeCappedPositionLost      = 136   // getMore: the stream fell off the oplog
 	codeCommandNotSupportedView = 166   // the results collection is a view
 	codeNotImplemented          = 238   // FerretDB: "$changeStream" stage not implemented
 	codeNotReplicaSet           = 40573 // standalone mongod: change streams need a replica set
