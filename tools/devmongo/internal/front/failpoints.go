@@ -48,6 +48,9 @@ type failPoints struct {
 
 // configure answers configureFailPoint.
 func (fps *failPoints) configure(cmd command) []byte {
+	if db, _ := cmd.body.Lookup("$db").StringValueOK(); db != "admin" {
+		return errorBody(13, "Unauthorized", "configureFailPoint may only be run against the admin database.")
+	}
 	name, _ := cmd.body.Lookup("configureFailPoint").StringValueOK()
 	switch name {
 	case "failCommand", "failGetMoreAfterCursorCheckout":
