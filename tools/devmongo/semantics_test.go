@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -471,4 +472,42 @@ func TestFailPointOfOneApplication(t *testing.T) {
 		{Key: "data", Value: bson.D{{Key: "failCommands", Value: bson.A{"find"}}, {Key: "blockConnection", Value: true}, {Key: "errorCode", Value: 1}}},
 	}).Err()
 	require.Error(t, err)
+}
+
+// An update of several statements answers as one: its write errors at
+// their statement's index, an ordered one stopping at the first, an
+// unordered one going on; only what was applied makes events.
+// Reference: the update command's reply (writeErrors[].index) in the
+// manual, and write_ops_exec.cpp.
+func TestUpdateStatementsErrorsKeepTheirIndex(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, c *mongo.Client, db *mongo.Database) {
+		ctx := ctxT(t)
+		for _, ordered := range []bool{true, false} {
+			coll := db.Collection(fmt.Sprintf("errs-%v", ordered))
+			_, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: 1}, {Key: "s", Value: "text"}, {Key: "n", Value: 0}})
+			require.NoError(t, err)
+			cs, err := coll.Watch(ctx, mongo.Pipeline{})
+			require.NoError(t, err)
+			id := bson.D{{Key: "_id", Value: 1}}
+			_, err = coll.BulkWrite(ctx, []mongo.WriteModel{
+				mongo.NewUpdateOneModel().SetFilter(id).SetUpdate(bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: 1}}}}),
+				mongo.NewUpdateOneModel().SetFilter(id).SetUpdate(bson.D{{Key: "$inc", Value: bson.D{{Key: "s", Value: 1}}}}), // not a number
+				mongo.NewUpdateOneModel().SetFilter(id).SetUpdate(bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: 10}}}}),
+			}, options.BulkWrite().SetOrdered(ordered))
+			var bwe mongo.BulkWriteException
+			require.ErrorAs(t, err, &bwe)
+			require.Len(t, bwe.WriteErrors, 1)
+			require.Equal(t, 1, bwe.WriteErrors[0].Index, "the second statement's error")
+			want := []bson.M{{"n": int32(1)}}
+			if !ordered {
+				want = append(want, bson.M{"n": int32(11)})
+			}
+			for _, w := range want {
+				require.Equal(t, w, next(t, cs, 5*time.Second).UpdateDescription.UpdatedFields, "ordered %v", ordered)
+			}
+			requireQuiet(t, cs, "ordered %v: no event for what was not applied", ordered)
+			require.NoError(t, cs.Close(ctx))
+		}
+	})
 }
