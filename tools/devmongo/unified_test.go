@@ -450,8 +450,8 @@ func (en *entities) call(ctx context.Context, name, object string, args bson.Raw
 		if b, ok := arg("showExpandedEvents").BooleanOK(); ok {
 			opts.SetShowExpandedEvents(b)
 		}
-		for _, k := range []string{"resumeAfter", "startAfter", "startAtOperationTime", "maxAwaitTimeMS", "fullDocumentBeforeChange"} {
-			if k != "fullDocumentBeforeChange" && arg(k).Type != 0 {
+		for _, k := range []string{"resumeAfter", "startAfter", "startAtOperationTime", "maxAwaitTimeMS"} {
+			if arg(k).Type != 0 {
 				return nil, fmt.Errorf("createChangeStream option %s not supported by this runner", k)
 			}
 		}
