@@ -424,8 +424,36 @@ func (en *entities) run(ctx context.Context, op bson.Raw) error {
 	return nil
 }
 
+// runnerArgs are the arguments this runner reads, by operation: any
+// other fails the test rather than being ignored.
+var runnerArgs = map[string][]string{
+	"createChangeStream":          {"pipeline", "batchSize", "comment", "fullDocument", "fullDocumentBeforeChange", "showExpandedEvents", "resumeAfter", "startAfter", "startAtOperationTime", "maxAwaitTimeMS"},
+	"iterateUntilDocumentOrError": {},
+	"insertOne":                   {"document"},
+	"updateOne":                   {"filter", "update"},
+	"replaceOne":                  {"filter", "replacement"},
+	"deleteOne":                   {"filter"},
+	"dropCollection":              {"collection"},
+	"createCollection":            {"collection", "viewOn"},
+	"rename":                      {"to", "dropTarget"},
+	"runCommand":                  {"command", "commandName"},
+	"createIndex":                 {"keys", "name"},
+	"dropIndex":                   {"name"},
+	"failPoint":                   {"client", "failPoint"},
+}
+
 // call runs one operation and returns its result document (nil for none).
 func (en *entities) call(ctx context.Context, name, object string, args bson.Raw, save string) (bson.Raw, error) {
+	known, ok := runnerArgs[name]
+	if !ok {
+		return nil, fmt.Errorf("operation %s not supported by this runner", name)
+	}
+	elems, _ := args.Elements()
+	for _, e := range elems {
+		if !slices.Contains(known, e.Key()) {
+			return nil, fmt.Errorf("argument %s of %s not supported by this runner", e.Key(), name)
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, specTimeout)
 	defer cancel()
 	arg := func(k string) bson.RawValue { return args.Lookup(k) }
