@@ -323,12 +323,26 @@ func loadInitialData(ctx context.Context, c *mongo.Client, v bson.RawValue) erro
 	return nil
 }
 
+// entityKeys are the entity options this runner reads (useMultipleMongoses
+// means nothing on a replica set).
+var entityKeys = map[string][]string{
+	"client":     {"id", "observeEvents", "ignoreCommandMonitoringEvents", "useMultipleMongoses"},
+	"database":   {"id", "client", "databaseName"},
+	"collection": {"id", "database", "collectionName"},
+}
+
 func (en *entities) create(ctx context.Context, uri string, v bson.RawValue) error {
 	vals, _ := v.Array().Values()
 	for _, x := range vals {
 		e, _ := x.Document().IndexErr(0)
 		kind, d := e.Key(), e.Value().Document()
 		id := d.Lookup("id").StringValue()
+		keys, _ := d.Elements()
+		for _, k := range keys {
+			if !slices.Contains(entityKeys[kind], k.Key()) {
+				return fmt.Errorf("%s option %s not supported by this runner", kind, k.Key())
+			}
+		}
 		switch kind {
 		case "client":
 			sc := &specClient{}
