@@ -105,7 +105,7 @@ var errNoFailPoints = errors.New("the server has no fail points")
 
 // specTimeout bounds one operation; an iterate that finds nothing in it
 // fails.
-const specTimeout = 3 * time.Second
+const specTimeout = 10 * time.Second
 
 // runSpecFile runs the tests of one file against uri and returns a
 // result row per test. notExpected names the tests expected to fail.
