@@ -329,9 +329,11 @@ func TestHistoryLostAfterRestartAndBadTokens(t *testing.T) {
 	_ = cs.Close(ctx)
 
 	_, err = coll.Watch(ctx, mongo.Pipeline{}, options.ChangeStream().SetResumeAfter(bson.Raw(must(bson.Marshal(bson.D{{Key: "_data", Value: "zz"}})))))
-	require.Equal(t, int32(260), serverCode(err), "a token that does not parse: %v", err)
-	_, err = coll.Watch(ctx, mongo.Pipeline{{{Key: "$project", Value: bson.D{{Key: "x", Value: 1}}}}})
-	require.Equal(t, int32(40324), serverCode(err), "an unsupported stage is refused, not ignored: %v", err)
+	require.Equal(t, int32(9), serverCode(err), "a token that is not hex gets FailedToParse, as MongoDB's ResumeToken::parse: %v", err)
+	_, err = coll.Watch(ctx, mongo.Pipeline{{{Key: "$unsupported", Value: bson.D{{Key: "x", Value: 1}}}}})
+	require.Equal(t, int32(40324), serverCode(err), "an unknown stage is refused, not ignored: %v", err)
+	_, err = coll.Watch(ctx, mongo.Pipeline{{{Key: "$project", Value: bson.D{{Key: "x", Value: bson.D{{Key: "$concat", Value: bson.A{"a", "b"}}}}}}}})
+	require.Error(t, err, "a $project expression devmongo cannot evaluate is refused, not ignored")
 
 	// A restart loses the in-memory history, as an oplog that rolled over.
 	s.stop()
@@ -344,6 +346,10 @@ func TestHistoryLostAfterRestartAndBadTokens(t *testing.T) {
 	require.EqualValues(t, 1, n, "the data survives the restart")
 	_, err = coll2.Watch(ctx, mongo.Pipeline{}, options.ChangeStream().SetResumeAfter(tok))
 	require.Equal(t, int32(286), serverCode(err), "want ChangeStreamHistoryLost, got %v", err)
+	// error_codes.yml puts 286 in the NonResumableChangeStreamError
+	// category: the server labels it so, and drivers do not resume it.
+	_, labels := codeOf(err)
+	require.Contains(t, labels, "NonResumableChangeStreamError")
 }
 
 func TestHistoryBound(t *testing.T) {

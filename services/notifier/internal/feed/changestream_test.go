@@ -2,13 +2,19 @@ package feed_test
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/jobsys/jobs/pkg/job"
 	"github.com/jobsys/jobs/pkg/store"
@@ -290,4 +296,166 @@ func TestStaleStatesExpire(t *testing.T) {
 		return len(ids) == 2
 	}, "the stale state is removed")
 	require.ElementsMatch(t, []string{"recent", "n1"}, ids)
+}
+
+// finds records the read concern of every find on the results.
+type finds struct {
+	mu     sync.Mutex
+	levels []string
+}
+
+func (f *finds) started(_ context.Context, e *event.CommandStartedEvent) {
+	if e.CommandName != "find" {
+		return
+	}
+	if coll, _ := e.Command.Lookup("find").StringValueOK(); coll != "completed" {
+		return
+	}
+	level, _ := e.Command.Lookup("readConcern", "level").StringValueOK()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.levels = append(f.levels, level)
+}
+
+func (f *finds) all() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.levels...)
+}
+
+// The catch-up reads at read concern majority: the change stream shows
+// only majority-committed writes, and a catch-up at the default "local"
+// could deliver a result that a failover then rolls back.
+func TestCatchUpReadsAtMajority(t *testing.T) {
+	t.Parallel()
+	servers := map[string]string{"devmongo": testenv.Setup(t).Mongo.URL, "replicaset": os.Getenv("MONGO_REPLSET_URL")}
+	for name, url := range servers {
+		t.Run(name, func(t *testing.T) {
+			if url == "" {
+				t.Skip("MONGO_REPLSET_URL not set: no MongoDB replica set here")
+			}
+			t.Parallel()
+			rec := &finds{}
+			client, err := mongo.Connect(options.Client().ApplyURI(url).SetMonitor(&event.CommandMonitor{Started: rec.started}))
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+			db := "db_" + testenv.RandomName()
+			t.Cleanup(func() { _ = client.Database(db).Drop(context.Background()) })
+			b := bundle{results: store.NewResults(client, db, "completed"), state: feed.MongoState{Coll: client.Database(db).Collection(feed.StateCollection)}, client: client}
+			ctx := context.Background()
+			last := time.Now().Add(-time.Second).Truncate(time.Millisecond)
+			require.NoError(t, b.state.Save(ctx, "n1", feed.State{
+				Token:  bson.Raw(mustMarshal(t, bson.D{{Key: "_data", Value: "not a token"}})),
+				Cursor: job.NewCursor(last, 5),
+			}))
+			require.NoError(t, insert(ctx, b.results, result(6, last.Add(time.Millisecond))))
+			c := newCollector()
+			runFeed(t, b, opener(b), b.state, c)
+			eventually(t, func() bool { return c.times(6) == 1 }, "caught up")
+			levels := rec.all()
+			require.NotEmpty(t, levels)
+			for _, l := range levels {
+				require.Equal(t, "majority", l, "every catch-up find reads at majority")
+			}
+		})
+	}
+}
+
+// recordingOpener records the token of every open.
+type recordingOpener struct {
+	feed.MongoOpener
+	mu     sync.Mutex
+	tokens []bson.Raw
+}
+
+func (o *recordingOpener) Open(ctx context.Context, token bson.Raw) (feed.Stream, error) {
+	o.mu.Lock()
+	o.tokens = append(o.tokens, token)
+	o.mu.Unlock()
+	return o.MongoOpener.Open(ctx, token)
+}
+
+func (o *recordingOpener) opened() []bson.Raw {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]bson.Raw(nil), o.tokens...)
+}
+
+// eachFailPointServer runs test on a devmongo and, when MONGO_REPLSET_URL
+// names one started with enableTestCommands, on a real replica set, with
+// a client of an application name of its own: the fail points it sets
+// (failCommand with data.appName) fail only its commands.
+func eachFailPointServer(t *testing.T, test func(t *testing.T, b bundle, failPoint func(data bson.D, mode any))) {
+	servers := map[string]string{"devmongo": testenv.Setup(t).Mongo.URL, "replicaset": os.Getenv("MONGO_REPLSET_URL")}
+	for name, url := range servers {
+		t.Run(name, func(t *testing.T) {
+			if url == "" {
+				t.Skip("MONGO_REPLSET_URL not set: no MongoDB replica set here")
+			}
+			t.Parallel()
+			app := "feed-" + testenv.RandomName()
+			client, err := store.Connect(url, app, 5*time.Second)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+			db := "db_" + testenv.RandomName()
+			t.Cleanup(func() { _ = client.Database(db).Drop(context.Background()) })
+			admin := client.Database("admin")
+			failPoint := func(data bson.D, mode any) {
+				err := admin.RunCommand(context.Background(), bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: mode},
+					{Key: "data", Value: append(data, bson.E{Key: "appName", Value: app})}}).Err()
+				var ce mongo.CommandError
+				if errors.As(err, &ce) && ce.Code == 59 {
+					t.Skip("the server has no configureFailPoint: start it with --setParameter enableTestCommands=1")
+				}
+				require.NoError(t, err)
+				t.Cleanup(func() {
+					_ = admin.RunCommand(context.Background(), bson.D{{Key: "configureFailPoint", Value: "failCommand"}, {Key: "mode", Value: "off"}}).Err()
+				})
+			}
+			test(t, bundle{results: store.NewResults(client, db, "completed"), state: feed.MongoState{Coll: client.Database(db).Collection(feed.StateCollection)}, client: client}, failPoint)
+		})
+	}
+}
+
+// A getMore that fails with 136 CappedPositionLost (the stream fell off
+// the oplog) starts a new stream at once, without the token, and the
+// catch-up delivers what was stored meanwhile: through the real driver,
+// with the server's real answer.
+func TestCappedPositionLostOnAGetMore(t *testing.T) {
+	t.Parallel()
+	eachFailPointServer(t, func(t *testing.T, b bundle, failPoint func(bson.D, any)) {
+		ctx := context.Background()
+		op := &recordingOpener{MongoOpener: opener(b)}
+		c := newCollector()
+		runFeed(t, b, op, b.state, c)
+		require.NoError(t, insert(ctx, b.results, result(1, time.Now())))
+		eventually(t, func() bool { return c.times(1) == 1 }, "before the failure")
+		opens := len(op.opened())
+		failPoint(bson.D{{Key: "failCommands", Value: bson.A{"getMore"}}, {Key: "errorCode", Value: 136}}, bson.D{{Key: "times", Value: 1}})
+		// The next getMore fails (the one under way when the fail point
+		// was set may still answer).
+		eventually(t, func() bool { return len(op.opened()) > opens }, "a new stream is opened")
+		require.Nil(t, op.opened()[opens], "without the token the server gave up on")
+		require.NoError(t, insert(ctx, b.results, result(2, time.Now())))
+		eventually(t, func() bool { return c.times(2) == 1 }, "stored after the failure")
+		require.Empty(t, c.dups())
+	})
+}
+
+// 13 Unauthorized (the user lacks the changeStream privilege) is said in
+// an error log line naming the privilege and makes the feed unhealthy;
+// it is retried slowly, not every few hundred milliseconds.
+func TestUnauthorizedChangeStreamIsReported(t *testing.T) {
+	t.Parallel()
+	eachFailPointServer(t, func(t *testing.T, b bundle, failPoint func(bson.D, any)) {
+		failPoint(bson.D{{Key: "failCommands", Value: bson.A{"aggregate"}}, {Key: "errorCode", Value: 13}}, "alwaysOn")
+		rec := &logRecorder{}
+		op := &recordingOpener{MongoOpener: opener(b)}
+		f := feed.New(feed.Config{Mode: feed.ModeAuto, ID: "n1", Store: b.results, Opener: op, State: b.state, Logger: slog.New(rec)})
+		start(t, f, newCollector().sink)
+		eventually(t, func() bool { return rec.find("changeStream privilege") != "" }, "the log names the privilege")
+		require.False(t, f.Healthy())
+		time.Sleep(time.Second)
+		require.Len(t, op.opened(), 1, "not retried within a second")
+	})
 }

@@ -47,6 +47,15 @@ type Store interface {
 
 var _ Store = (*store.Results)(nil)
 
+// majorityReader is a Store that can read at read concern majority, for
+// the catch-up of a change stream (which shows only majority-committed
+// writes).
+type majorityReader interface {
+	Majority() *store.Results
+}
+
+var _ majorityReader = (*store.Results)(nil)
+
 // Config configures a Feed.
 type Config struct {
 	// Mode is auto, changestream or poll.
@@ -81,11 +90,14 @@ type Config struct {
 
 // Feed finds new completions. Run it once.
 type Feed struct {
-	mode       string
-	interval   time.Duration
-	lookback   time.Duration
-	id         string
-	store      Store
+	mode     string
+	interval time.Duration
+	lookback time.Duration
+	id       string
+	store    Store
+	// catchUp is store read at majority where it can be: what fills a
+	// change stream's gap must be as durable as what the stream shows.
+	catchUp    Store
 	opener     Opener
 	state      StateStore
 	log        *slog.Logger
@@ -118,6 +130,10 @@ func New(c Config) *Feed {
 		saveEvery: cmpDuration(c.SaveEvery, time.Minute), probeEvery: cmpDuration(c.ProbeEvery, time.Minute), stateTTL: cmpDuration(c.StateTTL, 7*24*time.Hour),
 		seen:  newSeen(),
 		sweep: c.SweepWindow, sweepEvery: cmpDuration(c.SweepEvery, time.Second),
+	}
+	f.catchUp = f.store
+	if m, ok := f.store.(majorityReader); ok {
+		f.catchUp = m.Majority()
 	}
 	if c.StateTTL < 0 {
 		f.stateTTL = 0 // keep every state

@@ -20,6 +20,10 @@ import (
 type State struct {
 	Token  bson.Raw
 	Cursor job.Cursor
+	// SavedAt is when the state was saved (Load fills it; Save ignores
+	// it): the lower bound of a catch-up when a token must be dropped
+	// before any completion was delivered.
+	SavedAt time.Time
 }
 
 // StateStore keeps one State per notifier instance.
@@ -56,7 +60,7 @@ func (m MongoState) Load(ctx context.Context, id string) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("load notifier state %q: %w", id, err)
 	}
-	return State{Token: d.Token, Cursor: job.Cursor(d.Cursor)}, nil
+	return State{Token: d.Token, Cursor: job.Cursor(d.Cursor), SavedAt: d.UpdatedAt}, nil
 }
 
 // Save implements StateStore.

@@ -72,17 +72,47 @@ func cmpDuration(d, def time.Duration) time.Duration {
 	return def
 }
 
-// Server error codes the feed reacts to.
+// Server error codes the feed reacts to (the server's
+// src/mongo/base/error_codes.yml).
 const (
+	codeUnauthorized            = 13    // the user lacks the changeStream (or find) privilege
 	codeCommandNotFound         = 59    // FerretDB and old servers: unknown command
+	codeInvalidNamespace        = 73    // not a namespace change streams can watch
 	codeCommandNotSupported     = 115   // the command is not supported here
+	codeCommandNotSupportedView = 166   // the results collection is a view
 	codeNotImplemented          = 238   // FerretDB: "$changeStream" stage not implemented
-	codeInvalidResumeToken      = 260   // the token does not parse
-	codeChangeStreamFatal       = 280   // cannot resume: token not found
-	codeChangeStreamHistoryLost = 286   // the token fell out of the oplog
 	codeNotReplicaSet           = 40573 // standalone mongod: change streams need a replica set
 	codeUnrecognizedStage       = 40324 // "Unrecognized pipeline stage name"
 )
+
+// transientCodes are the errors a retry with the same token cures: the
+// change-streams spec's resumable errors (source/change-streams/
+// change-streams.md, "Resumable Error", for servers that send no
+// errorLabels) and the interruptions of an election or a shutdown.
+var transientCodes = []int{
+	6,     // HostUnreachable
+	7,     // HostNotFound
+	43,    // CursorNotFound
+	50,    // MaxTimeMSExpired
+	63,    // StaleShardVersion
+	89,    // NetworkTimeout
+	91,    // ShutdownInProgress
+	133,   // FailedToSatisfyReadPreference
+	150,   // StaleEpoch
+	189,   // PrimarySteppedDown
+	202,   // NetworkInterfaceExceededTimeLimit
+	216,   // ElectionInProgress
+	234,   // RetryChangeStream
+	262,   // ExceededTimeLimit
+	9001,  // SocketException
+	10107, // NotWritablePrimary
+	11600, // InterruptedAtShutdown
+	11601, // Interrupted
+	11602, // InterruptedDueToReplStateChange
+	13388, // StaleConfig
+	13435, // NotPrimaryNoSecondaryOk
+	13436, // NotPrimaryOrSecondary
+}
 
 // What the feed does about an error from opening or reading a stream.
 type verdict int
@@ -91,9 +121,16 @@ const (
 	// retry: transient; open again after a pause, resuming after the
 	// saved token.
 	retry verdict = iota
-	// restart: the token is useless; open a new stream from now and
-	// catch up by querying stored_at from the last cursor seen.
+	// restart: anything else the server answered; the token may be what
+	// it refuses (one it cannot parse, one from another collection or
+	// another server, one that fell out of the oplog). Open a new stream
+	// from now and catch up by querying stored_at from the last cursor
+	// seen: a catch-up costs a query, a token retried for ever stalls
+	// the feed.
 	restart
+	// permanent: no retry cures it (a missing privilege, a view, a bad
+	// namespace): say so, stay unhealthy and retry slowly.
+	permanent
 	// unsupported: this server has no change streams; poll instead.
 	unsupported
 )
@@ -101,19 +138,58 @@ const (
 // classify reads a server's answer.
 func classify(err error) verdict {
 	var se mongo.ServerError
-	if !errors.As(err, &se) {
-		return retry
+	if !errors.As(err, &se) || mongo.IsNetworkError(err) || mongo.IsTimeout(err) {
+		return retry // the network, a timeout, no server to select
 	}
 	switch {
 	case se.HasErrorCode(codeNotReplicaSet), se.HasErrorCode(codeNotImplemented),
 		se.HasErrorCode(codeCommandNotFound), se.HasErrorCode(codeCommandNotSupported),
 		se.HasErrorCode(codeUnrecognizedStage):
 		return unsupported
-	case se.HasErrorCode(codeChangeStreamHistoryLost), se.HasErrorCode(codeChangeStreamFatal),
-		se.HasErrorCode(codeInvalidResumeToken):
+	case se.HasErrorCode(codeUnauthorized), se.HasErrorCode(codeCommandNotSupportedView),
+		se.HasErrorCode(codeInvalidNamespace):
+		return permanent
+	case se.HasErrorLabel("NonResumableChangeStreamError"):
 		return restart
+	case se.HasErrorLabel("ResumableChangeStreamError"), se.HasErrorLabel("RetryableWriteError"):
+		return retry
 	}
-	return retry
+	for _, c := range transientCodes {
+		if se.HasErrorCode(c) {
+			return retry
+		}
+	}
+	if !hasCode(se) {
+		return retry // no code to read: nothing says the token is bad
+	}
+	return restart
+}
+
+// hasCode reports whether the server's answer carries an error code.
+func hasCode(se mongo.ServerError) bool {
+	var ce mongo.CommandError
+	if errors.As(se, &ce) {
+		return ce.Code != 0
+	}
+	return true
+}
+
+// permanentPause is how long the feed waits before trying again after
+// an error no retry cures: long enough not to flood the server's log,
+// short enough to notice a granted privilege soon.
+const permanentPause = 30 * time.Second
+
+// explain says what an operator must fix for a permanent error.
+func explain(err error) string {
+	var se mongo.ServerError
+	errors.As(err, &se)
+	switch {
+	case se != nil && se.HasErrorCode(codeUnauthorized):
+		return "the notifier's MongoDB user lacks the changeStream privilege (and find) on the results collection: grant them, e.g. the read role on its database"
+	case se != nil && se.HasErrorCode(codeCommandNotSupportedView):
+		return "the results collection is a view, and change streams cannot watch a view: point the notifier at the collection itself"
+	}
+	return "MongoDB refuses change streams on the results collection's namespace (admin, local, config and system.* cannot be watched): set another database or collection"
 }
 
 // ErrNoChangeStreams means the server cannot watch a collection.
@@ -141,6 +217,9 @@ type streamer struct {
 	token bson.Raw
 	last  position
 	saved bool
+	// tokenAt is when the loaded token was saved: where a catch-up
+	// starts when the token is dropped before anything was delivered.
+	tokenAt time.Time
 	// delivered says completions were delivered since the last save.
 	delivered bool
 }
@@ -157,7 +236,7 @@ func (s *streamer) run(ctx context.Context, sink Sink, from position) error {
 		if err != nil {
 			return err // only ctx ends this
 		}
-		s.token = st.Token
+		s.token, s.tokenAt = st.Token, st.SavedAt
 		s.last, _ = parsePosition(st.Cursor)
 		s.saved = true
 	} else {
@@ -181,9 +260,16 @@ func (s *streamer) run(ctx context.Context, sink Sink, from position) error {
 			switch classify(err) {
 			case unsupported:
 				return fmt.Errorf("%w: %w", ErrNoChangeStreams, err)
+			case permanent:
+				f.healthy.Store(false)
+				f.log.Error("change stream refused: "+explain(err), "err", err, "retry_in", permanentPause.String())
+				if !sleep(ctx, permanentPause) {
+					return nil
+				}
+				continue
 			case restart:
 				if s.token != nil {
-					f.log.Warn("change stream cannot resume: starting a new stream and catching up from the last cursor", "err", err, "cursor", s.last.cursor())
+					f.log.Warn("change stream cannot resume after the saved token: starting a new stream and catching up from the last cursor", "err", err, "cursor", s.last.cursor())
 					s.token, s.saved, catchUp = nil, false, true
 					continue
 				}
@@ -238,8 +324,16 @@ func (s *streamer) run(ctx context.Context, sink Sink, from position) error {
 		case classify(err) == unsupported:
 			return fmt.Errorf("%w: %w", ErrNoChangeStreams, err)
 		case classify(err) == restart:
-			f.log.Warn("change stream history lost: starting a new stream and catching up from the last cursor", "err", err, "cursor", s.last.cursor())
+			// 136 CappedPositionLost, 286, 280 and whatever else is not
+			// transient: the token is no good, start over at once.
+			f.log.Warn("change stream cannot go on after its token: starting a new stream and catching up from the last cursor", "err", err, "cursor", s.last.cursor())
 			s.token, s.saved, catchUp = nil, false, true
+		case classify(err) == permanent:
+			f.healthy.Store(false)
+			f.log.Error("change stream refused: "+explain(err), "err", err, "retry_in", permanentPause.String())
+			if !sleep(ctx, permanentPause) {
+				return nil
+			}
 		default:
 			f.healthy.Store(false)
 			f.log.Warn("change stream failed: resuming after the saved token", "err", err, "failures", failures+1)
@@ -337,18 +431,26 @@ func (s *streamer) deliver(ctx context.Context, rs []job.Result, sink Sink) {
 // catchUp delivers every stored result after the last cursor, for the
 // time no stream was watching.
 func (s *streamer) catchUp(ctx context.Context, sink Sink) error {
-	if s.last.at.IsZero() {
+	since := s.last.at
+	if since.IsZero() {
+		// Nothing was delivered yet, but a token was saved at tokenAt:
+		// everything stored before it was seen then.
+		since = s.tokenAt
+	}
+	if since.IsZero() {
 		return nil // nothing was ever delivered: there is nothing to catch up on
 	}
 	// From the look-back before the last cursor: a result stamped just
 	// before it but committed after it is not skipped; what was
 	// delivered already is dropped by id: all of it while this process
 	// ran, and the last cursor's own after a restart.
-	s.seen.fresh([]job.Result{{ID: s.last.id, StoredAt: s.last.at}})
-	from := position{at: s.last.at.Add(-s.f.lookback)}
+	if !s.last.at.IsZero() {
+		s.seen.fresh([]job.Result{{ID: s.last.id, StoredAt: s.last.at}})
+	}
+	from := position{at: since.Add(-s.f.lookback)}
 	n := 0
 	for {
-		rs, err := s.f.store.After(ctx, from.at, from.id, pageSize)
+		rs, err := s.f.catchUp.After(ctx, from.at, from.id, pageSize)
 		if err != nil {
 			return fmt.Errorf("catch up after %s: %w", from.cursor(), err)
 		}

@@ -28,23 +28,31 @@ type event struct {
 	size         int
 }
 
-// invalidates reports whether e ends a change stream on db.coll.
+// invalidates reports whether e ends a change stream on db.coll: a drop
+// of it, a rename of it or onto it. dropDatabase does not: the drop of
+// each collection it held comes first and ends their streams, and a
+// stream on a collection that never existed goes on (the server's
+// change_stream_filter_helpers.cpp, a collection stream's invalidation
+// filter).
 func (e *event) invalidates(db, coll string) bool {
 	switch e.op {
-	case "drop", "rename":
+	case "drop":
 		return e.db == db && e.coll == coll
-	case "dropDatabase":
-		return e.db == db
+	case "rename":
+		return (e.db == db && e.coll == coll) || (e.toDB == db && e.toColl == coll)
 	}
 	return false
 }
 
 // concerns reports whether e belongs to a stream on db.coll.
 func (e *event) concerns(db, coll string) bool {
-	if e.op == "dropDatabase" {
+	switch e.op {
+	case "dropDatabase":
 		// A collection stream sees its collection's drop, then the
 		// invalidate; MongoDB shows it no dropDatabase event.
 		return false
+	case "rename":
+		return (e.db == db && e.coll == coll) || (e.toDB == db && e.toColl == coll)
 	}
 	return e.db == db && e.coll == coll
 }
@@ -127,6 +135,16 @@ func (l *eventLog) append(evs ...*event) {
 	l.mu.Unlock()
 }
 
+// at returns the event with seq, nil when it is not in the history.
+func (l *eventLog) at(seq uint64) *event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if seq < l.first || seq-l.first >= uint64(len(l.events)) {
+		return nil
+	}
+	return l.events[seq-l.first]
+}
+
 // head is the seq of the newest event (first-1 when there is none).
 func (l *eventLog) head() uint64 {
 	l.mu.Lock()
@@ -195,23 +213,29 @@ func (t token) doc() bson.D {
 	return bson.D{{Key: "_data", Value: "82" + strings.ToUpper(hex.EncodeToString(b[:]))}}
 }
 
-func parseToken(v bson.RawValue) (token, bool) {
-	d, ok := v.DocumentOK()
-	if !ok {
-		return token{}, false
-	}
+// parseToken reads a resume token, or returns MongoDB's answer to one
+// it cannot read (the server's ResumeToken::parse and its KeyString
+// decoding).
+func parseToken(v bson.RawValue) (token, []byte) {
+	d, _ := v.DocumentOK()
 	s, ok := d.Lookup("_data").StringValueOK()
-	if !ok || !strings.HasPrefix(s, "82") {
-		return token{}, false
+	if !ok {
+		return token{}, errorBody(codeBadTokenData, "Location40647", "Bad resume token: _data of missing or of wrong type. Expected string, got "+typeName(d.Lookup("_data").Type))
 	}
-	b, err := hex.DecodeString(s[2:])
-	if err != nil || len(b) != tokLen || b[24] > tokHighWater {
-		return token{}, false
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return token{}, errorBody(codeFailedToParse, "FailedToParse", "resume token string was not a valid hex string")
 	}
+	if len(b) != 1+tokLen || b[0] != 0x82 || b[25] > tokHighWater {
+		// Hex, but not a token devmongo made (or a real server's): it
+		// fails where MongoDB's fails, decoding it as a KeyString.
+		return token{}, errorBody(codeKeyString, "Location50811", "KeyString format error: the resume token is not one this server made")
+	}
+	b = b[1:]
 	return token{
 		ts:    bson.Timestamp{T: binary.BigEndian.Uint32(b[0:]), I: binary.BigEndian.Uint32(b[4:])},
 		epoch: binary.BigEndian.Uint64(b[8:]),
 		seq:   binary.BigEndian.Uint64(b[16:]),
 		kind:  b[24],
-	}, true
+	}, nil
 }

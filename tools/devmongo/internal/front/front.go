@@ -57,6 +57,7 @@ type Front struct {
 	// commit order.
 	writeMu sync.Mutex
 	conns   sync.WaitGroup
+	fails   failPoints
 }
 
 // New returns a Front with cfg's defaults filled in.
@@ -122,6 +123,16 @@ type conn struct {
 	f        *Front
 	client   net.Conn
 	upstream net.Conn
+	// appName is the client's application name from its handshake, for
+	// fail points limited to one application (data.appName).
+	appName string
+}
+
+// noteAppName keeps the application name a handshake announces.
+func (cn *conn) noteAppName(hello bson.Raw) {
+	if s, ok := hello.Lookup("client", "application", "name").StringValueOK(); ok {
+		cn.appName = s
+	}
 }
 
 func (f *Front) serveConn(ctx context.Context, c net.Conn) error {
@@ -148,9 +159,24 @@ func (f *Front) serveConn(ctx context.Context, c net.Conn) error {
 	}
 }
 
-// forward sends m to FerretDB and returns its answers: none when the
-// request says no answer is wanted, several for an exhaust stream.
+// forward sends m to FerretDB and returns its answers for the client:
+// none when the request says no answer is wanted (moreToCome), several
+// for an exhaust stream.
 func (cn *conn) forward(m message) ([]message, error) {
+	rs, err := cn.roundTrip(m)
+	if err != nil || m.flags()&flagMoreToCome != 0 {
+		return nil, err
+	}
+	return rs, nil
+}
+
+// roundTrip sends m to FerretDB and reads its answers. FerretDB 1.24
+// answers every request, moreToCome (w:0) or not (its
+// internal/clientconn/conn.go writes a reply for each message it
+// routes), so that answer is read here too: left unread, it would be
+// taken for the answer to the connection's next request. It is the
+// caller's to drop when the client asked for none.
+func (cn *conn) roundTrip(m message) ([]message, error) {
 	if cn.upstream == nil {
 		u, err := net.DialTimeout("tcp", cn.f.cfg.Upstream, 10*time.Second)
 		if err != nil {
@@ -160,9 +186,6 @@ func (cn *conn) forward(m message) ([]message, error) {
 	}
 	if _, err := cn.upstream.Write(m); err != nil {
 		return nil, fmt.Errorf("write to FerretDB: %w", err)
-	}
-	if m.flags()&flagMoreToCome != 0 {
-		return nil, nil
 	}
 	var out []message
 	for {
@@ -191,8 +214,27 @@ func (cn *conn) handle(ctx context.Context, m message) ([]message, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch name := cmd.name(); strings.ToLower(name) {
+	lower := strings.ToLower(cmd.name())
+	if lower == "configurefailpoint" {
+		return []message{msgReply(m.requestID(), cn.f.fails.configure(cmd))}, nil
+	}
+	id, _ := cmd.body.Lookup(cmd.name()).Int64OK()
+	changeStream := (lower == "aggregate" && isChangeStream(cmd.body)) || (lower == "getmore" && isOurs(id))
+	if body, closeConn, ok := cn.f.fails.trip(lower, cn.appName, changeStream); ok {
+		if lower == "getmore" && isOurs(id) {
+			cn.f.dropCursor(id) // a getMore that fails kills its cursor, as MongoDB's
+		}
+		if closeConn {
+			return nil, errCloseConnection
+		}
+		if m.flags()&flagMoreToCome != 0 {
+			return nil, nil
+		}
+		return []message{msgReply(m.requestID(), body)}, nil
+	}
+	switch name := cmd.name(); lower {
 	case "hello", "ismaster":
+		cn.noteAppName(cmd.body)
 		rs, err := cn.forward(m)
 		if err != nil || len(rs) != 1 {
 			return rs, err
@@ -212,6 +254,10 @@ func (cn *conn) handle(ctx context.Context, m message) ([]message, error) {
 		}
 	case "killcursors":
 		if body, ok := cn.f.killCursors(cmd); ok {
+			return []message{msgReply(m.requestID(), body)}, nil
+		}
+	case "collmod":
+		if body, ok := cn.f.collMod(ctx, cmd); ok {
 			return []message{msgReply(m.requestID(), body)}, nil
 		}
 	case "insert", "update", "delete", "findandmodify", "drop", "renamecollection", "dropdatabase":
@@ -234,6 +280,7 @@ func (cn *conn) handleQuery(m message) ([]message, error) {
 	}
 	switch strings.ToLower(first.Key()) {
 	case "hello", "ismaster":
+		cn.noteAppName(q)
 	default:
 		return rs, nil
 	}
@@ -290,14 +337,30 @@ func (f *Front) patchHello(body bson.Raw) []byte {
 
 // Command errors, as MongoDB answers them.
 func errorBody(code int32, codeName, msg string) []byte {
-	b, _ := bson.Marshal(bson.D{
+	return labelledError(code, codeName, msg)
+}
+
+// labelledError is a command error with errorLabels, as MongoDB 4.4+
+// answers the errors of change streams (labelNonResumable on 280 and
+// 286, which error_codes.yml puts in the NonResumableChangeStreamError
+// category).
+func labelledError(code int32, codeName, msg string, labels ...string) []byte {
+	d := bson.D{
 		{Key: "ok", Value: float64(0)},
 		{Key: "errmsg", Value: msg},
 		{Key: "code", Value: code},
-		{Key: "codeName", Value: codeName},
-	})
+	}
+	if codeName != "" {
+		d = append(d, bson.E{Key: "codeName", Value: codeName})
+	}
+	if len(labels) > 0 {
+		d = append(d, bson.E{Key: "errorLabels", Value: labels})
+	}
+	b, _ := bson.Marshal(d)
 	return b
 }
+
+const labelNonResumable = "NonResumableChangeStreamError"
 
 var replyIDs atomic.Int32
 

@@ -3,6 +3,7 @@ package front
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,15 +12,43 @@ import (
 
 // Error codes of change streams, as MongoDB's.
 const (
-	codeBadValue          = 2
-	codeFailedToParse     = 9
-	codeCursorNotFound    = 43
-	codeInvalidResumeTok  = 260
-	codeHistoryLost       = 286
-	codeUnrecognizedStage = 40324
-	codeNotReplicaSet     = 40573
-	codeTooManyCursors    = 261 // TooManyFilesOpen is MongoDB's; used here for the cursor bound
+	codeBadValue           = 2
+	codeFailedToParse      = 9
+	codeTypeMismatch       = 14
+	codeCursorNotFound     = 43
+	codeNoMatchingDocument = 47
+	codeInvalidNamespace   = 73
+	codeInvalidResumeTok   = 260
+	codeChangeStreamFatal  = 280
+	codeHistoryLost        = 286
+	codeUnknownField       = 40415 // the IDL parser: an unknown field
+	codeUnrecognizedStage  = 40324
+	codeNotReplicaSet      = 40573
+	codeBadTokenData       = 40647 // ResumeToken::parse: _data missing or not a string
+	codeResumeOptions      = 40674 // more than one kind of resume option
+	codeKeyString          = 50811 // KeyString decoding: the hex is no token
+	codeStartAndResume     = 50865 // both startAfter and resumeAfter
+	codeTooManyCursors     = 261   // TooManyFilesOpen is MongoDB's; used here for the cursor bound
 )
+
+// historyLost is 286 as MongoDB answers it.
+func historyLost(msg string) []byte {
+	return labelledError(codeHistoryLost, "ChangeStreamHistoryLost", msg, labelNonResumable)
+}
+
+// watchable refuses the namespaces MongoDB does not watch: the admin,
+// local and config databases and system.* collections (73; the server's
+// DocumentSourceChangeStream::assertIsLegalSpecification).
+func watchable(db, coll string) []byte {
+	switch db {
+	case "admin", "local", "config":
+		return errorBody(codeInvalidNamespace, "InvalidNamespace", fmt.Sprintf("$changeStream may not be opened on the internal %s database", db))
+	}
+	if strings.HasPrefix(coll, "system.") {
+		return errorBody(codeInvalidNamespace, "InvalidNamespace", fmt.Sprintf("$changeStream may not be opened on the internal %s.%s collection", db, coll))
+	}
+	return nil
+}
 
 // ourCursorBit marks the cursor ids of this front's change streams;
 // FerretDB numbers its own cursors from 1 up.
@@ -32,10 +61,57 @@ type csCursor struct {
 	mu       sync.Mutex
 	id       int64
 	db, coll string
-	match    matcher
-	fullDoc  string // default, updateLookup, whenAvailable, required
-	pos      uint64 // seq of the last event this stream has gone past
-	lastUsed time.Time
+	cluster  bool    // allChangesForCluster: every database (db is admin, coll "")
+	stages   []stage // after $changeStream: $match and $project
+	fullDoc  string  // default, updateLookup, whenAvailable, required
+	// fullDocBefore is off, whenAvailable or required: devmongo keeps no
+	// pre-images, so the latter two answer as MongoDB does for a
+	// collection without changeStreamPreAndPostImages.
+	fullDocBefore string
+	pos           uint64 // seq of the last event this stream has gone past
+	// reinvalidate is the event a stream resumed after that invalidates
+	// it (a drop's token): its first getMore gives the invalidate again,
+	// as MongoDB's does.
+	reinvalidate *event
+	lastUsed     time.Time
+}
+
+// sees reports whether e is an event of stream c: one of its
+// collection's; on a database stream, any of the database's, its drops,
+// renames and dropDatabase included; on a cluster stream, any outside
+// admin, config and local.
+func (c *csCursor) sees(e *event) bool {
+	switch {
+	case c.cluster:
+		return e.db != "admin" && e.db != "config" && e.db != "local"
+	case c.coll == "":
+		return e.db == c.db || (e.op == "rename" && e.toDB == c.db)
+	}
+	return e.concerns(c.db, c.coll)
+}
+
+// invalidatedBy reports whether e ends stream c: a collection's drop or
+// rename ends its stream, dropDatabase a database's; nothing ends a
+// cluster stream.
+func (c *csCursor) invalidatedBy(e *event) bool {
+	switch {
+	case c.cluster:
+		return false
+	case c.coll == "":
+		return e.op == "dropDatabase" && e.db == c.db
+	}
+	return e.invalidates(c.db, c.coll)
+}
+
+// ns is the cursor's namespace, as MongoDB names it.
+func (c *csCursor) ns() string {
+	switch {
+	case c.cluster:
+		return "admin.$cmd.aggregate"
+	case c.coll == "":
+		return c.db + ".$cmd.aggregate"
+	}
+	return c.db + "." + c.coll
 }
 
 type cursorTable struct {
@@ -68,13 +144,26 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 		return errorBody(codeNotReplicaSet, "Location40573", "The $changeStream stage is only supported on replica sets")
 	}
 	db, _ := cmd.body.Lookup("$db").StringValueOK()
-	coll, ok := cmd.body.Lookup("aggregate").StringValueOK()
-	if !ok {
-		return errorBody(codeBadValue, "BadValue", "devmongo serves change streams on a collection only, not on a database or the cluster")
-	}
 	stages, _ := cmd.body.Lookup("pipeline").Array().Values()
-	c := &csCursor{db: db, coll: coll, fullDoc: "default", lastUsed: time.Now()}
 	opts := stages[0].Document().Lookup("$changeStream").Document()
+	// aggregate: "coll" watches a collection; aggregate: 1 the database,
+	// or with allChangesForCluster on admin, every database.
+	coll, isColl := cmd.body.Lookup("aggregate").StringValueOK()
+	cluster, _ := opts.Lookup("allChangesForCluster").BooleanOK()
+	switch {
+	case cluster && (isColl || db != "admin"):
+		return errorBody(codeInvalidNamespace, "InvalidNamespace", "A $changeStream with 'allChangesForCluster:true' may only be opened on the 'admin' database, and with no collection name")
+	case !isColl && !cluster:
+		if n, ok := asInt(cmd.body.Lookup("aggregate")); !ok || n != 1 {
+			return errorBody(codeFailedToParse, "FailedToParse", "aggregate must be a collection name or 1")
+		}
+	}
+	if !cluster {
+		if refused := watchable(db, coll); refused != nil {
+			return refused
+		}
+	}
+	c := &csCursor{db: db, coll: coll, cluster: cluster, fullDoc: "default", fullDocBefore: "off", lastUsed: time.Now()}
 	elems, _ := opts.Elements()
 	var resume, startAfter bson.RawValue
 	var startAt *bson.Timestamp
@@ -88,38 +177,47 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 			default:
 				return errorBody(codeBadValue, "BadValue", fmt.Sprintf("unknown fullDocument mode %q", s))
 			}
-		case "resumeAfter":
-			resume = e.Value()
-		case "startAfter":
-			startAfter = e.Value()
+		case "resumeAfter", "startAfter":
+			if e.Value().Type != bson.TypeEmbeddedDocument {
+				return wrongType(e, "object")
+			}
+			if e.Key() == "resumeAfter" {
+				resume = e.Value()
+			} else {
+				startAfter = e.Value()
+			}
 		case "startAtOperationTime":
 			t, i, ok := e.Value().TimestampOK()
 			if !ok {
-				return errorBody(codeFailedToParse, "FailedToParse", "startAtOperationTime must be a timestamp")
+				return wrongType(e, "timestamp")
 			}
 			startAt = &bson.Timestamp{T: t, I: i}
 		case "fullDocumentBeforeChange":
-			if s, _ := e.Value().StringValueOK(); s != "off" {
-				return errorBody(codeBadValue, "BadValue", "devmongo keeps no pre-images: fullDocumentBeforeChange must be off")
+			s, _ := e.Value().StringValueOK()
+			switch s {
+			case "off", "whenAvailable", "required":
+				c.fullDocBefore = s
+			default:
+				return errorBody(codeBadValue, "BadValue", fmt.Sprintf("Enumeration value '%s' for field 'fullDocumentBeforeChange' is not a valid value.", s))
 			}
-		case "allChangesForCluster", "showExpandedEvents":
+		case "allChangesForCluster":
+			// read above
+		case "showExpandedEvents", "showMigrationEvents", "showSystemEvents", "showRawUpdateDescription":
+			// Options MongoDB has: false is what devmongo does anyway.
 			if b, _ := e.Value().BooleanOK(); b {
 				return errorBody(codeBadValue, "BadValue", fmt.Sprintf("devmongo's change streams do not support %s", e.Key()))
 			}
 		default:
-			return errorBody(codeFailedToParse, "FailedToParse", fmt.Sprintf("unrecognized $changeStream option %q", e.Key()))
+			return errorBody(codeUnknownField, "Location40415", fmt.Sprintf("BSON field '$changeStream.%s' is an unknown field.", e.Key()))
 		}
 	}
-	n := 0
-	for _, v := range []bool{resume.Type != 0, startAfter.Type != 0, startAt != nil} {
-		if v {
-			n++
-		}
+	// As DocumentSourceChangeStream::createFromBson checks them.
+	if resume.Type != 0 && startAfter.Type != 0 {
+		return errorBody(codeStartAndResume, "Location50865", "Do not specify both 'startAfter' and 'resumeAfter' in a $changeStream stage.")
 	}
-	if n > 1 {
-		return errorBody(codeBadValue, "BadValue", "only one of resumeAfter, startAfter and startAtOperationTime may be given")
+	if (resume.Type != 0 || startAfter.Type != 0) && startAt != nil {
+		return errorBody(codeResumeOptions, "Location40674", "Only one type of resume option is allowed, but multiple were found.")
 	}
-	var matches []matcher
 	for _, st := range stages[1:] {
 		d, ok := st.DocumentOK()
 		if !ok {
@@ -129,20 +227,30 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 		if err != nil {
 			return errorBody(codeFailedToParse, "FailedToParse", "empty pipeline stage")
 		}
-		if e.Key() != "$match" {
-			return errorBody(codeUnrecognizedStage, "Location40324", fmt.Sprintf("devmongo's change streams support only $match after $changeStream, not %s", e.Key()))
+		arg, ok := e.Value().DocumentOK()
+		switch e.Key() {
+		case "$match":
+			if !ok {
+				return errorBody(codeFailedToParse, "FailedToParse", "the $match filter must be an object")
+			}
+			m, err := compileMatch(arg)
+			if err != nil {
+				return errorBody(codeBadValue, "BadValue", err.Error())
+			}
+			c.stages = append(c.stages, matchStage(m))
+		case "$project":
+			if !ok {
+				return errorBody(codeFailedToParse, "FailedToParse", "$project specification must be an object")
+			}
+			p, err := compileProject(arg)
+			if err != nil {
+				return errorBody(codeBadValue, "BadValue", err.Error())
+			}
+			c.stages = append(c.stages, p)
+		default:
+			return errorBody(codeUnrecognizedStage, "Location40324", fmt.Sprintf("devmongo's change streams support only $match and $project after $changeStream, not %s", e.Key()))
 		}
-		filter, ok := e.Value().DocumentOK()
-		if !ok {
-			return errorBody(codeFailedToParse, "FailedToParse", "the $match filter must be an object")
-		}
-		m, err := compileMatch(filter)
-		if err != nil {
-			return errorBody(codeBadValue, "BadValue", err.Error())
-		}
-		matches = append(matches, m)
 	}
-	c.match = combine("$and", matches)
 
 	switch {
 	case resume.Type != 0 || startAfter.Type != 0:
@@ -150,24 +258,34 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 		if startAfter.Type != 0 {
 			v, after = startAfter, true
 		}
-		tok, ok := parseToken(v)
-		if !ok {
-			return errorBody(codeInvalidResumeTok, "InvalidResumeToken", "the resume token does not parse")
+		tok, refused := parseToken(v)
+		if refused != nil {
+			return refused
 		}
 		if tok.kind == tokInvalidate && !after {
 			return errorBody(codeInvalidResumeTok, "InvalidResumeToken", "cannot resumeAfter an invalidate event: use startAfter")
 		}
 		if tok.epoch != f.log.epoch {
-			return errorBody(codeHistoryLost, "ChangeStreamHistoryLost", "resume point no longer in the history: devmongo restarted since the token was given, and keeps its change history in memory")
+			return historyLost("resume point no longer in the history: devmongo restarted since the token was given, and keeps its change history in memory")
 		}
 		c.pos = tok.seq
 		if _, _, lost := f.log.after(c.pos, 0); lost {
-			return errorBody(codeHistoryLost, "ChangeStreamHistoryLost", "resume point no longer in the history: it fell out of devmongo's bounded change history")
+			return historyLost("resume point no longer in the history: it fell out of devmongo's bounded change history")
+		}
+		e := f.log.at(tok.seq)
+		if tok.kind == tokEvent && e != nil && c.invalidatedBy(e) {
+			c.reinvalidate = e
+		}
+		if tok.kind != tokHighWater && e != nil && !c.sees(e) && !c.invalidatedBy(e) {
+			// The token's event is not one of this stream's: MongoDB does
+			// not find it when it resumes (the server's
+			// DocumentSourceChangeStreamEnsureResumeTokenPresent).
+			return labelledError(codeChangeStreamFatal, "ChangeStreamFatalError", "cannot resume stream; the resume token was not found", labelNonResumable)
 		}
 	case startAt != nil:
 		seq, lost := f.log.seqBefore(*startAt)
 		if lost {
-			return errorBody(codeHistoryLost, "ChangeStreamHistoryLost", "startAtOperationTime is older than devmongo's change history")
+			return historyLost("startAtOperationTime is older than devmongo's change history")
 		}
 		c.pos = seq
 	default:
@@ -189,7 +307,7 @@ func (f *Front) openStream(_ context.Context, cmd command) []byte {
 			{Key: "firstBatch", Value: bson.A{}},
 			{Key: "postBatchResumeToken", Value: token{ts: f.log.now(), epoch: f.log.epoch, seq: c.pos, kind: tokHighWater}.doc()},
 			{Key: "id", Value: c.id},
-			{Key: "ns", Value: db + "." + coll},
+			{Key: "ns", Value: c.ns()},
 		}},
 		{Key: "operationTime", Value: f.log.now()},
 		{Key: "ok", Value: float64(1)},
@@ -229,37 +347,58 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 		lastTok  *token
 		lastSeen *event
 	)
-	for {
+	if e := c.reinvalidate; e != nil {
+		c.reinvalidate = nil
+		inv, t := invalidateDoc(f.log.epoch, e)
+		out, pass, refused := c.apply(inv)
+		if refused != nil {
+			f.dropCursor(id)
+			return refused
+		}
+		if pass {
+			batch = append(batch, out)
+		}
+		lastTok, lastSeen, closed = &t, e, true
+	}
+	for !closed {
 		evs, wake, lost := f.log.after(c.pos, 1000)
 		if lost {
 			f.dropCursor(id)
-			return errorBody(codeHistoryLost, "ChangeStreamHistoryLost", "the stream fell behind devmongo's bounded change history")
+			return historyLost("the stream fell behind devmongo's bounded change history")
 		}
 		for _, e := range evs {
 			c.pos = e.seq
 			lastSeen = e
-			if !e.concerns(c.db, c.coll) && !e.invalidates(c.db, c.coll) {
+			if !c.sees(e) && !c.invalidatedBy(e) {
 				continue
 			}
-			if e.concerns(c.db, c.coll) {
-				doc := f.eventDoc(ctx, c, e)
-				if c.match(doc) {
-					batch = append(batch, doc)
-					bytes += len(doc)
+			if c.sees(e) {
+				doc, refused := f.eventDoc(ctx, c, e)
+				if refused != nil {
+					f.dropCursor(id)
+					return refused
+				}
+				out, pass, refused := c.apply(doc)
+				if refused != nil {
+					f.dropCursor(id)
+					return refused
+				}
+				if pass {
+					batch = append(batch, out)
+					bytes += len(out)
 					t := token{ts: e.ts, epoch: f.log.epoch, seq: e.seq, kind: tokEvent}
 					lastTok = &t
 				}
 			}
-			if e.invalidates(c.db, c.coll) {
-				t := token{ts: e.ts, epoch: f.log.epoch, seq: e.seq, kind: tokInvalidate}
-				inv, _ := bson.Marshal(bson.D{
-					{Key: "_id", Value: t.doc()},
-					{Key: "operationType", Value: "invalidate"},
-					{Key: "clusterTime", Value: e.ts},
-					{Key: "wallTime", Value: bson.NewDateTimeFromTime(e.wall)},
-				})
-				if c.match(inv) {
-					batch = append(batch, bson.Raw(inv))
+			if c.invalidatedBy(e) {
+				inv, t := invalidateDoc(f.log.epoch, e)
+				out, pass, refused := c.apply(inv)
+				if refused != nil {
+					f.dropCursor(id)
+					return refused
+				}
+				if pass {
+					batch = append(batch, out)
 				}
 				lastTok, closed = &t, true
 				break
@@ -310,7 +449,7 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 			{Key: "nextBatch", Value: batch},
 			{Key: "postBatchResumeToken", Value: pbrt.doc()},
 			{Key: "id", Value: cursorID},
-			{Key: "ns", Value: c.db + "." + c.coll},
+			{Key: "ns", Value: c.ns()},
 		}},
 		{Key: "operationTime", Value: f.log.now()},
 		{Key: "ok", Value: float64(1)},
@@ -318,8 +457,41 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 	return b
 }
 
-// eventDoc builds the change event of e for stream c.
-func (f *Front) eventDoc(ctx context.Context, c *csCursor, e *event) bson.Raw {
+// apply passes an event through the stream's stages: what comes out,
+// whether it passes, or MongoDB's error when the stages changed its _id.
+func (c *csCursor) apply(doc bson.Raw) (bson.Raw, bool, []byte) {
+	out, pass := runStages(c.stages, doc)
+	if !pass {
+		return nil, false, nil
+	}
+	if refused := idKept(doc, out); refused != nil {
+		return nil, false, refused
+	}
+	return out, true, nil
+}
+
+// invalidateDoc is the invalidate that follows e, and its token.
+func invalidateDoc(epoch uint64, e *event) (bson.Raw, token) {
+	t := token{ts: e.ts, epoch: epoch, seq: e.seq, kind: tokInvalidate}
+	inv, _ := bson.Marshal(bson.D{
+		{Key: "_id", Value: t.doc()},
+		{Key: "operationType", Value: "invalidate"},
+		{Key: "clusterTime", Value: e.ts},
+		{Key: "wallTime", Value: bson.NewDateTimeFromTime(e.wall)},
+	})
+	return inv, t
+}
+
+// noImage is MongoDB's answer when a stream requires a pre- or
+// post-image that the collection does not keep (the server's
+// document_source_change_stream_add_{pre,post}_image.cpp).
+func noImage(which string, e *event) []byte {
+	return errorBody(codeNoMatchingDocument, "NoMatchingDocument", fmt.Sprintf("Change stream was configured to require a %s-image for all update, delete and replace events, but the %s-image was not found for event: %s %s.%s", which, which, e.op, e.db, e.coll))
+}
+
+// eventDoc builds the change event of e for stream c, or the error that
+// ends the stream.
+func (f *Front) eventDoc(ctx context.Context, c *csCursor, e *event) (bson.Raw, []byte) {
 	d := bson.D{
 		{Key: "_id", Value: token{ts: e.ts, epoch: f.log.epoch, seq: e.seq, kind: tokEvent}.doc()},
 		{Key: "operationType", Value: e.op},
@@ -330,7 +502,8 @@ func (f *Front) eventDoc(ctx context.Context, c *csCursor, e *event) bson.Raw {
 	case "insert", "replace":
 		d = append(d, bson.E{Key: "fullDocument", Value: e.full})
 	case "update":
-		if c.fullDoc == "updateLookup" || c.fullDoc == "whenAvailable" || c.fullDoc == "required" {
+		switch c.fullDoc {
+		case "updateLookup":
 			// As MongoDB's updateLookup: the document as it is when the
 			// event is read, null when it is gone.
 			var cur any
@@ -338,7 +511,18 @@ func (f *Front) eventDoc(ctx context.Context, c *csCursor, e *event) bson.Raw {
 				cur = full
 			}
 			d = append(d, bson.E{Key: "fullDocument", Value: cur})
+		case "whenAvailable":
+			d = append(d, bson.E{Key: "fullDocument", Value: nil}) // no post-image kept
+		case "required":
+			return nil, noImage("post", e)
 		}
+	}
+	switch {
+	case e.op != "update" && e.op != "replace" && e.op != "delete":
+	case c.fullDocBefore == "whenAvailable":
+		d = append(d, bson.E{Key: "fullDocumentBeforeChange", Value: nil}) // no pre-image kept
+	case c.fullDocBefore == "required":
+		return nil, noImage("pre", e)
 	}
 	ns := bson.D{{Key: "db", Value: e.db}}
 	if e.coll != "" {
@@ -355,7 +539,7 @@ func (f *Front) eventDoc(ctx context.Context, c *csCursor, e *event) bson.Raw {
 		d = append(d, bson.E{Key: "updateDescription", Value: e.upd})
 	}
 	b, _ := bson.Marshal(d)
-	return b
+	return b, nil
 }
 
 func (f *Front) lookupByKey(ctx context.Context, e *event) bson.Raw {
@@ -450,6 +634,33 @@ func (f *Front) OpenCursors() int {
 	return len(f.cursors.m)
 }
 
+// wrongType is the IDL parser's answer to an option of the wrong type.
+func wrongType(e bson.RawElement, want string) []byte {
+	return errorBody(codeTypeMismatch, "TypeMismatch", fmt.Sprintf("BSON field '$changeStream.%s' is the wrong type '%s', expected type '%s'", e.Key(), typeName(e.Value().Type), want))
+}
+
+func typeName(t bson.Type) string {
+	switch t {
+	case bson.TypeString:
+		return "string"
+	case bson.TypeEmbeddedDocument:
+		return "object"
+	case bson.TypeArray:
+		return "array"
+	case bson.TypeInt32:
+		return "int"
+	case bson.TypeInt64:
+		return "long"
+	case bson.TypeDouble:
+		return "double"
+	case bson.TypeBoolean:
+		return "bool"
+	case bson.TypeNull:
+		return "null"
+	}
+	return t.String()
+}
+
 func asInt(v bson.RawValue) (int64, bool) {
 	switch v.Type {
 	case bson.TypeInt32:
@@ -460,4 +671,41 @@ func asInt(v bson.RawValue) (int64, bool) {
 		return int64(v.Double()), true
 	}
 	return 0, false
+}
+
+// collMod answers a collMod that only sets changeStreamPreAndPostImages
+// (FerretDB has no collMod): disabled is what every collection here is;
+// enabled is refused, as devmongo keeps no pre- or post-images. ok is
+// false for any other collMod, which FerretDB then answers.
+func (f *Front) collMod(ctx context.Context, cmd command) ([]byte, bool) {
+	elems, _ := cmd.body.Elements()
+	var images bson.RawValue
+	for _, e := range elems {
+		switch e.Key() {
+		case "collMod", "$db", "lsid", "$clusterTime", "writeConcern", "comment", "txnNumber", "$readPreference", "apiVersion", "apiStrict", "apiDeprecationErrors", "maxTimeMS":
+		case "changeStreamPreAndPostImages":
+			images = e.Value()
+		default:
+			return nil, false
+		}
+	}
+	if images.Type == 0 {
+		return nil, false
+	}
+	db, _ := cmd.body.Lookup("$db").StringValueOK()
+	coll, _ := cmd.body.Lookup("collMod").StringValueOK()
+	if f.cfg.Lookup != nil {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		names, err := f.cfg.Lookup.Database(db).ListCollectionNames(ctx, bson.D{{Key: "name", Value: coll}})
+		if err == nil && len(names) == 0 {
+			return errorBody(26, "NamespaceNotFound", fmt.Sprintf("ns does not exist: %s.%s", db, coll)), true
+		}
+	}
+	d, _ := images.DocumentOK()
+	if on, _ := d.Lookup("enabled").BooleanOK(); on {
+		return errorBody(codeBadValue, "BadValue", "devmongo keeps no pre- or post-images: changeStreamPreAndPostImages cannot be enabled"), true
+	}
+	b, _ := bson.Marshal(bson.D{{Key: "ok", Value: float64(1)}})
+	return b, true
 }

@@ -3,6 +3,7 @@ package front
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"strings"
 	"time"
 
@@ -14,11 +15,20 @@ import (
 // write forwards a write command and logs the changes FerretDB
 // acknowledged. Writes that make events hold writeMu from before they
 // are forwarded until their events are logged, so the log is in commit
-// order. An unacknowledged write (w: 0, moreToCome) is forwarded and
-// logs nothing: nothing says it committed.
+// order. An unacknowledged write (w: 0, moreToCome) is logged the same
+// way from FerretDB's answer, which the client does not get: MongoDB's
+// change streams show w:0 writes as any other.
 func (cn *conn) write(ctx context.Context, m message, cmd command) ([]message, error) {
-	if m.flags()&flagMoreToCome != 0 {
-		return cn.forward(m)
+	rs, err := cn.loggedWrite(ctx, m, cmd)
+	if err != nil || m.flags()&flagMoreToCome != 0 {
+		return nil, err
+	}
+	return rs, nil
+}
+
+func (cn *conn) loggedWrite(ctx context.Context, m message, cmd command) ([]message, error) {
+	if stmts := cmd.docs("updates"); strings.EqualFold(cmd.name(), "update") && len(stmts) > 1 {
+		return cn.updateEach(ctx, m, cmd, stmts)
 	}
 	f := cn.f
 	name := cmd.name()
@@ -33,6 +43,7 @@ func (cn *conn) write(ctx context.Context, m message, cmd command) ([]message, e
 		pre     [][]bson.Raw // per update/delete statement: matched documents
 		fam     bson.Raw     // findAndModify: the matched document
 		dropped []string     // dropDatabase: the collections
+		existed bool         // drop: whether the collection existed
 	)
 	switch strings.ToLower(name) {
 	case "update":
@@ -53,9 +64,15 @@ func (cn *conn) write(ctx context.Context, m message, cmd command) ([]message, e
 		if f.cfg.Lookup != nil {
 			dropped, _ = f.cfg.Lookup.Database(db).ListCollectionNames(ctx, bson.D{})
 		}
+	case "renameCollection", "renamecollection":
+		m, cmd = f.withoutDropTarget(ctx, m, cmd)
+	case "drop":
+		// MongoDB logs no drop of a collection that does not exist, so
+		// its streams see no drop and no invalidate.
+		existed = f.cfg.Lookup == nil || f.exists(ctx, db, coll)
 	}
 
-	rs, err := cn.forward(m)
+	rs, err := cn.roundTrip(m)
 	if err != nil || len(rs) != 1 {
 		return rs, err
 	}
@@ -78,7 +95,9 @@ func (cn *conn) write(ctx context.Context, m message, cmd command) ([]message, e
 	case "findandmodify":
 		evs = f.famEvents(ctx, db, coll, cmd, reply, fam)
 	case "drop":
-		evs = []*event{{op: "drop", db: db, coll: coll}}
+		if existed {
+			evs = []*event{{op: "drop", db: db, coll: coll}}
+		}
 	case "renamecollection":
 		from, _ := cmd.body.Lookup(name).StringValueOK()
 		to, _ := cmd.body.Lookup("to").StringValueOK()
@@ -93,6 +112,16 @@ func (cn *conn) write(ctx context.Context, m message, cmd command) ([]message, e
 	}
 	f.log.append(evs...)
 	return rs, nil
+}
+
+// exists reports whether db.coll exists (true when the lookup fails:
+// a drop event too many ends a stream that resumes after it; one too
+// few would leave a stream on a dropped collection running).
+func (f *Front) exists(ctx context.Context, db, coll string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	names, err := f.cfg.Lookup.Database(db).ListCollectionNames(ctx, bson.D{{Key: "name", Value: coll}})
+	return err != nil || len(names) > 0
 }
 
 // find reads the documents filter matches (one, in sort order, unless
@@ -201,7 +230,7 @@ func (f *Front) updateEvents(ctx context.Context, db, coll string, cmd command, 
 			continue
 		}
 		if i < len(pre) {
-			evs = append(evs, f.changed(ctx, db, coll, pre[i], isReplacement(st.Lookup("u")))...)
+			evs = append(evs, f.changed(ctx, db, coll, pre[i], st.Lookup("u"))...)
 		}
 	}
 	return evs
@@ -217,8 +246,9 @@ func isReplacement(u bson.RawValue) bool {
 }
 
 // changed reads the documents of before again and returns an update or
-// replace event for each that changed.
-func (f *Front) changed(ctx context.Context, db, coll string, before []bson.Raw, replace bool) []*event {
+// replace event for each that update u changed.
+func (f *Front) changed(ctx context.Context, db, coll string, before []bson.Raw, u bson.RawValue) []*event {
+	replace := isReplacement(u)
 	if len(before) == 0 {
 		return nil
 	}
@@ -243,13 +273,13 @@ func (f *Front) changed(ctx context.Context, db, coll string, before []bson.Raw,
 			evs = append(evs, &event{op: "replace", db: db, coll: coll, key: key, full: now})
 			continue
 		}
-		evs = append(evs, &event{op: "update", db: db, coll: coll, key: key, upd: describe(old, now)})
+		evs = append(evs, &event{op: "update", db: db, coll: coll, key: key, upd: describeUpdate(u, old, now)})
 	}
 	return evs
 }
 
-// describe is an update's updateDescription, by top-level field: MongoDB
-// names nested paths (a.b) where devmongo names the whole field a.
+// describe is an update's updateDescription by top-level field, for the
+// updates describeUpdate cannot read by paths.
 func describe(old, now bson.Raw) bson.Raw {
 	updated := bson.D{}
 	removed := bson.A{}
@@ -321,7 +351,7 @@ func (f *Front) famEvents(ctx context.Context, db, coll string, cmd command, rep
 	if remove, _ := cmd.body.Lookup("remove").BooleanOK(); remove {
 		return f.deleteEvents(ctx, db, coll, [][]bson.Raw{{pre}})
 	}
-	return f.changed(ctx, db, coll, []bson.Raw{pre}, isReplacement(cmd.body.Lookup("update")))
+	return f.changed(ctx, db, coll, []bson.Raw{pre}, cmd.body.Lookup("update"))
 }
 
 // byKeys reads the documents with the given {_id} keys.
@@ -336,4 +366,156 @@ func (f *Front) byKeys(ctx context.Context, db, coll string, keys []bson.Raw) []
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return readAll(ctx, f.cfg.Lookup.Database(db).Collection(coll), bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+}
+
+// updateEach runs an update command of several statements as one
+// command per statement, as MongoDB applies them (one oplog entry, one
+// event each, a statement matching what the one before it wrote), and
+// answers with the replies merged: n and nModified summed, upserted and
+// writeErrors at their statement's index; an ordered update stops at
+// its first error.
+func (cn *conn) updateEach(ctx context.Context, m message, cmd command, stmts []bson.Raw) ([]message, error) {
+	ordered := true
+	if b, ok := cmd.body.Lookup("ordered").BooleanOK(); ok {
+		ordered = b
+	}
+	var (
+		n, modified    int64
+		upserted, errs bson.A
+		last           bson.Raw
+		wcErr          bson.RawValue
+	)
+	for i, st := range stmts {
+		sub, subCmd := singleStatement(m, cmd, st)
+		rs, err := cn.loggedWrite(ctx, sub, subCmd)
+		if err != nil {
+			return nil, err
+		}
+		if len(rs) != 1 {
+			return rs, nil
+		}
+		reply, err := replyBody(rs[0])
+		if err != nil {
+			return rs, nil
+		}
+		if ok, _ := asInt(reply.Lookup("ok")); ok != 1 {
+			return rs, nil // the command failed whole: its answer is the answer
+		}
+		last = reply
+		x, _ := asInt(reply.Lookup("n"))
+		n += x
+		x, _ = asInt(reply.Lookup("nModified"))
+		modified += x
+		if v := reply.Lookup("writeConcernError"); v.Type != 0 {
+			wcErr = v
+		}
+		failed := false
+		for _, key := range []string{"upserted", "writeErrors"} {
+			arr, ok := reply.Lookup(key).ArrayOK()
+			if !ok {
+				continue
+			}
+			vals, _ := arr.Values()
+			for _, v := range vals {
+				d := reindexed(v.Document(), i)
+				if key == "upserted" {
+					upserted = append(upserted, d)
+				} else {
+					errs = append(errs, d)
+					failed = true
+				}
+			}
+		}
+		if failed && ordered {
+			break
+		}
+	}
+	out := bson.D{{Key: "n", Value: int32(n)}, {Key: "nModified", Value: int32(modified)}}
+	if len(upserted) > 0 {
+		out = append(out, bson.E{Key: "upserted", Value: upserted})
+	}
+	if len(errs) > 0 {
+		out = append(out, bson.E{Key: "writeErrors", Value: errs})
+	}
+	if wcErr.Type != 0 {
+		out = append(out, bson.E{Key: "writeConcernError", Value: wcErr})
+	}
+	elems, _ := last.Elements()
+	for _, e := range elems {
+		switch e.Key() {
+		case "n", "nModified", "upserted", "writeErrors", "writeConcernError":
+		default:
+			out = append(out, bson.E{Key: e.Key(), Value: e.Value()})
+		}
+	}
+	b, _ := bson.Marshal(out)
+	return []message{msgReply(m.requestID(), b)}, nil
+}
+
+// singleStatement is update command cmd (of message m) with st as its
+// only statement.
+func singleStatement(m message, cmd command, st bson.Raw) (message, command) {
+	elems, _ := cmd.body.Elements()
+	d := bson.D{}
+	for _, e := range elems {
+		if e.Key() != "updates" {
+			d = append(d, bson.E{Key: e.Key(), Value: e.Value()})
+		}
+	}
+	d = append(d, bson.E{Key: "updates", Value: bson.A{st}})
+	body, _ := bson.Marshal(d)
+	return withBody(m, body), command{body: body}
+}
+
+// withBody is request m with body instead of its own (and no document
+// sequences).
+func withBody(m message, body []byte) message {
+	out := msgReply(0, body) // an OP_MSG of body
+	binary.LittleEndian.PutUint32(out[4:], uint32(m.requestID()))
+	binary.LittleEndian.PutUint32(out[16:], m.flags()&flagMoreToCome)
+	return out
+}
+
+// withoutDropTarget does a renameCollection's dropTarget itself, which
+// FerretDB 1.24 does not: it drops the target (when the source exists
+// and is another collection) without an event of its own, and returns the command without
+// dropTarget. On MongoDB the target's streams see the rename and an
+// invalidate, as they do here from the rename's event.
+func (f *Front) withoutDropTarget(ctx context.Context, m message, cmd command) (message, command) {
+	drop, _ := cmd.body.Lookup("dropTarget").BooleanOK()
+	if !drop || f.cfg.Lookup == nil {
+		return m, cmd
+	}
+	from, _ := cmd.body.Lookup(cmd.name()).StringValueOK()
+	to, _ := cmd.body.Lookup("to").StringValueOK()
+	fdb, fcoll, _ := strings.Cut(from, ".")
+	if tdb, tcoll, ok := strings.Cut(to, "."); ok && from != to && f.exists(ctx, fdb, fcoll) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		_ = f.cfg.Lookup.Database(tdb).Collection(tcoll).Drop(ctx)
+	}
+	elems, _ := cmd.body.Elements()
+	d := bson.D{}
+	for _, e := range elems {
+		if e.Key() != "dropTarget" {
+			d = append(d, bson.E{Key: e.Key(), Value: e.Value()})
+		}
+	}
+	body, _ := bson.Marshal(d)
+	return withBody(m, body), command{body: body}
+}
+
+// reindexed is an upserted or writeErrors entry of a one-statement
+// reply, at the index of statement i.
+func reindexed(d bson.Raw, i int) bson.D {
+	elems, _ := d.Elements()
+	out := bson.D{}
+	for _, e := range elems {
+		if e.Key() == "index" {
+			out = append(out, bson.E{Key: "index", Value: int32(i)})
+			continue
+		}
+		out = append(out, bson.E{Key: e.Key(), Value: e.Value()})
+	}
+	return out
 }
