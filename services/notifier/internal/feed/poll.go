@@ -139,7 +139,7 @@ func (p *poller) read(ctx context.Context, from position, to time.Time, sink Sin
 		if fresh := p.seen.fresh(rs); len(fresh) > 0 {
 			if late {
 				for _, r := range fresh {
-					p.log.Warn("result became visible later than NOTIFIER_POLL_LOOKBACK after its stored_at stamp: delivered late",
+					p.log.Warn("result became visible later than NOTIFIER_LOOKBACK after its stored_at stamp: delivered late",
 						"job_id", r.ID, "stored_at", r.StoredAt, "lookback", p.lookback)
 				}
 			}
