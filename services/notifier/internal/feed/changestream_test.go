@@ -385,6 +385,8 @@ func (o *recordingOpener) opened() []bson.Raw {
 // names one started with enableTestCommands, on a real replica set, with
 // a client of an application name of its own: the fail points it sets
 // (failCommand with data.appName) fail only its commands.
+var failPointMu sync.Mutex
+
 func eachFailPointServer(t *testing.T, test func(t *testing.T, b bundle, failPoint func(data bson.D, mode any))) {
 	servers := map[string]string{"devmongo": testenv.Setup(t).Mongo.URL, "replicaset": os.Getenv("MONGO_REPLSET_URL")}
 	for name, url := range servers {
@@ -393,6 +395,11 @@ func eachFailPointServer(t *testing.T, test func(t *testing.T, b bundle, failPoi
 				t.Skip("MONGO_REPLSET_URL not set: no MongoDB replica set here")
 			}
 			t.Parallel()
+			// failCommand is one fail point per server: a second test's
+			// configureFailPoint (or its cleanup's "off") would replace
+			// this one's, so these tests take the server one at a time.
+			failPointMu.Lock()
+			t.Cleanup(failPointMu.Unlock)
 			app := "feed-" + testenv.RandomName()
 			client, err := store.Connect(url, app, 5*time.Second)
 			require.NoError(t, err)
