@@ -99,6 +99,7 @@ var contract = []struct {
 	{"CountBetween", testCountBetween},
 	{"Latest", testLatest},
 	{"QuickCount", testQuickCount},
+	{"BeforeAndTotal", testBeforeAndTotal},
 	{"EnsureIndexesAgainAndConcurrently", testEnsureIndexes},
 	{"Ping", testPing},
 }
