@@ -158,8 +158,8 @@ func (h *handler) get(c echo.Context) error {
 	return writeJSON(c, http.StatusOK, r)
 }
 
-// patch kicks a buried or delayed job: {"state":"ready"} is the only
-// change a client may ask for.
+// patch kicks a buried or delayed job, or runs a completed one again as
+// a new job: {"state":"ready"} is the only change a client may ask for.
 func (h *handler) patch(c echo.Context) error {
 	id, err := ParseID(c.Request().URL.Path)
 	if err != nil {
@@ -173,12 +173,12 @@ func (h *handler) patch(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	s, _, err := h.lookup(ctx, id)
+	s, r, err := h.lookup(ctx, id)
 	if err != nil {
 		return err
 	}
 	if s == nil {
-		return errorf(http.StatusConflict, "job %d is completed; only a buried or delayed job can be made ready", id)
+		return h.rerun(c, r) // a completed job runs again under a new id
 	}
 	if s.State != job.StateBuried && s.State != job.StateDelayed {
 		return errorf(http.StatusConflict, "job %d is %s; only a buried or delayed job can be made ready", id, s.State)
@@ -190,7 +190,7 @@ func (h *handler) patch(c echo.Context) error {
 		return h.queueError("kick-job", err)
 	}
 	h.log.Info("job kicked", "job_id", id, "tube", s.Tube, "from", s.State)
-	s, r, err := h.lookup(ctx, id)
+	s, r, err = h.lookup(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -202,7 +202,7 @@ func (h *handler) patch(c echo.Context) error {
 
 func wantReady(body []byte) error {
 	bad := &Error{Status: http.StatusBadRequest, Msg: `the body must be {"state":"ready"}`,
-		Detail: "making a buried or delayed job ready is the only change PATCH makes"}
+		Detail: "it kicks a buried or delayed job, and runs a completed one again"}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	var v struct {
