@@ -82,7 +82,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 
 	handler := api.New(api.Deps{
 		Queue: pool, Enqueuer: f, Results: results, Logger: log, Registry: reg,
-		Admin: queue.NewAdmin(cfg.Beanstalk.Addr(), 2*time.Second), Lister: results,
+		Admin: queue.NewAdmin(cfg.Beanstalk.Addr(), 2*time.Second), Lister: results, Failures: results.Failures(),
 		Config: api.Config{
 			MaxJobSize: cfg.MaxJobSize, DefaultTTR: cfg.DefaultTTR, CORSOrigins: cfg.CORSOrigins,
 			Token: cfg.APIToken, ProtectReads: cfg.ProtectReads,
@@ -172,11 +172,12 @@ func checkJobSize(ctx context.Context, pool *queue.Pool, max int, log *slog.Logg
 }
 
 var (
-	_ api.Enqueuer = (*fence.Fence)(nil)
-	_ api.Results  = (*store.Results)(nil)
-	_ api.Lister   = (*store.Results)(nil)
-	_ api.Admin    = (*queue.Admin)(nil)
-	_ fence.Store  = (*store.Results)(nil)
+	_ api.Enqueuer       = (*fence.Fence)(nil)
+	_ api.Results        = (*store.Results)(nil)
+	_ api.Lister         = (*store.Results)(nil)
+	_ api.Admin          = (*queue.Admin)(nil)
+	_ api.FailureRecords = (*store.Failures)(nil)
+	_ fence.Store        = (*store.Results)(nil)
 )
 
 // drain wraps h so that, once draining is set, every answer closes its

@@ -187,6 +187,7 @@ func (h *handler) patchTube(c echo.Context) error {
 			return h.queueError("kick", err)
 		}
 		h.log.Info("tube kicked", "tube", name, "bound", *ch.Kick, "kicked", n)
+		h.recordKicked(ctx, name, n)
 		return writeJSON(c, http.StatusOK, Kicked{Kicked: n})
 	}
 	if err := h.admin.PauseTube(ctx, name, pause); err != nil {

@@ -216,3 +216,76 @@ func TestOperationsAPIGuards(t *testing.T) {
 	require.Equal(t, 2, statuses[http.StatusTooManyRequests], "then the limit")
 	require.Equal(t, http.StatusOK, do(t, "GET", limited.URL+"/healthz", "").StatusCode, "plain reads are not limited")
 }
+
+// recordFailures buries the tube's ready jobs and writes the failure
+// records a worker would have, with the error text given.
+func recordFailures(t *testing.T, b bundle, state job.FailureState, errText string) []uint64 {
+	t.Helper()
+	c := queue.NewConsumer(b.Beanstalk.Addr(), []string{b.Tube}, 2*time.Second)
+	defer c.Close()
+	var ids []uint64
+	for {
+		r, err := c.Reserve(ctx(t), 0)
+		if err != nil {
+			break
+		}
+		if state == job.FailureBuried {
+			require.NoError(t, c.Bury(ctx(t), r.ID, 0))
+		} else {
+			require.NoError(t, c.Release(ctx(t), r.ID, 0, time.Hour))
+		}
+		require.NoError(t, b.Results.Failures().Record(ctx(t), job.Failure{ID: r.ID, Tube: b.Tube, State: state,
+			Payload: string(r.Body), Error: errText, Attempts: 3, Worker: "w1", FailedAt: time.Now()}))
+		ids = append(ids, r.ID)
+		time.Sleep(2 * time.Millisecond) // distinct failed_at
+	}
+	return ids
+}
+
+// Buried and failed jobs are listed from their failure records, with
+// payload and error; a kick or a delete through the API keeps the
+// records true.
+func TestFailedLists(t *testing.T) {
+	t.Parallel()
+	b := setup(t, options{})
+	for i := range 3 {
+		post(t, b, "tube="+b.Tube, fmt.Sprintf(`{"doomed":%d}`, i))
+	}
+	buried := recordFailures(t, b, job.FailureBuried, "disk on fire near rack 7")
+	require.Len(t, buried, 3)
+	post(t, b, "tube="+b.Tube+"&delay=0", `{"flaky":true}`)
+	failed := recordFailures(t, b, job.FailureRetrying, "try again")
+	require.Len(t, failed, 1)
+
+	list := decode[api.JobList](t, do(t, "GET", b.URL+"/jobs?state=buried&tube="+b.Tube, ""))
+	require.Equal(t, []uint64{buried[2], buried[1], buried[0]}, listedIDs(list), "newest first")
+	require.Equal(t, `{"doomed":2}`, list.Jobs[0].Payload)
+	require.Equal(t, "disk on fire near rack 7", list.Jobs[0].Error)
+	require.Equal(t, job.StateBuried, list.Jobs[0].State)
+	require.Equal(t, 3, list.Jobs[0].Attempts)
+	require.EqualValues(t, 3, *list.Count, "beanstalkd's buried count")
+
+	page := decode[api.JobList](t, do(t, "GET", b.URL+"/jobs?state=buried&tube="+b.Tube+"&limit=2", ""))
+	require.Len(t, page.Jobs, 2)
+	page = decode[api.JobList](t, do(t, "GET", b.URL+"/jobs?state=buried&tube="+b.Tube+"&limit=2&after="+url.QueryEscape(page.Next), ""))
+	require.Equal(t, []uint64{buried[0]}, listedIDs(page))
+
+	list = decode[api.JobList](t, do(t, "GET", b.URL+"/jobs?state=failed&tube="+b.Tube, ""))
+	require.Equal(t, failed, listedIDs(list))
+	require.Equal(t, "try again", list.Jobs[0].Error)
+
+	t.Log("a delete removes the record, a kick marks it")
+	require.Equal(t, http.StatusNoContent, do(t, "DELETE", b.URL+"/"+strconv.FormatUint(buried[0], 10)+"/", "").StatusCode)
+	r := do(t, "PATCH", b.URL+"/"+strconv.FormatUint(buried[1], 10)+"/", `{"state":"ready"}`)
+	require.Equal(t, http.StatusOK, r.StatusCode, "%s", r.Body)
+	list = decode[api.JobList](t, do(t, "GET", b.URL+"/jobs?state=buried&tube="+b.Tube, ""))
+	require.Equal(t, []uint64{buried[2]}, listedIDs(list))
+	_, err := b.Results.Failures().Get(ctx(t), buried[0])
+	require.Error(t, err, "the deleted job's record is gone")
+
+	r = do(t, "PATCH", b.URL+"/tubes/"+b.Tube, `{"kick":100}`)
+	require.JSONEq(t, `{"kicked":1}`, string(r.Body))
+	list = decode[api.JobList](t, do(t, "GET", b.URL+"/jobs?state=buried&tube="+b.Tube, ""))
+	require.Empty(t, list.Jobs, "kicked jobs leave the buried list")
+	requireError(t, do(t, "GET", b.URL+"/jobs?state=buried&after=nonsense", ""), http.StatusBadRequest, "after:")
+}

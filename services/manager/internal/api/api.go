@@ -79,10 +79,11 @@ type Deps struct {
 	// Registry is where the API's metrics go and what /metrics serves;
 	// nil makes a new one.
 	Registry *prometheus.Registry
-	// Admin and Lister serve the operations API (/jobs, /tubes); without
-	// them it answers 501.
-	Admin  Admin
-	Lister Lister
+	// Admin, Lister and Failures serve the operations API (/jobs,
+	// /tubes); without them it answers 501.
+	Admin    Admin
+	Lister   Lister
+	Failures FailureRecords
 }
 
 // backendTimeout bounds every call to beanstalkd or MongoDB.
@@ -101,7 +102,7 @@ func New(d Deps) *echo.Echo {
 	}
 	h := &handler{
 		q: d.Queue, enq: d.Enqueuer, res: d.Results, log: d.Logger, cfg: d.Config,
-		admin: d.Admin, lister: d.Lister,
+		admin: d.Admin, lister: d.Lister, failures: d.Failures,
 		metrics: newMetrics(d.Registry),
 	}
 
@@ -195,14 +196,15 @@ func NewServer(h http.Handler, log *slog.Logger) *http.Server {
 const MaxHeaderBytes = 16 << 10
 
 type handler struct {
-	q       Queue
-	enq     Enqueuer
-	res     Results
-	admin   Admin
-	lister  Lister
-	log     *slog.Logger
-	cfg     Config
-	metrics *metrics
+	q        Queue
+	enq      Enqueuer
+	res      Results
+	admin    Admin
+	lister   Lister
+	failures FailureRecords
+	log      *slog.Logger
+	cfg      Config
+	metrics  *metrics
 }
 
 // allowed is the Allow header for path: every path takes POST (a new

@@ -190,6 +190,7 @@ func (h *handler) patch(c echo.Context) error {
 		return h.queueError("kick-job", err)
 	}
 	h.log.Info("job kicked", "job_id", id, "tube", s.Tube, "from", s.State)
+	h.recordKicked(ctx, s.Tube, 1, id)
 	s, r, err = h.lookup(ctx, id)
 	if err != nil {
 		return err
@@ -244,5 +245,6 @@ func (h *handler) delete(c echo.Context) error {
 		return h.queueError("delete", err)
 	}
 	h.log.Info("job deleted", "job_id", id, "tube", s.Tube, "state", s.State)
+	h.recordDeleted(ctx, id)
 	return c.NoContent(http.StatusNoContent)
 }

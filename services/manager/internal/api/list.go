@@ -12,6 +12,7 @@ import (
 
 	"github.com/jobsys/jobs/pkg/job"
 	"github.com/jobsys/jobs/pkg/queue"
+	"github.com/jobsys/jobs/pkg/store"
 )
 
 // Lister pages through the completed jobs; *store.Results has it.
@@ -212,9 +213,78 @@ func (h *handler) listQueued(c echo.Context, ctx context.Context, q listQuery) e
 	return writeJSON(c, http.StatusOK, out)
 }
 
-// listFailed lists buried and failed (released for a retry) jobs.
+// FailureRecords are the worker's records of failed attempts;
+// *store.Failures has them. The manager lists them and keeps them true
+// when an operator kicks or deletes a job.
+type FailureRecords interface {
+	List(ctx context.Context, q store.FailureQuery) ([]job.Failure, job.Cursor, error)
+	Kicked(ctx context.Context, at time.Time, ids ...uint64) (int, error)
+	KickedInTube(ctx context.Context, at time.Time, tube string, n int) (int, error)
+	Remove(ctx context.Context, id uint64) error
+}
+
+// listFailed lists buried jobs and failed ones (released for a retry)
+// from their failure records, newest first. With a tube, count is how
+// many beanstalkd holds buried (a job buried before records were kept has
+// none).
 func (h *handler) listFailed(c echo.Context, ctx context.Context, q listQuery) error {
-	_ = ctx
-	_ = q
-	return &Error{Status: http.StatusNotImplemented, Msg: "listing " + string(q.state) + " jobs needs the failure records"}
+	if h.failures == nil {
+		return h.needAdmin()
+	}
+	state := job.FailureBuried
+	if q.state == "failed" {
+		state = job.FailureRetrying
+	}
+	fs, next, err := h.failures.List(ctx, store.FailureQuery{State: state, Tube: q.tube, Limit: q.limit, After: job.Cursor(q.after)})
+	if errors.Is(err, store.ErrBadList) {
+		return errorf(http.StatusBadRequest, "after: %s", err.Error())
+	}
+	if err != nil {
+		return h.storeError("list failure records", err)
+	}
+	out := JobList{Jobs: make([]ListedJob, 0, len(fs)), Next: string(next)}
+	for _, f := range fs {
+		out.Jobs = append(out.Jobs, ListedJob{ID: f.ID, Tube: f.Tube, State: job.State(f.State), Payload: f.Payload,
+			Error: f.Error, Attempts: f.Attempts, Worker: f.Worker, UpdatedAt: f.FailedAt})
+	}
+	if q.tube != "" && q.state == job.StateBuried && h.admin != nil {
+		info, err := h.admin.Tube(ctx, q.tube)
+		switch {
+		case errors.Is(err, queue.ErrNotFound):
+			var zero uint64
+			out.Count = &zero
+		case err == nil:
+			out.Count = &info.CurrentJobsBuried
+		default:
+			h.log.Warn("stats-tube for the buried count", "tube", q.tube, "err", err)
+		}
+	}
+	return writeJSON(c, http.StatusOK, out)
+}
+
+// recordKicked marks the failure records of jobs an operator kicked; the
+// kick itself has happened, so a failure here is only logged.
+func (h *handler) recordKicked(ctx context.Context, tube string, n int, ids ...uint64) {
+	if h.failures == nil || (n == 0 && len(ids) == 0) {
+		return
+	}
+	var err error
+	if len(ids) > 0 {
+		_, err = h.failures.Kicked(ctx, time.Now(), ids...)
+	} else {
+		_, err = h.failures.KickedInTube(ctx, time.Now(), tube, n)
+	}
+	if err != nil {
+		h.log.Warn("mark failure records kicked", "tube", tube, "job_ids", ids, "err", err)
+	}
+}
+
+// recordDeleted removes the failure record of a deleted job.
+func (h *handler) recordDeleted(ctx context.Context, id uint64) {
+	if h.failures == nil {
+		return
+	}
+	if err := h.failures.Remove(ctx, id); err != nil {
+		h.log.Warn("remove failure record", "job_id", id, "err", err)
+	}
 }
