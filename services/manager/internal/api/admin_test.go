@@ -136,6 +136,9 @@ func TestCompletedList(t *testing.T) {
 	all := decode[api.JobList](t, do(t, "GET", b.URL+"/jobs/?state=completed", ""))
 	require.Equal(t, []uint64{104, 103, 102, 101, 100}, listedIDs(all))
 	require.EqualValues(t, 5, *all.Total, "the all-time total")
+	newest, err := b.Results.Find(ctx(t), 104)
+	require.NoError(t, err)
+	require.Equal(t, string(job.CursorOf(newest)), all.Newest, "what the total covers")
 }
 
 func listedIDs(l api.JobList) []uint64 {

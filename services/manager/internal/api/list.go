@@ -40,17 +40,22 @@ type ListedJob struct {
 	// UpdatedAt is when the job last changed: completed, or failed.
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	Hash      string    `json:"hash,omitempty"`
+	// DurationMS is a completed job's run time.
+	DurationMS float64 `json:"duration_ms,omitempty"`
 }
 
 // JobList is GET /jobs's answer. Next, when set, is the after= of the
 // following page. Count is how many jobs beanstalkd holds in the state
 // (of the tube, when one is named); Total, for completed, how many
-// results are stored in all.
+// results are stored in all, counted before the page was read: a
+// completion whose cursor is after Newest (the cursor of the newest
+// result then) is not in it.
 type JobList struct {
-	Jobs  []ListedJob `json:"jobs"`
-	Next  string      `json:"next,omitempty"`
-	Count *uint64     `json:"count,omitempty"`
-	Total *int64      `json:"total,omitempty"`
+	Jobs   []ListedJob `json:"jobs"`
+	Next   string      `json:"next,omitempty"`
+	Count  *uint64     `json:"count,omitempty"`
+	Total  *int64      `json:"total,omitempty"`
+	Newest string      `json:"newest,omitempty"`
 }
 
 // listQuery is GET /jobs's query string, checked.
@@ -130,6 +135,16 @@ func (h *handler) listCompleted(c echo.Context, ctx context.Context, q listQuery
 			return errorf(http.StatusBadRequest, "after: %s", err.Error())
 		}
 	}
+	// The total first: a result stored between the two reads is then in
+	// the page (and after Newest) but not in the total, never in both.
+	var total *int64
+	if q.after == "" && q.tube == "" {
+		n, err := h.lister.Total(ctx)
+		if err != nil {
+			return h.storeError("count results", err)
+		}
+		total = &n
+	}
 	rs, err := h.lister.Before(ctx, q.tube, at, id, q.limit+1)
 	if err != nil {
 		return h.storeError("list results", err)
@@ -145,14 +160,12 @@ func (h *handler) listCompleted(c echo.Context, ctx context.Context, q listQuery
 			tube = queue.DefaultTube
 		}
 		out.Jobs = append(out.Jobs, ListedJob{ID: r.ID, Tube: tube, State: job.StateCompleted, Payload: r.Payload,
-			Attempts: r.Attempts, Worker: r.Worker, UpdatedAt: r.CompletedAt, Hash: r.Hash})
+			Attempts: r.Attempts, Worker: r.Worker, UpdatedAt: r.CompletedAt, Hash: r.Hash, DurationMS: r.DurationMS})
 	}
-	if q.after == "" && q.tube == "" {
-		n, err := h.lister.Total(ctx)
-		if err != nil {
-			return h.storeError("count results", err)
-		}
-		out.Total = &n
+	if total != nil && len(rs) > 0 {
+		out.Total, out.Newest = total, string(job.CursorOf(rs[0]))
+	} else if total != nil {
+		out.Total = total
 	}
 	return writeJSON(c, http.StatusOK, out)
 }
