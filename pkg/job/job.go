@@ -50,13 +50,22 @@ type Stats struct {
 	Kicks    uint64 `json:"kicks"`
 }
 
-// Result is a completed job as stored in MongoDB. The first three fields
-// are the original system's document; the rest say who did the work and
-// when. Field order is the JSON order.
+// Result is a completed job as stored in MongoDB (docs/results.md shows
+// the document). _id, hash and payload are the original system's
+// document, and the md5 handler's results keep them; other handlers'
+// results have no hash and carry what the handler returned in Result. The
+// rest say who did the work and when. Field order is the JSON order.
 type Result struct {
-	ID          uint64    `json:"_id" bson:"_id"`
-	Hash        string    `json:"hash" bson:"hash"`
-	Payload     string    `json:"payload" bson:"payload"`
+	ID      uint64 `json:"_id" bson:"_id"`
+	Hash    string `json:"hash,omitempty" bson:"hash,omitempty"`
+	Payload string `json:"payload" bson:"payload"`
+	// Result is what the handler returned, a JSON value (see Value);
+	// absent when it returned nothing.
+	Result Value `json:"result,omitempty" bson:"result,omitempty"`
+	// ResultEncoding is EncodingBase64 when the handler's output was not
+	// UTF-8 text and Result holds it in base64; otherwise absent.
+	ResultEncoding string `json:"result_encoding,omitempty" bson:"result_encoding,omitempty"`
+
 	Tube        string    `json:"tube,omitempty" bson:"tube,omitempty"`
 	Worker      string    `json:"worker,omitempty" bson:"worker,omitempty"`
 	Attempts    int       `json:"attempts,omitempty" bson:"attempts,omitempty"`

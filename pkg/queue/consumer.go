@@ -23,6 +23,11 @@ type Reserved struct {
 	Reserves uint64
 	Priority uint32
 	TTR      time.Duration
+
+	// Releases, Buries and Timeouts, also from stats-job, count the
+	// earlier deliveries that a reserver ended (Reserves also counts
+	// reserves lost with their connection, which nobody ran).
+	Releases, Buries, Timeouts uint64
 }
 
 // Consumer owns one connection that watches a set of tubes. It is not safe
@@ -185,6 +190,7 @@ func (c *Consumer) reserve(ctx context.Context, wait time.Duration, del uint64, 
 		return r, fmt.Errorf("stats-job %d after reserve: %w", r.ID, err)
 	}
 	r.Tube, r.Reserves, r.Priority, r.TTR = s.Tube, s.Reserves, s.Pri, time.Duration(s.TTR)*time.Second
+	r.Releases, r.Buries, r.Timeouts = s.Releases, s.Buries, s.Timeouts
 	return r, nil
 }
 

@@ -32,9 +32,19 @@ type Config struct {
 	MaxAttempts int
 	// WorkDelay is the simulated work time (WORK_DELAY).
 	WorkDelay handler.Delay
-	// Handlers maps a tube to a built-in handler name; other tubes get
-	// "md5" (WORKER_HANDLERS).
+	// Handlers maps a tube to a built-in handler name or to
+	// "exec:/absolute/path" for a program; other tubes get "md5"
+	// (WORKER_HANDLERS).
 	Handlers map[string]string
+	// ExecTimeout bounds one run of a program handler; 0 leaves the
+	// job's TTR as the only bound (WORKER_EXEC_TIMEOUT).
+	ExecTimeout time.Duration
+	// ExecMaxOutput is the most stdout a program handler may write, in
+	// bytes (WORKER_EXEC_MAX_OUTPUT).
+	ExecMaxOutput int
+	// ResultsTTL is how long results and failure records are kept; 0
+	// keeps them forever (RESULTS_TTL).
+	ResultsTTL time.Duration
 
 	// MetricsHost and MetricsPort are where /healthz and /metrics listen;
 	// port 0 picks a free one.
@@ -66,12 +76,22 @@ const (
 	DefaultRetryBase     = time.Second
 	DefaultRetryMax      = 5 * time.Minute
 	DefaultStoreTimeout  = 5 * time.Second
+	MaxExecOutput        = 1 << 30
+	// MinResultsTTL keeps a typo ("60" meant as minutes) from deleting
+	// results as they are written.
+	MinResultsTTL = time.Minute
 )
 
 // Load reads the configuration from getenv and then the .env file in the
 // working directory (the real environment wins). terminal chooses the
-// default log format. The error names every bad variable.
-func Load(getenv config.Getenv, terminal bool) (Config, error) {
+// default log format. defaultTubes, when given, are watched when
+// WORKER_TUBES is unset (a program with its own handlers watches their
+// tubes); otherwise the default tube is. The error names every bad
+// variable.
+func Load(getenv config.Getenv, terminal bool, defaultTubes ...string) (Config, error) {
+	if len(defaultTubes) == 0 {
+		defaultTubes = []string{queue.DefaultTube}
+	}
 	r, shared, err := config.Open(getenv, terminal)
 	if err != nil {
 		return Config{}, err
@@ -79,7 +99,7 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 	c := Config{
 		Service:       shared,
 		Concurrency:   int(r.Int("WORKER_CONCURRENCY", DefaultConcurrency, 1, MaxConcurrency)),
-		Tubes:         r.List("WORKER_TUBES", []string{queue.DefaultTube}),
+		Tubes:         r.List("WORKER_TUBES", defaultTubes),
 		MaxAttempts:   int(r.Int("WORKER_MAX_ATTEMPTS", DefaultMaxAttempts, 1, math.MaxInt32)),
 		MetricsHost:   r.String("", "WORKER_METRICS_HOST"),
 		MetricsPort:   r.Port("WORKER_METRICS_PORT", DefaultMetricsPort),
@@ -88,6 +108,12 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 		RetryMax:      r.Duration("WORKER_RETRY_MAX", DefaultRetryMax, 0),
 		StoreTimeout:  r.Duration("WORKER_STORE_TIMEOUT", DefaultStoreTimeout, 100*time.Millisecond),
 		WorkerID:      r.String(defaultWorkerID(), "WORKER_ID"),
+		ExecTimeout:   r.Duration("WORKER_EXEC_TIMEOUT", 0, 0),
+		ExecMaxOutput: int(r.Int("WORKER_EXEC_MAX_OUTPUT", handler.DefaultMaxOutput, 1, MaxExecOutput)),
+		ResultsTTL:    r.Duration("RESULTS_TTL", 0, 0),
+	}
+	if c.ResultsTTL > 0 && c.ResultsTTL < MinResultsTTL {
+		r.Failf("RESULTS_TTL", "%s is less than %s; 0 keeps results forever", c.ResultsTTL, MinResultsTTL)
 	}
 	for _, t := range c.Tubes {
 		if err := queue.ValidateTube(t); err != nil {
@@ -109,7 +135,8 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 	return c, nil
 }
 
-// readHandlers parses "tube:handler,tube:handler".
+// readHandlers parses "tube:handler,tube:handler", where a handler is a
+// built-in's name or "exec:" and a program's absolute path.
 func readHandlers(r *config.Reader, v string) map[string]string {
 	const key = "WORKER_HANDLERS"
 	m := map[string]string{}
@@ -128,8 +155,13 @@ func readHandlers(r *config.Reader, v string) map[string]string {
 			r.Failf(key, "%q: %v", pair, err)
 			continue
 		}
-		if _, known := handler.Builtin(name); !known {
-			r.Failf(key, "%q: unknown handler %q (known: %s)", pair, name, strings.Join(handler.Names(), ", "))
+		if path, ok := strings.CutPrefix(name, handler.ExecPrefix); ok {
+			if err := handler.CheckProgram(path); err != nil {
+				r.Failf(key, "tube %q: %v", tube, err)
+				continue
+			}
+		} else if _, known := handler.Builtin(name); !known {
+			r.Failf(key, "%q: unknown handler %q (known: %s, or exec:/path/to/program)", pair, name, strings.Join(handler.Names(), ", "))
 			continue
 		}
 		if old, dup := m[tube]; dup && old != name {

@@ -145,3 +145,43 @@ func TestDotEnvIsRead(t *testing.T) {
 	require.Equal(t, 4, c.Concurrency)
 	require.Equal(t, "from-env", c.WorkerID, "the real environment wins over .env")
 }
+
+// An exec handler names a program that exists and can run; anything else
+// stops the worker at start, naming the tube and the path.
+func TestExecHandlers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	prog := dir + "/shout.py"
+	require.NoError(t, os.WriteFile(prog, []byte("#!/bin/sh\n"), 0o755))
+	plain := dir + "/notes.txt"
+	require.NoError(t, os.WriteFile(plain, []byte("x"), 0o644))
+
+	c, err := config.Load(env(map[string]string{
+		"WORKER_HANDLERS":        "shout:exec:" + prog + ",x:md5",
+		"WORKER_EXEC_TIMEOUT":    "90s",
+		"WORKER_EXEC_MAX_OUTPUT": "2048",
+		"RESULTS_TTL":            "168h",
+	}), false)
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"shout": "exec:" + prog, "x": "md5"}, c.Handlers)
+	require.Equal(t, 90*time.Second, c.ExecTimeout)
+	require.Equal(t, 2048, c.ExecMaxOutput)
+	require.Equal(t, 168*time.Hour, c.ResultsTTL)
+
+	for value, want := range map[string]string{
+		"shout:exec:shout.py":               `tube "shout": program "shout.py": the path must be absolute`,
+		"shout:exec:" + dir + "/none":       `tube "shout": program "` + dir + `/none": no such file or directory`,
+		"shout:exec:" + plain:               `tube "shout": program "` + plain + `" is not executable`,
+		"shout:exec:" + dir:                 `tube "shout": program "` + dir + `" is a directory`,
+		"shout:exec:":                       `tube "shout": program "": the path must be absolute`,
+		"shout:exec:" + prog + ",shout:md5": "two handlers",
+	} {
+		_, err := config.Load(env(map[string]string{"WORKER_HANDLERS": value}), false)
+		require.ErrorContains(t, err, "WORKER_HANDLERS: ", value)
+		require.ErrorContains(t, err, want, value)
+	}
+	for key, value := range map[string]string{"RESULTS_TTL": "30s", "WORKER_EXEC_MAX_OUTPUT": "0", "WORKER_EXEC_TIMEOUT": "never"} {
+		_, err := config.Load(env(map[string]string{key: value}), false)
+		require.ErrorContains(t, err, key+": ", value)
+	}
+}

@@ -83,16 +83,47 @@ func TestWithDelayWaitsAndStopsOnCancel(t *testing.T) {
 	require.ErrorIs(t, err, cause)
 }
 
-func TestRegistryPicksByTube(t *testing.T) {
+func TestMuxPicksByTube(t *testing.T) {
 	t.Parallel()
-	r, err := handler.Builtins(map[string]string{"bad": handler.Fail}, handler.Delay{})
+	m := handler.NewMux()
+	fail, err := handler.FromSpec(handler.Fail, handler.Delay{}, handler.ExecOptions{})
 	require.NoError(t, err)
-	_, err = r.For("bad").Handle(context.Background(), handler.Job{Body: []byte(`x`)})
-	require.ErrorIs(t, err, handler.ErrFail)
-	out, err := r.For("anything-else").Handle(context.Background(), handler.Job{Body: []byte(`{"example":"data"}`)})
-	require.NoError(t, err)
-	require.Equal(t, "09ee943c4fa33cd5a355eb7a4e38f7ef", out.Hash)
+	m.Handle("bad", fail)
+	m.HandleFunc("echo", func(_ context.Context, j handler.Job) (handler.Output, error) { return handler.Raw(j.Body), nil })
+	require.Equal(t, []string{"bad", "echo"}, m.Tubes())
 
-	_, err = handler.Builtins(map[string]string{"t": "nope"}, handler.Delay{})
+	_, err = m.For("bad").Handle(context.Background(), handler.Job{Body: []byte(`x`)})
+	require.ErrorIs(t, err, handler.ErrFail)
+	out, err := m.For("echo").Handle(context.Background(), handler.Job{Body: []byte(`{"a": 1}`)})
+	require.NoError(t, err)
+	require.Equal(t, `{"a":1}`, string(out.Result))
+
+	_, err = m.For("other").Handle(context.Background(), handler.Job{Body: []byte(`x`)})
+	require.ErrorIs(t, err, handler.ErrNoHandler, "no default: other tubes fail")
+	m.HandleDefault(handler.Func(func(context.Context, handler.Job) (handler.Output, error) {
+		return handler.Output{Hash: "default"}, nil
+	}))
+	out, err = m.For("other").Handle(context.Background(), handler.Job{})
+	require.NoError(t, err)
+	require.Equal(t, "default", out.Hash)
+
+	c := m.Clone()
+	c.Handle("new", fail)
+	require.False(t, m.Has("new"), "a clone's changes stay in the clone")
+
+	require.PanicsWithValue(t, `tube "bad" has a handler already`, func() { m.Handle("bad", fail) })
+	require.Panics(t, func() { m.Handle("-x", fail) })
+	require.Panics(t, func() { m.Handle("x", nil) })
+
+	_, err = handler.FromSpec("nope", handler.Delay{}, handler.ExecOptions{})
 	require.ErrorContains(t, err, `unknown handler "nope"`)
+}
+
+func TestJSONOutput(t *testing.T) {
+	t.Parallel()
+	out, err := handler.JSON(map[string]string{"reversed": "olleh"})
+	require.NoError(t, err)
+	require.Equal(t, `{"reversed":"olleh"}`, string(out.Result))
+	_, err = handler.JSON(func() {})
+	require.Error(t, err)
 }

@@ -13,6 +13,7 @@ const (
 	ReasonShutdown         = "shutdown"
 	ReasonMaxAttempts      = "max_attempts"
 	ReasonConflict         = "conflict"
+	ReasonSkipRetry        = "skip_retry"
 )
 
 // Metrics are the worker's Prometheus metrics.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,12 +30,20 @@ type ResultStore interface {
 
 var _ ResultStore = (*store.Results)(nil)
 
+// FailureStore keeps the record of each job's last failed attempt.
+type FailureStore interface {
+	Record(ctx context.Context, f job.Failure) error
+	Remove(ctx context.Context, id uint64) error
+}
+
+var _ FailureStore = (*store.Failures)(nil)
+
 // Handlers picks the handler for a tube.
 type Handlers interface {
 	For(tube string) handler.Handler
 }
 
-var _ Handlers = (*handler.Registry)(nil)
+var _ Handlers = (*handler.Mux)(nil)
 
 // Timings of the loop; variables so that they are in one place.
 const (
@@ -80,6 +89,8 @@ type Config struct {
 
 	Handlers Handlers
 	Store    ResultStore
+	// Failures, when set, gets a record of every failed attempt.
+	Failures FailureStore
 	Metrics  *Metrics
 	Logger   *slog.Logger
 }
@@ -238,6 +249,15 @@ type outcome struct {
 	storeErr   error
 }
 
+// attempt is which run of r this is, counting the runs that a worker
+// finished: releases, buries and TTR timeouts before this delivery, plus
+// this one. beanstalkd's reserve count is no measure of that: a reserve
+// whose connection is gone (a worker gave up on a frozen beanstalkd)
+// counts, though nobody ran the job.
+func attempt(r queue.Reserved) int {
+	return int(1 + r.Releases + r.Buries + r.Timeouts)
+}
+
 // process works one reserved job and finishes it: release or bury it, or,
 // once its result is stored, return it for the caller to delete.
 //
@@ -250,7 +270,7 @@ type outcome struct {
 // handler to notice. mu keeps the two apart, and this goroutine takes the
 // connection back under mu when the handler returns.
 func (w *Worker) process(ctx context.Context, c *queue.Consumer, r queue.Reserved, log *slog.Logger) *stored {
-	log = log.With("job_id", r.ID, "tube", r.Tube, "attempt", r.Reserves)
+	log = log.With("job_id", r.ID, "tube", r.Tube, "attempt", attempt(r))
 	w.m.InFlight.Inc()
 	defer w.m.InFlight.Dec()
 	started := time.Now()
@@ -304,21 +324,23 @@ func (w *Worker) work(ctx context.Context, r queue.Reserved, started time.Time) 
 		}
 	}()
 	h := w.cfg.Handlers.For(r.Tube)
-	res, err := h.Handle(ctx, handler.Job{ID: r.ID, Tube: r.Tube, Body: r.Body, Attempt: int(r.Reserves)})
+	res, err := h.Handle(ctx, handler.Job{ID: r.ID, Tube: r.Tube, Body: r.Body, Attempt: attempt(r), TTR: r.TTR})
 	if err != nil {
 		return outcome{handlerErr: err}
 	}
 	completed := time.Now()
 	result := job.Result{
-		ID:          r.ID,
-		Hash:        res.Hash,
-		Payload:     string(r.Body),
-		Tube:        r.Tube,
-		Worker:      w.cfg.WorkerID,
-		Attempts:    int(r.Reserves),
-		StartedAt:   started.UTC().Truncate(time.Millisecond),
-		CompletedAt: completed.UTC().Truncate(time.Millisecond),
-		DurationMS:  float64(completed.Sub(started).Microseconds()) / 1000,
+		ID:             r.ID,
+		Hash:           res.Hash,
+		Payload:        string(r.Body),
+		Result:         res.Result,
+		ResultEncoding: res.ResultEncoding,
+		Tube:           r.Tube,
+		Worker:         w.cfg.WorkerID,
+		Attempts:       attempt(r),
+		StartedAt:      started.UTC().Truncate(time.Millisecond),
+		CompletedAt:    completed.UTC().Truncate(time.Millisecond),
+		DurationMS:     float64(completed.Sub(started).Microseconds()) / 1000,
 	}
 	sctx, cancel := context.WithTimeout(ctx, w.cfg.SaveTimeout)
 	defer cancel()
@@ -337,19 +359,30 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 
 	case o.handlerErr != nil:
 		w.m.Failed.WithLabelValues(r.Tube).Inc()
-		if int(r.Reserves) >= w.cfg.MaxAttempts {
+		if errors.Is(o.handlerErr, handler.ErrSkipRetry) {
+			log.Error("handler failed and asked for no retry; burying job", "err", o.handlerErr)
+			w.recordFailure(log, r, job.FailureBuried, o.handlerErr)
+			w.bury(log, c, r, ReasonSkipRetry)
+			return nil
+		}
+		if attempt(r) >= w.cfg.MaxAttempts {
 			log.Error("handler failed on the last attempt; burying job", "err", o.handlerErr, "max_attempts", w.cfg.MaxAttempts)
+			w.recordFailure(log, r, job.FailureBuried, o.handlerErr)
 			w.bury(log, c, r, ReasonMaxAttempts)
 			return nil
 		}
-		d := w.cfg.Retry.Jittered(int(r.Reserves))
+		d := w.cfg.Retry.Jittered(attempt(r))
 		log.Warn("handler failed; releasing job for a retry", "err", o.handlerErr, "delay", d.String(), "max_attempts", w.cfg.MaxAttempts)
+		w.recordFailure(log, r, job.FailureRetrying, o.handlerErr)
 		w.release(log, c, r, d, ReasonHandlerFailed)
 
 	case o.storeErr == nil, errors.Is(o.storeErr, store.ErrAlreadyStored):
 		w.storeOutage.ok()
 		if o.storeErr != nil {
 			log.Info("result already stored (job redelivered); deleting job")
+		}
+		if attempt(r) > 1 {
+			w.forgetFailure(log, r)
 		}
 		return &stored{r: r, o: o, started: started, log: log}
 
@@ -364,6 +397,7 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 		cancel()
 		log.Error("a different result is stored under this job id (beanstalkd restarted without binlog and reused ids?); "+
 			"never overwriting it: burying job", attrs...)
+		w.recordFailure(log, r, job.FailureBuried, o.storeErr)
 		w.bury(log, c, r, ReasonConflict)
 
 	case shuttingDown:
@@ -382,11 +416,48 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 		// The reserve count grows with every outage retry, so the handler's
 		// backoff would park jobs for up to its maximum once the database
 		// is back; an outage retry waits a few seconds at most instead.
-		d := min(w.cfg.Retry.Jittered(int(r.Reserves)), maxStoreRetryDelay)
+		d := min(w.cfg.Retry.Jittered(attempt(r)), maxStoreRetryDelay)
 		log.Debug("result not stored; releasing job", "err", o.storeErr, "delay", d.String())
 		w.release(log, c, r, d, reason)
 	}
 	return nil
+}
+
+// maxErrorText bounds a failure record's error text.
+const maxErrorText = 8 << 10
+
+// recordFailure writes r's failure record before the job is released or
+// buried. A failed write is logged and the job goes on: the record is
+// what operators read, the job is what must not be lost.
+func (w *Worker) recordFailure(log *slog.Logger, r queue.Reserved, state job.FailureState, cause error) {
+	if w.cfg.Failures == nil {
+		return
+	}
+	text := strings.ToValidUTF8(cause.Error(), "\uFFFD")
+	if len(text) > maxErrorText {
+		text = strings.ToValidUTF8(text[:maxErrorText], "") + "…"
+	}
+	f := job.Failure{ID: r.ID, Tube: r.Tube, State: state, Payload: string(r.Body), Error: text,
+		Attempts: attempt(r), Worker: w.cfg.WorkerID, FailedAt: time.Now()}
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.SaveTimeout)
+	defer cancel()
+	if err := w.cfg.Failures.Record(ctx, f); err != nil {
+		log.Warn("writing the failure record failed", "err", err)
+	}
+}
+
+// forgetFailure removes the failure record of a job that completed after
+// an earlier delivery; a job on its first run has none, so a drain of
+// healthy jobs writes nothing here.
+func (w *Worker) forgetFailure(log *slog.Logger, r queue.Reserved) {
+	if w.cfg.Failures == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.SaveTimeout)
+	defer cancel()
+	if err := w.cfg.Failures.Remove(ctx, r.ID); err != nil {
+		log.Warn("removing the failure record of a completed job failed", "err", err)
+	}
 }
 
 // releaseUnfinished hands back a job cut short by the end of the shutdown

@@ -1,0 +1,172 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// Retention (RESULTS_TTL): results expire ttl after stored_at, failure
+// records ttl after failed_at. On MongoDB each collection has a TTL index
+// (stored_at_ttl, failed_at_ttl) that the server expires by; on FerretDB,
+// which has no TTL monitor, Maintain deletes what has expired every
+// MaintainOptions.Every. A ttl of 0 keeps everything, as the original
+// did, and drops TTL indexes left by an earlier setting. Results without
+// stored_at (written by the original system) never expire.
+
+// ttlIndex is one collection's TTL index.
+type ttlIndex struct {
+	coll  *mongo.Collection
+	field string
+}
+
+func (t ttlIndex) name() string { return t.field + "_ttl" }
+
+func (s *Results) ttlIndexes() []ttlIndex {
+	return []ttlIndex{{s.coll, "stored_at"}, {s.Failures().coll, "failed_at"}}
+}
+
+// ensure makes the index match ttl: created, changed (dropped and made
+// again: FerretDB has no collMod for indexes), or dropped for 0.
+func (t ttlIndex) ensure(ctx context.Context, ttl time.Duration) error {
+	have, err := indexSpecs(ctx, t.coll)
+	if err != nil {
+		return err
+	}
+	secs := int32(ttl / time.Second)
+	if spec, ok := have[t.name()]; ok {
+		if ttl > 0 && spec.ExpireAfterSeconds != nil && *spec.ExpireAfterSeconds == secs {
+			return nil
+		}
+		if err := t.coll.Indexes().DropOne(ctx, t.name()); err != nil {
+			return wrap("drop index "+t.name()+" of "+t.coll.Name(), err)
+		}
+	}
+	if ttl <= 0 {
+		return nil
+	}
+	m := mongo.IndexModel{Keys: bson.D{{Key: t.field, Value: 1}},
+		Options: options.Index().SetName(t.name()).SetExpireAfterSeconds(secs)}
+	if _, err := t.coll.Indexes().CreateOne(ctx, m); err != nil {
+		return wrap("create index "+t.name()+" on "+t.coll.Name(), err)
+	}
+	return nil
+}
+
+// deleteExpired deletes the documents whose field is older than ttl.
+func (t ttlIndex) deleteExpired(ctx context.Context, now time.Time, ttl time.Duration) (int64, error) {
+	cut := now.Add(-ttl).UTC().Truncate(time.Millisecond)
+	res, err := t.coll.DeleteMany(ctx, bson.D{{Key: t.field, Value: bson.D{{Key: "$lt", Value: cut}}}})
+	if err != nil {
+		return 0, wrap("delete expired documents of "+t.coll.Name(), err)
+	}
+	return res.DeletedCount, nil
+}
+
+// MaintainOptions configure Maintain.
+type MaintainOptions struct {
+	// TTL is RESULTS_TTL; 0 keeps everything.
+	TTL time.Duration
+	// Every is how often FerretDB's expired documents are deleted
+	// (default: a tenth of TTL, between 10s and 10m).
+	Every time.Duration
+	// Try bounds each database operation.
+	Try time.Duration
+	Log *slog.Logger
+}
+
+// Maintain creates the failure records' indexes and applies retention,
+// trying again with back-off while the database is unreachable. On
+// MongoDB it returns once the indexes are made; on FerretDB with a TTL it
+// deletes expired documents every o.Every until ctx ends. It returns
+// ctx's error when ctx ends.
+func (s *Results) Maintain(ctx context.Context, o MaintainOptions) error {
+	if o.Every <= 0 {
+		o.Every = min(max(o.TTL/10, 10*time.Second), 10*time.Minute)
+	}
+	prepared := false
+	wait := prepareRetryMin
+	for {
+		err := s.maintainOnce(ctx, o, &prepared)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		next := o.Every
+		switch {
+		case err != nil:
+			o.Log.Warn("results retention failed; trying again later", "err", err, "retry_in", wait.String())
+			next, wait = wait, min(2*wait, prepareRetryMax)
+		case prepared && !s.deletesExpired(ctx, o):
+			return nil
+		default:
+			wait = prepareRetryMin
+		}
+		t := time.NewTimer(next)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// deletesExpired reports whether Maintain deletes expired documents
+// itself: on FerretDB, with a TTL.
+func (s *Results) deletesExpired(ctx context.Context, o MaintainOptions) bool {
+	b, err := s.backend(ctx)
+	return err == nil && o.TTL > 0 && b.server() == FerretDB
+}
+
+func (s *Results) maintainOnce(ctx context.Context, o MaintainOptions, prepared *bool) error {
+	tctx, cancel := context.WithTimeout(ctx, o.Try)
+	defer cancel()
+	b, err := s.backend(tctx)
+	if err != nil {
+		return err
+	}
+	if !*prepared {
+		if err := s.Failures().EnsureIndexes(tctx); err != nil {
+			return err
+		}
+		if b.server() == MongoDB {
+			for _, t := range s.ttlIndexes() {
+				if err := t.ensure(tctx, o.TTL); err != nil {
+					return err
+				}
+			}
+		}
+		*prepared = true
+		o.Log.Info("results retention ready", "ttl", ttlText(o.TTL), "server", string(b.server()))
+	}
+	if !s.deletesExpired(tctx, o) {
+		return nil
+	}
+	return s.DeleteExpired(tctx, time.Now(), o.TTL)
+}
+
+// DeleteExpired deletes the results stored, and the failure records
+// written, more than ttl before now: what a TTL index does on MongoDB.
+func (s *Results) DeleteExpired(ctx context.Context, now time.Time, ttl time.Duration) error {
+	if ttl <= 0 {
+		return nil
+	}
+	for _, t := range s.ttlIndexes() {
+		if _, err := t.deleteExpired(ctx, now, ttl); err != nil {
+			return fmt.Errorf("results retention: %w", err)
+		}
+	}
+	return nil
+}
+
+func ttlText(ttl time.Duration) string {
+	if ttl <= 0 {
+		return "off"
+	}
+	return ttl.String()
+}
