@@ -232,7 +232,8 @@ const recorderJS = `(() => {
       if (seen.at(-1) !== r.dataset.state) seen.push(r.dataset.state);
     }
     for (const k of ['ready', 'delayed', 'reserved', 'buried', 'completed']) {
-      const v = Number(document.querySelector('[data-testid=count-' + k + ']').textContent);
+      // "–" until the first stats frame.
+      const v = Number(document.querySelector('[data-testid=count-' + k + ']').textContent) || 0;
       rec.max[k] = Math.max(rec.max[k] ?? 0, v);
     }
   };
