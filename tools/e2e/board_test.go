@@ -330,7 +330,8 @@ func (b *browser) listen(ev any) {
 		// While the notifier is down the browser reports each failed
 		// connection to /ws (and the board's probe of it).
 		network := en.Source == cdplog.EntrySourceNetwork
-		tolerable = network && (b.expectNetErrors.Load() || strings.Contains(en.Text+" "+en.URL, "/ws"))
+		// So does the board's health check of the manager, through it.
+		tolerable = network && (b.expectNetErrors.Load() || strings.Contains(en.Text+" "+en.URL, "/ws") || strings.Contains(en.URL, "/api/readyz"))
 	default:
 		return
 	}
