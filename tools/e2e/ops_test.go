@@ -184,6 +184,13 @@ func TestBoardOperations(t *testing.T) {
 			br.retype(t, "[data-testid=ops-search]", "#")
 			require.Equal(t, 3, br.eval(t, `[...document.querySelectorAll('[data-testid=ops-row]')].filter((r) => !r.hidden).length`).Int())
 
+			t.Log("search by tube: the list of another tube, and back")
+			br.retype(t, "[data-testid=ops-tube]", "default")
+			br.do(t, "apply", chromedp.Click(chromedp.CSS(`.ops-tools button[type=submit]`)))
+			br.wait(t, "the other tube's list", `location.hash.startsWith('#/jobs?state=buried&tube=default') && document.querySelector('[data-testid=ops-info]')?.textContent.includes('none listed')`, 10*time.Second)
+			br.do(t, "back", chromedp.NavigateBack())
+			br.wait(t, "the three rows again", `document.querySelectorAll('[data-testid=ops-row]').length === 3`, 10*time.Second)
+
 			row := func(id int) string { return fmt.Sprintf(`[data-testid=ops-row][data-job-id="%d"]`, id) }
 			t.Log("Kick")
 			br.do(t, "kick", chromedp.Click(chromedp.CSS(row(ids[0])+` [data-testid=row-kick]`)))

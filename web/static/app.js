@@ -507,7 +507,9 @@ async function main() {
     if (state !== 'down') apiReachable();
   }
   checkHealth();
-  setInterval(checkHealth, HEALTH_MS);
+  // A hidden tab asks nothing; it asks at once when shown again.
+  setInterval(() => document.hidden || checkHealth(), HEALTH_MS);
+  document.addEventListener('visibilitychange', () => document.hidden || checkHealth());
 
   conn.start();
 }
