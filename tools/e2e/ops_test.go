@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
@@ -250,6 +251,7 @@ func TestBoardOperations(t *testing.T) {
 			require.NotContains(t, note, "when a worker completes it", "a buried job waits for a kick, not a worker")
 			require.Contains(t, note, "until it is kicked")
 			require.Equal(t, fmt.Sprint(ids[2]), br.eval(t, `document.querySelector('[data-testid=lookup-id]').value`).String())
+			require.Empty(t, br.axeViolations(t), "axe-core: serious or critical violations with the detail open")
 			br.do(t, "press Escape", chromedp.KeyEvent("\x1b"))
 			br.wait(t, "the detail closes", `document.querySelector('[data-testid=detail]').hidden`, 5*time.Second)
 			require.Empty(t, br.eval(t, `document.querySelector('[data-testid=lookup-id]').value`).String(), "the lookup box forgets the id")
@@ -272,6 +274,20 @@ func TestBoardOperations(t *testing.T) {
 			require.True(t, br.eval(t, `(() => { const s = document.querySelector('.table-scroll'); return s.scrollWidth <= s.clientWidth; })()`).Bool(),
 				"the tubes table fits its card: Buried is not cut off: %s", br.eval(t, `(() => { const s = document.querySelector('.table-scroll'); return JSON.stringify([s.scrollWidth, s.clientWidth, [...document.querySelectorAll('.tubes thead th')].map((th) => th.textContent.trim() + ':' + th.getBoundingClientRect().width)]); })()`).String())
 			require.Empty(t, br.axeViolations(t), "axe-core: serious or critical violations on the board")
+			br.do(t, "the dark theme", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+				_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+					Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}},
+				})
+				return err
+			}), chromedp.Sleep(time.Second)) // the colours' transitions end
+			require.Empty(t, br.axeViolations(t), "axe-core: serious or critical violations on the board, dark")
+			br.do(t, "the list, dark", chromedp.Evaluate[chromedp.Void](`location.hash = '#/jobs?state=buried'`))
+			br.wait(t, "the rows", `document.querySelectorAll('[data-testid=ops-row]').length > 0`, 10*time.Second)
+			require.Empty(t, br.axeViolations(t), "axe-core: serious or critical violations on the list, dark")
+			br.do(t, "back to light", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+				_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{})
+				return err
+			}))
 			br.shootAs(t, "board-ops-"+vp.name+".png")
 		})
 	}
