@@ -241,7 +241,12 @@ func (h *handler) rerun(c echo.Context, r *job.Result) error {
 		tube = queue.DefaultTube
 	}
 	id, err := h.enq.Put(c.Request().Context(), []byte(r.Payload), queue.PutOptions{Tube: tube, TTR: h.cfg.DefaultTTR})
-	if err != nil {
+	switch {
+	case errors.Is(err, queue.ErrDraining):
+		return &Error{Status: http.StatusServiceUnavailable, Msg: "the job queue is draining and takes no new jobs", Detail: "retry shortly"}
+	case errors.Is(err, queue.ErrJobTooBig):
+		return &Error{Status: http.StatusConflict, Msg: fmt.Sprintf("job %d's payload is over beanstalkd's max-job-size now", r.ID)}
+	case err != nil:
 		return h.queueError("put job", err)
 	}
 	h.metrics.enqueued(tube)
