@@ -5,7 +5,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 GO       ?= go
-MODULES  := ./pkg/... ./services/manager/... ./services/worker/... ./services/notifier/... ./web/... ./tools/...
+MODULES  := ./pkg/... ./services/manager/... ./services/worker/... ./services/notifier/... ./web/... ./tools/... ./examples/custom-worker/...
 SERVICES := ./services/manager ./services/worker ./services/notifier
 TOOLS    := ./tools/devmongo ./tools/devstack
 # One package at a time (-p 1): the integration packages each start servers

@@ -55,3 +55,18 @@ type Failure struct {
 func CursorOfFailure(f Failure) Cursor {
 	return NewCursor(f.FailedAt, f.ID)
 }
+
+// Held is GET /N/'s answer for a job beanstalkd still holds: its stats,
+// and from its failure record, when it has one, the payload, the last
+// attempt's error and how many attempts ran.
+type Held struct {
+	Stats
+	Payload  string `json:"payload,omitempty"`
+	Error    string `json:"error,omitempty"`
+	Attempts int    `json:"attempts,omitempty"`
+}
+
+// HeldOf is s with f's payload, error and attempts.
+func HeldOf(s Stats, f Failure) Held {
+	return Held{Stats: s, Payload: f.Payload, Error: f.Error, Attempts: f.Attempts}
+}

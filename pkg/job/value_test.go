@@ -88,3 +88,12 @@ func TestNoValueNoField(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(js), `"result":{"a":[1,2]}`)
 }
+
+// The notifier's completion event carries the handler's result.
+func TestCompletedEventCarriesResult(t *testing.T) {
+	t.Parallel()
+	e := job.Completed(job.Result{ID: 3, Payload: `{"text":"hello"}`, Result: job.Value(`{"upper":"HELLO"}`)})
+	js, err := json.Marshal(e)
+	require.NoError(t, err)
+	require.Contains(t, string(js), `"result":{"_id":3,"payload":"{\"text\":\"hello\"}","result":{"upper":"HELLO"}`)
+}

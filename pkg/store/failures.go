@@ -112,13 +112,22 @@ func indexSpecs(ctx context.Context, coll *mongo.Collection) (map[string]mongo.I
 	return have, nil
 }
 
-// Record writes r as the job's failure record, replacing an older one.
+// Record writes r as the job's failure record, replacing the record of
+// an earlier attempt. A record of a later attempt is kept: the worker
+// writes after handing the job back, so the next attempt's record can
+// come first.
 func (f *Failures) Record(ctx context.Context, r job.Failure) error {
 	if !r.State.Valid() {
 		return fmt.Errorf("record failure of job %d: unknown state %q", r.ID, r.State)
 	}
 	r.FailedAt = r.FailedAt.UTC().Truncate(time.Millisecond)
-	_, err := f.coll.ReplaceOne(ctx, byID(r.ID), r, options.Replace().SetUpsert(true))
+	// Matches no record of a later attempt: the upsert then tries to
+	// insert a second document with the id, and fails.
+	filter := bson.D{{Key: "_id", Value: int64(r.ID)}, {Key: "attempts", Value: bson.D{{Key: "$lte", Value: r.Attempts}}}}
+	_, err := f.coll.ReplaceOne(ctx, filter, r, options.Replace().SetUpsert(true))
+	if mongo.IsDuplicateKeyError(err) {
+		return nil // a later attempt's record is there
+	}
 	if err != nil {
 		return wrap(fmt.Sprintf("record failure of job %d", r.ID), err)
 	}
@@ -252,3 +261,9 @@ func (f *Failures) List(ctx context.Context, q FailureQuery) ([]job.Failure, job
 }
 
 func byID(id uint64) bson.D { return bson.D{{Key: "_id", Value: int64(id)}} }
+
+// FindFailure returns job id's failure record, or ErrNoFailure: the
+// manager's GET /N/ adds it to a held job's stats.
+func (s *Results) FindFailure(ctx context.Context, id uint64) (job.Failure, error) {
+	return s.Failures().Get(ctx, id)
+}

@@ -1,11 +1,15 @@
 package store_test
 
 import (
+	"context"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/jobsys/jobs/pkg/job"
 	"github.com/jobsys/jobs/pkg/store"
@@ -26,6 +30,8 @@ func init() {
 		{"FailureListPages", testFailurePages},
 		{"FailureListLimits", testFailureListLimits},
 		{"FailureIndexes", testFailureIndexes},
+		{"RetentionDeletesExpired", testDeleteExpired},
+		{"RetentionMaintain", testMaintain},
 	}...)
 }
 
@@ -74,6 +80,12 @@ func testFailureRecord(t *testing.T, b bundle) {
 	n, err := f.Collection().CountDocuments(b.ctx, bson.D{})
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n, "one record per job id")
+
+	late := failure(7, "shout", job.FailureRetrying, at)
+	b.record(t, f, late)
+	got, err = f.Get(b.ctx, 7)
+	require.NoError(t, err)
+	require.Equal(t, second, got, "an earlier attempt's record, written late, does not replace a later one")
 
 	require.Error(t, f.Record(b.ctx, failure(8, "t", "exploded", at)), "an unknown state is refused")
 }
@@ -249,3 +261,120 @@ func testFailureIndexes(t *testing.T, b bundle) {
 		require.Len(t, names, 1, "only _id's index: %v", names)
 	}
 }
+
+// insertAged writes a result and a failure record for id as if stored
+// and failed at at.
+func (b bundle) insertAged(t *testing.T, f *store.Failures, id uint64, at time.Time) {
+	t.Helper()
+	r := result(id, `{"aged":1}`, at)
+	r.StoredAt = at
+	_, err := b.s.Collection().InsertOne(b.ctx, r)
+	require.NoError(t, err)
+	b.record(t, f, failure(id, "a", job.FailureBuried, at))
+}
+
+func (b bundle) idsLeft(t *testing.T) (results, failures []uint64) {
+	t.Helper()
+	for _, c := range []struct {
+		coll interface {
+			Find(context.Context, any, ...options.Lister[options.FindOptions]) (*mongo.Cursor, error)
+		}
+		out *[]uint64
+	}{{b.s.Collection(), &results}, {b.s.Failures().Collection(), &failures}} {
+		cur, err := c.coll.Find(b.ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+		require.NoError(t, err)
+		var docs []struct {
+			ID uint64 `bson:"_id"`
+		}
+		require.NoError(t, cur.All(b.ctx, &docs))
+		*c.out = []uint64{}
+		for _, d := range docs {
+			*c.out = append(*c.out, d.ID)
+		}
+	}
+	return results, failures
+}
+
+// DeleteExpired deletes results and failure records older than the TTL,
+// and never a result without stored_at (the original system's).
+func testDeleteExpired(t *testing.T, b bundle) {
+	f := b.failures(t)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	b.insertAged(t, f, 1, now.Add(-2*time.Hour))
+	b.insertAged(t, f, 2, now.Add(-30*time.Minute))
+	_, err := b.s.Collection().InsertOne(b.ctx, bson.D{{Key: "_id", Value: int64(3)}, {Key: "hash", Value: "x"}, {Key: "payload", Value: "{}"}})
+	require.NoError(t, err)
+
+	require.NoError(t, b.s.DeleteExpired(b.ctx, now, 0), "no TTL deletes nothing")
+	results, failures := b.idsLeft(t)
+	require.Equal(t, []uint64{1, 2, 3}, results)
+	require.Equal(t, []uint64{1, 2}, failures)
+
+	require.NoError(t, b.s.DeleteExpired(b.ctx, now, time.Hour))
+	results, failures = b.idsLeft(t)
+	require.Equal(t, []uint64{2, 3}, results)
+	require.Equal(t, []uint64{2}, failures)
+}
+
+// Maintain makes the failure records' indexes and applies RESULTS_TTL:
+// TTL indexes on MongoDB (changed with the setting, dropped when it is
+// off), and on FerretDB, which has none, a periodic delete of what has
+// expired.
+func testMaintain(t *testing.T, b bundle) {
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	server, err := store.NewResults(b.client, b.s.Collection().Database().Name(), "any").Server(b.ctx)
+	require.NoError(t, err)
+	if b.impl == store.MongoDB && server == store.MongoDB {
+		ttls := func() map[string]int32 {
+			out := map[string]int32{}
+			for _, coll := range []*mongo.Collection{b.s.Collection(), b.s.Failures().Collection()} {
+				specs, err := coll.Indexes().ListSpecifications(b.ctx)
+				require.NoError(t, err)
+				for _, s := range specs {
+					if s.ExpireAfterSeconds != nil {
+						out[s.Name] = *s.ExpireAfterSeconds
+					}
+				}
+			}
+			return out
+		}
+		for _, c := range []struct {
+			ttl  time.Duration
+			want map[string]int32
+		}{
+			{time.Hour, map[string]int32{"stored_at_ttl": 3600, "failed_at_ttl": 3600}},
+			{time.Hour, map[string]int32{"stored_at_ttl": 3600, "failed_at_ttl": 3600}},
+			{2 * time.Hour, map[string]int32{"stored_at_ttl": 7200, "failed_at_ttl": 7200}},
+			{0, map[string]int32{}},
+		} {
+			require.NoError(t, b.s.Maintain(b.ctx, store.MaintainOptions{TTL: c.ttl, Try: 5 * time.Second, Log: log}), "returns once done")
+			require.Equal(t, c.want, ttls(), "TTL %s", c.ttl)
+		}
+		return
+	}
+
+	f := b.failures(t)
+	now := time.Now().UTC()
+	b.insertAged(t, f, 1, now.Add(-2*time.Hour))
+	ctx, cancel := context.WithCancel(b.ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- b.s.Maintain(ctx, store.MaintainOptions{TTL: time.Hour, Every: 50 * time.Millisecond, Try: 5 * time.Second, Log: log})
+	}()
+	require.Eventually(t, func() bool {
+		results, failures := b.idsLeft(t)
+		return len(results) == 0 && len(failures) == 0
+	}, 10*time.Second, 20*time.Millisecond, "the expired result and record are deleted")
+	b.insertAged(t, f, 2, now.Add(-2*time.Hour))
+	b.insertAged(t, f, 3, time.Now().UTC())
+	require.Eventually(t, func() bool {
+		results, failures := b.idsLeft(t)
+		return len(results) == 1 && len(failures) == 1 && results[0] == 3 && failures[0] == 3
+	}, 10*time.Second, 20*time.Millisecond, "again, every round; fresh ones stay")
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -14,8 +15,8 @@ import (
 // Retention (RESULTS_TTL): results expire ttl after stored_at, failure
 // records ttl after failed_at. On MongoDB each collection has a TTL index
 // (stored_at_ttl, failed_at_ttl) that the server expires by; on FerretDB,
-// which has no TTL monitor, Maintain deletes what has expired every
-// MaintainOptions.Every. A ttl of 0 keeps everything, as the original
+// which has no TTL indexes (it answers NotImplemented), Maintain deletes
+// what has expired every MaintainOptions.Every. A ttl of 0 keeps everything, as the original
 // did, and drops TTL indexes left by an earlier setting. Results without
 // stored_at (written by the original system) never expire.
 
@@ -89,10 +90,10 @@ func (s *Results) Maintain(ctx context.Context, o MaintainOptions) error {
 	if o.Every <= 0 {
 		o.Every = min(max(o.TTL/10, 10*time.Second), 10*time.Minute)
 	}
-	prepared := false
+	m := &maintainer{s: s, o: o}
 	wait := prepareRetryMin
 	for {
-		err := s.maintainOnce(ctx, o, &prepared)
+		err := m.once(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -101,7 +102,7 @@ func (s *Results) Maintain(ctx context.Context, o MaintainOptions) error {
 		case err != nil:
 			o.Log.Warn("results retention failed; trying again later", "err", err, "retry_in", wait.String())
 			next, wait = wait, min(2*wait, prepareRetryMax)
-		case prepared && !s.deletesExpired(ctx, o):
+		case !m.selfExpire:
 			return nil
 		default:
 			wait = prepareRetryMin
@@ -116,38 +117,56 @@ func (s *Results) Maintain(ctx context.Context, o MaintainOptions) error {
 	}
 }
 
-// deletesExpired reports whether Maintain deletes expired documents
-// itself: on FerretDB, with a TTL.
-func (s *Results) deletesExpired(ctx context.Context, o MaintainOptions) bool {
-	b, err := s.backend(ctx)
-	return err == nil && o.TTL > 0 && b.server() == FerretDB
+// maintainer is one Maintain's state.
+type maintainer struct {
+	s *Results
+	o MaintainOptions
+	// prepared: the indexes are made. selfExpire: expired documents are
+	// deleted here, the server having no TTL indexes.
+	prepared, selfExpire bool
 }
 
-func (s *Results) maintainOnce(ctx context.Context, o MaintainOptions, prepared *bool) error {
-	tctx, cancel := context.WithTimeout(ctx, o.Try)
+// codeNotImplemented is FerretDB's answer to an index option it lacks.
+const codeNotImplemented = 238
+
+func (m *maintainer) once(ctx context.Context) error {
+	tctx, cancel := context.WithTimeout(ctx, m.o.Try)
 	defer cancel()
-	b, err := s.backend(tctx)
-	if err != nil {
-		return err
-	}
-	if !*prepared {
-		if err := s.Failures().EnsureIndexes(tctx); err != nil {
+	if !m.prepared {
+		b, err := m.s.backend(tctx)
+		if err != nil {
 			return err
 		}
+		if err := m.s.Failures().EnsureIndexes(tctx); err != nil {
+			return err
+		}
+		m.selfExpire = m.o.TTL > 0 && b.server() == FerretDB
 		if b.server() == MongoDB {
-			for _, t := range s.ttlIndexes() {
-				if err := t.ensure(tctx, o.TTL); err != nil {
+			for _, t := range m.s.ttlIndexes() {
+				err := t.ensure(tctx, m.o.TTL)
+				if se := mongo.ServerError(nil); errors.As(err, &se) && se.HasErrorCode(codeNotImplemented) {
+					m.selfExpire = true // a server that says MongoDB but has no TTL indexes
+					break
+				}
+				if err != nil {
 					return err
 				}
 			}
 		}
-		*prepared = true
-		o.Log.Info("results retention ready", "ttl", ttlText(o.TTL), "server", string(b.server()))
+		m.prepared = true
+		how := "by TTL indexes"
+		switch {
+		case m.o.TTL <= 0:
+			how = "never"
+		case m.selfExpire:
+			how = "deleted every " + m.o.Every.String()
+		}
+		m.o.Log.Info("results retention ready", "ttl", ttlText(m.o.TTL), "expired", how, "server", string(b.server()))
 	}
-	if !s.deletesExpired(tctx, o) {
+	if !m.selfExpire {
 		return nil
 	}
-	return s.DeleteExpired(tctx, time.Now(), o.TTL)
+	return m.s.DeleteExpired(tctx, time.Now(), m.o.TTL)
 }
 
 // DeleteExpired deletes the results stored, and the failure records

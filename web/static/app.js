@@ -151,7 +151,7 @@ async function main() {
       const result = msg.result && typeof msg.result === 'object' ? { ...msg.result, _id: msg.result._id ?? id } : null;
       ops.onJob(msg);
       if (seen.has(id)) {
-        if (result && !seen.get(id).hash) seen.set(id, result);
+        if (result && seen.get(id).payload === undefined) seen.set(id, result);
         if (result) mine.update(id, 'completed', result);
         return;
       }
@@ -325,7 +325,10 @@ async function main() {
         const doneAt = toDate(j.updated_at)?.getTime();
         // Those that completed after the load come through the replay.
         if (!Number.isSafeInteger(id) || seen.has(id) || doneAt === undefined || local(doneAt) >= LOADED_AT) continue;
-        const r = { _id: id, hash: j.hash, payload: j.payload, tube: j.tube, worker: j.worker, attempts: j.attempts, completed_at: j.updated_at, duration_ms: j.duration_ms };
+        const r = {
+          _id: id, hash: j.hash, payload: j.payload, result: j.result, result_encoding: j.result_encoding,
+          tube: j.tube, worker: j.worker, attempts: j.attempts, completed_at: j.updated_at, duration_ms: j.duration_ms,
+        };
         seen.set(id, r);
         stats.addThroughput(local(doneAt));
         earlier.push(r);
@@ -408,7 +411,7 @@ async function main() {
       const early = states.get(id);
       if (early) mine.update(id, early);
       const done = seen.get(id);
-      if (done) mine.update(id, 'completed', done.hash ? done : undefined);
+      if (done) mine.update(id, 'completed', done.payload !== undefined ? done : undefined);
       toast(`Job #${id} submitted`);
     } catch (err) {
       showSubmitError(`Could not reach the API: ${err.message}. This message goes when the board is back online.`, 'unreachable');
@@ -471,7 +474,7 @@ async function main() {
     else ops.hide();
     if (r.view === 'job') {
       lookupIn.value = String(r.id);
-      if (detail.id !== r.id || detail.el.hidden) detail.show(r.id, { result: seen.get(r.id)?.hash ? seen.get(r.id) : undefined, focus: true });
+      if (detail.id !== r.id || detail.el.hidden) detail.show(r.id, { result: seen.get(r.id)?.payload !== undefined ? seen.get(r.id) : undefined, focus: true });
     } else if (!detail.el.hidden && detail.id !== null) {
       const id = detail.id;
       detail.el.hidden = true;

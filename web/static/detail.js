@@ -117,17 +117,24 @@ export class Detail {
     const copy = h('button', { type: 'button', class: 'btn btn-ghost btn-small', onclick: () => this.copy(r.hash, code) }, 'Copy');
     const code = h('code', { class: 'hash', 'data-testid': 'hash' }, r.hash ?? '');
     const fields = [
-      ['Hash', h('span', { class: 'hash-line' }, code, r.hash ? copy : null)],
+      // md5's results have a hash; other handlers' return a result.
+      r.hash || r.result === undefined ? ['Hash', h('span', { class: 'hash-line' }, code, r.hash ? copy : null)] : null,
       ['Tube', r.tube ? h('span', { class: 'tube-chip' }, r.tube) : '–'],
       ['Worker', r.worker || '–'],
       ['Attempts', r.attempts ?? '–'],
       ['Started', dateTime(r.started_at) || '–'],
       ['Completed', dateTime(r.completed_at) || '–'],
       ['Run time', duration(r.duration_ms)],
+    ].filter(Boolean);
+    const result = r.result === undefined ? [] : [
+      h('h4', {}, r.result_encoding === 'base64' ? 'Result (base64: the output was not text)' : 'Result'),
+      h('pre', { class: 'payload', tabindex: '0', 'aria-label': 'Result', 'data-testid': 'result' },
+        h('code', {}, JSON.stringify(r.result, null, 2))),
     ];
     this.el.replaceChildren(
       this.head(r._id, 'completed'),
       fieldList(fields),
+      ...result,
       h('h4', {}, 'Payload'),
       h('pre', { class: 'payload', tabindex: '0', 'aria-label': 'Payload' }, h('code', {}, prettyPayload(r.payload))),
       this.actions(r._id, 'completed'),

@@ -105,8 +105,10 @@ export class Feed {
     b.setAttribute('aria-label', `Job ${id}, details`);
     tube.textContent = r.tube ?? '';
     const code = hash.firstElementChild;
-    code.textContent = r.hash ?? '';
-    code.title = r.hash ?? '';
+    // A handler other than md5 has a result instead of a hash.
+    const shown = r.hash ?? (r.result === undefined ? '' : JSON.stringify(r.result));
+    code.textContent = shown.length > 64 ? `${shown.slice(0, 63)}…` : shown;
+    code.title = shown;
     worker.textContent = r.worker ?? '';
     worker.title = r.worker ?? '';
     run.textContent = duration(r.duration_ms);

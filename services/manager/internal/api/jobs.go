@@ -153,7 +153,7 @@ func (h *handler) get(c echo.Context) error {
 		return err
 	}
 	if s != nil {
-		return writeJSON(c, http.StatusOK, s)
+		return writeJSON(c, http.StatusOK, h.held(c.Request().Context(), *s))
 	}
 	return writeJSON(c, http.StatusOK, r)
 }

@@ -40,8 +40,11 @@ type ListedJob struct {
 	// UpdatedAt is when the job last changed: completed, or failed.
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	Hash      string    `json:"hash,omitempty"`
-	// DurationMS is a completed job's run time.
-	DurationMS float64 `json:"duration_ms,omitempty"`
+	// DurationMS is a completed job's run time; Result what its handler
+	// returned (as in GET /N/).
+	DurationMS     float64   `json:"duration_ms,omitempty"`
+	Result         job.Value `json:"result,omitempty"`
+	ResultEncoding string    `json:"result_encoding,omitempty"`
 }
 
 // JobList is GET /jobs's answer. Next, when set, is the after= of the
@@ -160,7 +163,8 @@ func (h *handler) listCompleted(c echo.Context, ctx context.Context, q listQuery
 			tube = queue.DefaultTube
 		}
 		out.Jobs = append(out.Jobs, ListedJob{ID: r.ID, Tube: tube, State: job.StateCompleted, Payload: r.Payload,
-			Attempts: r.Attempts, Worker: r.Worker, UpdatedAt: r.CompletedAt, Hash: r.Hash, DurationMS: r.DurationMS})
+			Attempts: r.Attempts, Worker: r.Worker, UpdatedAt: r.CompletedAt, Hash: r.Hash, DurationMS: r.DurationMS,
+			Result: r.Result, ResultEncoding: r.ResultEncoding})
 	}
 	if total != nil && len(rs) > 0 {
 		out.Total, out.Newest = total, string(job.CursorOf(rs[0]))

@@ -173,19 +173,6 @@ func readHandlers(r *config.Reader, v string) map[string]string {
 	return m
 }
 
-// UnwatchedHandlerTubes lists the tubes WORKER_HANDLERS names that
-// WORKER_TUBES does not watch: probably a mistake, worth a warning.
-func (c Config) UnwatchedHandlerTubes() []string {
-	var out []string
-	for t := range c.Handlers {
-		if !slices.Contains(c.Tubes, t) {
-			out = append(out, t)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 func defaultWorkerID() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {

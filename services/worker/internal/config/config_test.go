@@ -73,11 +73,13 @@ func TestValuesAreRead(t *testing.T) {
 	require.Equal(t, "w-1", c.WorkerID)
 	require.Equal(t, 500*time.Millisecond, c.StoreTimeout)
 	require.Equal(t, "text", c.Log.Format)
-	require.Empty(t, c.UnwatchedHandlerTubes())
 
-	c, err = config.Load(env(map[string]string{"WORKER_HANDLERS": "other:fail"}), false)
+	c, err = config.Load(env(nil), false, "reverse", "thumbs")
 	require.NoError(t, err)
-	require.Equal(t, []string{"other"}, c.UnwatchedHandlerTubes())
+	require.Equal(t, []string{"reverse", "thumbs"}, c.Tubes, "a program's own tubes are watched when WORKER_TUBES is unset")
+	c, err = config.Load(env(map[string]string{"WORKER_TUBES": "x"}), false, "reverse")
+	require.NoError(t, err)
+	require.Equal(t, []string{"x"}, c.Tubes)
 }
 
 func TestBadValuesAreNamed(t *testing.T) {

@@ -237,8 +237,15 @@ func (w *Worker) deleted(s *stored, err error) {
 	}
 	w.m.Done.WithLabelValues(s.r.Tube).Inc()
 	w.m.Duration.WithLabelValues(s.r.Tube).Observe(time.Since(s.started).Seconds())
+	if attempt(s.r) > 1 {
+		w.forgetFailure(s.log, s.r)
+	}
 	if s.o.storeErr == nil {
-		s.log.Info("job done", "hash", s.o.result.Hash, "duration_ms", s.o.result.DurationMS)
+		if s.o.result.Hash != "" {
+			s.log.Info("job done", "hash", s.o.result.Hash, "duration_ms", s.o.result.DurationMS)
+		} else {
+			s.log.Info("job done", "duration_ms", s.o.result.DurationMS)
+		}
 	}
 }
 
@@ -361,28 +368,25 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 		w.m.Failed.WithLabelValues(r.Tube).Inc()
 		if errors.Is(o.handlerErr, handler.ErrSkipRetry) {
 			log.Error("handler failed and asked for no retry; burying job", "err", o.handlerErr)
-			w.recordFailure(log, r, job.FailureBuried, o.handlerErr)
 			w.bury(log, c, r, ReasonSkipRetry)
+			w.recordFailure(log, r, job.FailureBuried, o.handlerErr)
 			return nil
 		}
 		if attempt(r) >= w.cfg.MaxAttempts {
 			log.Error("handler failed on the last attempt; burying job", "err", o.handlerErr, "max_attempts", w.cfg.MaxAttempts)
-			w.recordFailure(log, r, job.FailureBuried, o.handlerErr)
 			w.bury(log, c, r, ReasonMaxAttempts)
+			w.recordFailure(log, r, job.FailureBuried, o.handlerErr)
 			return nil
 		}
 		d := w.cfg.Retry.Jittered(attempt(r))
 		log.Warn("handler failed; releasing job for a retry", "err", o.handlerErr, "delay", d.String(), "max_attempts", w.cfg.MaxAttempts)
-		w.recordFailure(log, r, job.FailureRetrying, o.handlerErr)
 		w.release(log, c, r, d, ReasonHandlerFailed)
+		w.recordFailure(log, r, job.FailureRetrying, o.handlerErr)
 
 	case o.storeErr == nil, errors.Is(o.storeErr, store.ErrAlreadyStored):
 		w.storeOutage.ok()
 		if o.storeErr != nil {
 			log.Info("result already stored (job redelivered); deleting job")
-		}
-		if attempt(r) > 1 {
-			w.forgetFailure(log, r)
 		}
 		return &stored{r: r, o: o, started: started, log: log}
 
@@ -397,8 +401,8 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 		cancel()
 		log.Error("a different result is stored under this job id (beanstalkd restarted without binlog and reused ids?); "+
 			"never overwriting it: burying job", attrs...)
-		w.recordFailure(log, r, job.FailureBuried, o.storeErr)
 		w.bury(log, c, r, ReasonConflict)
+		w.recordFailure(log, r, job.FailureBuried, o.storeErr)
 
 	case shuttingDown:
 		w.releaseUnfinished(log, c, r)
@@ -426,9 +430,11 @@ func (w *Worker) finish(ctx context.Context, c *queue.Consumer, r queue.Reserved
 // maxErrorText bounds a failure record's error text.
 const maxErrorText = 8 << 10
 
-// recordFailure writes r's failure record before the job is released or
-// buried. A failed write is logged and the job goes on: the record is
-// what operators read, the job is what must not be lost.
+// recordFailure writes r's failure record once the job is released or
+// buried: never while the worker holds the reservation, which is no
+// longer touched, so a slow MongoDB cannot make it time out. A failed
+// write is logged and the job goes on: the record is what operators
+// read, the job is what must not be lost.
 func (w *Worker) recordFailure(log *slog.Logger, r queue.Reserved, state job.FailureState, cause error) {
 	if w.cfg.Failures == nil {
 		return
@@ -446,9 +452,9 @@ func (w *Worker) recordFailure(log *slog.Logger, r queue.Reserved, state job.Fai
 	}
 }
 
-// forgetFailure removes the failure record of a job that completed after
-// an earlier delivery; a job on its first run has none, so a drain of
-// healthy jobs writes nothing here.
+// forgetFailure removes the failure record of a job that completed, and
+// was deleted, after an earlier delivery; a job on its first run has
+// none, so a drain of healthy jobs writes nothing here.
 func (w *Worker) forgetFailure(log *slog.Logger, r queue.Reserved) {
 	if w.cfg.Failures == nil {
 		return
