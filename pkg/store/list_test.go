@@ -39,3 +39,36 @@ func testBeforeAndTotal(t *testing.T, b bundle) {
 	require.NoError(t, err)
 	require.Equal(t, int64(5), n)
 }
+
+// KickedBefore marks the records a kick moved, and not one that failed
+// again after the kick began. A contract case: see TestContract.
+func testKickedBefore(t *testing.T, b bundle) {
+	f := b.s.Failures()
+	rec := func(id uint64, tube string, at time.Time) {
+		require.NoError(t, f.Record(b.ctx, job.Failure{ID: id, Tube: tube, State: job.FailureBuried, Payload: "p", Error: "e", Attempts: 1, Worker: "w", FailedAt: at}))
+	}
+	kick := base.Add(time.Hour)
+	rec(1, "a", base)
+	rec(2, "a", base.Add(time.Minute))
+	rec(3, "a", kick.Add(time.Second)) // kicked, and buried again since
+	rec(4, "b", base)
+	n, err := f.KickedBefore(b.ctx, kick, kick.Add(2*time.Second), "a", 1)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "the longest buried")
+	state := func(id uint64) job.FailureState {
+		r, err := f.Get(b.ctx, id)
+		require.NoError(t, err)
+		return r.State
+	}
+	require.Equal(t, job.FailureKicked, state(1))
+	require.Equal(t, job.FailureBuried, state(2))
+	n, err = f.KickedBefore(b.ctx, kick, kick.Add(2*time.Second), "a", 100)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, job.FailureBuried, state(3), "failed again after the kick: still buried")
+	require.Equal(t, job.FailureBuried, state(4), "another tube")
+	n, err = f.KickedBefore(b.ctx, kick, kick, "", 0, 3, 4)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "by id: 4 only, 3 failed after")
+	require.Equal(t, job.FailureKicked, state(4))
+}

@@ -100,6 +100,7 @@ var contract = []struct {
 	{"Latest", testLatest},
 	{"QuickCount", testQuickCount},
 	{"BeforeAndTotal", testBeforeAndTotal},
+	{"KickedBefore", testKickedBefore},
 	{"EnsureIndexesAgainAndConcurrently", testEnsureIndexes},
 	{"Ping", testPing},
 }

@@ -137,7 +137,7 @@ export class Detail {
       ...result,
       h('h4', {}, 'Payload'),
       h('pre', { class: 'payload', tabindex: '0', 'aria-label': 'Payload' }, h('code', {}, prettyPayload(r.payload))),
-      this.actions(r._id, 'completed'),
+      this.actions(r._id, 'completed') ?? '',
     );
   }
 
@@ -175,9 +175,9 @@ export class Detail {
         row('Time left', this.leftEl),
         fields.map(([k, v]) => row(k, h('dd', {}, v)))),
       h('p', { class: 'muted small', 'data-testid': 'detail-note' }, NOTE[s.state] ?? ''),
-      s.error ? [h('h4', {}, 'Last error'), h('pre', { class: 'payload ops-error', 'data-testid': 'detail-error' }, s.error)] : null,
-      typeof s.payload === 'string' ? [h('h4', {}, 'Payload'), h('pre', { class: 'payload', tabindex: '0', 'aria-label': 'Payload', 'data-testid': 'detail-payload' }, h('code', {}, prettyPayload(s.payload)))] : null,
-      this.actions(s.id, s.state),
+      ...(s.error ? [h('h4', {}, 'Last error'), h('pre', { class: 'payload ops-error', tabindex: '0', 'aria-label': 'Last error', 'data-testid': 'detail-error' }, s.error)] : []),
+      ...(typeof s.payload === 'string' ? [h('h4', {}, 'Payload'), h('pre', { class: 'payload', tabindex: '0', 'aria-label': 'Payload', 'data-testid': 'detail-payload' }, h('code', {}, prettyPayload(s.payload)))] : []),
+      this.actions(s.id, s.state) ?? '',
     );
     this.tick();
     clearInterval(this.ticker);

@@ -182,12 +182,13 @@ func (h *handler) patchTube(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), backendTimeout)
 	defer cancel()
 	if ch.Kick != nil {
+		before := time.Now()
 		n, err := h.admin.Kick(ctx, name, *ch.Kick)
 		if err != nil {
 			return h.queueError("kick", err)
 		}
 		h.log.Info("tube kicked", "tube", name, "bound", *ch.Kick, "kicked", n)
-		h.recordKicked(ctx, name, n)
+		h.recordKicked(ctx, before, name, n)
 		return writeJSON(c, http.StatusOK, Kicked{Kicked: n})
 	}
 	if err := h.admin.PauseTube(ctx, name, pause); err != nil {

@@ -273,6 +273,10 @@ func TestFailedLists(t *testing.T) {
 	page = decode[api.JobList](t, do(t, "GET", b.URL+"/jobs?state=buried&tube="+b.Tube+"&limit=2&after="+url.QueryEscape(page.Next), ""))
 	require.Equal(t, []uint64{buried[0]}, listedIDs(page))
 
+	held := decode[map[string]any](t, do(t, "GET", b.URL+"/"+strconv.FormatUint(buried[2], 10)+"/", ""))
+	require.Equal(t, "disk on fire near rack 7", held["error"], "GET /N/ of a buried job: %v", held)
+	require.Equal(t, `{"doomed":2}`, held["payload"])
+
 	list = decode[api.JobList](t, do(t, "GET", b.URL+"/jobs?state=failed&tube="+b.Tube, ""))
 	require.Equal(t, failed, listedIDs(list))
 	require.Equal(t, "try again", list.Jobs[0].Error)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -183,6 +184,7 @@ func (h *handler) patch(c echo.Context) error {
 	if s.State != job.StateBuried && s.State != job.StateDelayed {
 		return errorf(http.StatusConflict, "job %d is %s; only a buried or delayed job can be made ready", id, s.State)
 	}
+	before := time.Now()
 	if err := h.q.Kick(ctx, id); err != nil {
 		if errors.Is(err, queue.ErrNotFound) {
 			return errorf(http.StatusConflict, "job %d changed state meanwhile; look at it again", id)
@@ -190,7 +192,7 @@ func (h *handler) patch(c echo.Context) error {
 		return h.queueError("kick-job", err)
 	}
 	h.log.Info("job kicked", "job_id", id, "tube", s.Tube, "from", s.State)
-	h.recordKicked(ctx, s.Tube, 1, id)
+	h.recordKicked(ctx, before, s.Tube, 1, id)
 	s, r, err = h.lookup(ctx, id)
 	if err != nil {
 		return err

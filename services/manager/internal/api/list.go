@@ -235,8 +235,7 @@ func (h *handler) listQueued(c echo.Context, ctx context.Context, q listQuery) e
 // when an operator kicks or deletes a job.
 type FailureRecords interface {
 	List(ctx context.Context, q store.FailureQuery) ([]job.Failure, job.Cursor, error)
-	Kicked(ctx context.Context, at time.Time, ids ...uint64) (int, error)
-	KickedInTube(ctx context.Context, at time.Time, tube string, n int) (int, error)
+	KickedBefore(ctx context.Context, before, at time.Time, tube string, n int, ids ...uint64) (int, error)
 	Remove(ctx context.Context, id uint64) error
 }
 
@@ -279,19 +278,18 @@ func (h *handler) listFailed(c echo.Context, ctx context.Context, q listQuery) e
 	return writeJSON(c, http.StatusOK, out)
 }
 
-// recordKicked marks the failure records of jobs an operator kicked; the
-// kick itself has happened, so a failure here is only logged.
-func (h *handler) recordKicked(ctx context.Context, tube string, n int, ids ...uint64) {
+// recordKicked marks the failure records of jobs an operator kicked,
+// those that failed before the kick began (at before): one kicked and
+// failed again at once keeps its new record. failed_at is the worker's
+// clock and before the manager's: a worker clock ahead by more than the
+// time since the failure leaves a kicked job listed as buried until it
+// completes or fails again. The kick itself has happened, so a failure
+// here is only logged.
+func (h *handler) recordKicked(ctx context.Context, before time.Time, tube string, n int, ids ...uint64) {
 	if h.failures == nil || (n == 0 && len(ids) == 0) {
 		return
 	}
-	var err error
-	if len(ids) > 0 {
-		_, err = h.failures.Kicked(ctx, time.Now(), ids...)
-	} else {
-		_, err = h.failures.KickedInTube(ctx, time.Now(), tube, n)
-	}
-	if err != nil {
+	if _, err := h.failures.KickedBefore(ctx, before, time.Now(), tube, n, ids...); err != nil {
 		h.log.Warn("mark failure records kicked", "tube", tube, "job_ids", ids, "err", err)
 	}
 }
