@@ -127,7 +127,11 @@ func (b *browser) axeViolations(t *testing.T) []string {
 	defer cancel()
 	_, err = chromedp.Run(ctx, chromedp.Evaluate[chromedp.Void]("window.axe ? 1 : ((() => {"+string(src)+"\n})(), 1)"))
 	require.NoError(t, err, "load axe-core")
-	raw, err := chromedp.Run(ctx, chromedp.Evaluate[string](`axe.run(document, { resultTypes: ['violations'] }).then((r) => JSON.stringify(
+	// Colours are checked once the finite animations (a toast fading in)
+	// have ended: mid-fade, any text is low-contrast.
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[string](`Promise.all(document.getAnimations()
+	  .filter((a) => a.effect?.getComputedTiming().iterations !== Infinity).map((a) => a.finished.catch(() => {})))
+	  .then(() => axe.run(document, { resultTypes: ['violations'] })).then((r) => JSON.stringify(
 	  r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
 	    .map((v) => v.impact + ' ' + v.id + ': ' + v.nodes.length + ' × ' + v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(' | '))))`,
 		chromedp.EvalAwaitPromise))

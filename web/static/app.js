@@ -113,7 +113,12 @@ async function main() {
   });
   const ops = new Ops({
     api, toast, confirm: confirmAction,
-    subscribe: (ids) => ids.length && conn.send({ type: 'subscribe', jobs: ids.slice(0, 1000) }),
+    subscribe: (ids) => conn.send({ type: 'subscribe', jobs: ids }),
+    // My jobs watch their own.
+    unsubscribe: (ids) => {
+      const drop = ids.filter((id) => !mine.has(id));
+      if (drop.length) conn.send({ type: 'unsubscribe', jobs: drop });
+    },
   });
   const stats = new Stats({
     onTubes: (names) => $('tube-list').replaceChildren(...names.map((n) => h('option', { value: n }))),

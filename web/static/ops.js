@@ -55,11 +55,19 @@ export function parseRoute(hash) {
 
 /** Ops renders the operations views into the #ops card. */
 export class Ops {
-  constructor({ root = document, api, toast, confirm, subscribe, onOpenJob }) {
+  constructor({ root = document, api, toast, confirm, subscribe, unsubscribe }) {
     this.card = root.getElementById('ops');
     this.heading = root.getElementById('ops-heading');
     this.body = root.getElementById('ops-body');
-    Object.assign(this, { api, toast, confirm, subscribe, onOpenJob });
+    Object.assign(this, { api, toast, confirm, unsubscribe });
+    // The ids this view watches, let go when it closes: the notifier
+    // bounds what one client may watch.
+    this.watched = new Set();
+    this.subscribe = (ids) => {
+      const fresh = ids.filter((id) => !this.watched.has(id));
+      for (const id of fresh) this.watched.add(id);
+      if (fresh.length) subscribe?.(fresh);
+    };
     this.route = null;
     this.ctl = null;
     this.rows = new Map(); // job id -> row element
@@ -72,6 +80,7 @@ export class Ops {
     this.ctl?.abort();
     this.ctl = new AbortController();
     this.route = route;
+    this.release();
     this.rows.clear();
     this.reruns.clear();
     this.card.hidden = false;
@@ -83,9 +92,15 @@ export class Ops {
 
   hide() {
     this.ctl?.abort();
+    this.release();
     this.route = null;
     this.card.hidden = true;
     this.body.replaceChildren();
+  }
+
+  release() {
+    if (this.watched.size) this.unsubscribe?.([...this.watched]);
+    this.watched.clear();
   }
 
   /** reload shows the current view again. */
