@@ -217,6 +217,11 @@ func TestBoardOperations(t *testing.T) {
 			status, _ = api.do("GET", fmt.Sprintf("/%d/", ids[1]), "")
 			require.Equal(t, http.StatusNotFound, status, "the job is deleted")
 
+			t.Log("Refresh lists again")
+			api.waitListed("state=buried&tube="+tube, 2) // the kicked one failed again
+			br.do(t, "refresh", chromedp.Click(chromedp.CSS(`[data-testid=ops-refresh]`)))
+			br.wait(t, "the two rows", `document.querySelectorAll('[data-testid=ops-row]').length === 2`, 10*time.Second)
+
 			t.Log("Kick all, confirmed")
 			br.do(t, "kick all", chromedp.Click(chromedp.CSS(`[data-testid=kick-all]`)))
 			br.wait(t, "the confirmation", `document.getElementById('confirm-dialog').open`, 5*time.Second)

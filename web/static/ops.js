@@ -141,7 +141,8 @@ export class Ops {
       this.applyFilter();
       history.replaceState(null, '', jobsHash(state, tube, this.filter));
     });
-    const actions = h('div', { class: 'ops-tools' });
+    const actions = h('div', { class: 'ops-tools' },
+      h('button', { type: 'button', class: 'btn btn-small', 'data-testid': 'ops-refresh', onclick: () => this.reload() }, 'Refresh'));
     if (tube) {
       actions.append(h('a', { class: 'btn btn-small', href: tubeHash(tube), 'data-testid': 'ops-tube-link' }, `Tube ${tube}: stats, pause`));
       if (state === 'buried' || state === 'delayed') {
