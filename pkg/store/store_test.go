@@ -99,6 +99,8 @@ var contract = []struct {
 	{"CountBetween", testCountBetween},
 	{"Latest", testLatest},
 	{"QuickCount", testQuickCount},
+	{"BeforeAndTotal", testBeforeAndTotal},
+	{"KickedBefore", testKickedBefore},
 	{"EnsureIndexesAgainAndConcurrently", testEnsureIndexes},
 	{"Ping", testPing},
 }

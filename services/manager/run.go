@@ -84,6 +84,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	keys := idem.New(client, cfg.Mongo.DB, idem.Options{Window: cfg.IdempotencyWindow, Logger: log})
 	handler := api.New(api.Deps{
 		Queue: pool, Enqueuer: f, Results: results, Keys: keys, Logger: log, Registry: reg,
+		Admin: queue.NewAdmin(cfg.Beanstalk.Addr(), 2*time.Second), Lister: results, Failures: results.Failures(),
 		Config: api.Config{
 			MaxJobSize: cfg.MaxJobSize, DefaultTTR: cfg.DefaultTTR, CORSOrigins: cfg.CORSOrigins,
 			Token: cfg.APIToken, ProtectReads: cfg.ProtectReads,
@@ -174,10 +175,13 @@ func checkJobSize(ctx context.Context, pool *queue.Pool, max int, log *slog.Logg
 }
 
 var (
-	_ api.Enqueuer = (*fence.Fence)(nil)
-	_ api.Results  = (*store.Results)(nil)
-	_ api.Keys     = (*idem.Keys)(nil)
-	_ fence.Store  = (*store.Results)(nil)
+	_ api.Enqueuer       = (*fence.Fence)(nil)
+	_ api.Results        = (*store.Results)(nil)
+	_ api.Keys           = (*idem.Keys)(nil)
+	_ api.Lister         = (*store.Results)(nil)
+	_ api.Admin          = (*queue.Admin)(nil)
+	_ api.FailureRecords = (*store.Failures)(nil)
+	_ fence.Store        = (*store.Results)(nil)
 )
 
 // drain wraps h so that, once draining is set, every answer closes its

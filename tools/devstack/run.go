@@ -168,7 +168,7 @@ func run(ctx context.Context, getenv func(string) string, out io.Writer) error {
 	}
 
 	fmt.Fprintf(out, `
-  The stack is up. Ctrl-C stops it.
+  The stack is up. Ctrl-C stops it; a part that exits is restarted.
 
   Job board     %[2]s/
   API           %[1]s/
@@ -182,14 +182,10 @@ func run(ctx context.Context, getenv func(string) string, out io.Writer) error {
 
 `, managerURL, notifierURL, beanstalkAddr, s.mongoURL, shown(s.dataDir))
 
-	select {
-	case <-ctx.Done():
-		st.logf("stopping")
-		return nil
-	case <-st.g.Exited():
-		p := st.g.FirstExit()
-		return fmt.Errorf("%s exited (code %d); stopping the rest", p.Name(), p.ExitCode())
-	}
+	// A part that exits is started again with back-off; Ctrl-C stops all.
+	st.supervise(ctx, st.g.Procs())
+	st.logf("stopping")
+	return nil
 }
 
 // shown is dir as a person types it: relative ones start with "./".

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,6 +70,26 @@ func TestRunStartsServesAndStopsTheStack(t *testing.T) {
 	}, time.Minute, 100*time.Millisecond, "a worker of the stack completes the job; output:\n%s", out.String())
 	require.Regexp(t, `(?m)^worker-1 +\| `, out.String(), "children's lines carry their names")
 
+	t.Log("a service that dies is restarted, on the same port; the rest stays up")
+	pid := childNamed(t, "manager")
+	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "manager exited (code -1); restarting it in 1s") },
+		30*time.Second, 50*time.Millisecond, "output:\n%s", out.String())
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(managerURL + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, time.Minute, 100*time.Millisecond, "the manager answers again; output:\n%s", out.String())
+	require.NotEqual(t, pid, childNamed(t, "manager"), "a new process")
+	select {
+	case err := <-done:
+		t.Fatalf("devstack stopped when one service died: %v\n%s", err, out.String())
+	default:
+	}
+
 	cancel()
 	select {
 	case err := <-done:
@@ -78,6 +100,32 @@ func TestRunStartsServesAndStopsTheStack(t *testing.T) {
 	require.Contains(t, out.String(), "stopping")
 	_, err = http.Get(managerURL + "/healthz")
 	require.Error(t, err, "the manager is gone once run returns")
+}
+
+// childNamed returns the pid of this process's child whose command is
+// name.
+func childNamed(t *testing.T, name string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err1 := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		stat, err2 := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err1 != nil || err2 != nil || strings.TrimSpace(string(comm)) != name {
+			continue
+		}
+		// stat: pid (comm) state ppid ...
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
+			return pid
+		}
+	}
+	t.Fatalf("no child process %q", name)
+	return 0
 }
 
 func TestLoadNamesEveryBadVariable(t *testing.T) {

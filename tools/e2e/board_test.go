@@ -232,7 +232,8 @@ const recorderJS = `(() => {
       if (seen.at(-1) !== r.dataset.state) seen.push(r.dataset.state);
     }
     for (const k of ['ready', 'delayed', 'reserved', 'buried', 'completed']) {
-      const v = Number(document.querySelector('[data-testid=count-' + k + ']').textContent);
+      // "–" until the first stats frame.
+      const v = Number(document.querySelector('[data-testid=count-' + k + ']').textContent) || 0;
       rec.max[k] = Math.max(rec.max[k] ?? 0, v);
     }
   };
@@ -329,7 +330,8 @@ func (b *browser) listen(ev any) {
 		// While the notifier is down the browser reports each failed
 		// connection to /ws (and the board's probe of it).
 		network := en.Source == cdplog.EntrySourceNetwork
-		tolerable = network && (b.expectNetErrors.Load() || strings.Contains(en.Text+" "+en.URL, "/ws"))
+		// So does the board's health check of the manager, through it.
+		tolerable = network && (b.expectNetErrors.Load() || strings.Contains(en.Text+" "+en.URL, "/ws") || strings.Contains(en.URL, "/api/readyz"))
 	default:
 		return
 	}

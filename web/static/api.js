@@ -93,7 +93,8 @@ export async function request(url, { method = 'GET', body, headers = {}, signal 
     const t = token();
     if (t) h.Authorization = `Bearer ${t}`;
     const res = await fetch(url, { method, body, headers: h, signal, cache: 'no-store' });
-    reachability.onReachable?.();
+    // The proxy's 502 or 504 says the manager is not there: not an answer.
+    if (res.status !== 502 && res.status !== 504) reachability.onReachable?.();
     // 401: no token; 403 naming the token: a wrong one. Another 403 (a
     // foreign origin, say) is not for the user to fix with a token.
     const refused = res.status === 401 || (res.status === 403 && /token/i.test(await res.clone().text()));
@@ -140,4 +141,46 @@ export class Api {
   job(id, signal) {
     return request(`${this.base}/${encodeURIComponent(id)}/`, { signal });
   }
+
+  /** list returns a page of GET /jobs: {state, tube, after, limit}. */
+  list({ state, tube = '', after = '', limit = 50 }, signal) {
+    const q = new URLSearchParams({ state, limit: String(limit) });
+    if (tube) q.set('tube', tube);
+    if (after) q.set('after', after);
+    return request(`${this.base}/jobs?${q}`, { signal });
+  }
+
+  /** tube returns a tube's stats and next jobs. */
+  tube(name, signal) {
+    return request(`${this.base}/tubes/${encodeURIComponent(name)}`, { signal });
+  }
+
+  /** changeTube sends PATCH /tubes/T: {kick: N} or {pause: "30s"}. */
+  changeTube(name, change) {
+    return request(`${this.base}/tubes/${encodeURIComponent(name)}`, {
+      method: 'PATCH', body: JSON.stringify(change), headers: { 'Content-Type': 'application/json' },
+    });
+  }
+
+  /** ready kicks a buried or delayed job, or runs a completed one again (201 with the new id). */
+  ready(id) {
+    return request(`${this.base}/${encodeURIComponent(id)}/`, {
+      method: 'PATCH', body: '{"state":"ready"}', headers: { 'Content-Type': 'application/json' },
+    });
+  }
+
+  /** remove deletes a job that no worker holds. */
+  remove(id) {
+    return request(`${this.base}/${encodeURIComponent(id)}/`, { method: 'DELETE' });
+  }
+
+  /** health asks the manager's /readyz. */
+  health(signal) {
+    return request(`${this.base}/readyz`, { signal });
+  }
+}
+
+/** unreachable reports whether an answer means the manager itself could not be reached (the proxy's 502 or 504). */
+export function unreachable(res) {
+  return res.status === 502 || res.status === 504;
 }

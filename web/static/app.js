@@ -5,23 +5,30 @@
 // after a reconnect, asks the notifier to replay from a little before it
 // (?since=), then drops anything it has already seen by job id. So a
 // reconnect leaves neither a hole nor a duplicate. Its first connection
-// asks for the last completions (?last=) instead, so a new visitor sees
-// what just happened; those that finished before the page loaded are
-// marked "earlier" and not counted as completed since load.
+// replays from the page's load time, so "completed since load" is exact
+// however many finished before the socket opened; the last completions
+// before the load come from the manager (GET /jobs?state=completed), are
+// marked "earlier" and are not counted, and so does the all-time total.
+//
+// The operations views (ops.js) and the job detail are hash routes:
+// #/jobs?state=buried&tube=T, #/tube/T, #/job/N.
 
-import { Api, askToken, errorText, reachability, request, token } from './api.js';
+import { Api, askToken, errorText, reachability, request, token, unreachable } from './api.js';
 import { Detail } from './detail.js';
 import { PayloadEditor } from './editor.js';
 import { Feed } from './feed.js';
 import { MyJobs } from './myjobs.js';
+import { Ops, confirmAction, parseRoute } from './ops.js';
 import { Stats } from './stats.js';
-import { BoundedMap, cursorAfter, cursorBefore, h, parseCursor, toDate } from './util.js';
+import { BoundedMap, cursorAfter, cursorBefore, h, toDate } from './util.js';
 import { Connection } from './ws.js';
 
 const TUBE_RE = /^[A-Za-z0-9+/;.$_()][A-Za-z0-9\-+/;.$_()]{0,199}$/;
 const MAX_PRIORITY = 4294967295;
-// How many recent completions a fresh board shows (the notifier's ?last=).
+// How many recent completions a fresh board shows (from the manager).
 const LAST = 50;
+// How often the manager's health is asked.
+const HEALTH_MS = 5000;
 // The manager's MAX_JOB_SIZE default (README), used when the notifier's
 // /board-config.json does not say the limit (max_job_size).
 const DEFAULT_MAX_JOB_SIZE = 65535;
@@ -92,12 +99,38 @@ async function main() {
   // Server times (completed_at, cursors) on the browser's clock.
   const local = (ms) => ms - config.clockOffset;
 
-  const detail = new Detail({ api, toast });
+  const lookupIn = $('lookup-id');
+  const detail = new Detail({
+    api, toast, confirm: confirmAction,
+    // Closing the detail leaves its route, and the lookup box forgets the id.
+    onHide: (id) => {
+      if (lookupIn.value.trim().replace(/^#/, '') === String(id)) lookupIn.value = '';
+      if (parseRoute(location.hash).view === 'job') location.hash = '#/';
+    },
+    onRerun: (id) => {
+      location.hash = `#/job/${id}`;
+    },
+  });
+  const ops = new Ops({
+    api, toast, confirm: confirmAction,
+    subscribe: (ids) => conn.send({ type: 'subscribe', jobs: ids }),
+    // My jobs watch their own.
+    unsubscribe: (ids) => {
+      const drop = ids.filter((id) => !mine.has(id));
+      if (drop.length) conn.send({ type: 'unsubscribe', jobs: drop });
+    },
+  });
   const stats = new Stats({
     onTubes: (names) => $('tube-list').replaceChildren(...names.map((n) => h('option', { value: n }))),
   });
-  const feed = new Feed({ onOpen: (id, result) => detail.show(id, { result, focus: true }) });
-  const mine = new MyJobs({ onOpen: (id) => detail.show(id, { result: mine.get(id)?.result, focus: true }) });
+  // Opening a job from a list shows what the board has, under its route.
+  const openJob = (id, result) => {
+    detail.show(id, { result, focus: true });
+    lookupIn.value = String(id);
+    if (location.hash !== `#/job/${id}`) history.pushState(null, '', `#/job/${id}`);
+  };
+  const feed = new Feed({ onOpen: (id, result) => openJob(id, result) });
+  const mine = new MyJobs({ onOpen: (id) => openJob(id, mine.get(id)?.result) });
 
   // Completed job ids already shown (with their results), and the latest
   // state of recent jobs: a job's events can beat the API's answer to the
@@ -108,11 +141,12 @@ async function main() {
   const REWIND_MS = 2000;
   const states = new BoundedMap(5_000);
   let cursor = '';
-  let firstOpenAt = 0;
   let everOpened = false;
-  // Set while the first completion of a ?last= replay is awaited: it is
-  // the oldest, and from its time on the board holds every completion.
-  let coverPending = false;
+  // Set on each socket until its first stats frame: "Live" waits for it.
+  let statsSeen = false;
+  // The page's load time on the servers' clock, as a cursor: the first
+  // connection replays from there.
+  const loadCursor = `${Math.round(LOADED_AT + config.clockOffset)}-0`;
 
   function onJob(msg) {
     const id = Number(msg.id);
@@ -120,17 +154,14 @@ async function main() {
     if (msg.state === 'completed') {
       if (cursorAfter(msg.cursor, cursor)) cursor = msg.cursor;
       const result = msg.result && typeof msg.result === 'object' ? { ...msg.result, _id: msg.result._id ?? id } : null;
+      ops.onJob(msg);
       if (seen.has(id)) {
         if (result && seen.get(id).payload === undefined) seen.set(id, result);
         if (result) mine.update(id, 'completed', result);
         return;
       }
-      if (coverPending) {
-        coverPending = false;
-        const p = parseCursor(msg.cursor);
-        if (p) stats.throughput.coverFrom(local(p[0]));
-      }
       seen.set(id, result ?? { _id: id });
+      stats.addToTotal(msg.cursor);
       states.delete(id);
       const doneAt = toDate(result?.completed_at)?.getTime();
       // Finished before the page loaded: shown (the last completions on
@@ -143,6 +174,7 @@ async function main() {
       detail.update(id, 'completed', result);
       return;
     }
+    ops.onJob(msg);
     if (seen.has(id)) return; // a late state of a job already completed
     states.set(id, msg.state);
     mine.update(id, msg.state);
@@ -163,8 +195,12 @@ async function main() {
     // next connection's replay fills them.
     if (state === 'open') stats.throughput.freeze(0);
     else if (!stats.throughput.frozenAt && everOpened) stats.throughput.freeze(Date.now());
+    // Counters are stale while no socket feeds them, and until the
+    // first stats frame of a new one.
+    if (state !== 'open') stats.setStale(true);
     if (state === 'open') {
-      connText.textContent = 'Live';
+      // "Live" once the first stats frame has come, not with zeros before.
+      connText.textContent = statsSeen ? 'Live' : 'Connected · loading…';
     } else if (state === 'connecting') {
       connText.textContent = everOpened ? 'Reconnecting…' : 'Connecting…';
     } else if (unauthorized) {
@@ -184,31 +220,38 @@ async function main() {
   }
 
   const conn = new Connection({
-    // Before the first completion there is no cursor: replay from when the
-    // board first connected, which misses nothing it could have shown.
+    // Before the first completion there is no cursor: replay from the
+    // page's load time, so every completion since the load is counted.
     // After one, replay from a little before the newest: a completion that
     // committed late, out of cursor order, just before the disconnect
     // comes too, and `seen` drops the repeats (PROTOCOL.md).
-    // The first connection asks for the last completions instead.
-    since: () => (cursor ? cursorBefore(cursor, REWIND_MS) : firstOpenAt ? `${Math.round(firstOpenAt + config.clockOffset)}-0` : ''),
-    last: LAST,
+    since: () => (cursor ? cursorBefore(cursor, REWIND_MS) : loadCursor),
     token,
-    onOpen: ({ replayed, last }) => {
+    onOpen: ({ replayed }) => {
       const first = !everOpened;
       everOpened = true;
-      if (!firstOpenAt) firstOpenAt = Date.now();
-      stats.throughput.coverFrom(firstOpenAt);
-      coverPending = last;
+      statsSeen = false;
+      stats.throughput.coverFrom(LOADED_AT);
       apiReachable();
       if (!replayed) conn.send({ type: 'subscribe', all: true });
       const waiting = mine.waiting();
       if (waiting.length) conn.send({ type: 'subscribe', jobs: waiting });
-      if (first) refreshRestored(waiting);
+      if (first) {
+        refreshRestored(waiting);
+        // After the socket, which asks for the token first when one is needed.
+        loadEarlier();
+      }
     },
     onMessage: (msg) => {
       switch (msg?.type) {
         case 'job': onJob(msg); break;
-        case 'stats': stats.applyStats(msg); break;
+        case 'stats':
+          stats.applyStats(msg);
+          if (!statsSeen) {
+            statsSeen = true;
+            if (conn.state === 'open') showConnection('open');
+          }
+          break;
         case 'gap':
           $('gap-detail').textContent = msg.error ? ` (${msg.error})` : '';
           $('gap-notice').hidden = false;
@@ -266,6 +309,42 @@ async function main() {
   function apiReachable() {
     if (submitError.dataset.cause === 'unreachable') showSubmitError('');
     detail.retry();
+    if (!earlierLoaded && everOpened) loadEarlier();
+  }
+
+  // The last completions before the load, and the all-time total, from
+  // the manager: once, and again when a first try could not reach it.
+  let earlierLoaded = false;
+  let earlierLoading = false;
+  async function loadEarlier() {
+    if (earlierLoading) return;
+    earlierLoading = true;
+    try {
+      const res = await api.list({ state: 'completed', limit: LAST });
+      if (!res.ok || !Array.isArray(res.body?.jobs)) return;
+      earlierLoaded = true;
+      if (typeof res.body.total === 'number') stats.setTotal(res.body.total, res.body.newest ?? '');
+      const earlier = [];
+      for (const j of res.body.jobs) {
+        const id = Number(j.id);
+        const doneAt = toDate(j.updated_at)?.getTime();
+        // Those that completed after the load come through the replay.
+        if (!Number.isSafeInteger(id) || seen.has(id) || doneAt === undefined || local(doneAt) >= LOADED_AT) continue;
+        const r = {
+          _id: id, hash: j.hash, payload: j.payload, result: j.result, result_encoding: j.result_encoding,
+          tube: j.tube, worker: j.worker, attempts: j.attempts, completed_at: j.updated_at, duration_ms: j.duration_ms,
+        };
+        seen.set(id, r);
+        stats.addThroughput(local(doneAt));
+        earlier.push(r);
+      }
+      if (earlier.length) stats.throughput.coverFrom(local(toDate(earlier.at(-1).completed_at).getTime()));
+      feed.appendEarlier(earlier);
+    } catch {
+      // Unreachable: tried again when the manager answers.
+    } finally {
+      earlierLoading = false;
+    }
   }
   reachability.onReachable = () => queueMicrotask(apiReachable);
   let busy = false;
@@ -324,7 +403,9 @@ async function main() {
       const res = await api.submit($('payload').value, { tube, priority, delay });
       const id = Number(res.body?.id);
       if (!res.ok || !Number.isSafeInteger(id)) {
-        showSubmitError(`The job was not accepted: ${errorText(res)}`, 'api');
+        // The proxy's 502: the manager is away, and this goes when it is back.
+        if (unreachable(res)) showSubmitError(`Could not reach the manager: ${errorText(res)}. This message goes when it is back.`, 'unreachable');
+        else showSubmitError(`The job was not accepted: ${errorText(res)}`, 'api');
         return;
       }
       mine.add({
@@ -346,19 +427,21 @@ async function main() {
     }
   });
 
-  // Lookup.
-  const lookupIn = $('lookup-id');
+  // Lookup: by id, through the job's route.
   $('lookup-form').addEventListener('submit', (e) => {
     e.preventDefault();
     const v = lookupIn.value.trim().replace(/^#/, '');
     if (!/^\d+$/.test(v) || Number(v) <= 0) {
       lookupIn.setAttribute('aria-invalid', 'true');
+      detail.ctl?.abort();
+      detail.id = null;
       detail.el.hidden = false;
       detail.message('Enter a job id: a whole number above 0.', 'invalid-id');
       return;
     }
     lookupIn.removeAttribute('aria-invalid');
-    detail.show(Number(v));
+    if (location.hash === `#/job/${Number(v)}`) detail.show(Number(v));
+    else location.hash = `#/job/${Number(v)}`;
   });
 
   lookupIn.addEventListener('input', () => {
@@ -375,6 +458,66 @@ async function main() {
     lookupIn.focus();
     lookupIn.select();
   });
+
+  // Escape closes the detail, else the operations view; an open dialog
+  // handles its own.
+  document.addEventListener('keydown', (e) => {
+    if (e.key !== 'Escape' || document.querySelector('dialog[open]')) return;
+    if (!detail.el.hidden) {
+      e.preventDefault();
+      detail.hide();
+    } else if (!$('ops').hidden) {
+      e.preventDefault();
+      location.hash = '#/';
+    }
+  });
+
+  // Routes: what the address bar shows is what is open.
+  function route() {
+    const r = parseRoute(location.hash);
+    if (r.view === 'jobs' || r.view === 'tube') ops.show(r, { focus: true });
+    else ops.hide();
+    if (r.view === 'job') {
+      lookupIn.value = String(r.id);
+      if (detail.id !== r.id || detail.el.hidden) detail.show(r.id, { result: seen.get(r.id)?.payload !== undefined ? seen.get(r.id) : undefined, focus: true });
+    } else if (!detail.el.hidden && detail.id !== null) {
+      const id = detail.id;
+      detail.el.hidden = true;
+      detail.id = null;
+      if (lookupIn.value === String(id)) lookupIn.value = '';
+    }
+  }
+  window.addEventListener('hashchange', route);
+  window.addEventListener('popstate', route);
+  route();
+
+  // The manager's health, beside the notifier's connection.
+  const healthEl = document.querySelector('[data-testid=manager-health]');
+  const healthText = healthEl.querySelector('.health-text');
+  async function checkHealth() {
+    let state = 'down';
+    let text = 'API down';
+    try {
+      const res = await api.health();
+      if (res.ok) {
+        state = 'ok';
+        text = 'API ok';
+      } else if (!unreachable(res) && res.body && typeof res.body === 'object' && res.body.checks) {
+        state = 'degraded';
+        const down = Object.entries(res.body.checks).filter(([, v]) => v !== 'ok').map(([k]) => k);
+        text = `API: ${down.join(', ') || 'not ready'} down`;
+      }
+    } catch {
+      // Unreachable: down.
+    }
+    healthEl.dataset.state = state;
+    if (healthText.textContent !== text) healthText.textContent = text;
+    if (state !== 'down') apiReachable();
+  }
+  checkHealth();
+  // A hidden tab asks nothing; it asks at once when shown again.
+  setInterval(() => document.hidden || checkHealth(), HEALTH_MS);
+  document.addEventListener('visibilitychange', () => document.hidden || checkHealth());
 
   conn.start();
 }

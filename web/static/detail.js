@@ -2,17 +2,27 @@
 // the stored result (payload pretty-printed, hash, worker, attempts and
 // timings) once it is done. It follows the job live while it is shown.
 
-import { errorText } from './api.js';
+import { errorText, unreachable } from './api.js';
 import { dateTime, duration, h, prettyPayload } from './util.js';
 
 const LABEL = { ready: 'Ready', delayed: 'Delayed', reserved: 'Reserved', buried: 'Buried', completed: 'Completed' };
+// What a job still in beanstalkd waits for, by state.
+const NOTE = {
+  ready: 'Waiting for a worker: the hash appears once one completes it.',
+  delayed: 'Delayed: it becomes ready when its delay ends, or now if kicked.',
+  reserved: 'A worker is running it: the hash appears when it completes.',
+  buried: 'Buried: no worker takes it until it is kicked; delete it to drop it.',
+};
 
 /** Detail renders one job into the detail panel. */
 export class Detail {
-  constructor({ root = document, api, toast }) {
+  constructor({ root = document, api, toast, confirm, onHide, onRerun }) {
     this.el = root.getElementById('detail');
     this.api = api;
     this.toast = toast;
+    this.confirm = confirm;
+    this.onHide = onHide;
+    this.onRerun = onRerun;
     this.id = null;
     this.kind = null;
     this.ctl = null;
@@ -41,7 +51,8 @@ export class Detail {
         return;
       }
       if (signal.aborted || this.id !== id) return;
-      if (res.status === 404) this.message(`No job #${id}: ${errorText(res)}`, 'missing');
+      if (unreachable(res)) this.message(`Could not reach the manager: ${errorText(res)}. The lookup runs again when it is back.`, 'unreachable');
+      else if (res.status === 404) this.message(`No job #${id}: ${errorText(res)}`, 'missing');
       else if (!res.ok) this.message(`Could not look up job #${id}: ${errorText(res)}`, 'error');
       else if (res.body && typeof res.body === 'object' && '_id' in res.body) this.renderResult(res.body);
       else if (res.body && typeof res.body === 'object' && 'state' in res.body) this.renderStats(res.body);
@@ -74,10 +85,13 @@ export class Detail {
   }
 
   hide() {
+    const was = this.id;
     this.ctl?.abort();
     clearInterval(this.ticker);
     this.el.hidden = true;
     this.id = null;
+    this.kind = null;
+    if (was !== null) this.onHide?.(was);
   }
 
   /** retry looks the shown job up again when the API could not be reached: the cause is gone. */
@@ -123,6 +137,7 @@ export class Detail {
       ...result,
       h('h4', {}, 'Payload'),
       h('pre', { class: 'payload', tabindex: '0', 'aria-label': 'Payload' }, h('code', {}, prettyPayload(r.payload))),
+      this.actions(r._id, 'completed') ?? '',
     );
   }
 
@@ -159,11 +174,49 @@ export class Detail {
         row('Age', this.ageEl),
         row('Time left', this.leftEl),
         fields.map(([k, v]) => row(k, h('dd', {}, v)))),
-      h('p', { class: 'muted small' }, 'Still in the queue: the payload and hash appear when a worker completes it.'),
+      h('p', { class: 'muted small', 'data-testid': 'detail-note' }, NOTE[s.state] ?? ''),
+      ...(s.error ? [h('h4', {}, 'Last error'), h('pre', { class: 'payload ops-error', tabindex: '0', 'aria-label': 'Last error', 'data-testid': 'detail-error' }, s.error)] : []),
+      ...(typeof s.payload === 'string' ? [h('h4', {}, 'Payload'), h('pre', { class: 'payload', tabindex: '0', 'aria-label': 'Payload', 'data-testid': 'detail-payload' }, h('code', {}, prettyPayload(s.payload)))] : []),
+      this.actions(s.id, s.state) ?? '',
     );
     this.tick();
     clearInterval(this.ticker);
     this.ticker = setInterval(() => this.tick(), 1000);
+  }
+
+  /** actions are the buttons for a job in state: Kick, Delete, Run again. */
+  actions(id, state) {
+    const btn = (label, testid, fn) => h('button', { type: 'button', class: 'btn btn-small', 'data-testid': testid, onclick: fn }, label);
+    const list = [];
+    if (state === 'buried' || state === 'delayed') list.push(btn('Kick', 'detail-kick', () => this.act(id, 'kick')));
+    if (state !== 'reserved' && state !== 'completed') list.push(btn('Delete', 'detail-delete', () => this.act(id, 'delete')));
+    if (state === 'completed') list.push(btn('Run again', 'detail-rerun', () => this.act(id, 'rerun')));
+    return list.length ? h('div', { class: 'form-actions detail-actions' }, list) : null;
+  }
+
+  async act(id, what) {
+    if (what === 'delete' && !(await this.confirm(`Delete job #${id}? Its payload is gone for good.`, 'Delete'))) return;
+    let res;
+    try {
+      res = what === 'delete' ? await this.api.remove(id) : await this.api.ready(id);
+    } catch (err) {
+      this.toast(`Could not reach the API: ${err.message}`, 'error');
+      return;
+    }
+    if (!res.ok) {
+      this.toast(`${what === 'rerun' ? 'Run again' : what === 'kick' ? 'Kick' : 'Delete'} of #${id} failed: ${errorText(res)}`, 'error');
+      return;
+    }
+    if (what === 'delete') {
+      this.toast(`Job #${id} deleted`);
+      this.hide();
+    } else if (what === 'rerun') {
+      this.toast(`Job #${id} runs again as #${res.body?.id}`);
+      this.onRerun?.(Number(res.body?.id));
+    } else {
+      this.toast(`Job #${id} kicked`);
+      this.show(id);
+    }
   }
 
   /** tick shows Age and Time left as of now. */

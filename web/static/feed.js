@@ -42,6 +42,15 @@ export class Feed {
     schedule(this.render);
   }
 
+  /**
+   * appendEarlier puts results that completed before the page loaded
+   * (newest first) under the rows shown, skipping any already there.
+   */
+  appendEarlier(results) {
+    this.earlier = [...(this.earlier ?? []), ...results];
+    schedule(this.render);
+  }
+
   setPaused(paused) {
     this.paused = paused;
     this.pauseButton.setAttribute('aria-pressed', String(paused));
@@ -55,6 +64,17 @@ export class Feed {
     if (this.paused) {
       this.pausedNote.textContent = this.missed ? `Paused · ${this.missed} new` : 'Paused';
       return;
+    }
+    if (this.earlier?.length) {
+      const frag = document.createDocumentFragment();
+      for (const r of this.earlier) {
+        if (this.byId.has(String(r._id)) || this.body.childElementCount + frag.childElementCount >= this.maxRows) continue;
+        frag.append(this.row(r, true));
+      }
+      this.earlier = [];
+      this.body.append(frag);
+      if (this.body.childElementCount) this.empty.hidden = true;
+      this.earlierNote.hidden = !this.body.querySelector('[data-earlier]');
     }
     if (this.pending.length === 0) return;
     const batch = this.pending.length > this.maxRows ? this.pending.slice(-this.maxRows) : this.pending;

@@ -4,7 +4,7 @@
 // sparkline counts completions by their completed_at (throughput.js).
 
 import { Throughput } from './throughput.js';
-import { count, h, schedule } from './util.js';
+import { count, cursorAfter, h, schedule } from './util.js';
 
 const STATES = ['ready', 'delayed', 'reserved', 'buried'];
 const WINDOW_MS = 5 * 60 * 1000;
@@ -16,7 +16,18 @@ const H = 60;
 export class Stats {
   constructor({ root = document, onTubes } = {}) {
     this.el = {};
-    for (const s of [...STATES, 'completed']) this.el[s] = root.querySelector(`[data-testid=count-${s}]`);
+    for (const s of [...STATES, 'completed', 'completed-total']) this.el[s] = root.querySelector(`[data-testid=count-${s}]`);
+    this.counters = root.querySelector('[data-testid=counters]');
+    this.staleNote = root.getElementById('stale-note');
+    // Until the first stats frame the counters show "–", not zeros.
+    this.loaded = false;
+    // The all-time completed count: the store's total when the board
+    // asked, plus the completions after the cursor that total covered.
+    this.total = null;
+    this.totalCursor = '';
+    this.totalExtra = 0;
+    // Cursors of the completions that came before the total did.
+    this.early = [];
     this.tubesBody = root.getElementById('tubes-body');
     this.tubesEmpty = root.getElementById('tubes-empty');
     this.spark = root.getElementById('sparkline');
@@ -44,6 +55,8 @@ export class Stats {
 
   /** applyStats takes a stats message. */
   applyStats(msg) {
+    this.loaded = true;
+    this.setStale(false);
     this.tubes = msg.tubes && typeof msg.tubes === 'object' ? msg.tubes : {};
     // tubes lists only the busiest; totals counts every tube.
     this.totals = msg.totals && typeof msg.totals === 'object' ? msg.totals : null;
@@ -66,13 +79,46 @@ export class Stats {
     if (Date.now() - this.tubesAt > 500) schedule(this.renderTubes);
   }
 
+  /**
+   * setStale marks the queue counters as out of date (the notifier is
+   * gone); the next stats frame clears it.
+   */
+  setStale(stale) {
+    const v = String(stale || !this.loaded);
+    if (this.counters.dataset.stale === v) return;
+    this.counters.dataset.stale = v;
+    setText(this.staleNote, v === 'true' && this.loaded ? 'The queue counters are stale until the board reconnects.' : '');
+  }
+
+  /** setTotal takes the store's completed total and the cursor it covers. */
+  setTotal(total, cursor) {
+    this.total = total;
+    this.totalCursor = cursor ?? '';
+    this.totalExtra = this.early.filter((c) => cursorAfter(c, this.totalCursor)).length;
+    this.early = [];
+    schedule(this.renderCounters);
+  }
+
+  /** addToTotal counts a completion (by its cursor) into the all-time total when the total did not cover it. */
+  addToTotal(cursor) {
+    if (this.total === null) {
+      if (this.early.length < 100_000) this.early.push(cursor);
+      return;
+    }
+    if (cursorAfter(cursor, this.totalCursor)) {
+      this.totalExtra++;
+      schedule(this.renderCounters);
+    }
+  }
+
   renderCounters() {
     const totals = { ready: 0, delayed: 0, reserved: 0, buried: 0 };
     for (const t of this.totals ? [this.totals] : Object.values(this.tubes)) {
       for (const s of STATES) totals[s] += Number(t?.[s]) || 0;
     }
-    for (const s of STATES) setText(this.el[s], String(totals[s]));
+    for (const s of STATES) setText(this.el[s], this.loaded ? String(totals[s]) : '–');
     setText(this.el.completed, String(this.completedTotal));
+    setText(this.el['completed-total'], this.total === null ? '–' : count(this.total + this.totalExtra));
   }
 
   renderTubes() {
@@ -83,10 +129,11 @@ export class Stats {
     const rows = sorted.map((name) => {
       const t = this.tubes[name] ?? {};
       return h('tr', {},
-        h('th', { scope: 'row' }, h('span', { class: 'tube-chip', text: name })),
-        ...STATES.map((s) => h('td', { class: 'num', 'data-zero': !(Number(t[s]) > 0) }, count(Number(t[s]) || 0))),
-        h('td', { class: 'num', 'data-zero': !(this.completed.get(name) > 0) }, count(this.completed.get(name) ?? 0)),
-        h('td', { class: 'num', 'data-zero': !(Number(t.watching) > 0) }, count(Number(t.watching) || 0)));
+        h('th', { scope: 'row' }, h('a', { class: 'tube-chip', href: `#/tube/${encodeURIComponent(name)}`, title: name, text: name })),
+        ...STATES.map((s) => h('td', { class: 'num', 'data-zero': !(Number(t[s]) > 0) },
+          Number(t[s]) > 0 ? h('a', { href: `#/jobs?${new URLSearchParams({ state: s, tube: name })}`, 'aria-label': `${t[s]} ${s} in ${name}` }, count(Number(t[s]))) : '0')),
+        h('td', { class: 'num c-opt', 'data-zero': !(this.completed.get(name) > 0) }, count(this.completed.get(name) ?? 0)),
+        h('td', { class: 'num c-opt', 'data-zero': !(Number(t.watching) > 0) }, count(Number(t.watching) || 0)));
     });
     this.tubesBody.replaceChildren(...rows);
     const key = sorted.join('\n');

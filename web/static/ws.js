@@ -4,7 +4,9 @@
 // sends stats every second, so ten silent seconds mean a dead link.
 
 const BASE_DELAY_MS = 500;
-const MAX_DELAY_MS = 30_000;
+// The cap keeps the board back within about 5 s of the notifier's return,
+// however long it was away.
+const MAX_DELAY_MS = 4_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 const SILENCE_MS = 10_000;
 

@@ -71,7 +71,8 @@ type Config struct {
 	// need; with ProtectReads, GET needs it too.
 	Token        string
 	ProtectReads bool
-	// RateLimit is POSTs per second per client IP (burst twice that);
+	// RateLimit is writes and operations reads (/jobs, /tubes) per second
+	// per client IP (burst twice that);
 	// 0 is no limit.
 	RateLimit float64
 	// TrustedProxies are the networks whose X-Forwarded-For and
@@ -92,6 +93,11 @@ type Deps struct {
 	// Registry is where the API's metrics go and what /metrics serves;
 	// nil makes a new one.
 	Registry *prometheus.Registry
+	// Admin, Lister and Failures serve the operations API (/jobs,
+	// /tubes); without them it answers 501.
+	Admin    Admin
+	Lister   Lister
+	Failures FailureRecords
 }
 
 // backendTimeout bounds every call to beanstalkd or MongoDB.
@@ -110,6 +116,7 @@ func New(d Deps) *echo.Echo {
 	}
 	h := &handler{
 		q: d.Queue, enq: d.Enqueuer, res: d.Results, keys: d.Keys, log: d.Logger, cfg: d.Config,
+		admin: d.Admin, lister: d.Lister, failures: d.Failures,
 		metrics: newMetrics(d.Registry),
 	}
 
@@ -158,17 +165,32 @@ func New(d Deps) *echo.Echo {
 	for _, r := range []struct {
 		path string
 		h    echo.HandlerFunc
-	}{{"/healthz", h.healthz}, {"/readyz", h.readyz}, {"/metrics", metricsHandler}, {"/*", h.get}} {
+	}{{"/healthz", h.healthz}, {"/readyz", h.readyz}, {"/metrics", metricsHandler}, {"/*", h.get},
+		{"/jobs", h.list}, {"/jobs/", h.list}, {"/tubes", h.tubes}, {tubesPrefix + "*", h.tubes}} {
 		e.GET(r.path, r.h)
 		e.HEAD(r.path, r.h)
 	}
-	e.POST("/*", h.post)
+	// POST anywhere adds a job, as the original's did: under the
+	// operations paths too.
+	for _, p := range []string{"/*", "/jobs", "/jobs/", "/tubes", tubesPrefix + "*"} {
+		e.POST(p, h.post)
+	}
 	e.PATCH("/*", h.patch)
+	e.PATCH(tubesPrefix+"*", h.patchTube)
+	notAllowed := func(echo.Context) error { return echo.ErrMethodNotAllowed }
+	for _, p := range []string{"/jobs", "/jobs/", "/tubes"} {
+		e.PATCH(p, notAllowed)
+		e.DELETE(p, notAllowed)
+	}
+	e.DELETE(tubesPrefix+"*", notAllowed)
 	e.DELETE("/*", h.delete)
-	e.OPTIONS("/*", func(c echo.Context) error {
+	options := func(c echo.Context) error {
 		c.Response().Header().Set(echo.HeaderAllow, allowed(c.Request().URL.Path))
 		return c.NoContent(http.StatusNoContent)
-	})
+	}
+	for _, p := range []string{"/*", "/jobs", "/jobs/", "/tubes", tubesPrefix + "*"} {
+		e.OPTIONS(p, options)
+	}
 	return e
 }
 
@@ -198,13 +220,16 @@ const MaxHeaderBytes = 16 << 10
 const netHTTPHeaderSlack = 4096
 
 type handler struct {
-	q       Queue
-	enq     Enqueuer
-	res     Results
-	keys    Keys
-	log     *slog.Logger
-	cfg     Config
-	metrics *metrics
+	q        Queue
+	enq      Enqueuer
+	res      Results
+	keys     Keys
+	admin    Admin
+	lister   Lister
+	failures FailureRecords
+	log      *slog.Logger
+	cfg      Config
+	metrics  *metrics
 }
 
 // allowed is the Allow header for path: every path takes POST (a new
@@ -212,8 +237,11 @@ type handler struct {
 // DELETE.
 func allowed(path string) string {
 	switch path {
-	case "/healthz", "/readyz", "/metrics":
+	case "/healthz", "/readyz", "/metrics", "/jobs", "/jobs/", "/tubes":
 		return "GET, HEAD, OPTIONS, POST"
+	}
+	if strings.HasPrefix(path, tubesPrefix) {
+		return "GET, HEAD, OPTIONS, PATCH, POST"
 	}
 	s := strings.Trim(path, "/")
 	if s != "" && !strings.Contains(s, "/") {

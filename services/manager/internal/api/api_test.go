@@ -79,6 +79,7 @@ func setup(t *testing.T, o options) bundle {
 	}
 	h := api.New(api.Deps{
 		Queue: b.Pool, Enqueuer: b.Pool, Results: b.Results, Keys: keys, Config: o.cfg,
+		Admin: queue.NewAdmin(addr, 2*time.Second), Lister: b.Results, Failures: b.Results.Failures(),
 		Logger: slog.New(slog.NewTextHandler(b.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	srv := httptest.NewServer(h)
@@ -371,11 +372,12 @@ func TestPatchAndDeleteByState(t *testing.T) {
 	require.NoError(t, cons.Bury(ctx(t), got.ID, 0))
 	require.Equal(t, http.StatusNoContent, do(t, "DELETE", path(c.ID), "").StatusCode)
 
-	// Completed: only in MongoDB; never deleted, never kicked.
+	// Completed: only in MongoDB; never deleted; made ready, it runs
+	// again as a new job (TestOperationsAPI).
 	done := uint64(4_000_000_000) + uint64(time.Now().UnixNano()%1_000_000)
 	require.NoError(t, b.Results.Save(ctx(t), job.Result{ID: done, Hash: job.Hash("{}"), Payload: "{}"}))
 	requireError(t, do(t, "DELETE", path(done), ""), http.StatusConflict, "is completed")
-	requireError(t, do(t, "PATCH", path(done), ready), http.StatusConflict, "is completed")
+	require.Equal(t, http.StatusCreated, do(t, "PATCH", path(done), ready).StatusCode)
 	res := decode[job.Result](t, do(t, "GET", path(done), ""))
 	require.Equal(t, done, res.ID)
 }

@@ -283,8 +283,8 @@ func (h *handler) get(c echo.Context) error {
 	return writeJSON(c, http.StatusOK, r)
 }
 
-// patch kicks a buried or delayed job: {"state":"ready"} is the only
-// change a client may ask for.
+// patch kicks a buried or delayed job, or runs a completed one again as
+// a new job: {"state":"ready"} is the only change a client may ask for.
 func (h *handler) patch(c echo.Context) error {
 	id, err := ParseID(c.Request().URL.Path)
 	if err != nil {
@@ -298,16 +298,17 @@ func (h *handler) patch(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	s, _, err := h.lookup(ctx, id)
+	s, r, err := h.lookup(ctx, id)
 	if err != nil {
 		return err
 	}
 	if s == nil {
-		return errorf(http.StatusConflict, "job %d is completed; only a buried or delayed job can be made ready", id)
+		return h.rerun(c, r) // a completed job runs again under a new id
 	}
 	if s.State != job.StateBuried && s.State != job.StateDelayed {
 		return errorf(http.StatusConflict, "job %d is %s; only a buried or delayed job can be made ready", id, s.State)
 	}
+	before := time.Now()
 	if err := h.q.Kick(ctx, id); err != nil {
 		if errors.Is(err, queue.ErrNotFound) {
 			return errorf(http.StatusConflict, "job %d changed state meanwhile; look at it again", id)
@@ -315,7 +316,8 @@ func (h *handler) patch(c echo.Context) error {
 		return h.queueError("kick-job", err)
 	}
 	h.log.Info("job kicked", "job_id", id, "tube", s.Tube, "from", s.State)
-	s, r, err := h.lookup(ctx, id)
+	h.recordKicked(ctx, before, s.Tube, 1, id)
+	s, r, err = h.lookup(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -330,7 +332,7 @@ func (h *handler) patch(c echo.Context) error {
 // take the last of duplicated members.
 func wantReady(body []byte) error {
 	bad := &Error{Status: http.StatusBadRequest, Msg: `the body must be {"state":"ready"}`,
-		Detail: "making a buried or delayed job ready is the only change PATCH makes; member names are case-sensitive"}
+		Detail: "it kicks a buried or delayed job, and runs a completed one again; member names are case-sensitive"}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	for _, want := range []any{json.Delim('{'), "state", string(job.StateReady), json.Delim('}')} {
 		if tok, err := dec.Token(); err != nil || tok != want {
@@ -370,5 +372,6 @@ func (h *handler) delete(c echo.Context) error {
 		return h.queueError("delete", err)
 	}
 	h.log.Info("job deleted", "job_id", id, "tube", s.Tube, "state", s.State)
+	h.recordDeleted(ctx, id)
 	return c.NoContent(http.StatusNoContent)
 }

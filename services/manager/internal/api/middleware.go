@@ -56,6 +56,12 @@ func routeOf(method, path string) string {
 	if method == http.MethodPost {
 		return "/*"
 	}
+	switch {
+	case path == "/jobs" || path == "/jobs/" || path == "/tubes":
+		return strings.TrimSuffix(path, "/")
+	case strings.HasPrefix(path, tubesPrefix):
+		return tubesPrefix + ":tube"
+	}
 	if s := strings.Trim(path, "/"); s != "" && !strings.Contains(s, "/") {
 		return "/:id"
 	}
@@ -78,7 +84,9 @@ func authenticate(token string, protectReads bool) echo.MiddlewareFunc {
 			case http.MethodPost, http.MethodPatch, http.MethodDelete:
 				// Writes always need it, on every path: a POST anywhere is a job.
 			case http.MethodGet, http.MethodHead:
-				if !protectReads || open(req.URL.Path) {
+				// The operations resources list every job's payload: they
+				// need the token whenever there is one.
+				if (!protectReads && !opsPath(req.URL.Path)) || open(req.URL.Path) {
 					return next(c)
 				}
 			default:
@@ -159,7 +167,14 @@ func (l *rateLimiter) size() int {
 
 func (l *rateLimiter) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if c.Request().Method != http.MethodPost {
+		// Writes count, and so do the operations reads: each is a query.
+		switch req := c.Request(); req.Method {
+		case http.MethodPost, http.MethodPatch, http.MethodDelete:
+		case http.MethodGet, http.MethodHead:
+			if !opsPath(req.URL.Path) {
+				return next(c)
+			}
+		default:
 			return next(c)
 		}
 		ok, wait := l.allow(c.RealIP(), time.Now())
@@ -167,7 +182,7 @@ func (l *rateLimiter) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 			secs := int(math.Ceil(wait.Seconds()))
 			c.Response().Header().Set(echo.HeaderRetryAfter, strconv.Itoa(max(1, secs)))
 			return &Error{Status: http.StatusTooManyRequests, Msg: "too many requests",
-				Detail: "this client sends jobs faster than MANAGER_RATE_LIMIT allows"}
+				Detail: "this client sends requests faster than MANAGER_RATE_LIMIT allows"}
 		}
 		return next(c)
 	}
