@@ -261,9 +261,3 @@ func (f *Failures) List(ctx context.Context, q FailureQuery) ([]job.Failure, job
 }
 
 func byID(id uint64) bson.D { return bson.D{{Key: "_id", Value: int64(id)}} }
-
-// FindFailure returns job id's failure record, or ErrNoFailure: the
-// manager's GET /N/ adds it to a held job's stats.
-func (s *Results) FindFailure(ctx context.Context, id uint64) (job.Failure, error) {
-	return s.Failures().Get(ctx, id)
-}

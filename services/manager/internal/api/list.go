@@ -234,6 +234,7 @@ func (h *handler) listQueued(c echo.Context, ctx context.Context, q listQuery) e
 // *store.Failures has them. The manager lists them and keeps them true
 // when an operator kicks or deletes a job.
 type FailureRecords interface {
+	Get(ctx context.Context, id uint64) (job.Failure, error)
 	List(ctx context.Context, q store.FailureQuery) ([]job.Failure, job.Cursor, error)
 	KickedBefore(ctx context.Context, before, at time.Time, tube string, n int, ids ...uint64) (int, error)
 	Remove(ctx context.Context, id uint64) error
