@@ -58,8 +58,11 @@ func Connect(uri, appName string, timeout time.Duration) (*mongo.Client, error) 
 type Results struct {
 	coll *mongo.Collection
 
-	// chosen is the behaviour of the server behind coll, picked once: by
-	// WithServer, or at the first answer to buildInfo.
+	// forced is the server WithServer named, if any.
+	forced Server
+	// chosen is the behaviour of the server behind coll, picked once: on
+	// MongoDB by WithServer or at the first answer to buildInfo, on
+	// FerretDB once the collection's layout is known too.
 	chosen atomic.Pointer[backend]
 }
 
@@ -70,8 +73,8 @@ type Option func(*Results)
 // server what it is; Auto (or an unknown name) asks.
 func WithServer(server Server) Option {
 	return func(s *Results) {
-		if b := backendFor(server); b != nil {
-			s.chosen.Store(&b)
+		if known(server) {
+			s.forced = server
 		}
 	}
 }
@@ -92,23 +95,37 @@ func (s *Results) Collection() *mongo.Collection { return s.coll }
 // Server returns which server's behaviour the store has, asking the
 // server on first use unless WithServer chose it.
 func (s *Results) Server(ctx context.Context) (Server, error) {
-	b, err := s.backend(ctx)
-	if err != nil {
-		return Auto, err
+	if s.forced != Auto {
+		return s.forced, nil
 	}
-	return b.server(), nil
+	if b := s.chosen.Load(); b != nil {
+		return (*b).server(), nil
+	}
+	return detect(ctx, s.coll.Database().Client())
 }
 
 // backend returns the chosen behaviour, asking the server the first
-// time. A failed question is asked again next time; concurrent first
-// questions all get the first answer stored.
+// time (and, on FerretDB, the collection how it keys results, until it
+// has a result). A failed question is asked again next time; concurrent
+// first questions all get the first answer stored.
 func (s *Results) backend(ctx context.Context) (backend, error) {
 	if b := s.chosen.Load(); b != nil {
 		return *b, nil
 	}
-	b, err := detect(ctx, s.coll.Database().Client())
+	server, err := s.Server(ctx)
 	if err != nil {
 		return nil, err
+	}
+	var b backend = mongoBackend{}
+	if server == FerretDB {
+		fb, known, err := layoutOf(ctx, s.coll)
+		if err != nil {
+			return nil, err
+		}
+		if !known {
+			return fb, nil // empty: the store's own layout, asked again next time
+		}
+		b = fb
 	}
 	s.chosen.CompareAndSwap(nil, &b)
 	return *s.chosen.Load(), nil
@@ -192,7 +209,11 @@ func (s *Results) Save(ctx context.Context, r job.Result) error {
 // Find returns the result with id.
 func (s *Results) Find(ctx context.Context, id uint64) (job.Result, error) {
 	var r job.Result
-	err := s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: int64(id)}}).Decode(&r)
+	b, err := s.backend(ctx)
+	if err != nil {
+		return r, fmt.Errorf("find result %d: %w", id, err)
+	}
+	err = s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: b.key(id)}}).Decode(&r)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return r, fmt.Errorf("result %d: %w", id, ErrNotFound)
 	}
@@ -202,20 +223,20 @@ func (s *Results) Find(ctx context.Context, id uint64) (job.Result, error) {
 	return r, nil
 }
 
-// FindMany returns the stored results among ids, by id, in one query:
-// ids without a result are absent from the map. On FerretDB every lookup
-// by a numeric id reads the whole collection, so one query for many ids
-// costs what a single Find costs.
+// FindMany returns the stored results among ids, by id: ids without a
+// result are absent from the map. MongoDB reads them in one query;
+// FerretDB, which reads a whole collection for $in, one indexed lookup
+// each.
 func (s *Results) FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Result, error) {
 	out := make(map[uint64]job.Result, len(ids))
 	if len(ids) == 0 {
 		return out, nil
 	}
-	in := make(bson.A, len(ids))
-	for i, id := range ids {
-		in[i] = int64(id)
+	b, err := s.backend(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("find the results of %d jobs: %w", len(ids), err)
 	}
-	cur, err := s.coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: in}}}})
+	cur, err := b.findMany(ctx, s.coll, ids)
 	if err != nil {
 		return nil, wrap(fmt.Sprintf("find the results of %d jobs", len(ids)), err)
 	}
@@ -235,9 +256,7 @@ func (s *Results) FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Re
 
 // MaxID returns the largest stored id, or 0 when there is none.
 func (s *Results) MaxID(ctx context.Context) (uint64, error) {
-	var r struct {
-		ID int64 `bson:"_id"`
-	}
+	var r job.Result
 	opts := options.FindOne().SetSort(bson.D{{Key: "_id", Value: -1}}).SetProjection(bson.D{{Key: "_id", Value: 1}})
 	err := s.coll.FindOne(ctx, bson.D{}, opts).Decode(&r)
 	if errors.Is(err, mongo.ErrNoDocuments) {
@@ -246,16 +265,20 @@ func (s *Results) MaxID(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, wrap("find largest id", err)
 	}
-	return uint64(r.ID), nil
+	return r.ID, nil
 }
 
 // After returns up to limit results that come after (at, id) in the order
 // they were stored: stored later, or in the same millisecond with a
 // larger id.
 func (s *Results) After(ctx context.Context, at time.Time, id uint64, limit int) ([]job.Result, error) {
+	b, err := s.backend(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("find results after cursor: %w", err)
+	}
 	filter := bson.D{{Key: "$or", Value: bson.A{
 		bson.D{{Key: "stored_at", Value: bson.D{{Key: "$gt", Value: at}}}},
-		bson.D{{Key: "stored_at", Value: at}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: int64(id)}}}},
+		bson.D{{Key: "stored_at", Value: at}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: b.key(id)}}}},
 	}}}
 	opts := options.Find().SetSort(bson.D{{Key: "stored_at", Value: 1}, {Key: "_id", Value: 1}})
 	if limit > 0 {
@@ -295,4 +318,43 @@ func IsUnavailable(err error) bool {
 	var sse topology.ServerSelectionError
 	return errors.As(err, &sse) || mongo.IsNetworkError(err) || mongo.IsTimeout(err) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrUnavailable)
+}
+
+// Import writes results as they are, stored_at included, in bulk: for
+// seeding a store (benchmarks, tests) and for copying results between
+// stores. Results whose id is stored already are left alone and
+// reported by the returned count of those written; unlike Save, it does
+// not compare their work.
+func (s *Results) Import(ctx context.Context, rs []job.Result) (int, error) {
+	if len(rs) == 0 {
+		return 0, nil
+	}
+	b, err := s.backend(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("import %d results: %w", len(rs), err)
+	}
+	docs := make([]any, len(rs))
+	for i, r := range rs {
+		if docs[i], err = b.document(r); err != nil {
+			return 0, err
+		}
+	}
+	res, err := s.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	n := 0
+	if res != nil {
+		n = len(res.InsertedIDs)
+	}
+	var bwe mongo.BulkWriteException
+	if errors.As(err, &bwe) && bwe.WriteConcernError == nil {
+		for _, we := range bwe.WriteErrors {
+			if !mongo.IsDuplicateKeyError(we) {
+				return n, wrap(fmt.Sprintf("import %d results", len(rs)), err)
+			}
+		}
+		return len(rs) - len(bwe.WriteErrors), nil
+	}
+	if err != nil {
+		return n, wrap(fmt.Sprintf("import %d results", len(rs)), err)
+	}
+	return n, nil
 }
