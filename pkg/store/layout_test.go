@@ -54,3 +54,44 @@ func TestFerretDBKeepsNumericIDs(t *testing.T) {
 	require.ErrorIs(t, s.Save(ctx, result(7, "old", base)), store.ErrAlreadyStored)
 }
 
+
+// On FerretDB MaxID reads a few ids below the bound Save keeps instead
+// of sorting the whole collection: a result written around the store,
+// above the bound, is not seen while the ids just below the bound hold
+// a result. When they hold none (saves that failed after raising the
+// bound), MaxID reads the whole collection.
+func TestFerretDBMaxIDByBound(t *testing.T) {
+	t.Parallel()
+	client, db := devmongo.open(t)
+	ctx := testenv.Context(t, 30*time.Second)
+	coll := "results_" + testenv.RandomName()
+	s := store.NewResults(client, db, coll, store.WithServer(store.FerretDB))
+	for _, id := range []uint64{3, 300, 7} {
+		require.NoError(t, s.Save(ctx, result(id, "p", base)))
+	}
+	max, err := s.MaxID(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 300, max)
+
+	// Written around the store, so above the bound (384) unknown to it.
+	around := bson.D{{Key: "_id", Value: "00000000000000001000"}, {Key: "hash", Value: "h"}, {Key: "payload", Value: "p"}}
+	_, err = s.Collection().InsertOne(ctx, around)
+	require.NoError(t, err)
+	max, err = s.MaxID(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 300, max, "MaxID read the bound, not the collection")
+
+	// A bound far above what is stored: MaxID reads everything.
+	_, err = client.Database(db).Collection(coll+"_max_id").UpdateOne(ctx, bson.D{{Key: "_id", Value: "max_id"}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "v", Value: int64(5000)}}}})
+	require.NoError(t, err)
+	max, err = s.MaxID(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1000, max)
+
+	// A save above the bound raises it.
+	require.NoError(t, s.Save(ctx, result(6000, "p", base)))
+	max, err = s.MaxID(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 6000, max)
+}

@@ -64,6 +64,13 @@ type Results struct {
 	// MongoDB by WithServer or at the first answer to buildInfo, on
 	// FerretDB once the collection's layout is known too.
 	chosen atomic.Pointer[backend]
+
+	// gates keep the reads background loops repeat to one of each kind
+	// in flight, and back off a kind that times out (gate.go).
+	gates gates
+
+	// bound is the id bound this process last saw (maxid.go).
+	bound atomic.Uint64
 }
 
 // Option configures Results.
@@ -82,7 +89,7 @@ func WithServer(server Server) Option {
 // NewResults returns the store for collection coll of database db. It
 // does not contact the server: a service starts while MongoDB is down.
 func NewResults(client *mongo.Client, db, coll string, opts ...Option) *Results {
-	s := &Results{coll: client.Database(db).Collection(coll)}
+	s := &Results{coll: client.Database(db).Collection(coll), gates: newGates()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -189,6 +196,9 @@ func (s *Results) Save(ctx context.Context, r job.Result) error {
 	if err != nil {
 		return fmt.Errorf("save result %d: %w", r.ID, err)
 	}
+	if err := s.raiseBound(ctx, b, r.ID); err != nil {
+		return fmt.Errorf("save result %d: %w", r.ID, err)
+	}
 	err = b.insert(ctx, s.coll, r)
 	if err == nil {
 		return nil
@@ -236,29 +246,46 @@ func (s *Results) FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Re
 	if err != nil {
 		return nil, fmt.Errorf("find the results of %d jobs: %w", len(ids), err)
 	}
-	cur, err := b.findMany(ctx, s.coll, ids)
+	err = s.gates.read(ctx, readFindMany, func(ctx context.Context) error {
+		cur, err := b.findMany(ctx, s.coll, ids)
+		if err != nil {
+			return err
+		}
+		defer cur.Close(ctx)
+		for cur.Next(ctx) {
+			var r job.Result
+			if err := cur.Decode(&r); err != nil {
+				return fmt.Errorf("decode a result: %w", err)
+			}
+			out[r.ID] = r
+		}
+		return cur.Err()
+	})
 	if err != nil {
 		return nil, wrap(fmt.Sprintf("find the results of %d jobs", len(ids)), err)
-	}
-	defer cur.Close(ctx)
-	for cur.Next(ctx) {
-		var r job.Result
-		if err := cur.Decode(&r); err != nil {
-			return nil, fmt.Errorf("decode a result: %w", err)
-		}
-		out[r.ID] = r
-	}
-	if err := cur.Err(); err != nil {
-		return nil, wrap(fmt.Sprintf("read the results of %d jobs", len(ids)), err)
 	}
 	return out, nil
 }
 
-// MaxID returns the largest stored id, or 0 when there is none.
+// MaxID returns the largest stored id, or 0 when there is none. On
+// FerretDB it reads a few ids below a bound Save keeps (maxid.go).
 func (s *Results) MaxID(ctx context.Context) (uint64, error) {
+	b, err := s.backend(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("find largest id: %w", err)
+	}
 	var r job.Result
 	opts := options.FindOne().SetSort(bson.D{{Key: "_id", Value: -1}}).SetProjection(bson.D{{Key: "_id", Value: 1}})
-	err := s.coll.FindOne(ctx, bson.D{}, opts).Decode(&r)
+	err = s.gates.read(ctx, readMaxID, func(ctx context.Context) error {
+		if keepsBound(b) {
+			id, ok, err := s.maxIDByBound(ctx, b)
+			if ok || err != nil {
+				r.ID = id
+				return err
+			}
+		}
+		return s.coll.FindOne(ctx, bson.D{}, opts).Decode(&r)
+	})
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return 0, nil
 	}
@@ -284,21 +311,26 @@ func (s *Results) After(ctx context.Context, at time.Time, id uint64, limit int)
 	if limit > 0 {
 		opts.SetLimit(int64(limit))
 	}
-	cur, err := s.coll.Find(ctx, filter, opts)
+	var out []job.Result
+	err = s.gates.read(ctx, readAfter, func(ctx context.Context) (err error) {
+		out, err = s.find(ctx, filter, opts)
+		return err
+	})
 	if err != nil {
 		return nil, wrap("find results after cursor", err)
-	}
-	var out []job.Result
-	if err := cur.All(ctx, &out); err != nil {
-		return nil, wrap("read results after cursor", err)
 	}
 	return out, nil
 }
 
-// Ping checks that MongoDB answers.
+// Ping checks that MongoDB answers, and that no kind of read backs off
+// after timing out (then it returns ErrSlow): a readiness check says the
+// store is too slow rather than let every request time out.
 func (s *Results) Ping(ctx context.Context) error {
 	if err := s.coll.Database().Client().Ping(ctx, nil); err != nil {
 		return wrap("ping", err)
+	}
+	if kinds := s.gates.slow(); len(kinds) > 0 {
+		return slowError(kinds)
 	}
 	return nil
 }
@@ -320,6 +352,10 @@ func IsUnavailable(err error) bool {
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrUnavailable)
 }
 
+// isDriverTimeout reports the driver's timeouts, the server's maxTimeMS
+// expiry among them.
+func isDriverTimeout(err error) bool { return mongo.IsTimeout(err) }
+
 // Import writes results as they are, stored_at included, in bulk: for
 // seeding a store (benchmarks, tests) and for copying results between
 // stores. Results whose id is stored already are left alone and
@@ -334,10 +370,15 @@ func (s *Results) Import(ctx context.Context, rs []job.Result) (int, error) {
 		return 0, fmt.Errorf("import %d results: %w", len(rs), err)
 	}
 	docs := make([]any, len(rs))
+	var top uint64
 	for i, r := range rs {
 		if docs[i], err = b.document(r); err != nil {
 			return 0, err
 		}
+		top = max(top, r.ID)
+	}
+	if err := s.raiseBound(ctx, b, top); err != nil {
+		return 0, fmt.Errorf("import %d results: %w", len(rs), err)
 	}
 	res, err := s.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 	n := 0
@@ -357,4 +398,41 @@ func (s *Results) Import(ctx context.Context, rs []job.Result) (int, error) {
 		return n, wrap(fmt.Sprintf("import %d results", len(rs)), err)
 	}
 	return n, nil
+}
+
+// find returns what filter and opts select. With a limit it runs as one
+// find command, single batch, so that the driver sends the caller's
+// deadline as maxTimeMS, which it leaves out of Collection.Find (whose
+// cursor outlives the call): the server then stops working on a query
+// whose caller gave up, instead of scanning on for no one.
+func (s *Results) find(ctx context.Context, filter bson.D, opts *options.FindOptionsBuilder) ([]job.Result, error) {
+	var o options.FindOptions
+	for _, set := range opts.List() {
+		if err := set(&o); err != nil {
+			return nil, err
+		}
+	}
+	if o.Limit == nil || *o.Limit <= 0 {
+		cur, err := s.coll.Find(ctx, filter, opts)
+		if err != nil {
+			return nil, err
+		}
+		var out []job.Result
+		return out, cur.All(ctx, &out)
+	}
+	cmd := bson.D{{Key: "find", Value: s.coll.Name()}, {Key: "filter", Value: filter}}
+	if o.Sort != nil {
+		cmd = append(cmd, bson.E{Key: "sort", Value: o.Sort})
+	}
+	cmd = append(cmd, bson.E{Key: "limit", Value: *o.Limit}, bson.E{Key: "batchSize", Value: *o.Limit},
+		bson.E{Key: "singleBatch", Value: true})
+	var reply struct {
+		Cursor struct {
+			FirstBatch []job.Result `bson:"firstBatch"`
+		} `bson:"cursor"`
+	}
+	if err := s.coll.Database().RunCommand(ctx, cmd).Decode(&reply); err != nil {
+		return nil, err
+	}
+	return reply.Cursor.FirstBatch, nil
 }
