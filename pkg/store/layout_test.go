@@ -54,7 +54,6 @@ func TestFerretDBKeepsNumericIDs(t *testing.T) {
 	require.ErrorIs(t, s.Save(ctx, result(7, "old", base)), store.ErrAlreadyStored)
 }
 
-
 // On FerretDB MaxID reads a few ids below the bound Save keeps instead
 // of sorting the whole collection: a result written around the store,
 // above the bound, is not seen while the ids just below the bound hold
