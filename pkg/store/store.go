@@ -58,8 +58,10 @@ func Connect(uri, appName string, timeout time.Duration) (*mongo.Client, error) 
 type Results struct {
 	coll *mongo.Collection
 
-	// forced is the server WithServer named, if any.
-	forced Server
+	// forced is the server WithServer named, if any; detected is the
+	// one buildInfo named.
+	forced   Server
+	detected atomic.Pointer[Server]
 	// chosen is the behaviour of the server behind coll, picked once: on
 	// MongoDB by WithServer or at the first answer to buildInfo, on
 	// FerretDB once the collection's layout is known too.
@@ -105,10 +107,23 @@ func (s *Results) Server(ctx context.Context) (Server, error) {
 	if s.forced != Auto {
 		return s.forced, nil
 	}
-	if b := s.chosen.Load(); b != nil {
-		return (*b).server(), nil
+	if d := s.detected.Load(); d != nil {
+		return *d, nil
 	}
-	return detect(ctx, s.coll.Database().Client())
+	server, err := detect(ctx, s.coll.Database().Client())
+	if err != nil {
+		return Auto, err
+	}
+	s.detected.CompareAndSwap(nil, &server)
+	return server, nil
+}
+
+// settle keeps b as the behaviour once a write of b's has put a result
+// in a collection that was empty: its layout is known from then on.
+func (s *Results) settle(b backend) {
+	if s.chosen.Load() == nil {
+		s.chosen.CompareAndSwap(nil, &b)
+	}
 }
 
 // backend returns the chosen behaviour, asking the server the first
@@ -201,6 +216,7 @@ func (s *Results) Save(ctx context.Context, r job.Result) error {
 	}
 	err = b.insert(ctx, s.coll, r)
 	if err == nil {
+		s.settle(b)
 		return nil
 	}
 	if !mongo.IsDuplicateKeyError(err) {
@@ -381,6 +397,9 @@ func (s *Results) Import(ctx context.Context, rs []job.Result) (int, error) {
 		return 0, fmt.Errorf("import %d results: %w", len(rs), err)
 	}
 	res, err := s.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	if err == nil {
+		s.settle(b)
+	}
 	n := 0
 	if res != nil {
 		n = len(res.InsertedIDs)
