@@ -133,4 +133,3 @@ func cpu(t *testing.T, pid int) time.Duration {
 	require.NoError(t, err)
 	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100
 }
-
