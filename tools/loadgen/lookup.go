@@ -205,7 +205,7 @@ func (b *bench) lookup(ctx context.Context) error {
 		f.Completed, f.CompletedFloor, f.CompletedCPU, f.CFloorCPU,
 		fmt.Sprintf("floor stats-job miss + findOne; %d results in the collection", f.Docs))...)
 	if b.st.own {
-		b.lookupBig(ctx, &f, results, managerURL, completed, deadline)
+		b.lookupBig(ctx, &f, results, managerURL, completed)
 	} else {
 		b.add(skipRow(fmt.Sprintf("lookup: GET /N/ completed at %d results, c=%d", bigResults, bigConc),
 			"not against a stack loadgen did not start: it would add results to its database"))
