@@ -37,7 +37,7 @@ var readKinds = []readKind{readMaxID, readLast, readLatest, readAfter, readCount
 // in a row, from backoffMin up to backoffMax, and ends at its first
 // success.
 const (
-	readTimeout = 10 * time.Second
+	readTimeout = time.Minute
 	backoffMin  = time.Second
 	backoffMax  = time.Minute
 )
