@@ -3,9 +3,13 @@
 // completion order for the notifier's feed and replays.
 //
 // MongoDB and FerretDB (devmongo, the development server) need different
-// writes and indexes. Each has its own backend (backend.go), chosen once
-// per store; every read is the same on both. One contract suite
-// (TestContract) runs against each backend.
+// writes, keys and indexes. Each has its own backend (backend.go), chosen
+// once per store: on FerretDB results are keyed by their id as a string,
+// the one lookup it serves by index, and the largest id comes from a
+// bound kept beside them (maxid.go); what callers get is the same on
+// both. One contract suite (TestContract) runs against each backend.
+// The reads background loops repeat go through gates (gate.go): one of
+// each kind in flight, and a kind that times out backs off.
 package store
 
 import (
@@ -155,7 +159,7 @@ func (s *Results) backend(ctx context.Context) (backend, error) {
 
 // EnsureIndexes creates the indexes that the feed and replays read by,
 // leaving those that exist alone: two on MongoDB, none on FerretDB,
-// which reads whole collections whatever the indexes.
+// which would use none of them (devmongo indexes the string keys itself).
 func (s *Results) EnsureIndexes(ctx context.Context) error {
 	b, err := s.backend(ctx)
 	if err != nil {
@@ -203,7 +207,8 @@ func (s *Results) Prepare(ctx context.Context, try time.Duration, log *slog.Logg
 }
 
 // Save stores r with stored_at stamped, by the database's clock on
-// MongoDB and by this process's just before the insert on FerretDB. When
+// MongoDB and by this process's just before the insert on FerretDB (where
+// it first raises the id bound when r.ID reaches it). When
 // a result with r's id exists it returns ErrAlreadyStored if it is the
 // same job's, and ErrConflict otherwise; it never overwrites.
 func (s *Results) Save(ctx context.Context, r job.Result) error {
