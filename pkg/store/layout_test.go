@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -93,4 +94,38 @@ func TestFerretDBMaxIDByBound(t *testing.T) {
 	max, err = s.MaxID(ctx)
 	require.NoError(t, err)
 	require.EqualValues(t, 6000, max)
+}
+
+// The key Save stores a result under on FerretDB is what devmongo
+// indexes: looking it up is an index search, not a scan of the table.
+func TestFerretDBFindSearchesAnIndex(t *testing.T) {
+	t.Parallel()
+	client, db := devmongo.open(t)
+	ctx := testenv.Context(t, 30*time.Second)
+	s := store.NewResults(client, db, "results_"+testenv.RandomName(), store.WithServer(store.FerretDB))
+	for id := range uint64(20) {
+		require.NoError(t, s.Save(ctx, result(id+1, "p", base)))
+	}
+	var stored struct {
+		ID bson.RawValue `bson:"_id"`
+	}
+	require.NoError(t, s.Collection().FindOne(ctx, bson.D{}).Decode(&stored))
+	filter := bson.D{{Key: "_id", Value: stored.ID}}
+	plan := func() string {
+		var out struct {
+			QueryPlanner struct {
+				Plan []string `bson:"Plan"`
+			} `bson:"queryPlanner"`
+		}
+		cmd := bson.D{{Key: "explain", Value: bson.D{{Key: "find", Value: s.Collection().Name()}, {Key: "filter", Value: filter}}}}
+		require.NoError(t, s.Collection().Database().RunCommand(ctx, cmd).Decode(&out))
+		return strings.Join(out.QueryPlanner.Plan, "\n")
+	}
+	// devmongo indexes a new table within a second; a connection sees the
+	// index at its next read of the table, so each try reads first.
+	require.Eventually(t, func() bool {
+		_, err := s.Find(ctx, 1)
+		require.NoError(t, err)
+		return strings.Contains(plan(), "SEARCH")
+	}, 10*time.Second, 100*time.Millisecond, "plan: %s", plan())
 }
