@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -175,25 +177,44 @@ func (b ferretBackend) key(id uint64) any {
 	return fmt.Sprintf("%0*d", keyDigits, id)
 }
 
-// findMany looks the ids up one at a time, each an indexed search: a
-// query with $in reads the whole collection on FerretDB.
+// findMany looks the ids up one by one, each an indexed search (a query
+// with $in reads the whole collection on FerretDB), lookupWorkers at a
+// time.
 func (b ferretBackend) findMany(ctx context.Context, coll *mongo.Collection, ids []uint64) (*mongo.Cursor, error) {
 	if b.numericIDs {
 		return findIn(ctx, coll, ids, b.key)
 	}
-	docs := make([]any, 0, len(ids))
-	for _, id := range ids {
-		raw, err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: b.key(id)}}).Raw()
-		if errors.Is(err, mongo.ErrNoDocuments) {
-			continue
-		}
+	found := make([]bson.Raw, len(ids))
+	errs := make([]error, len(ids))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(lookupWorkers, len(ids)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(ids) && ctx.Err() == nil; i = int(next.Add(1) - 1) {
+				raw, err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: b.key(ids[i])}}).Raw()
+				if !errors.Is(err, mongo.ErrNoDocuments) {
+					found[i], errs[i] = raw, err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range append(errs, ctx.Err()) {
 		if err != nil {
-			return nil, err
+			return nil, err // the first: the others are most likely the same
 		}
-		docs = append(docs, raw)
+	}
+	docs := make([]any, 0, len(ids))
+	for _, raw := range found {
+		if raw != nil {
+			docs = append(docs, raw)
+		}
 	}
 	return mongo.NewCursorFromDocuments(docs, nil, nil)
 }
+
+// lookupWorkers is how many lookups of one FindMany run at once.
+const lookupWorkers = 4
 
 // insert stamps stored_at with this process's clock just before a plain
 // insert: FerretDB cannot use an index in an update's filter, so
