@@ -80,17 +80,33 @@ func (s *Results) maxIDByBound(ctx context.Context, b backend) (id uint64, ok bo
 		return 0, false, err
 	}
 	top := uint64(doc.V)
-	for id := top; id > 0 && id+2*boundStep > top; {
-		id--
-		var r job.Result
-		err := s.coll.FindOne(ctx, bson.D{{Key: "_id", Value: b.key(id)}},
-			options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Decode(&r)
-		if err == nil {
-			return r.ID, true, nil
+	lo := uint64(0)
+	if top > 2*boundStep {
+		lo = top - 2*boundStep
+	}
+	// Largest first, probeChunk at a time (looked up concurrently).
+	for hi := top; hi > lo; {
+		var ids []uint64
+		for ; hi > lo && len(ids) < probeChunk; hi-- {
+			ids = append(ids, hi-1)
 		}
-		if !errors.Is(err, mongo.ErrNoDocuments) {
+		cur, err := b.findMany(ctx, s.coll, ids)
+		if err != nil {
 			return 0, false, err
+		}
+		var found []job.Result
+		if err := cur.All(ctx, &found); err != nil {
+			return 0, false, err
+		}
+		for _, r := range found {
+			id = max(id, r.ID)
+		}
+		if len(found) > 0 {
+			return id, true, nil
 		}
 	}
 	return 0, false, nil
 }
+
+// probeChunk is how many ids below the bound MaxID looks up at once.
+const probeChunk = 16
