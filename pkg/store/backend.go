@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -36,31 +38,28 @@ type backend interface {
 	insert(ctx context.Context, coll *mongo.Collection, r job.Result) error
 	ensureIndexes(ctx context.Context, coll *mongo.Collection) error
 	quickCount(ctx context.Context, coll *mongo.Collection) (n int64, ok bool, err error)
+	// key is the _id a result with id is stored under.
+	key(id uint64) any
+	// findMany reads the results among ids.
+	findMany(ctx context.Context, coll *mongo.Collection, ids []uint64) (*mongo.Cursor, error)
+	// document is r as the server stores it, stored_at as given.
+	document(r job.Result) (any, error)
 }
 
-// backendFor returns the behaviour for server, or nil for Auto or an
-// unknown name.
-func backendFor(server Server) backend {
-	switch server {
-	case MongoDB:
-		return mongoBackend{}
-	case FerretDB:
-		return ferretBackend{}
-	}
-	return nil
-}
+// known reports whether server names a server a store knows.
+func known(server Server) bool { return server == MongoDB || server == FerretDB }
 
 // detect asks the server what it is.
-func detect(ctx context.Context, client *mongo.Client) (backend, error) {
+func detect(ctx context.Context, client *mongo.Client) (Server, error) {
 	var info bson.M
 	err := client.Database("admin").RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info)
 	if err != nil {
-		return nil, wrap("ask the server what it is (buildInfo)", err)
+		return Auto, wrap("ask the server what it is (buildInfo)", err)
 	}
 	if _, ferret := info["ferretdbVersion"]; ferret {
-		return ferretBackend{}, nil
+		return FerretDB, nil
 	}
-	return mongoBackend{}, nil
+	return MongoDB, nil
 }
 
 // mongoBackend is MongoDB: the database stamps stored_at with its own
@@ -68,6 +67,23 @@ func detect(ctx context.Context, client *mongo.Client) (backend, error) {
 type mongoBackend struct{}
 
 func (mongoBackend) server() Server { return MongoDB }
+
+func (mongoBackend) key(id uint64) any { return int64(id) }
+
+func (mongoBackend) document(r job.Result) (any, error) { return r, nil }
+
+// findMany reads every id in one query, by the _id index.
+func (mongoBackend) findMany(ctx context.Context, coll *mongo.Collection, ids []uint64) (*mongo.Cursor, error) {
+	return findIn(ctx, coll, ids, mongoBackend{}.key)
+}
+
+func findIn(ctx context.Context, coll *mongo.Collection, ids []uint64, key func(uint64) any) (*mongo.Cursor, error) {
+	in := make(bson.A, len(ids))
+	for i, id := range ids {
+		in[i] = key(id)
+	}
+	return coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: in}}}})
+}
 
 // insertOnlyFilter is a field no stored document has. An upsert whose
 // filter requires it can never match, so it can only insert: it never
@@ -134,23 +150,121 @@ func (mongoBackend) quickCount(context.Context, *mongo.Collection) (int64, bool,
 
 // ferretBackend is FerretDB 1.24 on SQLite, which hands SQLite no filter
 // but an _id equal to a string or ObjectID, and no sort but the record
-// order (internal/backends/sqlite in its source): it reads whole
-// collections whatever the indexes.
-type ferretBackend struct{}
+// order (internal/backends/sqlite in its source): any other query reads
+// the whole collection. So it keys each result by its id as a string of
+// 20 decimal digits (zero-padded: string order is id order, for sorts
+// and cursors on _id), which devmongo looks up by an index of its own
+// (tools/devmongo/internal/idindex). job.Result decodes that _id as the
+// number it stands for, so reads and change events are unchanged.
+//
+// A collection written with numeric ids (before this layout, or by hand)
+// keeps them: numericIDs is set when its first document has one, and the
+// store then reads as before, by scanning.
+type ferretBackend struct {
+	numericIDs bool
+}
 
 func (ferretBackend) server() Server { return FerretDB }
 
+// keyDigits is the width of a FerretDB key: the digits of the largest
+// uint64.
+const keyDigits = 20
+
+func (b ferretBackend) key(id uint64) any {
+	if b.numericIDs {
+		return int64(id)
+	}
+	return fmt.Sprintf("%0*d", keyDigits, id)
+}
+
+// findMany looks the ids up one by one, each an indexed search (a query
+// with $in reads the whole collection on FerretDB), lookupWorkers at a
+// time.
+func (b ferretBackend) findMany(ctx context.Context, coll *mongo.Collection, ids []uint64) (*mongo.Cursor, error) {
+	if b.numericIDs {
+		return findIn(ctx, coll, ids, b.key)
+	}
+	found := make([]bson.Raw, len(ids))
+	errs := make([]error, len(ids))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(lookupWorkers, len(ids)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(ids) && ctx.Err() == nil; i = int(next.Add(1) - 1) {
+				raw, err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: b.key(ids[i])}}).Raw()
+				if !errors.Is(err, mongo.ErrNoDocuments) {
+					found[i], errs[i] = raw, err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range append(errs, ctx.Err()) {
+		if err != nil {
+			return nil, err // the first: the others are most likely the same
+		}
+	}
+	docs := make([]any, 0, len(ids))
+	for _, raw := range found {
+		if raw != nil {
+			docs = append(docs, raw)
+		}
+	}
+	return mongo.NewCursorFromDocuments(docs, nil, nil)
+}
+
+// lookupWorkers is how many lookups of one FindMany run at once.
+const lookupWorkers = 4
+
 // insert stamps stored_at with this process's clock just before a plain
-// insert: FerretDB cannot use an index for a numeric _id in an update's
-// filter, so MongoDB's upsert would read the whole collection here.
-func (ferretBackend) insert(ctx context.Context, coll *mongo.Collection, r job.Result) error {
+// insert: FerretDB cannot use an index in an update's filter, so
+// MongoDB's upsert would read the whole collection here.
+func (b ferretBackend) insert(ctx context.Context, coll *mongo.Collection, r job.Result) error {
 	r.StoredAt = time.Now().UTC().Truncate(time.Millisecond)
-	_, err := coll.InsertOne(ctx, r)
+	doc, err := b.document(r)
+	if err != nil {
+		return err
+	}
+	_, err = coll.InsertOne(ctx, doc)
 	return err
 }
 
-// ensureIndexes creates none: they would only make every insert dearer.
-// Indexes that exist are left alone.
+// document is r as this layout stores it.
+func (b ferretBackend) document(r job.Result) (any, error) {
+	if b.numericIDs {
+		return r, nil
+	}
+	raw, err := bson.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode result %d: %w", r.ID, err)
+	}
+	var doc bson.D
+	if err := bson.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("encode result %d: %w", r.ID, err)
+	}
+	doc[0] = bson.E{Key: "_id", Value: b.key(r.ID)} // _id is the first field of job.Result
+	return doc, nil
+}
+
+// layoutOf tells whether the collection keeps numeric ids, from its first
+// document in record order (a query FerretDB stops after one row);
+// known is false while the collection is empty.
+func layoutOf(ctx context.Context, coll *mongo.Collection) (b ferretBackend, known bool, err error) {
+	var first struct {
+		ID bson.RawValue `bson:"_id"`
+	}
+	err = coll.FindOne(ctx, bson.D{}, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Decode(&first)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return ferretBackend{}, false, nil
+	}
+	if err != nil {
+		return ferretBackend{}, false, wrap("read the first result", err)
+	}
+	return ferretBackend{numericIDs: first.ID.Type != bson.TypeString}, true, nil
+}
+
+// ensureIndexes creates none: FerretDB would not use them. Indexes that
+// exist are left alone.
 func (ferretBackend) ensureIndexes(context.Context, *mongo.Collection) error { return nil }
 
 // quickCount answers from a $collStats count, which FerretDB takes from

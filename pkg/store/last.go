@@ -17,7 +17,9 @@ import (
 func (s *Results) Last(ctx context.Context) (job.Result, error) {
 	var r job.Result
 	opts := options.FindOne().SetSort(bson.D{{Key: "stored_at", Value: -1}, {Key: "_id", Value: -1}})
-	err := s.coll.FindOne(ctx, bson.D{}, opts).Decode(&r)
+	err := s.gates.read(ctx, readLast, func(ctx context.Context) error {
+		return s.coll.FindOne(ctx, bson.D{}, opts).Decode(&r)
+	})
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return r, ErrNotFound
 	}
@@ -31,7 +33,11 @@ func (s *Results) Last(ctx context.Context) (job.Result, error) {
 // feed that polls by stored time compares it with what it has read, to
 // find results whose write became visible long after its stamp.
 func (s *Results) CountBetween(ctx context.Context, from, to time.Time) (int64, error) {
-	n, err := s.coll.CountDocuments(ctx, bson.D{{Key: "stored_at", Value: bson.D{{Key: "$gte", Value: from}, {Key: "$lt", Value: to}}}})
+	var n int64
+	err := s.gates.read(ctx, readCount, func(ctx context.Context) (err error) {
+		n, err = s.coll.CountDocuments(ctx, bson.D{{Key: "stored_at", Value: bson.D{{Key: "$gte", Value: from}, {Key: "$lt", Value: to}}}})
+		return err
+	})
 	if err != nil {
 		return 0, wrap("count results by stored time", err)
 	}

@@ -19,13 +19,13 @@ func (s *Results) Latest(ctx context.Context, n int) ([]job.Result, error) {
 		return nil, nil
 	}
 	opts := options.Find().SetSort(bson.D{{Key: "stored_at", Value: -1}, {Key: "_id", Value: -1}}).SetLimit(int64(n))
-	cur, err := s.coll.Find(ctx, bson.D{}, opts)
+	var out []job.Result
+	err := s.gates.read(ctx, readLatest, func(ctx context.Context) (err error) {
+		out, err = s.find(ctx, bson.D{}, opts)
+		return err
+	})
 	if err != nil {
 		return nil, wrap(fmt.Sprintf("find the %d latest results", n), err)
-	}
-	var out []job.Result
-	if err := cur.All(ctx, &out); err != nil {
-		return nil, wrap(fmt.Sprintf("read the %d latest results", n), err)
 	}
 	slices.Reverse(out)
 	return out, nil

@@ -95,6 +95,7 @@ var contract = []struct {
 	{"MaxID", testMaxID},
 	{"AfterInStoredOrder", testAfter},
 	{"AfterTiesByID", testAfterTies},
+	{"Import", testImport},
 	{"Last", testLast},
 	{"CountBetween", testCountBetween},
 	{"Latest", testLatest},
@@ -190,12 +191,17 @@ func testSaveAndFind(t *testing.T, b bundle) {
 	r.StoredAt = got.StoredAt
 	require.Equal(t, r, got)
 
-	// The document holds the result's fields and nothing else.
+	// The document holds the result's fields and nothing else, under the
+	// id as a number on MongoDB and as 20 decimal digits on FerretDB,
+	// which looks strings up by index.
 	var raw, want bson.M
-	require.NoError(t, b.s.Collection().FindOne(b.ctx, bson.D{{Key: "_id", Value: int64(1)}}).Decode(&raw))
+	require.NoError(t, b.s.Collection().FindOne(b.ctx, bson.D{}).Decode(&raw))
 	enc, err := bson.Marshal(r)
 	require.NoError(t, err)
 	require.NoError(t, bson.Unmarshal(enc, &want))
+	if b.impl == store.FerretDB {
+		want["_id"] = "00000000000000000001"
+	}
 	require.Equal(t, want, raw)
 }
 
@@ -352,29 +358,64 @@ func testAfter(t *testing.T, b bundle) {
 	})
 }
 
-// Results stored in the same millisecond come in id order, and a cursor
-// inside the tie resumes after its id. Saves cannot be made to tie, so
-// the documents are written with one stamp.
+// Results stored in the same millisecond come in id order (also past
+// 9 and 10, whose digits sort otherwise), and a cursor inside the tie
+// resumes after its id. Saves cannot be made to tie, so the results are
+// imported with one stamp.
 func testAfterTies(t *testing.T, b bundle) {
 	at := b.clock(t).UTC().Truncate(time.Millisecond)
-	for _, id := range []uint64{8, 2, 5} {
+	var rs []job.Result
+	for _, id := range []uint64{8, 2, 10, 5} {
 		r := result(id, "p", base)
 		r.StoredAt = at
-		_, err := b.s.Collection().InsertOne(b.ctx, r)
-		require.NoError(t, err)
+		rs = append(rs, r)
 	}
 	later := result(1, "p", base)
 	later.StoredAt = at.Add(time.Millisecond)
-	_, err := b.s.Collection().InsertOne(b.ctx, later)
+	n, err := b.s.Import(b.ctx, append(rs, later))
 	require.NoError(t, err)
+	require.Equal(t, 5, n)
 
 	b.checkAfter(t, []afterCase{
-		{time.Time{}, 0, 0, []uint64{2, 5, 8, 1}},
-		{at, 2, 0, []uint64{5, 8, 1}},
+		{time.Time{}, 0, 0, []uint64{2, 5, 8, 10, 1}},
+		{at, 2, 0, []uint64{5, 8, 10, 1}},
 		{at, 2, 1, []uint64{5}},
-		{at, 8, 0, []uint64{1}},
+		{at, 9, 0, []uint64{10, 1}},
+		{at, 10, 0, []uint64{1}},
 		{at.Add(-time.Millisecond), 100, 2, []uint64{2, 5}},
 	})
+}
+
+// Import writes results as given, stored_at included, and leaves ids
+// that are stored already alone, counting only what it wrote.
+func testImport(t *testing.T, b bundle) {
+	first := b.save(t, result(3, "saved", base))
+	var rs []job.Result
+	for i := range 5 {
+		r := result(uint64(i+1), fmt.Sprintf("imported %d", i), base)
+		r.StoredAt = base.Add(time.Duration(i) * time.Second)
+		rs = append(rs, r)
+	}
+	n, err := b.s.Import(b.ctx, rs)
+	require.NoError(t, err)
+	require.Equal(t, 4, n, "id 3 was stored already")
+	got, err := b.s.Find(b.ctx, 3)
+	require.NoError(t, err)
+	require.Equal(t, first, got)
+	for _, r := range rs {
+		if r.ID == 3 {
+			continue
+		}
+		got, err := b.s.Find(b.ctx, r.ID)
+		require.NoError(t, err)
+		require.Equal(t, r, got)
+	}
+	max, err := b.s.MaxID(b.ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 5, max)
+	n, err = b.s.Import(b.ctx, nil)
+	require.NoError(t, err)
+	require.Zero(t, n)
 }
 
 // QuickCount, where the implementation can count cheaply (FerretDB's),
@@ -392,10 +433,10 @@ func testQuickCount(t *testing.T, b bundle) {
 	}
 	check(0)
 	for i := range 3 {
-		b.save(t, result(uint64(10+i), "p", base))
+		b.save(t, result(uint64(10+i), fmt.Sprint(i), base))
 		check(int64(i + 1))
 	}
-	_, err := b.s.Collection().DeleteOne(b.ctx, bson.D{{Key: "_id", Value: int64(11)}})
+	_, err := b.s.Collection().DeleteOne(b.ctx, bson.D{{Key: "payload", Value: "1"}})
 	require.NoError(t, err)
 	check(2)
 }

@@ -274,6 +274,9 @@ type Mongo struct {
 // Kill stops the server with SIGKILL.
 func (m *Mongo) Kill() { m.proc.Kill() }
 
+// Pid is the server's process id, 0 when it is not running.
+func (m *Mongo) Pid() int { return m.proc.Pid() }
+
 // Stop stops the server with SIGTERM.
 func (m *Mongo) Stop() { m.proc.Stop() }
 

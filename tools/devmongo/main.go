@@ -29,7 +29,13 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/jobsys/jobs/tools/devmongo/internal/front"
+	"github.com/jobsys/jobs/tools/devmongo/internal/idindex"
 )
+
+// indexEvery is how often new tables get their _id lookup index
+// (internal/idindex); a table is small, and a scan of it cheap, for the
+// first second of its life.
+const indexEvery = time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -69,6 +75,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
+	// Index the tables there are before serving them, then new ones as
+	// they come.
+	ix := idindex.New(abs, logger.With("component", "idindex"))
+	if err := ix.Pass(ctx); err != nil {
+		return fmt.Errorf("index the _id lookups of %s: %w", abs, err)
+	}
+	ctx, cancelIndexer := context.WithCancel(ctx)
+	indexerDone := make(chan struct{})
+	go func() { defer close(indexerDone); ix.Run(ctx, indexEvery) }()
+	defer func() { cancelIndexer(); <-indexerDone }()
+
 	if *bare {
 		return runBare(ctx, *listen, abs, logger, stdout)
 	}

@@ -15,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
 )
 
@@ -335,18 +336,14 @@ func (b *bench) fillResults(ctx context.Context, n int64) (string, error) {
 		return "", fmt.Errorf("count results: %w", err)
 	}
 	tube := "bench-idle-" + testenv.RandomName()
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	for i := have; i < n; {
-		batch := make([]any, 0, 1000)
-		for ; i < n && len(batch) < cap(batch); i++ {
-			p := fmt.Sprintf(`{"filler":%d}`, i)
-			batch = append(batch, job.Result{ID: uint64(fillerBase + i), Hash: job.Hash(p), Payload: p, Tube: tube,
-				Worker: "loadgen", Attempts: 1, StartedAt: now, CompletedAt: now, StoredAt: now})
-		}
-		b.prog.set(-1, fmt.Sprintf("filling the results to %d", n))
-		if _, err := coll.InsertMany(ctx, batch); err != nil {
-			return tube, fmt.Errorf("fill the results: %w", err)
-		}
+	// Through the store, in the layout it keeps on the server.
+	b.prog.set(-1, fmt.Sprintf("filling the results to %d", n))
+	ids := make([]uint64, 0, max(n-have, 0))
+	for i := have; i < n; i++ {
+		ids = append(ids, uint64(fillerBase+i))
+	}
+	if err := importResults(ctx, store.NewResults(b.st.mongo, b.st.mongoDB, b.st.mongoColl), ids, tube); err != nil {
+		return tube, fmt.Errorf("fill the results: %w", err)
 	}
 	return tube, nil
 }

@@ -13,6 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
 )
 
@@ -129,7 +130,8 @@ func TestLookupFloors(t *testing.T) {
 	require.NoError(t, err)
 	completed, err := burnIDs(ctx, b.st.beanstalkAddr, 20)
 	require.NoError(t, err)
-	require.NoError(t, storeResults(ctx, b.st.results(), completed))
+	results := store.NewResults(b.st.mongo, b.st.mongoDB, b.st.mongoColl)
+	require.NoError(t, importResults(ctx, results, completed, "t"))
 	deadline := time.Now().Add(time.Minute)
 	cfg := hammerConfig{conc: 4, d: time.Second} // long enough for some operations to finish on a loaded machine
 
@@ -138,12 +140,12 @@ func TestLookupFloors(t *testing.T) {
 	require.Positive(t, s.Count)
 	require.Zero(t, s.Errors, s.FirstError)
 
-	s, err = hammer(ctx, cfg, findLoops(b.st.beanstalkAddr, b.st.results(), completed, deadline))
+	s, err = hammer(ctx, cfg, findLoops(b.st.beanstalkAddr, results, completed, deadline))
 	require.NoError(t, err)
 	require.Positive(t, s.Count)
 	require.Zero(t, s.Errors, s.FirstError)
 
 	// The completed floor refuses an id beanstalkd knows: it must miss.
-	_, err = hammer(ctx, cfg, findLoops(b.st.beanstalkAddr, b.st.results(), queued, deadline))
+	_, err = hammer(ctx, cfg, findLoops(b.st.beanstalkAddr, results, queued, deadline))
 	require.ErrorContains(t, err, "want NOT_FOUND")
 }

@@ -13,10 +13,9 @@ import (
 	"time"
 
 	"github.com/beanstalkd/go-beanstalk"
-	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/jobsys/jobs/pkg/job"
+	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
 )
 
@@ -26,12 +25,20 @@ type lookupFigures struct {
 	Results int `json:"completed_ids"`
 	// Collection holds the completed results looked up, and Docs is how
 	// many documents it had: on devmongo a lookup scans them all.
-	Collection     string            `json:"collection"`
-	Docs           int64             `json:"collection_documents"`
-	Queued         summary           `json:"queued"`
-	QueuedFloor    summary           `json:"queued_floor_stats_job"`
-	Completed      summary           `json:"completed"`
-	CompletedFloor summary           `json:"completed_floor_stats_job_miss_and_find_one"`
+	Collection     string  `json:"collection"`
+	Docs           int64   `json:"collection_documents"`
+	Queued         summary `json:"queued"`
+	QueuedFloor    summary `json:"queued_floor_stats_job"`
+	Completed      summary `json:"completed"`
+	CompletedFloor summary `json:"completed_floor_stats_job_miss_and_find_one"`
+	// Big is GET completed again with the collection filled up to
+	// bigResults, by bigConc clients; BigFloor its floor.
+	Big            summary           `json:"completed_at_100k"`
+	BigFloor       summary           `json:"completed_at_100k_floor"`
+	BigCPU         cpuUse            `json:"completed_at_100k_cpu_cores"`
+	BigFloorCPU    cpuUse            `json:"completed_at_100k_floor_cpu_cores"`
+	BigDocs        int64             `json:"completed_at_100k_documents"`
+	BigSeedSeconds float64           `json:"completed_at_100k_seed_seconds"`
 	QueuedCPU      cpuUse            `json:"queued_cpu_cores"`
 	CompletedCPU   cpuUse            `json:"completed_cpu_cores"`
 	QFloorCPU      cpuUse            `json:"queued_floor_cpu_cores"`
@@ -49,10 +56,8 @@ type lookupFigures struct {
 const (
 	// lookupIDs is how many queued jobs are looked up.
 	lookupIDs = 1000
-	// lookupResults is how many results are: on devmongo finding one by
-	// its integer _id scans the table up to it, so the completed lookup
-	// costs grow with the collection; kept small, the figure shows the
-	// request path rather than the scan.
+	// lookupResults is how many results are looked up; the row at
+	// bigResults looks them up again among that many.
 	lookupResults = 200
 )
 
@@ -63,8 +68,8 @@ const (
 //
 // With its own stack the completed results go to a collection of the
 // phase's own, read by a manager of its own, so the figure does not
-// depend on how many results earlier phases left: FerretDB's SQLite
-// backend finds an integer _id by scanning the whole table.
+// depend on how many results earlier phases left; lookupBig then fills
+// that collection up to bigResults and measures again.
 func (b *bench) lookup(ctx context.Context) error {
 	f := lookupFigures{IDs: lookupIDs, Results: lookupResults, Errors: map[string]string{}}
 	defer func() { b.phases[phaseLookup] = f }()
@@ -92,7 +97,8 @@ func (b *bench) lookup(ctx context.Context) error {
 		}
 		managerURL = u
 	}
-	if err := storeResults(ctx, coll, completed); err != nil {
+	results := store.NewResults(b.st.mongo, b.st.mongoDB, coll.Name())
+	if err := importResults(ctx, results, completed, "bench-lookup"); err != nil {
 		return err
 	}
 	if f.Docs, err = coll.EstimatedDocumentCount(ctx); err != nil {
@@ -115,7 +121,7 @@ func (b *bench) lookup(ctx context.Context) error {
 		{"GET queued", &f.Queued, &f.QueuedCPU, getLoops(managerURL, queued)},
 		{"stats-job", &f.QueuedFloor, &f.QFloorCPU, statsJobLoops(b.st.beanstalkAddr, queued, deadline)},
 		{"GET completed", &f.Completed, &f.CompletedCPU, getLoops(managerURL, completed)},
-		{"stats-job + findOne", &f.CompletedFloor, &f.CFloorCPU, findLoops(b.st.beanstalkAddr, coll, completed, deadline)},
+		{"stats-job + findOne", &f.CompletedFloor, &f.CFloorCPU, findLoops(b.st.beanstalkAddr, results, completed, deadline)},
 	}
 	for _, r := range runs {
 		m := b.st.meter()
@@ -198,6 +204,12 @@ func (b *bench) lookup(ctx context.Context) error {
 	b.add(pair(fmt.Sprintf("lookup: GET /N/ completed at c=%d", b.o.conc), "GET completed", "stats-job + findOne",
 		f.Completed, f.CompletedFloor, f.CompletedCPU, f.CFloorCPU,
 		fmt.Sprintf("floor stats-job miss + findOne; %d results in the collection", f.Docs))...)
+	if b.st.own {
+		b.lookupBig(ctx, &f, results, managerURL, completed)
+	} else {
+		b.add(skipRow(fmt.Sprintf("lookup: GET /N/ completed at %d results, c=%d", bigResults, bigConc),
+			"not against a stack loadgen did not start: it would add results to its database"))
+	}
 	if len(f.Errors) > 0 {
 		return inTable{fmt.Errorf("%d of 4 runs failed", len(f.Errors))}
 	}
@@ -243,8 +255,8 @@ func statsJobLoops(addr string, ids []uint64, deadline time.Time) func(ctx conte
 }
 
 // findLoops is the floor of a completed lookup: what the manager must do,
-// a stats-job that misses and then findOne by _id.
-func findLoops(addr string, coll *mongo.Collection, ids []uint64, deadline time.Time) func(ctx context.Context, i int) (loop, error) {
+// a stats-job that misses and then the store's Find (a findOne by _id).
+func findLoops(addr string, s *store.Results, ids []uint64, deadline time.Time) func(ctx context.Context, i int) (loop, error) {
 	return func(ctx context.Context, i int) (loop, error) {
 		c, err := dialBeanstalk(ctx, addr, deadline)
 		if err != nil {
@@ -257,28 +269,12 @@ func findLoops(addr string, coll *mongo.Collection, ids []uint64, deadline time.
 				if _, err := c.StatsJob(id); !errors.Is(err, beanstalk.ErrNotFound) {
 					return fmt.Errorf("stats-job %d: want NOT_FOUND, got %v", id, err)
 				}
-				var res job.Result
-				return coll.FindOne(ctx, bson.D{{Key: "_id", Value: int64(id)}}).Decode(&res)
+				_, err := s.Find(ctx, id)
+				return err
 			},
 			close: func() { c.Close() },
 		}, nil
 	}
-}
-
-// storeResults writes a result for each id directly to coll, as a
-// worker would have.
-func storeResults(ctx context.Context, coll *mongo.Collection, ids []uint64) error {
-	now := time.Now().UTC()
-	docs := make([]any, len(ids))
-	for i, id := range ids {
-		p := fmt.Sprintf(`{"example":"data","n":%d}`, i)
-		docs[i] = job.Result{ID: id, Hash: job.Hash(p), Payload: p, Tube: "bench-lookup", Worker: "loadgen",
-			Attempts: 1, StartedAt: now, CompletedAt: now, StoredAt: now, DurationMS: 0.1}
-	}
-	if _, err := coll.InsertMany(ctx, docs); err != nil {
-		return fmt.Errorf("store results to look up: %w", err)
-	}
-	return nil
 }
 
 // checkLookup makes sure the manager answers a queued job with its

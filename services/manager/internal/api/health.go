@@ -2,10 +2,13 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/jobsys/jobs/pkg/store"
 )
 
 // healthz says the process runs.
@@ -42,6 +45,11 @@ func (h *handler) readyz(c echo.Context) error {
 	if merr != nil {
 		r.Checks["mongodb"] = "unreachable"
 		failed = append(failed, "mongodb")
+		if errors.Is(merr, store.ErrSlow) {
+			// It answers, but its reads have been timing out.
+			r.Checks["mongodb"] = "slow"
+			failed[len(failed)-1] = "mongodb (too slow)"
+		}
 		h.log.Debug("readyz: mongodb", "err", merr)
 	}
 	if len(failed) == 0 {
