@@ -3,6 +3,7 @@ package queue_test
 import (
 	"context"
 	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -226,4 +227,29 @@ func TestDeleteAndReserve(t *testing.T) {
 	require.ErrorIs(t, err, queue.ErrUnavailable)
 	require.Len(t, outcomes, 1)
 	require.ErrorIs(t, outcomes[0], queue.ErrUnavailable)
+}
+
+// A beanstalkd whose binlog cannot grow (its disk full, here its
+// directory gone) answers puts with OUT_OF_MEMORY: the put fails with
+// ErrServerFault, the connection stays, and Ping reports the fault while
+// it lasts, though stats still answer.
+func TestOutOfMemoryIsAServerFault(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bs := testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{BinlogDir: dir, FsyncMS: -1, BinlogSize: 2000})
+	p := queue.NewPool(queue.PoolConfig{Addr: bs.Addr()})
+	defer p.Close()
+	require.NoError(t, p.Ping(ctx(t)))
+	require.NoError(t, os.RemoveAll(dir))
+	var err error
+	for range 100 {
+		if _, err = p.Put(ctx(t), make([]byte, 200), queue.PutOptions{TTR: time.Minute}); err != nil {
+			break
+		}
+	}
+	require.ErrorIs(t, err, queue.ErrServerFault)
+	require.ErrorContains(t, err, "binlog disk full")
+	require.ErrorIs(t, p.Ping(ctx(t)), queue.ErrServerFault)
+	_, err = p.ServerStats(ctx(t))
+	require.NoError(t, err)
 }

@@ -2,10 +2,13 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/jobsys/jobs/pkg/queue"
 )
 
 // healthz says the process runs.
@@ -34,7 +37,10 @@ func (h *handler) readyz(c echo.Context) error {
 
 	r := Readiness{Status: "ready", Checks: map[string]string{"beanstalkd": "ok", "mongodb": "ok"}}
 	var failed []string
-	if qerr != nil {
+	if errors.Is(qerr, queue.ErrServerFault) {
+		r.Checks["beanstalkd"] = "refusing jobs: out of memory or binlog disk full"
+		failed = append(failed, "beanstalkd")
+	} else if qerr != nil {
 		r.Checks["beanstalkd"] = "unreachable"
 		failed = append(failed, "beanstalkd")
 		h.log.Debug("readyz: beanstalkd", "err", qerr)
@@ -55,7 +61,7 @@ func (h *handler) readyz(c echo.Context) error {
 		}
 		r.Error += f
 	}
-	r.Error += " did not answer"
+	r.Error += " did not answer as it should"
 	c.Response().Header().Set(echo.HeaderRetryAfter, "1")
 	return writeJSON(c, http.StatusServiceUnavailable, r)
 }

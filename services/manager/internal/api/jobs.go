@@ -49,6 +49,11 @@ func (h *handler) post(c echo.Context) error {
 			return e
 		case errors.Is(err, queue.ErrDraining):
 			return &Error{Status: http.StatusServiceUnavailable, Msg: "the job queue is draining and takes no new jobs", Detail: "retry shortly"}
+		case errors.Is(err, queue.ErrServerFault), errors.Is(err, queue.ErrBuried):
+			h.log.Error("beanstalkd refused a put", "tube", p.Tube, "err", err)
+			c.Response().Header().Set(echo.HeaderRetryAfter, "5")
+			return &Error{Status: http.StatusServiceUnavailable, Msg: "the job queue refused the job: beanstalkd is out of memory or its binlog disk is full",
+				Detail: "the job was not created; retry when the queue's operator has made room"}
 		}
 		return h.queueError("put job", err)
 	}
