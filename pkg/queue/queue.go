@@ -13,6 +13,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -268,17 +269,23 @@ func (p *Pool) with(ctx context.Context, op string, f func(c *beanstalk.Conn) er
 		return err
 	}
 	ok, err := c.call(ctx, p.timeout, op, f)
+	p.put(c, ok)
+	return err
+}
+
+// put gives c back to the pool, or drops it and every idle one when it
+// failed.
+func (p *Pool) put(c *conn, ok bool) {
 	if !ok {
 		c.close()
 		_ = p.Close()
-		return err
+		return
 	}
 	select {
 	case p.idle <- c:
 	default:
 		c.close()
 	}
-	return err
 }
 
 // get takes an idle connection that is still open, or dials one.
@@ -343,13 +350,69 @@ func (p *Pool) Put(ctx context.Context, body []byte, o PutOptions) (uint64, erro
 		}
 		return err
 	})
+	p.putDone(err)
+	return id, err
+}
+
+// putDone notes whether beanstalkd refused a put for want of memory or
+// disk, for Ping.
+func (p *Pool) putDone(err error) {
 	switch {
 	case err == nil:
 		p.refused.Store(0)
 	case errors.Is(err, ErrServerFault):
 		p.refused.Store(time.Now().UnixNano())
 	}
-	return id, err
+}
+
+// PutHeld puts body so that no worker can reserve it before check has
+// agreed to its id, all on one connection, so that the job checked, and
+// kicked or withdrawn, is the one put even if beanstalkd restarts
+// meanwhile. A job with no delay is put delayed by hold and kicked to
+// ready once check returns nil; a delayed job is held by its own delay,
+// and check gets at most half of it. When check fails the job is deleted
+// and check's error returned.
+func (p *Pool) PutHeld(ctx context.Context, body []byte, o PutOptions, hold time.Duration, check func(ctx context.Context, id uint64) error) (uint64, error) {
+	tube := cmp.Or(o.Tube, DefaultTube)
+	if err := ValidateTube(tube); err != nil {
+		return 0, fmt.Errorf("put: %w", err)
+	}
+	c, err := p.get(ctx, "put")
+	if err != nil {
+		return 0, err
+	}
+	var id uint64
+	ok, err := c.call(ctx, p.timeout, "put", func(bc *beanstalk.Conn) (err error) {
+		t := beanstalk.Tube{Conn: bc, Name: tube}
+		id, err = t.Put(body, o.Priority, cmp.Or(max(o.Delay, 0), hold), max(o.TTR, time.Second))
+		return err
+	})
+	p.putDone(err)
+	if bid, buried := buriedID(err); buried {
+		id = bid // withdrawn below
+	} else if err != nil {
+		p.put(c, ok)
+		return 0, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, cmp.Or(o.Delay/2, hold/2))
+	if err == nil {
+		err = check(cctx, id)
+	}
+	cancel()
+	op, finish := "kick-job", func(bc *beanstalk.Conn) error { return bc.KickJob(id) }
+	if err != nil {
+		op, finish = "withdraw", func(bc *beanstalk.Conn) error { return bc.Delete(id) }
+	} else if o.Delay > 0 {
+		p.put(c, true)
+		return id, nil
+	}
+	// The job must be kicked or withdrawn though the caller gave up.
+	ok, ferr := c.call(context.WithoutCancel(ctx), p.timeout, op, finish)
+	p.put(c, ok)
+	if err != nil {
+		return 0, errors.Join(err, ferr)
+	}
+	return id, ferr
 }
 
 // StatsJob returns beanstalkd's statistics for job id, or ErrNotFound.

@@ -253,3 +253,42 @@ func TestOutOfMemoryIsAServerFault(t *testing.T) {
 	_, err = p.ServerStats(ctx(t))
 	require.NoError(t, err)
 }
+
+// PutHeld's job cannot be reserved while its id is being checked; it is
+// kicked to ready once check agrees, withdrawn when check refuses, and a
+// delayed job keeps its own delay.
+func TestPutHeld(t *testing.T) {
+	t.Parallel()
+	b := testenv.Setup(t)
+	p := b.Pool(t)
+	c := queue.NewConsumer(b.Beanstalk.Addr(), []string{b.Tube}, 0)
+	defer c.Close()
+	o := queue.PutOptions{Tube: b.Tube, TTR: time.Minute}
+	reserved := make(chan error, 1)
+	id, err := p.PutHeld(ctx(t), []byte("held"), o, time.Minute, func(_ context.Context, id uint64) error {
+		_, err := c.Reserve(ctx(t), time.Second)
+		reserved <- err
+		return nil
+	})
+	require.NoError(t, err)
+	require.ErrorIs(t, <-reserved, queue.ErrNoJob, "nothing to reserve while the check runs")
+	r, err := c.Reserve(ctx(t), time.Second)
+	require.NoError(t, err)
+	require.Equal(t, id, r.ID)
+	require.NoError(t, c.Delete(ctx(t), r.ID))
+
+	refuse := errors.New("not proven")
+	_, err = p.PutHeld(ctx(t), []byte("refused"), o, time.Minute, func(context.Context, uint64) error { return refuse })
+	require.ErrorIs(t, err, refuse)
+	st, err := p.TubeStats(ctx(t), []string{b.Tube})
+	require.NoError(t, err)
+	require.Zero(t, st[b.Tube].Ready+st[b.Tube].Delayed, "the refused job was withdrawn")
+
+	o.Delay = 30 * time.Second
+	id, err = p.PutHeld(ctx(t), []byte("later"), o, time.Minute, func(context.Context, uint64) error { return nil })
+	require.NoError(t, err)
+	s, err := p.StatsJob(ctx(t), id)
+	require.NoError(t, err)
+	require.Equal(t, "delayed", string(s.State))
+	require.EqualValues(t, 30, s.Delay)
+}
