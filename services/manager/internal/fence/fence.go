@@ -105,11 +105,11 @@ type mark struct {
 // Fence puts jobs with ids no manager handed out before. It is safe for
 // concurrent use.
 type Fence struct {
-	q     Queue
-	s     Store
-	coll  *mongo.Collection
-	log   *slog.Logger
-	me    string
+	q    Queue
+	s    Store
+	coll *mongo.Collection
+	log  *slog.Logger
+	me   string
 	// Lease is how far ahead of the ids handed out hw is kept (default
 	// DefaultLease); set it before first use.
 	Lease uint64
