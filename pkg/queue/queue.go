@@ -111,11 +111,14 @@ func (c *conn) call(ctx context.Context, timeout time.Duration, op string, f fun
 	}
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
 	err := f(c.bc)
-	stop()
+	// When ctx ended during the call its deadline may still be set under
+	// the next user: the connection goes.
+	stopped := stop()
 	if err == nil {
-		return true, nil
+		return stopped, nil
 	}
-	return classify(op, err)
+	ok, err := classify(op, err)
+	return ok && stopped, err
 }
 
 // answers maps go-beanstalk's errors for beanstalkd's refusals, which

@@ -121,7 +121,8 @@ type Fence struct {
 
 	mu      sync.Mutex // guards fencing
 	fencing map[string]*flight
-	raiseMu sync.Mutex // one hw write at a time
+	raiseMu sync.Mutex    // one hw write at a time
+	wake    chan struct{} // tells Watch to raise hw now
 	// OnFence, when set, is called each time this manager moved a new
 	// beanstalkd process's ids past hw, for metrics.
 	OnFence func()
@@ -134,7 +135,8 @@ type flight struct {
 
 // New returns a fence sharing its state through the document in coll.
 func New(q Queue, s Store, coll *mongo.Collection, log *slog.Logger) *Fence {
-	return &Fence{q: q, s: s, coll: coll, log: log, me: rand.Text(), Lease: DefaultLease, fencing: map[string]*flight{}}
+	return &Fence{q: q, s: s, coll: coll, log: log, me: rand.Text(), Lease: DefaultLease, fencing: map[string]*flight{},
+		wake: make(chan struct{}, 1)}
 }
 
 // Value is the high-water mark this manager knows: every id handed out
@@ -167,6 +169,14 @@ func (f *Fence) check(ctx context.Context, id uint64) error {
 		}
 	}
 	raiseTo(&f.issued, id)
+	if id+f.Lease/2 > f.hw.Load() {
+		// Half the lease is left: Watch takes the next one now, so that
+		// puts rarely wait for MongoDB.
+		select {
+		case f.wake <- struct{}{}:
+		default:
+		}
+	}
 	return nil
 }
 
@@ -290,6 +300,12 @@ func (f *Fence) advance(ctx context.Context, filter bson.D, server string, stats
 	if err := f.coll.FindOne(ctx, filter).Decode(&m); err != nil {
 		return fmt.Errorf("read the job id fence: %w", err)
 	}
+	if m.Server == server {
+		// Another manager fenced it between our read and our lock.
+		_, err := f.coll.UpdateOne(ctx, append(filter, bson.E{Key: "lock_by", Value: f.me}),
+			bson.D{{Key: "$unset", Value: bson.D{{Key: "lock_by", Value: ""}, {Key: "lock_until", Value: ""}}}})
+		return err
+	}
 	start := time.Now()
 	past := max(m.HW, f.hw.Load(), f.issued.Load())
 	// Every job beanstalkd made had a fresh id, so its next id is above
@@ -393,6 +409,7 @@ func (f *Fence) Watch(ctx context.Context, o WatchOptions) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-f.wake:
 		}
 	}
 }
