@@ -80,7 +80,14 @@ func ValidateTube(name string) error {
 type conn struct {
 	nc net.Conn
 	bc *beanstalk.Conn
+	// process is the beanstalkd process the connection reached, from the
+	// stats shown to OnConnect (see Process).
+	process string
 }
+
+// Process names the beanstalkd process a stats answer comes from: its
+// random "id" and its "pid". A restarted beanstalkd is a new process.
+func Process(stats map[string]string) string { return stats["id"] + "/" + stats["pid"] }
 
 func dial(ctx context.Context, addr string, timeout time.Duration) (*conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, timeout)
@@ -316,6 +323,7 @@ func (p *Pool) get(ctx context.Context, op string) (*conn, error) {
 			return err
 		})
 		if err == nil {
+			c.process = Process(stats)
 			err = (*hook)(ctx, unquote(stats))
 		}
 		if err != nil || !ok {
@@ -371,11 +379,12 @@ func (p *Pool) putDone(err error) {
 // PutHeld puts body so that no worker can reserve it before check has
 // agreed to its id, all on one connection, so that the job checked, and
 // kicked or withdrawn, is the one put even if beanstalkd restarts
-// meanwhile. A job with no delay is put delayed by hold and kicked to
+// meanwhile. check is told the connection's beanstalkd process (see
+// Process; "" unless an OnConnect hook is set). A job with no delay is put delayed by hold and kicked to
 // ready once check returns nil; a delayed job is held by its own delay,
 // and check gets at most half of it. When check fails the job is deleted
 // and check's error returned.
-func (p *Pool) PutHeld(ctx context.Context, body []byte, o PutOptions, hold time.Duration, check func(ctx context.Context, id uint64) error) (uint64, error) {
+func (p *Pool) PutHeld(ctx context.Context, body []byte, o PutOptions, hold time.Duration, check func(ctx context.Context, id uint64, process string) error) (uint64, error) {
 	tube := cmp.Or(o.Tube, DefaultTube)
 	if err := ValidateTube(tube); err != nil {
 		return 0, fmt.Errorf("put: %w", err)
@@ -399,7 +408,7 @@ func (p *Pool) PutHeld(ctx context.Context, body []byte, o PutOptions, hold time
 	}
 	cctx, cancel := context.WithTimeout(ctx, cmp.Or(o.Delay/2, hold/2))
 	if err == nil {
-		err = check(cctx, id)
+		err = check(cctx, id, c.process)
 	}
 	cancel()
 	op, finish := "kick-job", func(bc *beanstalk.Conn) error { return bc.KickJob(id) }

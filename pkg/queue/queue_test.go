@@ -265,7 +265,7 @@ func TestPutHeld(t *testing.T) {
 	defer c.Close()
 	o := queue.PutOptions{Tube: b.Tube, TTR: time.Minute}
 	reserved := make(chan error, 1)
-	id, err := p.PutHeld(ctx(t), []byte("held"), o, time.Minute, func(_ context.Context, id uint64) error {
+	id, err := p.PutHeld(ctx(t), []byte("held"), o, time.Minute, func(_ context.Context, id uint64, _ string) error {
 		_, err := c.Reserve(ctx(t), time.Second)
 		reserved <- err
 		return nil
@@ -278,14 +278,14 @@ func TestPutHeld(t *testing.T) {
 	require.NoError(t, c.Delete(ctx(t), r.ID))
 
 	refuse := errors.New("not proven")
-	_, err = p.PutHeld(ctx(t), []byte("refused"), o, time.Minute, func(context.Context, uint64) error { return refuse })
+	_, err = p.PutHeld(ctx(t), []byte("refused"), o, time.Minute, func(context.Context, uint64, string) error { return refuse })
 	require.ErrorIs(t, err, refuse)
 	st, err := p.TubeStats(ctx(t), []string{b.Tube})
 	require.NoError(t, err)
 	require.Zero(t, st[b.Tube].Ready+st[b.Tube].Delayed, "the refused job was withdrawn")
 
 	o.Delay = 30 * time.Second
-	id, err = p.PutHeld(ctx(t), []byte("later"), o, time.Minute, func(context.Context, uint64) error { return nil })
+	id, err = p.PutHeld(ctx(t), []byte("later"), o, time.Minute, func(context.Context, uint64, string) error { return nil })
 	require.NoError(t, err)
 	s, err := p.StatsJob(ctx(t), id)
 	require.NoError(t, err)

@@ -22,7 +22,7 @@
 //
 // Every queue connection the manager dials shows its beanstalkd process
 // to OnConnect before it is used. A process not in the document is
-// fenced: one manager takes a lock in the document, moves beanstalkd's
+// fenced in the background (GETs and probes go on; puts wait): one manager takes a lock in the document, moves beanstalkd's
 // counter past hw with throwaway jobs (queue.Pool.Advance), and records
 // the process; the other managers wait for the record. A restarted
 // manager finds its beanstalkd recorded and spends nothing.
@@ -78,7 +78,7 @@ const lockFor = 30 * time.Second
 
 // Queue is what the fence asks of beanstalkd; *queue.Pool has it.
 type Queue interface {
-	PutHeld(ctx context.Context, body []byte, o queue.PutOptions, hold time.Duration, check func(context.Context, uint64) error) (uint64, error)
+	PutHeld(ctx context.Context, body []byte, o queue.PutOptions, hold time.Duration, check func(context.Context, uint64, string) error) (uint64, error)
 	Advance(ctx context.Context, tube string, past uint64) (uint64, error)
 	ServerStats(ctx context.Context) (map[string]string, error)
 }
@@ -157,11 +157,14 @@ func (f *Fence) Put(ctx context.Context, body []byte, o queue.PutOptions) (uint6
 	return f.q.PutHeld(ctx, body, o, Hold, f.check)
 }
 
-// check proves id fresh: above the floor of the fenced beanstalkd process
-// and at or under hw, raising hw first when the lease ran out.
-func (f *Fence) check(ctx context.Context, id uint64) error {
-	if f.server.Load() == nil || id <= f.floor.Load() {
-		return fmt.Errorf("job %d: beanstalkd's ids are not fenced: %w", id, ErrUnproven)
+// check proves id fresh: from the fenced beanstalkd process, above its
+// floor, and at or under hw, raising hw first when the lease ran out.
+func (f *Fence) check(ctx context.Context, id uint64, process string) error {
+	if err := f.fenced(ctx, process); err != nil {
+		return fmt.Errorf("job %d: %w: %w", id, ErrUnproven, err)
+	}
+	if id <= f.floor.Load() {
+		return fmt.Errorf("job %d: at or under the fenced floor %d: %w", id, f.floor.Load(), ErrUnproven)
 	}
 	if id > f.hw.Load() {
 		if err := f.raise(ctx, id+f.Lease); err != nil {
@@ -221,37 +224,59 @@ func (f *Fence) load(ctx context.Context) (mark, error) {
 }
 
 // OnConnect is the queue pool's hook for each new connection (set it
-// with queue.Pool.SetOnConnect): a connection to a beanstalkd process
-// that is not fenced waits until it is, or fails with ErrUnproven.
-func (f *Fence) OnConnect(ctx context.Context, stats map[string]string) error {
-	server := stats["id"] + "/" + stats["pid"]
-	if s := f.server.Load(); s != nil && *s == server {
+// with queue.Pool.SetOnConnect). A connection to a beanstalkd process
+// that is not fenced starts fencing it in the background, and is used at
+// once for everything but puts: PutHeld's check waits for the fencing.
+func (f *Fence) OnConnect(_ context.Context, stats map[string]string) error {
+	f.start(queue.Process(stats), stats)
+	return nil
+}
+
+// start begins fencing process unless it is fenced or being fenced, and
+// returns the fencing under way, or nil.
+func (f *Fence) start(process string, stats map[string]string) *flight {
+	if s := f.server.Load(); s != nil && *s == process {
 		return nil
 	}
 	f.mu.Lock()
-	fl, ok := f.fencing[server]
-	if !ok {
-		fl = &flight{done: make(chan struct{})}
-		f.fencing[server] = fl
-		go func() {
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*lockFor)
-			fl.err = f.fence(fctx, server, stats)
-			cancel()
-			f.mu.Lock()
-			delete(f.fencing, server)
-			f.mu.Unlock()
-			close(fl.done)
-		}()
+	defer f.mu.Unlock()
+	if fl, ok := f.fencing[process]; ok {
+		return fl
 	}
-	f.mu.Unlock()
+	fl := &flight{done: make(chan struct{})}
+	f.fencing[process] = fl
+	go func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 2*lockFor)
+		fl.err = f.fence(fctx, process, stats)
+		cancel()
+		if fl.err != nil {
+			f.log.Warn("could not fence beanstalkd's job ids; POST answers 503 until it can", "server", process, "err", fl.err)
+		}
+		f.mu.Lock()
+		delete(f.fencing, process)
+		f.mu.Unlock()
+		close(fl.done)
+	}()
+	return fl
+}
+
+// fenced waits until process is the fenced beanstalkd process.
+func (f *Fence) fenced(ctx context.Context, process string) error {
+	if process == "" {
+		return errors.New("the connection's beanstalkd process is unknown: set the fence as the pool's OnConnect")
+	}
+	fl := f.start(process, nil)
+	if fl == nil {
+		return nil
+	}
 	select {
 	case <-fl.done:
-		if fl.err != nil {
-			return fmt.Errorf("%w: %w", ErrUnproven, fl.err)
+		if s := f.server.Load(); fl.err == nil && s != nil && *s == process {
+			return nil
 		}
-		return nil
+		return fmt.Errorf("beanstalkd %s is not fenced: %w", process, fl.err)
 	case <-ctx.Done():
-		return fmt.Errorf("%w: still fencing beanstalkd: %w", ErrUnproven, ctx.Err())
+		return fmt.Errorf("still fencing beanstalkd: %w", ctx.Err())
 	}
 }
 

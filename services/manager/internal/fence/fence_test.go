@@ -201,7 +201,8 @@ func TestLeaseRunOutWithoutMongoDBRefusesAndWithdraws(t *testing.T) {
 }
 
 // A manager that cannot read the fence refuses every put, and puts
-// nothing: there is no id it could prove unused.
+// nothing: there is no id it could prove unused. Its other queue calls
+// (GET's stats-job, /readyz) go on.
 func TestNoFenceNoPut(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t)
@@ -211,6 +212,9 @@ func TestNoFenceNoPut(t *testing.T) {
 	m := s.manager(t, client)
 	_, err = m.fence.Put(ctx(t), []byte(`{}`), queue.PutOptions{Tube: "work", TTR: time.Minute})
 	require.ErrorIs(t, err, fence.ErrUnproven)
+	require.NoError(t, m.pool.Ping(ctx(t)))
+	_, err = m.pool.StatsJob(ctx(t), 1)
+	require.ErrorIs(t, err, queue.ErrNotFound)
 	other := s.manager(t, nil)
 	st := tubes(t, other)
 	require.Zero(t, st["work"].Ready+st["work"].Delayed)
