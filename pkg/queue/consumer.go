@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/beanstalkd/go-beanstalk"
@@ -31,6 +33,23 @@ type Consumer struct {
 	timeout time.Duration
 	c       *conn
 	ts      *beanstalk.TubeSet
+	wrote   *writeSignal
+}
+
+// writeSignal is the consumer's connection as go-beanstalk writes to it:
+// it tells DeleteAndReserve when the delete has gone out, so that the
+// reserve is written behind it without waiting for its answer.
+type writeSignal struct {
+	net.Conn
+	next atomic.Pointer[chan struct{}]
+}
+
+func (w *writeSignal) Write(b []byte) (int, error) {
+	n, err := w.Conn.Write(b)
+	if ch := w.next.Swap(nil); ch != nil {
+		close(*ch)
+	}
+	return n, err
 }
 
 // NewConsumer returns a consumer of tubes on the beanstalkd at addr. It
@@ -60,6 +79,8 @@ func (c *Consumer) run(ctx context.Context, op string, extra time.Duration, f fu
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
+		c.wrote = &writeSignal{Conn: cn.nc}
+		cn.bc = beanstalk.NewConn(c.wrote)
 		// The tube set's watch and ignore go out with the first reserve.
 		c.c, c.ts = cn, beanstalk.NewTubeSet(cn.bc, c.tubes...)
 	}
@@ -88,8 +109,13 @@ func (c *Consumer) Reserve(ctx context.Context, wait time.Duration) (Reserved, e
 	if err != nil {
 		return r, err
 	}
+	return c.withStats(ctx, r)
+}
+
+// withStats adds the stats-job fields to a job just reserved.
+func (c *Consumer) withStats(ctx context.Context, r Reserved) (Reserved, error) {
 	var m map[string]string
-	err = c.run(ctx, "stats-job", 0, func(bc *beanstalk.Conn) (err error) {
+	err := c.run(ctx, "stats-job", 0, func(bc *beanstalk.Conn) (err error) {
 		m, err = bc.StatsJob(r.ID)
 		return err
 	})
@@ -104,23 +130,57 @@ func (c *Consumer) Reserve(ctx context.Context, wait time.Duration) (Reserved, e
 }
 
 // DeleteAndReserve deletes job id, which this consumer reserved, and
-// reserves the next job, as Reserve does. deleted is called once with the
-// delete's outcome (nil, or the error Delete would return) before the
-// wait for the next job. When ctx is already done the delete is still
-// made, alone.
+// reserves the next job, as Reserve does, with the reserve written right
+// behind the delete (go-beanstalk pipelines concurrent calls on one
+// connection): one round trip fewer per job than Delete and then
+// Reserve. deleted is called once, from another goroutine, with the
+// delete's outcome (nil, or the error Delete would return) as soon as it
+// is known, and before DeleteAndReserve returns. When ctx is already done
+// the delete is still made, alone.
 func (c *Consumer) DeleteAndReserve(ctx context.Context, id uint64, wait time.Duration, deleted func(error)) (Reserved, error) {
-	if err := ctx.Err(); err != nil {
+	if err := ctx.Err(); err != nil || c.c == nil {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 		deleted(c.Delete(dctx, id))
 		cancel()
-		return Reserved{}, fmt.Errorf("reserve: %w", err)
+		if err != nil {
+			return Reserved{}, fmt.Errorf("reserve: %w", err)
+		}
+		return c.Reserve(ctx, wait)
 	}
-	err := c.Delete(ctx, id)
-	deleted(err)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return Reserved{}, err
+	var r Reserved
+	done := make(chan struct{})
+	err := c.run(ctx, "reserve", wait, func(bc *beanstalk.Conn) (err error) {
+		out := make(chan struct{})
+		c.wrote.next.Store(&out)
+		go func() {
+			defer close(done)
+			err := bc.Delete(id)
+			if err != nil {
+				_, err = classify("delete", err)
+			}
+			deleted(err)
+		}()
+		select {
+		case <-out:
+		case <-done: // failed before it was written
+			c.wrote.next.Store(nil)
+		}
+		r.ID, r.Body, err = c.ts.Reserve(wait)
+		<-done
+		return err
+	})
+	select {
+	case <-done:
+	default: // run failed before the delete was sent
+		deleted(fmt.Errorf("delete: %w", err))
 	}
-	return c.Reserve(ctx, wait)
+	if err != nil {
+		if errors.Is(err, ErrNoJob) {
+			err = ErrNoJob
+		}
+		return r, err
+	}
+	return c.withStats(ctx, r)
 }
 
 // Delete removes a job this consumer reserved.
