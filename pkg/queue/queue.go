@@ -83,6 +83,7 @@ type conn struct {
 	// process is the beanstalkd process the connection reached, from the
 	// stats shown to OnConnect (see Process).
 	process string
+	raw     syscall.RawConn // for alive; nil when nc has none
 }
 
 // Process names the beanstalkd process a stats answer comes from: its
@@ -97,7 +98,11 @@ func dial(ctx context.Context, addr string, timeout time.Duration) (*conn, error
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial beanstalkd at %s: %w", ErrUnavailable, addr, err)
 	}
-	return &conn{nc: nc, bc: beanstalk.NewConn(nc)}, nil
+	c := &conn{nc: nc, bc: beanstalk.NewConn(nc)}
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	return c, nil
 }
 
 func (c *conn) close() { _ = c.nc.Close() }
@@ -179,22 +184,16 @@ func buriedID(err error) (uint64, bool) {
 // every old connection, without blocking. go-beanstalk has no such check,
 // and a command written to a dead connection might have to be retried.
 func (c *conn) alive() bool {
-	sc, ok := c.nc.(syscall.Conn)
-	if !ok {
+	if c.raw == nil {
 		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
 	}
 	open := true
 	var b [1]byte
-	_ = rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	_ = c.raw.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		// Nothing to read (EAGAIN) is an open connection; end of stream
-		// (0) or an error is a closed one; an unasked byte is out of step.
+		// or an error is a closed one; an unasked byte is out of step.
 		open = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
-		_ = n
 		return true
 	})
 	return open
