@@ -376,13 +376,16 @@ func (f *Fence) adopt(m mark) {
 	f.server.Store(&m.Server)
 }
 
-// Sync fences the beanstalkd process the pool reaches now (its
-// connection goes through OnConnect) and keeps hw a lease ahead of the
-// ids handed out. Watch calls it every tick.
+// Sync fences the beanstalkd process the pool reaches now, waiting for
+// it, and keeps hw a lease ahead of the ids handed out. The manager calls
+// it before it serves, and Watch at every tick.
 func (f *Fence) Sync(ctx context.Context) (map[string]string, error) {
 	stats, err := f.q.ServerStats(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if err := f.fenced(ctx, queue.Process(stats)); err != nil {
+		return stats, err
 	}
 	if issued := f.issued.Load(); issued+f.Lease/2 > f.hw.Load() {
 		return stats, f.raise(ctx, issued+f.Lease)
