@@ -344,10 +344,7 @@ type PutOptions struct {
 // Put adds body to the tube and returns the new job's id. When beanstalkd
 // buries the new job (ErrBuried) the id is returned with the error.
 func (p *Pool) Put(ctx context.Context, body []byte, o PutOptions) (uint64, error) {
-	tube := o.Tube
-	if tube == "" {
-		tube = DefaultTube
-	}
+	tube := cmp.Or(o.Tube, DefaultTube)
 	if err := ValidateTube(tube); err != nil {
 		return 0, fmt.Errorf("put: %w", err)
 	}
@@ -379,10 +376,10 @@ func (p *Pool) putDone(err error) {
 // agreed to its id, all on one connection, so that the job checked, and
 // kicked or withdrawn, is the one put even if beanstalkd restarts
 // meanwhile. check is told the connection's beanstalkd process (see
-// Process; "" unless an OnConnect hook is set). A job with no delay is put delayed by hold and kicked to
-// ready once check returns nil; a delayed job is held by its own delay,
-// and check gets at most half of it. When check fails the job is deleted
-// and check's error returned.
+// Process; "" unless an OnConnect hook is set). A job with no delay is
+// put delayed by hold and kicked to ready once check returns nil; a
+// delayed job is held by its own delay, and check gets at most half of
+// it. When check fails the job is deleted and check's error returned.
 func (p *Pool) PutHeld(ctx context.Context, body []byte, o PutOptions, hold time.Duration, check func(ctx context.Context, id uint64, process string) error) (uint64, error) {
 	tube := cmp.Or(o.Tube, DefaultTube)
 	if err := ValidateTube(tube); err != nil {
