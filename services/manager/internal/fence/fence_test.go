@@ -44,7 +44,7 @@ type manager struct {
 	mu     sync.Mutex
 }
 
-func newSystem(t *testing.T) *system {
+func newSystem(t testing.TB) *system {
 	t.Helper()
 	s := &system{env: testenv.Setup(t), bs: testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})}
 	client, err := store.Connect(s.env.Mongo.URL, "fence-test", 2*time.Second)
@@ -57,7 +57,7 @@ func newSystem(t *testing.T) *system {
 
 // manager starts a manager's fence on the system; client, when set,
 // replaces the system's MongoDB client.
-func (s *system) manager(t *testing.T, client *mongo.Client) *manager {
+func (s *system) manager(t testing.TB, client *mongo.Client) *manager {
 	t.Helper()
 	if client == nil {
 		client = s.client
@@ -77,7 +77,7 @@ func (s *system) manager(t *testing.T, client *mongo.Client) *manager {
 
 func (m *manager) fences() int { m.mu.Lock(); defer m.mu.Unlock(); return m.fenced }
 
-func ctx(t *testing.T) context.Context { return testenv.Context(t, 30*time.Second) }
+func ctx(t testing.TB) context.Context { return testenv.Context(t, 30*time.Second) }
 
 // put puts through the fence, trying again while the pool's connections
 // to an old process fail.
