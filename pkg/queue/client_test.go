@@ -70,9 +70,10 @@ func TestRefusalsKeepTheConnection(t *testing.T) {
 }
 
 // After beanstalkd restarts, the pool's idle connections all point at the
-// dead process: the first call that finds one failed drops them all, so
-// only one call fails, however many connections were idle.
-func TestPoolDropsIdleConnectionsAfterAFailure(t *testing.T) {
+// dead process, which closed them: the pool sees that before it writes
+// and dials a fresh one, so no call fails, however many connections were
+// idle (a /readyz right after a restart used to say "unreachable").
+func TestPoolSkipsIdleConnectionsClosedByARestart(t *testing.T) {
 	t.Parallel()
 	bs := testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})
 	p := queue.NewPool(queue.PoolConfig{Addr: bs.Addr()})
@@ -86,10 +87,37 @@ func TestPoolDropsIdleConnectionsAfterAFailure(t *testing.T) {
 	require.NoError(t, err)
 	require.Greater(t, atoi(t, st["total-connections"]), 2, "several connections are idle")
 
-	bs.Stop()
-	require.NoError(t, bs.Restart())
-	require.ErrorIs(t, p.Ping(ctx(t)), queue.ErrUnavailable)
+	for range 2 {
+		bs.Stop()
+		require.NoError(t, bs.Restart())
+		require.NoError(t, p.Ping(ctx(t)))
+		_, err = p.Put(ctx(t), []byte("x"), queue.PutOptions{TTR: time.Minute})
+		require.NoError(t, err)
+	}
+}
+
+// A connection that fails mid-call drops every idle one with it.
+func TestPoolDropsIdleConnectionsAfterAFailure(t *testing.T) {
+	t.Parallel()
+	bs := testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})
+	p := queue.NewPool(queue.PoolConfig{Addr: bs.Addr(), Timeout: 300 * time.Millisecond})
+	defer p.Close()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { require.NoError(t, p.Ping(ctx(t))) })
+	}
+	wg.Wait()
+	st, err := p.ServerStats(ctx(t))
+	require.NoError(t, err)
+	pid := atoi(t, st["pid"])
+	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	require.ErrorIs(t, p.Ping(ctx(t)), queue.ErrUnavailable, "a frozen beanstalkd times out")
+	require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
 	require.NoError(t, p.Ping(ctx(t)))
+	end, err := p.ServerStats(ctx(t))
+	require.NoError(t, err)
+	require.Equal(t, atoi(t, st["total-connections"])+1, atoi(t, end["total-connections"]),
+		"after the timeout the idle connections were dropped and one new one dialed")
 }
 
 // SetOnConnect's hook sees every connection dialed after it is set, with
@@ -137,4 +165,11 @@ func TestOnConnect(t *testing.T) {
 	st, err := p.ServerStats(ctx(t))
 	require.NoError(t, err)
 	require.Equal(t, "1", st["cmd-put"], "the refused put was not sent")
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	require.NoError(t, err)
+	return n
 }

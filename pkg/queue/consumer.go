@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strconv"
-	"strings"
+	"net"
+	"sync/atomic"
 	"time"
 
-	"github.com/jobsys/jobs/pkg/job"
+	"github.com/beanstalkd/go-beanstalk"
 )
 
 // Reserved is a job handed to a consumer. Finish it with the same
@@ -37,10 +36,25 @@ type Consumer struct {
 	addr    string
 	tubes   []string
 	timeout time.Duration
-	c       *client
-	// watching is set once the connection watches the tubes (and ignores
-	// default when it is not one of them).
-	watching bool
+	c       *conn
+	ts      *beanstalk.TubeSet
+	wrote   *writeSignal
+}
+
+// writeSignal is the consumer's connection as go-beanstalk writes to it:
+// it tells DeleteAndReserve when the delete has gone out, so that the
+// reserve is written behind it without waiting for its answer.
+type writeSignal struct {
+	net.Conn
+	next atomic.Pointer[chan struct{}]
+}
+
+func (w *writeSignal) Write(b []byte) (int, error) {
+	n, err := w.Conn.Write(b)
+	if ch := w.next.Swap(nil); ch != nil {
+		close(*ch)
+	}
+	return n, err
 }
 
 // NewConsumer returns a consumer of tubes on the beanstalkd at addr. It
@@ -62,26 +76,25 @@ func (c *Consumer) Close() error {
 	return nil
 }
 
-func (c *Consumer) run(ctx context.Context, op string, extra time.Duration, f func() error) error {
+// run runs f on the consumer's connection, dialing first when it has
+// none, under the command timeout plus extra.
+func (c *Consumer) run(ctx context.Context, op string, extra time.Duration, f func(bc *beanstalk.Conn) error) error {
 	if c.c == nil {
-		dctx, cancel := context.WithTimeout(ctx, c.timeout)
-		cn, err := dial(dctx, c.addr, c.timeout)
-		cancel()
+		cn, err := dial(ctx, c.addr, c.timeout)
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
-		c.c, c.watching = cn, false
+		c.wrote = &writeSignal{Conn: cn.nc}
+		cn.bc = beanstalk.NewConn(c.wrote)
+		// The tube set's watch and ignore go out with the first reserve.
+		c.c, c.ts = cn, beanstalk.NewTubeSet(cn.bc, c.tubes...)
 	}
-	ok, err := c.c.do(ctx, c.timeout+extra, op, f)
+	ok, err := c.c.call(ctx, c.timeout+extra, op, f)
 	if !ok {
 		c.Close()
 	}
 	return err
 }
-
-// maxBody bounds a reserved job's body: beanstalkd caps its
-// max-job-size (-z) at 1 GiB.
-const maxBody = 1 << 30
 
 // ErrNoJob is returned by Reserve when no job came within its wait.
 var ErrNoJob = errors.New("no job ready")
@@ -90,101 +103,29 @@ var ErrNoJob = errors.New("no job ready")
 // ErrNoJob when none came, so callers can check their context between
 // waits.
 func (c *Consumer) Reserve(ctx context.Context, wait time.Duration) (Reserved, error) {
-	return c.reserve(ctx, wait, 0, nil)
-}
-
-// DeleteAndReserve deletes job id, which this consumer reserved, and
-// reserves the next job, as Reserve does, writing both commands at once:
-// one round trip fewer per job than Delete and then Reserve. deleted is
-// called once with the delete's outcome (nil, or the error Delete would
-// return) as soon as it is known, before the wait for the next job.
-// When ctx is already done the delete is still made, alone.
-func (c *Consumer) DeleteAndReserve(ctx context.Context, id uint64, wait time.Duration, deleted func(error)) (Reserved, error) {
-	if err := ctx.Err(); err != nil {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
-		deleted(c.Delete(dctx, id))
-		cancel()
-		return Reserved{}, fmt.Errorf("reserve: %w", err)
-	}
-	reported := false
-	r, err := c.reserve(ctx, wait, id, func(err error) { reported = true; deleted(err) })
-	if !reported {
-		// The connection failed (or could not be made) before the
-		// delete's answer: whether it happened is unknown. If it did
-		// not, the job comes back after the connection closes.
-		deleted(fmt.Errorf("delete: %w", err))
-	}
-	return r, err
-}
-
-// reserve reserves a job, after deleting del first when it is not 0. A
-// fresh connection first watches the tubes.
-func (c *Consumer) reserve(ctx context.Context, wait time.Duration, del uint64, deleted func(error)) (Reserved, error) {
 	var r Reserved
-	err := c.run(ctx, "reserve", wait, func() error {
-		cn := c.c
-		watches := 0 // watch and ignore commands written
-		if !c.watching {
-			for _, t := range c.tubes {
-				cn.cmdTube("watch", t)
-				watches++
-			}
-			if !slices.Contains(c.tubes, DefaultTube) {
-				cn.cmdTube("ignore", DefaultTube)
-				watches++
-			}
-		}
-		if del != 0 {
-			cn.cmd("delete", del)
-		}
-		cn.cmd("reserve-with-timeout", seconds(wait))
-		if err := cn.w.Flush(); err != nil {
-			return err
-		}
-		// NOT_IGNORED (default was the only tube watched) cannot be: the
-		// tubes are watched first.
-		for range watches {
-			if _, err := cn.expect("watch", "WATCHING"); err != nil {
-				return unread(err)
-			}
-		}
-		c.watching = true
-		if del != 0 {
-			_, err := cn.expect("delete", "DELETED")
-			if err != nil && !keepsConn(err) {
-				return err
-			}
-			if err != nil {
-				err = fmt.Errorf("delete: %w", err)
-			}
-			deleted(err)
-		}
-		rest, err := cn.expect("reserve", "RESERVED")
-		if err != nil {
-			return err
-		}
-		id, n, _ := strings.Cut(rest, " ")
-		r.ID, err = strconv.ParseUint(id, 10, 64)
-		size, nerr := strconv.ParseUint(n, 10, 64)
-		if err != nil || nerr != nil || size > maxBody {
-			return fmt.Errorf("%w: reserve answered RESERVED %s", errOutOfStep, rest)
-		}
-		r.Body, err = cn.data(size, "reserve")
+	err := c.run(ctx, "reserve", wait, func(*beanstalk.Conn) (err error) {
+		r.ID, r.Body, err = c.ts.Reserve(wait)
 		return err
 	})
-	if errors.Is(err, errTimedOut) || errors.Is(err, errDeadlineSoon) {
+	if errors.Is(err, ErrNoJob) {
 		return r, ErrNoJob
 	}
 	if err != nil {
 		return r, err
 	}
-	var s job.Stats
-	err = c.run(ctx, "stats-job", 0, func() error {
-		var err error
-		s, err = c.c.statsJob(r.ID)
+	return c.withStats(ctx, r)
+}
+
+// withStats adds the stats-job fields to a job just reserved.
+func (c *Consumer) withStats(ctx context.Context, r Reserved) (Reserved, error) {
+	var m map[string]string
+	err := c.run(ctx, "stats-job", 0, func(bc *beanstalk.Conn) (err error) {
+		m, err = bc.StatsJob(r.ID)
 		return err
 	})
-	if err != nil {
+	s, serr := jobStats(m)
+	if err = errors.Join(err, serr); err != nil {
 		// The reservation is tied to this connection; a failed stats-job
 		// leaves it usable, and the job's own fields are enough to work.
 		return r, fmt.Errorf("stats-job %d after reserve: %w", r.ID, err)
@@ -194,30 +135,76 @@ func (c *Consumer) reserve(ctx context.Context, wait time.Duration, del uint64, 
 	return r, nil
 }
 
+// DeleteAndReserve deletes job id, which this consumer reserved, and
+// reserves the next job, as Reserve does, with the reserve written right
+// behind the delete (go-beanstalk pipelines concurrent calls on one
+// connection): one round trip fewer per job than Delete and then
+// Reserve. deleted is called once, from another goroutine, with the
+// delete's outcome (nil, or the error Delete would return) as soon as it
+// is known, and before DeleteAndReserve returns. When ctx is already done
+// the delete is still made, alone.
+func (c *Consumer) DeleteAndReserve(ctx context.Context, id uint64, wait time.Duration, deleted func(error)) (Reserved, error) {
+	if err := ctx.Err(); err != nil || c.c == nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+		deleted(c.Delete(dctx, id))
+		cancel()
+		if err != nil {
+			return Reserved{}, fmt.Errorf("reserve: %w", err)
+		}
+		return c.Reserve(ctx, wait)
+	}
+	var r Reserved
+	done := make(chan struct{})
+	err := c.run(ctx, "reserve", wait, func(bc *beanstalk.Conn) (err error) {
+		out := make(chan struct{})
+		c.wrote.next.Store(&out)
+		go func() {
+			defer close(done)
+			err := bc.Delete(id)
+			if err != nil {
+				_, err = classify("delete", err)
+			}
+			deleted(err)
+		}()
+		select {
+		case <-out:
+		case <-done: // failed before it was written
+			c.wrote.next.Store(nil)
+		}
+		r.ID, r.Body, err = c.ts.Reserve(wait)
+		<-done
+		return err
+	})
+	select {
+	case <-done:
+	default: // run failed before the delete was sent
+		deleted(fmt.Errorf("delete: %w", err))
+	}
+	if err != nil {
+		if errors.Is(err, ErrNoJob) {
+			err = ErrNoJob
+		}
+		return r, err
+	}
+	return c.withStats(ctx, r)
+}
+
 // Delete removes a job this consumer reserved.
 func (c *Consumer) Delete(ctx context.Context, id uint64) error {
-	return c.run(ctx, "delete", 0, func() error { return c.c.simple("delete", id, "DELETED") })
+	return c.run(ctx, "delete", 0, func(bc *beanstalk.Conn) error { return bc.Delete(id) })
 }
 
 // Release puts a reserved job back, ready after delay.
 func (c *Consumer) Release(ctx context.Context, id uint64, pri uint32, delay time.Duration) error {
-	return c.run(ctx, "release", 0, func() error {
-		c.c.cmd("release", id, uint64(pri), seconds(delay))
-		_, err := c.c.roundTrip("release", "RELEASED")
-		return err
-	})
+	return c.run(ctx, "release", 0, func(bc *beanstalk.Conn) error { return bc.Release(id, pri, max(delay, 0)) })
 }
 
 // Bury sets a reserved job aside until someone kicks it.
 func (c *Consumer) Bury(ctx context.Context, id uint64, pri uint32) error {
-	return c.run(ctx, "bury", 0, func() error {
-		c.c.cmd("bury", id, uint64(pri))
-		_, err := c.c.roundTrip("bury", "BURIED")
-		return err
-	})
+	return c.run(ctx, "bury", 0, func(bc *beanstalk.Conn) error { return bc.Bury(id, pri) })
 }
 
 // Touch asks for more time on a reserved job: its TTR starts again.
 func (c *Consumer) Touch(ctx context.Context, id uint64) error {
-	return c.run(ctx, "touch", 0, func() error { return c.c.simple("touch", id, "TOUCHED") })
+	return c.run(ctx, "touch", 0, func(bc *beanstalk.Conn) error { return bc.Touch(id) })
 }

@@ -2,26 +2,29 @@
 // short commands (put, stats-job, kick, delete) and single-connection
 // consumers for reserving and finishing jobs.
 //
-// Every command runs under a deadline taken from its context and the
-// pool's command timeout, so an unreachable beanstalkd makes calls fail
-// fast instead of hanging; a connection that fails is dropped and the next
-// call dials again, so the pool reconnects by itself.
-//
-// Every connection speaks beanstalkd's protocol through one client of
-// this package's own (client.go), which can write many commands before it
-// reads their answers: the pool pipelines concurrent puts and stats-jobs
-// (pipeline.go), a consumer writes a delete with the next reserve, and
-// Advance writes its throwaway jobs in batches.
+// Every connection speaks beanstalkd's protocol through go-beanstalk
+// (github.com/beanstalkd/go-beanstalk). Each command runs under a
+// deadline set on the net.Conn handed to beanstalk.NewConn, taken from
+// its context and the pool's command timeout, so an unreachable
+// beanstalkd makes calls fail fast instead of hanging; a connection that
+// fails is dropped and the next call dials again, so the pool reconnects
+// by itself. go-beanstalk's errors are mapped to this package's
+// sentinels, and still match go-beanstalk's own with errors.Is.
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/beanstalkd/go-beanstalk"
 
 	"github.com/jobsys/jobs/pkg/job"
 )
@@ -40,6 +43,12 @@ var (
 	ErrDraining = errors.New("queue is draining")
 	// ErrBadTube: the tube name is not one beanstalkd accepts.
 	ErrBadTube = errors.New("bad tube name")
+	// ErrServerFault: beanstalkd answered OUT_OF_MEMORY or INTERNAL_ERROR
+	// (a full binlog disk, no memory left); the command was not done.
+	ErrServerFault = errors.New("beanstalkd is out of memory or failed internally (is its binlog disk full?)")
+	// ErrBuried: beanstalkd took a put but buried the job at once, out of
+	// memory to grow its ready queue.
+	ErrBuried = errors.New("beanstalkd buried the new job: out of memory")
 )
 
 // MaxPriority is the largest (least urgent) beanstalkd priority.
@@ -48,37 +57,166 @@ const MaxPriority = 1<<32 - 1
 // DefaultTube is the tube jobs go to when none is named.
 const DefaultTube = "default"
 
-// ValidateTube checks name against beanstalkd's rules: 1 to 200 bytes of
-// letters, digits and -+/;.$_(), not starting with a hyphen.
+// ValidateTube checks name against beanstalkd's rules as go-beanstalk
+// applies them: 1 to 199 bytes of letters, digits and -+/;.$_(), not
+// starting with a hyphen.
 func ValidateTube(name string) error {
-	if name == "" || len(name) > 200 {
-		return fmt.Errorf("%w %q: must be 1 to 200 characters", ErrBadTube, name)
+	if name == "" || len(name) >= 200 {
+		return fmt.Errorf("%w %q: must be 1 to 199 characters", ErrBadTube, name)
 	}
 	if name[0] == '-' {
 		return fmt.Errorf("%w %q: must not start with a hyphen", ErrBadTube, name)
 	}
 	for _, c := range []byte(name) {
-		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-+/;.$_()", c) >= 0
-		if !ok {
+		if strings.IndexByte(beanstalk.NameChars, c) < 0 || c == '\\' {
 			return fmt.Errorf("%w %q: only letters, digits and -+/;.$_() are allowed", ErrBadTube, name)
 		}
 	}
 	return nil
 }
 
+// conn is a go-beanstalk connection and the net.Conn under it, whose
+// deadline bounds each call.
+type conn struct {
+	nc net.Conn
+	bc *beanstalk.Conn
+	// process is the beanstalkd process the connection reached, from the
+	// stats shown to OnConnect (see Process).
+	process string
+	raw     syscall.RawConn // for alive; nil when nc has none
+}
+
+// Process names the beanstalkd process a stats answer comes from: its
+// random "id" and its "pid". A restarted beanstalkd is a new process.
+func Process(stats map[string]string) string { return stats["id"] + "/" + stats["pid"] }
+
+func dial(ctx context.Context, addr string, timeout time.Duration) (*conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	d := net.Dialer{KeepAlive: 10 * time.Second}
+	nc, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: dial beanstalkd at %s: %w", ErrUnavailable, addr, err)
+	}
+	c := &conn{nc: nc, bc: beanstalk.NewConn(nc)}
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	return c, nil
+}
+
+func (c *conn) close() { _ = c.nc.Close() }
+
+// call runs f under a deadline: timeout, or ctx's deadline when sooner;
+// ctx ending during the call breaks it off. It names f's error with op
+// and reports whether the connection can be kept.
+func (c *conn) call(ctx context.Context, timeout time.Duration, op string, f func(*beanstalk.Conn) error) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return true, fmt.Errorf("%s: %w", op, err)
+	}
+	d := time.Now().Add(timeout)
+	if cd, ok := ctx.Deadline(); ok && cd.Before(d) {
+		d = cd
+	}
+	if err := c.nc.SetDeadline(d); err != nil {
+		return false, fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	err := f(c.bc)
+	// When ctx ended during the call its deadline may still be set under
+	// the next user: the connection goes.
+	stopped := stop()
+	if err == nil {
+		return stopped, nil
+	}
+	ok, err := classify(op, err)
+	return ok && stopped, err
+}
+
+// answers maps go-beanstalk's errors for beanstalkd's refusals, which
+// fail one command and leave the connection usable, to this package's.
+var answers = []struct{ theirs, ours error }{
+	{beanstalk.ErrNotFound, ErrNotFound},
+	{beanstalk.ErrJobTooBig, ErrJobTooBig},
+	{beanstalk.ErrDraining, ErrDraining},
+	{beanstalk.ErrOOM, ErrServerFault},
+	{beanstalk.ErrInternal, ErrServerFault},
+	{beanstalk.ErrTimeout, ErrNoJob},
+	{beanstalk.ErrDeadline, ErrNoJob},
+}
+
+// classify names err with op and says whether the connection can be kept:
+// beanstalkd's refusals leave it usable; I/O errors and answers go-beanstalk
+// cannot read do not, and make the error ErrUnavailable.
+func classify(op string, err error) (bool, error) {
+	var ne beanstalk.NameError
+	if errors.As(err, &ne) {
+		return true, fmt.Errorf("%s: %w: %w", op, ErrBadTube, err) // checked before anything is written
+	}
+	if _, ok := buriedID(err); ok {
+		return true, fmt.Errorf("%s: %w: %w", op, ErrBuried, err)
+	}
+	for _, a := range answers {
+		if errors.Is(err, a.theirs) {
+			return true, fmt.Errorf("%s: %w: %w", op, a.ours, err)
+		}
+	}
+	return false, fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+}
+
+// buriedID reads the id of a put's "BURIED <id>" answer, which
+// go-beanstalk reports only as an unknown response.
+func buriedID(err error) (uint64, bool) {
+	var ce beanstalk.ConnError
+	if !errors.As(err, &ce) {
+		return 0, false
+	}
+	s, ok := strings.CutPrefix(ce.Err.Error(), "unknown response: BURIED ")
+	if !ok {
+		return 0, false
+	}
+	id, perr := strconv.ParseUint(s, 10, 64)
+	return id, perr == nil
+}
+
+// alive reports whether an idle connection is still open: a peek that
+// finds the peer's FIN or RST, which a restarted beanstalkd leaves on
+// every old connection, without blocking. go-beanstalk has no such check,
+// and a command written to a dead connection might have to be retried.
+func (c *conn) alive() bool {
+	if c.raw == nil {
+		return true
+	}
+	open := true
+	var b [1]byte
+	_ = c.raw.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// Nothing to read (EAGAIN) is an open connection; end of stream
+		// or an error is a closed one; an unasked byte is out of step.
+		open = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+		return true
+	})
+	return open
+}
+
 // Pool is a set of connections for short commands, safe for concurrent
 // use. It dials lazily and drops connections that fail; when one fails
 // with ErrUnavailable it drops the idle ones too: after beanstalkd
-// restarts they all point at the dead process, and each would fail one
-// call.
+// restarts they all point at the dead process. An idle connection found
+// closed by the server is dropped before use, so a restart costs no call.
 type Pool struct {
-	addr        string
-	dialTimeout time.Duration
-	cmdTimeout  time.Duration
-	idle        chan *client
-	onConnect   atomic.Pointer[OnConnect]
-	pipeline    *pipeline
+	addr      string
+	timeout   time.Duration
+	idle      chan *conn
+	onConnect atomic.Pointer[OnConnect]
+	// refused is when a put was last refused with ErrServerFault (unix
+	// nanoseconds), 0 after a put went through.
+	refused atomic.Int64
 }
+
+// faultFor is how long Ping reports a put refused with ErrServerFault
+// when no put has gone through since.
+const faultFor = 10 * time.Second
 
 // OnConnect is called with the server's stats each time the pool dials a
 // new connection, before the connection is used: a caller can tell from
@@ -93,9 +231,6 @@ type PoolConfig struct {
 	MaxIdle int
 	// Timeout bounds dialing and each command (default 2s).
 	Timeout time.Duration
-	// PutSenders is how many connections send puts at the same time
-	// (default 2); concurrent puts beyond that are pipelined onto them.
-	PutSenders int
 }
 
 // NewPool returns a pool for the beanstalkd at cfg.Addr. It does not dial.
@@ -106,11 +241,7 @@ func NewPool(cfg PoolConfig) *Pool {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
 	}
-	if cfg.PutSenders <= 0 {
-		cfg.PutSenders = 2
-	}
-	return &Pool{addr: cfg.Addr, dialTimeout: cfg.Timeout, cmdTimeout: cfg.Timeout, idle: make(chan *client, cfg.MaxIdle),
-		pipeline: newPipeline(cfg.PutSenders)}
+	return &Pool{addr: cfg.Addr, timeout: cfg.Timeout, idle: make(chan *conn, cfg.MaxIdle)}
 }
 
 // SetOnConnect makes f see every connection the pool dials from now on
@@ -141,61 +272,65 @@ func (p *Pool) Close() error {
 
 // with runs f on an idle connection, or on a new one. A connection that
 // fails is dropped, and with it every idle one.
-func (p *Pool) with(ctx context.Context, op string, f func(c *client) error) error {
-	err := p.withConn(ctx, op, f)
-	if errors.Is(err, ErrUnavailable) {
-		_ = p.Close()
+func (p *Pool) with(ctx context.Context, op string, f func(c *beanstalk.Conn) error) error {
+	c, err := p.get(ctx, op)
+	if err != nil {
+		return err
 	}
+	ok, err := c.call(ctx, p.timeout, op, f)
+	p.put(c, ok)
 	return err
 }
 
-func (p *Pool) withConn(ctx context.Context, op string, f func(c *client) error) error {
-	var c *client
-	select {
-	case c = <-p.idle:
-	default:
-		dctx, cancel := context.WithTimeout(ctx, p.dialTimeout)
-		var err error
-		c, err = dial(dctx, p.addr, p.dialTimeout)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("%s: %w", op, err)
-		}
-		if hook := p.onConnect.Load(); hook != nil {
-			if err := p.connected(ctx, c, *hook); err != nil {
-				return fmt.Errorf("%s: %w", op, err)
-			}
-		}
-	}
-	ok, err := c.do(ctx, p.cmdTimeout, op, func() error { return f(c) })
+// put gives c back to the pool, or drops it and every idle one when it
+// failed.
+func (p *Pool) put(c *conn, ok bool) {
 	if !ok {
 		c.close()
-		return err
+		_ = p.Close()
+		return
 	}
 	select {
 	case p.idle <- c:
 	default:
 		c.close()
 	}
-	return err
 }
 
-// connected runs the OnConnect hook for a new connection, closing the
-// connection when it fails.
-func (p *Pool) connected(ctx context.Context, c *client, hook OnConnect) error {
-	var stats map[string]string
-	ok, err := c.do(ctx, p.cmdTimeout, "stats", func() error {
-		var err error
-		stats, err = c.serverStats()
-		return err
-	})
-	if err == nil {
-		err = hook(ctx, stats)
+// get takes an idle connection that is still open, or dials one.
+func (p *Pool) get(ctx context.Context, op string) (*conn, error) {
+	for {
+		select {
+		case c := <-p.idle:
+			if c.alive() {
+				return c, nil
+			}
+			c.close()
+			continue
+		default:
+		}
+		break
 	}
-	if err != nil || !ok {
-		c.close()
+	c, err := dial(ctx, p.addr, p.timeout)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	return err
+	if hook := p.onConnect.Load(); hook != nil {
+		var stats map[string]string
+		ok, err := c.call(ctx, p.timeout, "stats", func(bc *beanstalk.Conn) (err error) {
+			stats, err = bc.Stats()
+			return err
+		})
+		if err == nil {
+			c.process = Process(stats)
+			err = (*hook)(ctx, unquote(stats))
+		}
+		if err != nil || !ok {
+			c.close()
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	return c, nil
 }
 
 // PutOptions are the beanstalkd put parameters.
@@ -206,55 +341,132 @@ type PutOptions struct {
 	TTR      time.Duration
 }
 
-// Put adds body to the tube and returns the new job's id. Concurrent puts
-// share connections: see pipeline.
+// Put adds body to the tube and returns the new job's id. When beanstalkd
+// buries the new job (ErrBuried) the id is returned with the error.
 func (p *Pool) Put(ctx context.Context, body []byte, o PutOptions) (uint64, error) {
-	tube := o.Tube
-	if tube == "" {
-		tube = DefaultTube
-	}
+	tube := cmp.Or(o.Tube, DefaultTube)
 	if err := ValidateTube(tube); err != nil {
 		return 0, fmt.Errorf("put: %w", err)
 	}
-	if err := ctx.Err(); err != nil {
+	var id uint64
+	err := p.with(ctx, "put", func(bc *beanstalk.Conn) (err error) {
+		t := beanstalk.Tube{Conn: bc, Name: tube}
+		id, err = t.Put(body, o.Priority, max(o.Delay, 0), max(o.TTR, time.Second))
+		if bid, ok := buriedID(err); ok {
+			id = bid
+		}
+		return err
+	})
+	p.putDone(err)
+	return id, err
+}
+
+// putDone notes whether beanstalkd refused a put for want of memory or
+// disk, for Ping.
+func (p *Pool) putDone(err error) {
+	switch {
+	case err == nil:
+		p.refused.Store(0)
+	case errors.Is(err, ErrServerFault):
+		p.refused.Store(time.Now().UnixNano())
+	}
+}
+
+// PutHeld puts body so that no worker can reserve it before check has
+// agreed to its id, all on one connection, so that the job checked, and
+// kicked or withdrawn, is the one put even if beanstalkd restarts
+// meanwhile. check is told the connection's beanstalkd process (see
+// Process; "" unless an OnConnect hook is set). A job with no delay is
+// put delayed by hold and kicked to ready once check returns nil; a
+// delayed job is held by its own delay, and check gets at most half of
+// it. When check fails the job is deleted and check's error returned.
+func (p *Pool) PutHeld(ctx context.Context, body []byte, o PutOptions, hold time.Duration, check func(ctx context.Context, id uint64, process string) error) (uint64, error) {
+	tube := cmp.Or(o.Tube, DefaultTube)
+	if err := ValidateTube(tube); err != nil {
 		return 0, fmt.Errorf("put: %w", err)
 	}
-	res := p.pipelined(ctx, &pipeReq{tube: tube, body: body, o: o, done: make(chan pipeRes, 1)})
-	return res.id, res.err
+	c, err := p.get(ctx, "put")
+	if err != nil {
+		return 0, err
+	}
+	var id uint64
+	ok, err := c.call(ctx, p.timeout, "put", func(bc *beanstalk.Conn) (err error) {
+		t := beanstalk.Tube{Conn: bc, Name: tube}
+		id, err = t.Put(body, o.Priority, cmp.Or(max(o.Delay, 0), hold), max(o.TTR, time.Second))
+		return err
+	})
+	p.putDone(err)
+	if bid, buried := buriedID(err); buried {
+		id = bid // withdrawn below
+	} else if err != nil {
+		p.put(c, ok)
+		return 0, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, cmp.Or(o.Delay/2, hold/2))
+	if err == nil {
+		err = check(cctx, id, c.process)
+	}
+	cancel()
+	op, finish := "kick-job", func(bc *beanstalk.Conn) error { return bc.KickJob(id) }
+	if err != nil {
+		op, finish = "withdraw", func(bc *beanstalk.Conn) error { return bc.Delete(id) }
+	} else if o.Delay > 0 {
+		p.put(c, true)
+		return id, nil
+	}
+	// The job must be kicked or withdrawn though the caller gave up.
+	ok, ferr := c.call(context.WithoutCancel(ctx), p.timeout, op, finish)
+	p.put(c, ok)
+	if err != nil {
+		return 0, errors.Join(err, ferr)
+	}
+	return id, ferr
 }
 
 // StatsJob returns beanstalkd's statistics for job id, or ErrNotFound.
-// Concurrent calls share connections with each other and with puts: see
-// pipeline.
 func (p *Pool) StatsJob(ctx context.Context, id uint64) (job.Stats, error) {
-	if err := ctx.Err(); err != nil {
-		return job.Stats{}, fmt.Errorf("stats-job: %w", err)
+	var m map[string]string
+	err := p.with(ctx, "stats-job", func(bc *beanstalk.Conn) (err error) {
+		m, err = bc.StatsJob(id)
+		return err
+	})
+	if err != nil {
+		return job.Stats{}, err
 	}
-	res := p.pipelined(ctx, &pipeReq{statsJob: true, id: id, done: make(chan pipeRes, 1)})
-	return res.stats, res.err
+	return jobStats(m)
 }
 
 // Delete removes a ready, delayed or buried job. A reserved job can be
 // deleted only by the connection that reserved it: here it answers
 // ErrNotFound, and callers check the state first to tell the two apart.
 func (p *Pool) Delete(ctx context.Context, id uint64) error {
-	return p.with(ctx, "delete", func(c *client) error { return c.simple("delete", id, "DELETED") })
+	return p.with(ctx, "delete", func(bc *beanstalk.Conn) error { return bc.Delete(id) })
 }
 
 // Kick moves a buried or delayed job to ready.
 func (p *Pool) Kick(ctx context.Context, id uint64) error {
-	return p.with(ctx, "kick-job", func(c *client) error { return c.simple("kick-job", id, "KICKED") })
+	return p.with(ctx, "kick-job", func(bc *beanstalk.Conn) error { return bc.KickJob(id) })
 }
 
 // ServerStats returns beanstalkd's stats as strings, by name.
 func (p *Pool) ServerStats(ctx context.Context) (map[string]string, error) {
 	var m map[string]string
-	err := p.with(ctx, "stats", func(c *client) error {
-		var err error
-		m, err = c.serverStats()
+	err := p.with(ctx, "stats", func(bc *beanstalk.Conn) (err error) {
+		m, err = bc.Stats()
 		return err
 	})
-	return m, err
+	return unquote(m), err
+}
+
+// unquote strips the double quotes around beanstalkd's string values
+// (version, hostname), which go-beanstalk keeps.
+func unquote(m map[string]string) map[string]string {
+	for k, v := range m {
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+			m[k] = v[1 : len(v)-1]
+		}
+	}
+	return m
 }
 
 // MaxJobSize returns the server's max-job-size in bytes.
@@ -270,27 +482,14 @@ func (p *Pool) MaxJobSize(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Tubes returns the statistics of every tube beanstalkd has.
-func (p *Pool) Tubes(ctx context.Context) (map[string]job.TubeStats, error) {
-	var out map[string]job.TubeStats
-	err := p.with(ctx, "list-tubes", func(c *client) error {
-		names, err := c.listTubes()
-		if err != nil {
-			return err
-		}
-		out, err = c.tubeStats(names)
-		return err
-	})
-	return out, err
-}
-
-func atou(s string) uint64 {
-	n, _ := strconv.ParseUint(s, 10, 64)
-	return n
-}
-
-// Ping checks that beanstalkd answers.
+// Ping checks that beanstalkd answers and takes jobs. A beanstalkd out
+// of memory, or with its binlog disk full, answers stats but refuses
+// puts: Ping reports ErrServerFault while the last put was refused so,
+// within the last 10s.
 func (p *Pool) Ping(ctx context.Context) error {
+	if at := p.refused.Load(); at != 0 && time.Since(time.Unix(0, at)) < faultFor {
+		return fmt.Errorf("ping: the last put was refused: %w", ErrServerFault)
+	}
 	_, err := p.ServerStats(ctx)
 	return err
 }

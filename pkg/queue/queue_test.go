@@ -3,6 +3,7 @@ package queue_test
 import (
 	"context"
 	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -226,4 +227,68 @@ func TestDeleteAndReserve(t *testing.T) {
 	require.ErrorIs(t, err, queue.ErrUnavailable)
 	require.Len(t, outcomes, 1)
 	require.ErrorIs(t, outcomes[0], queue.ErrUnavailable)
+}
+
+// A beanstalkd whose binlog cannot grow (its disk full, here its
+// directory gone) answers puts with OUT_OF_MEMORY: the put fails with
+// ErrServerFault, the connection stays, and Ping reports the fault while
+// it lasts, though stats still answer.
+func TestOutOfMemoryIsAServerFault(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bs := testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{BinlogDir: dir, FsyncMS: -1, BinlogSize: 2000})
+	p := queue.NewPool(queue.PoolConfig{Addr: bs.Addr()})
+	defer p.Close()
+	require.NoError(t, p.Ping(ctx(t)))
+	require.NoError(t, os.RemoveAll(dir))
+	var err error
+	for range 100 {
+		if _, err = p.Put(ctx(t), make([]byte, 200), queue.PutOptions{TTR: time.Minute}); err != nil {
+			break
+		}
+	}
+	require.ErrorIs(t, err, queue.ErrServerFault)
+	require.ErrorContains(t, err, "binlog disk full")
+	require.ErrorIs(t, p.Ping(ctx(t)), queue.ErrServerFault)
+	_, err = p.ServerStats(ctx(t))
+	require.NoError(t, err)
+}
+
+// PutHeld's job cannot be reserved while its id is being checked; it is
+// kicked to ready once check agrees, withdrawn when check refuses, and a
+// delayed job keeps its own delay.
+func TestPutHeld(t *testing.T) {
+	t.Parallel()
+	b := testenv.Setup(t)
+	p := b.Pool(t)
+	c := queue.NewConsumer(b.Beanstalk.Addr(), []string{b.Tube}, 0)
+	defer c.Close()
+	o := queue.PutOptions{Tube: b.Tube, TTR: time.Minute}
+	reserved := make(chan error, 1)
+	id, err := p.PutHeld(ctx(t), []byte("held"), o, time.Minute, func(_ context.Context, id uint64, _ string) error {
+		_, err := c.Reserve(ctx(t), time.Second)
+		reserved <- err
+		return nil
+	})
+	require.NoError(t, err)
+	require.ErrorIs(t, <-reserved, queue.ErrNoJob, "nothing to reserve while the check runs")
+	r, err := c.Reserve(ctx(t), time.Second)
+	require.NoError(t, err)
+	require.Equal(t, id, r.ID)
+	require.NoError(t, c.Delete(ctx(t), r.ID))
+
+	refuse := errors.New("not proven")
+	_, err = p.PutHeld(ctx(t), []byte("refused"), o, time.Minute, func(context.Context, uint64, string) error { return refuse })
+	require.ErrorIs(t, err, refuse)
+	st, err := p.TubeStats(ctx(t), []string{b.Tube})
+	require.NoError(t, err)
+	require.Zero(t, st[b.Tube].Ready+st[b.Tube].Delayed, "the refused job was withdrawn")
+
+	o.Delay = 30 * time.Second
+	id, err = p.PutHeld(ctx(t), []byte("later"), o, time.Minute, func(context.Context, uint64, string) error { return nil })
+	require.NoError(t, err)
+	s, err := p.StatsJob(ctx(t), id)
+	require.NoError(t, err)
+	require.Equal(t, "delayed", string(s.State))
+	require.EqualValues(t, 30, s.Delay)
 }

@@ -175,6 +175,8 @@ type BeanstalkdOptions struct {
 	FsyncMS int
 	// MaxJobSize is -z; 0 leaves beanstalkd's default.
 	MaxJobSize int
+	// BinlogSize is -s (with BinlogDir); 0 leaves beanstalkd's default.
+	BinlogSize int
 }
 
 // Beanstalkd is a running beanstalkd.
@@ -216,6 +218,13 @@ func (b *Beanstalkd) Restart() error {
 	return b.proc.WaitFor(context.Background(), within, "beanstalkd at "+b.Addr(), procs.TCP(b.Addr()))
 }
 
+func binlogSize(o BeanstalkdOptions) []string {
+	if o.BinlogDir == "" || o.BinlogSize <= 0 {
+		return nil
+	}
+	return []string{"-s", strconv.Itoa(o.BinlogSize)}
+}
+
 // BeanstalkdPath finds beanstalkd on PATH or in /usr/bin.
 func BeanstalkdPath() (string, error) {
 	if p, err := exec.LookPath("beanstalkd"); err == nil {
@@ -251,7 +260,7 @@ func startBeanstalkd(o BeanstalkdOptions) (*Beanstalkd, error) {
 	b.proc, b.Port, err = procs.StartOnFreePort(context.Background(), b.Host, within, func(port int) (*procs.Proc, error) {
 		return procs.Start(procs.Spec{
 			Name: "beanstalkd", Path: path, Grace: grace,
-			Args: procs.BeanstalkdArgs(b.Host, port, o.BinlogDir, o.FsyncMS, o.MaxJobSize),
+			Args: append(procs.BeanstalkdArgs(b.Host, port, o.BinlogDir, o.FsyncMS, o.MaxJobSize), binlogSize(o)...),
 		})
 	})
 	if err != nil {

@@ -65,21 +65,20 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	reg := prometheus.NewRegistry()
 	fenced := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "manager_id_fences_total",
-		Help: "Puts that beanstalkd answered with an id already taken (it was restarted without a binlog).",
+		Help: "New beanstalkd processes whose job ids this manager moved past every id handed out (restarts without a binlog).",
 	})
 	reg.MustRegister(fenced)
-	f := fence.New(pool, results, log)
+	f := fence.New(pool, results, client.Database(cfg.Mongo.DB).Collection(cfg.Mongo.Collection+"_id_fence"), log)
 	f.OnFence = fenced.Inc
-	// The fence sees every new queue connection from here on first, so a
-	// beanstalkd restarted without its binlog is caught before a put
-	// reuses an id; the Sync below covers the connection made before.
+	// The fence sees every queue connection from here on before it is
+	// used; the one checkJobSize made is dropped.
 	pool.SetOnConnect(f.OnConnect)
+	_ = pool.Close()
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	synced := f.Sync(sctx) == nil
-	cancel()
-	if !synced {
-		log.Warn("could not read the largest stored job id at start; trying again in the background")
+	if _, err := f.Sync(sctx); err != nil {
+		log.Warn("could not fence beanstalkd's job ids at start; POST answers 503 until it can", "err", err)
 	}
+	cancel()
 
 	keys := idem.New(client, cfg.Mongo.DB, idem.Options{Window: cfg.IdempotencyWindow, Logger: log})
 	handler := api.New(api.Deps{
@@ -112,7 +111,6 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	wg.Go(func() { keys.Maintain(wctx, results.Server, time.Minute) })
 	wg.Go(func() {
 		f.Watch(wctx, fence.WatchOptions{
-			Synced: synced,
 			OnUp: func(stats map[string]string) {
 				if n, err := strconv.Atoi(stats["max-job-size"]); err == nil && n < cfg.MaxJobSize {
 					log.Error("MAX_JOB_SIZE is larger than beanstalkd's max-job-size: large jobs will be refused with 413",

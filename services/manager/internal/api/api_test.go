@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -613,4 +614,27 @@ func TestJobTooBigFromBeanstalkd(t *testing.T) {
 	r := do(t, "POST", b.URL+"/", `"`+strings.Repeat("x", 200)+`"`)
 	requireError(t, r, http.StatusRequestEntityTooLarge, "job body is 202 bytes; the limit is MAX_JOB_SIZE=1000")
 	require.Contains(t, string(r.Body), "JOB_TOO_BIG")
+}
+
+// A beanstalkd whose binlog cannot grow (disk full; here its directory
+// is gone) refuses puts with OUT_OF_MEMORY: POST answers 503 saying so,
+// not a bare 500, and /readyz reports it though beanstalkd still answers.
+func TestQueueOutOfMemoryIs503AndNotReady(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bs := testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{BinlogDir: dir, FsyncMS: -1, BinlogSize: 2000})
+	b := setup(t, options{beanstalk: bs.Addr()})
+	require.Equal(t, http.StatusOK, do(t, "GET", b.URL+"/readyz", "").StatusCode)
+	require.NoError(t, os.RemoveAll(dir))
+	var r reply
+	for range 100 {
+		if r = do(t, "POST", b.URL+"/", `{"pad":"`+strings.Repeat("x", 200)+`"}`); r.StatusCode != http.StatusCreated {
+			break
+		}
+	}
+	requireError(t, r, http.StatusServiceUnavailable, "beanstalkd is out of memory or its binlog disk is full")
+	require.NotEmpty(t, r.Header.Get("Retry-After"))
+	r = do(t, "GET", b.URL+"/readyz", "")
+	require.Equal(t, http.StatusServiceUnavailable, r.StatusCode)
+	require.Contains(t, string(r.Body), `"beanstalkd":"refusing jobs: out of memory or binlog disk full"`)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/jobsys/jobs/pkg/queue"
 	"github.com/jobsys/jobs/pkg/store"
 )
 
@@ -37,7 +38,10 @@ func (h *handler) readyz(c echo.Context) error {
 
 	r := Readiness{Status: "ready", Checks: map[string]string{"beanstalkd": "ok", "mongodb": "ok"}}
 	var failed []string
-	if qerr != nil {
+	if errors.Is(qerr, queue.ErrServerFault) {
+		r.Checks["beanstalkd"] = "refusing jobs: out of memory or binlog disk full"
+		failed = append(failed, "beanstalkd")
+	} else if qerr != nil {
 		r.Checks["beanstalkd"] = "unreachable"
 		failed = append(failed, "beanstalkd")
 		h.log.Debug("readyz: beanstalkd", "err", qerr)
@@ -63,7 +67,7 @@ func (h *handler) readyz(c echo.Context) error {
 		}
 		r.Error += f
 	}
-	r.Error += " did not answer"
+	r.Error += " did not answer as it should"
 	c.Response().Header().Set(echo.HeaderRetryAfter, "1")
 	return writeJSON(c, http.StatusServiceUnavailable, r)
 }

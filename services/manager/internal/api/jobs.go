@@ -81,6 +81,10 @@ func (h *handler) put(ctx context.Context, p PutRequest) (Created, error) {
 		case errors.Is(err, queue.ErrDraining):
 			return Created{}, &Error{Status: http.StatusServiceUnavailable, Msg: "the job queue is draining and takes no new jobs",
 				Detail: "the job was not created; retry shortly", JobMayExist: &no}
+		case errors.Is(err, queue.ErrServerFault), errors.Is(err, queue.ErrBuried):
+			h.log.Error("beanstalkd refused a put", "tube", p.Tube, "err", err)
+			return Created{}, &Error{Status: http.StatusServiceUnavailable, Msg: "the job queue refused the job: beanstalkd is out of memory or its binlog disk is full",
+				Detail: "the job was not created; retry when the queue's operator has made room", JobMayExist: &no, RetryAfter: 5}
 		}
 		qerr := h.queueError("put job", err)
 		var e *Error

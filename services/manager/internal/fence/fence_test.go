@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/jobsys/jobs/pkg/job"
 	"github.com/jobsys/jobs/pkg/queue"
@@ -26,46 +26,67 @@ var (
 	_ fence.Store = (*store.Results)(nil)
 )
 
-type bundle struct {
+// system is one beanstalkd (restarted without a binlog, it counts ids
+// from 1 again) and one results database, shared by several managers.
+type system struct {
+	env     testenv.Bundle
 	bs      *testenv.Beanstalkd
-	pool    *queue.Pool
+	client  *mongo.Client
 	results *store.Results
-	logs    *testenv.LogBuffer
-	fence   *fence.Fence
 }
 
-// setup gives the test a beanstalkd of its own (restarted without a
-// binlog, it counts ids from 1 again) and a fresh results database.
-func setup(t *testing.T) bundle {
+// manager is one manager's fence and queue pool.
+type manager struct {
+	pool   *queue.Pool
+	fence  *fence.Fence
+	logs   *testenv.LogBuffer
+	fenced int
+	mu     sync.Mutex
+}
+
+func newSystem(t testing.TB) *system {
 	t.Helper()
-	env := testenv.Setup(t)
-	b := bundle{bs: testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{}), logs: &testenv.LogBuffer{}}
-	b.pool = queue.NewPool(queue.PoolConfig{Addr: b.bs.Addr()})
-	t.Cleanup(func() { b.pool.Close() })
-	client, err := store.Connect(env.Mongo.URL, "fence-test", 2*time.Second)
+	s := &system{env: testenv.Setup(t), bs: testenv.StartBeanstalkd(t, testenv.BeanstalkdOptions{})}
+	client, err := store.Connect(s.env.Mongo.URL, "fence-test", 2*time.Second)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
-	b.results = store.NewResults(client, env.DB, "completed")
-	b.fence = fence.New(b.pool, b.results, slog.New(slog.NewTextHandler(b.logs, nil)))
-	b.pool.SetOnConnect(b.fence.OnConnect)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log:\n%s", b.logs.String())
-		}
-	})
-	return b
+	s.client = client
+	s.results = store.NewResults(client, s.env.DB, "completed")
+	return s
 }
 
-func ctx(t *testing.T) context.Context { return testenv.Context(t, 30*time.Second) }
+// manager starts a manager's fence on the system; client, when set,
+// replaces the system's MongoDB client.
+func (s *system) manager(t testing.TB, client *mongo.Client) *manager {
+	t.Helper()
+	if client == nil {
+		client = s.client
+	}
+	m := &manager{pool: queue.NewPool(queue.PoolConfig{Addr: s.bs.Addr()}), logs: &testenv.LogBuffer{}}
+	t.Cleanup(func() { m.pool.Close() })
+	m.fence = fence.New(m.pool, s.results, client.Database(s.env.DB).Collection("completed_id_fence"), slog.New(slog.NewTextHandler(m.logs, nil)))
+	m.fence.OnFence = func() { m.mu.Lock(); m.fenced++; m.mu.Unlock() }
+	m.pool.SetOnConnect(m.fence.OnConnect)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", m.logs.String())
+		}
+	})
+	return m
+}
+
+func (m *manager) fences() int { m.mu.Lock(); defer m.mu.Unlock(); return m.fenced }
+
+func ctx(t testing.TB) context.Context { return testenv.Context(t, 30*time.Second) }
 
 // put puts through the fence, trying again while the pool's connections
-// to the old process fail.
-func put(t *testing.T, b bundle, body string) uint64 {
+// to an old process fail.
+func put(t *testing.T, m *manager, body string) uint64 {
 	t.Helper()
 	var id uint64
 	require.Eventually(t, func() bool {
 		var err error
-		id, err = b.fence.Put(ctx(t), []byte(body), queue.PutOptions{Tube: "work", TTR: time.Minute})
+		id, err = m.fence.Put(ctx(t), []byte(body), queue.PutOptions{Tube: "work", TTR: time.Minute})
 		if err != nil && !errors.Is(err, queue.ErrUnavailable) {
 			t.Fatalf("put: %v", err)
 		}
@@ -74,168 +95,155 @@ func put(t *testing.T, b bundle, body string) uint64 {
 	return id
 }
 
-func TestFreshSystemSpendsNoIDs(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	require.NoError(t, b.fence.Sync(ctx(t)))
-	require.EqualValues(t, 1, put(t, b, `{"example":"data"}`), "the first job is job 1, as in the original")
-	require.Zero(t, b.fence.Value(), "the fence is what was taken when it was synced, not a running maximum")
+func tubes(t *testing.T, m *manager) map[string]job.TubeStats {
+	t.Helper()
+	st, err := m.pool.Tubes(ctx(t))
+	require.NoError(t, err)
+	return st
 }
 
-func TestSyncReadsTheLargestStoredID(t *testing.T) {
+// The first document starts at the largest stored result; a job comes
+// out of the fence ready, not delayed, and no throwaway job is left.
+func TestFirstFenceStartsAboveTheStoredResults(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	require.NoError(t, b.results.Save(ctx(t), job.Result{ID: 50, Hash: job.Hash("{}"), Payload: "{}"}))
-	require.NoError(t, b.fence.Sync(ctx(t)))
-	require.Greater(t, b.fence.Value(), uint64(50))
-
-	id := put(t, b, `{}`)
+	s := newSystem(t)
+	require.NoError(t, s.results.Save(ctx(t), job.Result{ID: 50, Hash: job.Hash("{}"), Payload: "{}"}))
+	m := s.manager(t, nil)
+	_, err := m.fence.Sync(ctx(t))
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, m.fence.Value(), uint64(50), "Sync returns once beanstalkd is fenced: the manager serves after it")
+	id := put(t, m, `{}`)
 	require.Greater(t, id, uint64(50))
-	require.NotContains(t, b.logs.String(), "level=WARN", "Sync moved the ids on before any job was put")
-	tubes, err := b.pool.Tubes(ctx(t))
+	st := tubes(t, m)
+	require.EqualValues(t, 1, st["work"].Ready)
+	require.Zero(t, st["work"].Delayed)
+	require.Zero(t, st[fence.Tube].Ready+st[fence.Tube].Delayed, "no throwaway job is left")
+	js, err := m.pool.StatsJob(ctx(t), id)
 	require.NoError(t, err)
-	require.EqualValues(t, 1, tubes["work"].Ready)
-	require.Zero(t, tubes[fence.Tube].Ready+tubes[fence.Tube].Delayed, "no throwaway job is left")
+	require.EqualValues(t, 1, js.Kicks, "held, then kicked once its id was checked")
 }
 
-// TestPutAfterRestartWithoutBinlog is the case the fence is for: the
-// manager keeps running while beanstalkd restarts and counts from 1.
-func TestPutAfterRestartWithoutBinlog(t *testing.T) {
+// Issue 25's reproduction: three managers, jobs held, beanstalkd
+// restarted without its binlog, puts through another manager: no id is
+// handed out twice, one manager moves beanstalkd's ids, and a restarted
+// manager spends nothing.
+func TestThreeManagersAcrossRestartsNeverReuseAnID(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	require.NoError(t, b.fence.Sync(ctx(t)))
-	var old []uint64
-	for range 3 {
-		old = append(old, put(t, b, `{"old":true}`))
-	}
-	require.Equal(t, []uint64{1, 2, 3}, old)
-
-	b.bs.Stop()
-	require.NoError(t, b.bs.Restart())
-
-	id := put(t, b, `{"new":true}`)
-	require.Greater(t, id, uint64(3))
-	require.Contains(t, b.logs.String(), "level=WARN")
-	require.Contains(t, b.logs.String(), "beanstalkd restarted: moving its ids past every id known to be taken\" fence=3")
-
-	// The job that got a reused id was withdrawn; only the new one is
-	// queued, under its fresh id.
-	for _, o := range old {
-		_, err := b.pool.StatsJob(ctx(t), o)
-		require.ErrorIs(t, err, queue.ErrNotFound, "id %d", o)
-	}
-	s, err := b.pool.StatsJob(ctx(t), id)
-	require.NoError(t, err)
-	require.Equal(t, "work", s.Tube)
-	tubes, err := b.pool.Tubes(ctx(t))
-	require.NoError(t, err)
-	require.EqualValues(t, 1, tubes["work"].Ready)
-	require.Zero(t, tubes[fence.Tube].Ready+tubes[fence.Tube].Delayed)
-}
-
-func TestConcurrentPutsAfterRestartAllGetFreshIDs(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	for range 20 {
-		put(t, b, `{}`)
-	}
-	b.bs.Stop()
-	require.NoError(t, b.bs.Restart())
-	// Drop the connections to the old process.
-	b.pool.Close()
-
-	var mu sync.Mutex
-	seen := map[uint64]bool{}
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			id, err := b.fence.Put(context.Background(), []byte(`{}`), queue.PutOptions{Tube: "work", TTR: time.Minute})
-			if err != nil {
-				t.Errorf("put: %v", err)
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			assert.False(t, seen[id], "id %d given twice", id)
-			seen[id] = true
-		})
-	}
-	wg.Wait()
-	for id := range seen {
-		require.Greater(t, id, uint64(20))
-	}
-	tubes, err := b.pool.Tubes(ctx(t))
-	require.NoError(t, err)
-	require.EqualValues(t, 8, tubes["work"].Ready, "exactly the eight jobs are queued")
-}
-
-// TestWatchSyncsWhenBeanstalkdReturns: the watcher notices the restart
-// and moves the ids on before the next put, so no job is put twice.
-func TestWatchSyncsWhenBeanstalkdReturns(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	require.NoError(t, b.results.Save(ctx(t), job.Result{ID: 10, Hash: job.Hash("{}"), Payload: "{}"}))
-	wctx, cancel := context.WithCancel(context.Background())
-	var downs, ups sync.WaitGroup
-	downs.Add(1)
-	ups.Add(1)
-	var once, upOnce sync.Once
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		b.fence.Watch(wctx, fence.WatchOptions{
-			Every:  20 * time.Millisecond,
-			OnDown: func() { once.Do(downs.Done); b.pool.Close() },
-			OnUp: func(stats map[string]string) {
-				assert.NotEmpty(t, stats["max-job-size"])
-				upOnce.Do(ups.Done)
-			},
-		})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-
-	require.Eventually(t, func() bool { return b.fence.Value() > 10 }, 10*time.Second, 10*time.Millisecond, "the first check syncs")
-	put(t, b, `{}`)
-	fenceBefore := b.fence.Value()
-
-	b.bs.Stop()
-	downs.Wait()
-	require.NoError(t, b.bs.Restart())
-	ups.Wait()
-	require.Eventually(t, func() bool {
-		stats, err := b.pool.ServerStats(ctx(t))
-		if err != nil {
-			return false
+	s := newSystem(t)
+	ms := []*manager{s.manager(t, nil), s.manager(t, nil), s.manager(t, nil)}
+	seen := map[uint64]int{}
+	putAll := func(round int) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := range 24 {
+			wg.Go(func() {
+				id := put(t, ms[(i+round)%3], `{}`)
+				mu.Lock()
+				defer mu.Unlock()
+				assert.Zero(t, seen[id], "id %d handed out twice", id)
+				seen[id]++
+			})
 		}
-		made, _ := strconv.ParseUint(stats["total-jobs"], 10, 64)
-		return made > fenceBefore
-	}, 10*time.Second, 10*time.Millisecond, "the watcher moves the new process's ids on")
-
-	id := put(t, b, `{}`)
-	require.Greater(t, id, fenceBefore)
-	require.NotContains(t, b.logs.String(), "gave out an id at or under the fence", "no put came back under the fence")
+		wg.Wait()
+	}
+	putAll(0)
+	for round := 1; round <= 3; round++ {
+		s.bs.Stop()
+		require.NoError(t, s.bs.Restart())
+		putAll(round)
+		total := 0
+		for _, m := range ms {
+			total += m.fences()
+		}
+		require.Equal(t, round, total, "one manager moved each restarted beanstalkd's ids (the first one needed none)")
+	}
+	// A manager restarted: a new fence over the same document.
+	ms[1] = s.manager(t, nil)
+	putAll(4)
+	require.Zero(t, ms[1].fences(), "the restarted manager found beanstalkd fenced")
+	require.Len(t, seen, 5*24)
 }
 
-// Puts on different connections finish out of order; an id below one
-// already handed out is normal and must not be taken for a restart.
-func TestConcurrentPutsWithoutRestartAreNotFenced(t *testing.T) {
+// Never fails open: when MongoDB cannot be reached and the lease of ids
+// ran out, the put is refused with ErrUnproven (a 503) and the job is
+// withdrawn before anything could reserve it.
+func TestLeaseRunOutWithoutMongoDBRefusesAndWithdraws(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	require.NoError(t, b.fence.Sync(ctx(t)))
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			for range 25 {
-				if _, err := b.fence.Put(context.Background(), []byte(`{}`), queue.PutOptions{Tube: "work", TTR: time.Minute}); err != nil {
-					t.Errorf("put: %v", err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	require.NotContains(t, b.logs.String(), "level=WARN")
-	tubes, err := b.pool.Tubes(ctx(t))
+	s := newSystem(t)
+	client, err := store.Connect(s.env.Mongo.URL, "fence-test-lost", 500*time.Millisecond)
 	require.NoError(t, err)
-	require.EqualValues(t, 400, tubes["work"].Ready)
+	m := s.manager(t, client)
+	m.fence.Lease = 2
+	c := queue.NewConsumer(s.bs.Addr(), []string{"work"}, 0)
+	defer c.Close()
+	first := put(t, m, `{}`)
+	r, err := c.Reserve(ctx(t), time.Second)
+	require.NoError(t, err)
+	require.Equal(t, first, r.ID)
+	require.NoError(t, c.Delete(ctx(t), r.ID))
+
+	require.NoError(t, client.Disconnect(ctx(t)))
+	var refused bool
+	for range 4 {
+		_, err := m.fence.Put(ctx(t), []byte(`{}`), queue.PutOptions{Tube: "work", TTR: time.Minute})
+		if err != nil {
+			require.ErrorIs(t, err, fence.ErrUnproven)
+			require.ErrorIs(t, err, queue.ErrUnavailable, "the API answers 503")
+			refused = true
+			break
+		}
+		r, err := c.Reserve(ctx(t), time.Second)
+		require.NoError(t, err)
+		require.NoError(t, c.Delete(ctx(t), r.ID))
+	}
+	require.True(t, refused, "the lease of 2 ran out")
+	_, err = c.Reserve(ctx(t), time.Second)
+	require.ErrorIs(t, err, queue.ErrNoJob, "the refused job was withdrawn unworked")
+	st := tubes(t, m)
+	require.Zero(t, st["work"].Ready+st["work"].Delayed+st["work"].Reserved)
+}
+
+// A manager that cannot read the fence refuses every put, and puts
+// nothing: there is no id it could prove unused. Its other queue calls
+// (GET's stats-job, /readyz) go on.
+func TestNoFenceNoPut(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	client, err := store.Connect(s.env.Mongo.URL, "fence-test-none", 500*time.Millisecond)
+	require.NoError(t, err)
+	require.NoError(t, client.Disconnect(ctx(t)))
+	m := s.manager(t, client)
+	_, err = m.fence.Put(ctx(t), []byte(`{}`), queue.PutOptions{Tube: "work", TTR: time.Minute})
+	require.ErrorIs(t, err, fence.ErrUnproven)
+	require.NoError(t, m.pool.Ping(ctx(t)))
+	_, err = m.pool.StatsJob(ctx(t), 1)
+	require.ErrorIs(t, err, queue.ErrNotFound)
+	other := s.manager(t, nil)
+	st := tubes(t, other)
+	require.Zero(t, st["work"].Ready+st["work"].Delayed)
+}
+
+// Watch fences a new beanstalkd process before any put needs it, and
+// keeps hw a lease ahead of the ids handed out.
+func TestWatchFencesAheadOfPuts(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	m := s.manager(t, nil)
+	m.fence.Lease = 10
+	wctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.fence.Watch(wctx, fence.WatchOptions{Every: 20 * time.Millisecond}) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, func() bool { return m.fence.Value() >= 10 }, 10*time.Second, 10*time.Millisecond)
+	require.Zero(t, m.fences(), "a fresh beanstalkd needs no throwaway job")
+	var last uint64
+	for range 30 {
+		last = put(t, m, `{}`)
+	}
+	require.Eventually(t, func() bool { return m.fence.Value() >= last+5 }, 10*time.Second, 10*time.Millisecond,
+		"the mark is raised ahead in the background")
+	s.bs.Stop()
+	require.NoError(t, s.bs.Restart())
+	require.Eventually(t, func() bool { return m.fences() == 1 }, 10*time.Second, 10*time.Millisecond, "the new process is fenced by Watch")
+	require.Greater(t, put(t, m, `{}`), last)
 }

@@ -101,9 +101,9 @@ type Config struct {
 	ListEvery time.Duration
 }
 
-// queueLookups is how many stats-job commands are in flight at once: the
-// queue pool pipelines concurrent ones, so a burst of subscribes costs a
-// few round trips rather than one each.
+// queueLookups is how many stats-job commands are in flight at once, each
+// on a pooled connection of its own, so a burst of subscribes costs a
+// few round trip times rather than one each in a row.
 const queueLookups = 16
 
 // storeTimeout bounds one store query.

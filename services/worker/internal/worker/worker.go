@@ -162,7 +162,7 @@ func (w *Worker) reserver(ctx, workCtx context.Context, n int) {
 	c := queue.NewConsumer(w.cfg.Addr, w.cfg.Tubes, cmdTimeout)
 	defer c.Close()
 	// pending is the last job worked, stored and waiting for its delete,
-	// which goes out with the next reserve: one round trip fewer per job.
+	// which DeleteAndReserve makes just before the next reserve.
 	var pending *stored
 	defer func() {
 		if pending != nil { // stopping: no next reserve to carry it
