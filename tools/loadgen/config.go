@@ -31,18 +31,18 @@ var allPhases = []string{phaseIngest, phaseDrain, phaseE2E, phaseLookup, phaseFa
 
 // options is everything a run is told, from flags and the environment.
 type options struct {
-	duration    time.Duration
-	warmup      time.Duration
-	jobs        int
-	clients     int
-	conc        int
-	phases      []string
-	out         string
-	bin         string
-	progress    string // auto, bar, lines, off
-	keepData    bool
-	pprofDir    string
-	pollDefault time.Duration
+	duration         time.Duration
+	warmup           time.Duration
+	jobs             int
+	clients          int
+	conc             int
+	phases           []string
+	out              string
+	bin              string
+	progress         string // auto, bar, lines, off
+	keepData         bool
+	pprofDir         string
+	feedDelayDefault time.Duration
 	// e2eRate is a fixed end-to-end rate; 0: half the 1-worker drain rate.
 	e2eRate float64
 
@@ -55,7 +55,7 @@ type options struct {
 	managerURL    string
 	notifierURL   string
 	notifierPID   int
-	pollInterval  time.Duration
+	feedDelay     time.Duration
 	tube          string
 }
 
@@ -70,7 +70,7 @@ func (o options) needsNotifier() bool {
 // addresses. It reports every problem at once, naming the flag or
 // variable.
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
-	o := options{pollDefault: 250 * time.Millisecond, pollInterval: 250 * time.Millisecond}
+	o := options{feedDelayDefault: 250 * time.Millisecond, feedDelay: 250 * time.Millisecond}
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -81,7 +81,7 @@ same run, prints a table and writes the figures as JSON. It starts its own
 stack from the binaries in -bin, or with BENCH_USE_STACK=1 measures the one
 at BEANSTALK_HOST/BEANSTALK_PORT, MONGO_URL (MONGO_DB, MONGO_COLLECTION),
 MANAGER_URL and NOTIFIER_URL (NOTIFIER_PID for its memory,
-NOTIFIER_POLL_INTERVAL for the latency target, BENCH_TUBE for the tube its
+NOTIFIER_FEED_DELAY for the latency target, BENCH_TUBE for the tube its
 workers watch).
 
 Phases: %s
@@ -175,7 +175,7 @@ func (o *options) readStack(getenv func(string) string) []error {
 		}
 	}
 	o.notifierPID = int(r.Int("NOTIFIER_PID", 0, 1, 1<<22))
-	o.pollInterval = r.Duration("NOTIFIER_POLL_INTERVAL", o.pollDefault, time.Millisecond)
+	o.feedDelay = r.Duration("NOTIFIER_FEED_DELAY", o.feedDelayDefault, time.Millisecond)
 	o.tube = r.String(queue.DefaultTube, "BENCH_TUBE")
 	if err := queue.ValidateTube(o.tube); err != nil {
 		r.Failf("BENCH_TUBE", "%v", err)

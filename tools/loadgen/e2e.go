@@ -57,7 +57,7 @@ const e2eSockets = 4
 // POST's answer to the completion event on a WebSocket subscribed to that
 // job.
 func (b *bench) e2e(ctx context.Context) error {
-	f := e2eFigures{Rate: b.drain1 / 2, RateSource: "half the measured 1-worker drain rate", Sockets: e2eSockets, Poll: b.st.pollInterval.String()}
+	f := e2eFigures{Rate: b.drain1 / 2, RateSource: "half the measured 1-worker drain rate", Sockets: e2eSockets, Poll: b.st.feedDelay.String()}
 	if b.o.e2eRate > 0 {
 		f.Rate, f.RateSource = b.o.e2eRate, "fixed by -e2e-rate"
 	}
@@ -214,7 +214,7 @@ func (b *bench) e2e(ctx context.Context) error {
 	// events keep coming; an event that has not come after a quiet spell
 	// (three seconds, plus four poll intervals should the feed poll)
 	// counts as missing.
-	quiet := 3*time.Second + 4*b.st.pollInterval
+	quiet := 3*time.Second + 4*b.st.feedDelay
 	hardStop := time.Now().Add(15 * time.Second)
 	left, lastChange := countMap(&pending), time.Now()
 	for left > 0 && time.Since(lastChange) < quiet && time.Now().Before(hardStop) {

@@ -66,7 +66,7 @@ type fanClient struct {
 // everything, measures the notifier's memory and goroutines, then times
 // how long one completion takes to reach all of them.
 func (b *bench) fanout(ctx context.Context) error {
-	f := fanoutFigures{Clients: b.o.clients, Broadcasts: fanoutRounds, Poll: b.st.pollInterval.String()}
+	f := fanoutFigures{Clients: b.o.clients, Broadcasts: fanoutRounds, Poll: b.st.feedDelay.String()}
 	metricsURL := b.st.notifierURL + "/metrics"
 	var err error
 	if f.GoroutinesBefore, err = goroutines(ctx, metricsURL); err != nil {
@@ -212,7 +212,7 @@ func (b *bench) fanout(ctx context.Context) error {
 	// Broadcast: insert a result straight into the store and time its
 	// arrival at every client. Round 0 warms up and is not counted.
 	m := b.st.meter()
-	waitBroadcastProfile := b.profile(ctx, "fanout-broadcast", time.Duration(fanoutRounds+1)*(b.st.pollInterval+300*time.Millisecond), "notifier")
+	waitBroadcastProfile := b.profile(ctx, "fanout-broadcast", time.Duration(fanoutRounds+1)*(b.st.feedDelay+300*time.Millisecond), "notifier")
 	var all []time.Duration
 	results := store.NewResults(b.st.mongo, b.st.mongoDB, b.st.mongoColl)
 	for k := range fanoutRounds + 1 {
@@ -225,7 +225,7 @@ func (b *bench) fanout(ctx context.Context) error {
 		if err := results.Save(ctx, r); err != nil {
 			return fmt.Errorf("insert broadcast result: %w", err)
 		}
-		deadline := time.Now().Add(5*time.Second + 2*b.st.pollInterval)
+		deadline := time.Now().Add(5*time.Second + 2*b.st.feedDelay)
 		for received[k].Load() < int64(f.Connected) && time.Now().Before(deadline) {
 			if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
 				return err
@@ -247,7 +247,7 @@ func (b *bench) fanout(ctx context.Context) error {
 		f.Rounds = append(f.Rounds, summarize(lat, f.Connected-len(lat), 0))
 		// Spread the rounds apart (in poll mode, over different points
 		// of the poll cycle).
-		if err := sleepCtx(ctx, b.st.pollInterval+37*time.Millisecond); err != nil {
+		if err := sleepCtx(ctx, b.st.feedDelay+37*time.Millisecond); err != nil {
 			return err
 		}
 	}

@@ -39,7 +39,7 @@ func setup(t *testing.T) *bench {
 	tb := testenv.Setup(t)
 	o, err := parseOptions([]string{"-duration", "200ms", "-warmup", "0s", "-c", "4", "-jobs", "60"}, func(string) string { return "" }, io.Discard)
 	require.NoError(t, err)
-	st := &stack{o: o, beanstalkAddr: tb.Beanstalk.Addr(), mongo: tb.Mongo.Client(), mongoDB: tb.DB, mongoColl: "results", pollInterval: 250 * time.Millisecond}
+	st := &stack{o: o, beanstalkAddr: tb.Beanstalk.Addr(), mongo: tb.Mongo.Client(), mongoDB: tb.DB, mongoColl: "results", feedDelay: 250 * time.Millisecond}
 	return &bench{o: o, st: st, prog: newProgress(io.Discard, "off", time.Minute), phases: map[string]any{}}
 }
 

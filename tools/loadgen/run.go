@@ -195,7 +195,7 @@ func settingsOf(o options) map[string]any {
 		"concurrency":   o.conc,
 		"phases":        o.phases,
 		"use_stack":     o.useStack,
-		"poll_interval": o.pollInterval.String(),
+		"poll_interval": o.feedDelay.String(),
 	}
 }
 

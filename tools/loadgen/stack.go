@@ -37,7 +37,7 @@ type stack struct {
 	managerURL    string
 	notifierURL   string
 	notifierPID   int
-	pollInterval  time.Duration
+	feedDelay     time.Duration
 	// workerBin is empty when worker processes cannot be started.
 	workerBin string
 
@@ -76,7 +76,7 @@ func startStack(ctx context.Context, o options) (*stack, error) {
 
 	if o.useStack {
 		s.beanstalkAddr, s.mongoURL, s.mongoDB, s.mongoColl = o.beanstalkAddr, o.mongoURL, o.mongoDB, o.mongoColl
-		s.managerURL, s.notifierURL, s.notifierPID, s.pollInterval = o.managerURL, o.notifierURL, o.notifierPID, o.pollInterval
+		s.managerURL, s.notifierURL, s.notifierPID, s.feedDelay = o.managerURL, o.notifierURL, o.notifierPID, o.feedDelay
 		if err := s.connectMongo(ctx); err != nil {
 			return s, err
 		}
@@ -101,7 +101,7 @@ func startStack(ctx context.Context, o options) (*stack, error) {
 	if len(missing) > 0 {
 		return s, fmt.Errorf("-bin %s lacks %s: run `make build` first", bin, strings.Join(missing, ", "))
 	}
-	s.mongoDB, s.mongoColl, s.pollInterval = benchDB, benchColl, o.pollInterval
+	s.mongoDB, s.mongoColl, s.feedDelay = benchDB, benchColl, o.feedDelay
 	// The main beanstalkd runs as `make run` runs it: binlog, fsync at
 	// most every 50ms.
 	if _, s.beanstalkAddr, err = s.startBeanstalkd(ctx, "beanstalkd", 50); err != nil {
@@ -276,7 +276,7 @@ func (s *stack) startManager(ctx context.Context, name, beanstalkAddr, coll stri
 
 func (s *stack) startNotifier(ctx context.Context) error {
 	env := merge(procs.NotifierEnv(s.managerURL), map[string]string{
-		"NOTIFIER_POLL_INTERVAL": s.pollInterval.String(),
+		"NOTIFIER_FEED_DELAY": s.feedDelay.String(),
 		// Room for the fan-out's clients and the other phases' sockets.
 		"NOTIFIER_MAX_CLIENTS": strconv.Itoa(s.o.clients + 1000),
 	})

@@ -270,7 +270,7 @@ func TestParseOptionsUseStack(t *testing.T) {
 		"BENCH_USE_STACK": "1", "BEANSTALK_HOST": "10.0.0.1", "BEANSTALK_PORT": "11301",
 		"MONGO_URL": "mongodb://10.0.0.2:27017", "MONGO_DB": "jobs", "MONGO_COLLECTION": "done",
 		"MANAGER_URL": "http://10.0.0.3:8080/", "NOTIFIER_URL": "http://10.0.0.4:8083",
-		"NOTIFIER_POLL_INTERVAL": "100ms", "NOTIFIER_PID": "42",
+		"NOTIFIER_FEED_DELAY": "100ms", "NOTIFIER_PID": "42",
 	}
 	o, err := parseOptions(nil, func(k string) string { return env[k] }, &bytes.Buffer{})
 	require.NoError(t, err)
@@ -278,14 +278,14 @@ func TestParseOptionsUseStack(t *testing.T) {
 	require.Equal(t, "10.0.0.1:11301", o.beanstalkAddr)
 	require.Equal(t, "done", o.mongoColl)
 	require.Equal(t, "http://10.0.0.3:8080", o.managerURL)
-	require.Equal(t, 100*time.Millisecond, o.pollInterval)
+	require.Equal(t, 100*time.Millisecond, o.feedDelay)
 	require.Equal(t, 42, o.notifierPID)
 	require.Equal(t, "default", o.tube)
 
 	env = map[string]string{"BENCH_USE_STACK": "1", "BEANSTALK_PORT": "x", "MONGO_URL": "http://nope",
-		"MANAGER_URL": "ftp://a", "NOTIFIER_POLL_INTERVAL": "soon", "BENCH_TUBE": "-bad"}
+		"MANAGER_URL": "ftp://a", "NOTIFIER_FEED_DELAY": "soon", "BENCH_TUBE": "-bad"}
 	_, err = parseOptions(nil, func(k string) string { return env[k] }, &bytes.Buffer{})
-	for _, name := range []string{"BEANSTALK_PORT", "MONGO_URL", "MANAGER_URL", "NOTIFIER_POLL_INTERVAL", "BENCH_TUBE"} {
+	for _, name := range []string{"BEANSTALK_PORT", "MONGO_URL", "MANAGER_URL", "NOTIFIER_FEED_DELAY", "BENCH_TUBE"} {
 		require.ErrorContains(t, err, name)
 	}
 }
