@@ -108,6 +108,12 @@ func (c *Consumer) Reserve(ctx context.Context, wait time.Duration) (Reserved, e
 		r.ID, r.Body, err = c.ts.Reserve(wait)
 		return err
 	})
+	return c.reserved(ctx, r, err)
+}
+
+// reserved ends a reserve: ErrNoJob, the reserve's error, or the job
+// with its stats-job fields.
+func (c *Consumer) reserved(ctx context.Context, r Reserved, err error) (Reserved, error) {
 	if errors.Is(err, ErrNoJob) {
 		return r, ErrNoJob
 	}
@@ -180,13 +186,7 @@ func (c *Consumer) DeleteAndReserve(ctx context.Context, id uint64, wait time.Du
 	default: // run failed before the delete was sent
 		deleted(fmt.Errorf("delete: %w", err))
 	}
-	if err != nil {
-		if errors.Is(err, ErrNoJob) {
-			err = ErrNoJob
-		}
-		return r, err
-	}
-	return c.withStats(ctx, r)
+	return c.reserved(ctx, r, err)
 }
 
 // Delete removes a job this consumer reserved.

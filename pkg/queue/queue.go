@@ -1,6 +1,7 @@
 // Package queue is the beanstalkd adapter: a pool of connections for
-// short commands (put, stats-job, kick, delete) and single-connection
-// consumers for reserving and finishing jobs.
+// short commands (put, stats-job, kick, delete, and the operations
+// commands: list-tubes, stats-tube, pause-tube, peek) and
+// single-connection consumers for reserving and finishing jobs.
 //
 // Every connection speaks beanstalkd's protocol through go-beanstalk
 // (github.com/beanstalkd/go-beanstalk). Each command runs under a
@@ -282,6 +283,16 @@ func (p *Pool) with(ctx context.Context, op string, f func(c *beanstalk.Conn) er
 	return err
 }
 
+// ask runs f as with does and returns its result.
+func ask[T any](ctx context.Context, p *Pool, op string, f func(bc *beanstalk.Conn) (T, error)) (T, error) {
+	var v T
+	err := p.with(ctx, op, func(bc *beanstalk.Conn) (err error) {
+		v, err = f(bc)
+		return err
+	})
+	return v, err
+}
+
 // put gives c back to the pool, or drops it and every idle one when it
 // failed.
 func (p *Pool) put(c *conn, ok bool) {
@@ -425,11 +436,7 @@ func (p *Pool) PutHeld(ctx context.Context, body []byte, o PutOptions, hold time
 
 // StatsJob returns beanstalkd's statistics for job id, or ErrNotFound.
 func (p *Pool) StatsJob(ctx context.Context, id uint64) (job.Stats, error) {
-	var m map[string]string
-	err := p.with(ctx, "stats-job", func(bc *beanstalk.Conn) (err error) {
-		m, err = bc.StatsJob(id)
-		return err
-	})
+	m, err := ask(ctx, p, "stats-job", func(bc *beanstalk.Conn) (map[string]string, error) { return bc.StatsJob(id) })
 	if err != nil {
 		return job.Stats{}, err
 	}
@@ -443,18 +450,15 @@ func (p *Pool) Delete(ctx context.Context, id uint64) error {
 	return p.with(ctx, "delete", func(bc *beanstalk.Conn) error { return bc.Delete(id) })
 }
 
-// Kick moves a buried or delayed job to ready.
+// Kick moves a buried or delayed job to ready (kick-job); KickTube moves
+// a tube's.
 func (p *Pool) Kick(ctx context.Context, id uint64) error {
 	return p.with(ctx, "kick-job", func(bc *beanstalk.Conn) error { return bc.KickJob(id) })
 }
 
 // ServerStats returns beanstalkd's stats as strings, by name.
 func (p *Pool) ServerStats(ctx context.Context) (map[string]string, error) {
-	var m map[string]string
-	err := p.with(ctx, "stats", func(bc *beanstalk.Conn) (err error) {
-		m, err = bc.Stats()
-		return err
-	})
+	m, err := ask(ctx, p, "stats", (*beanstalk.Conn).Stats)
 	return unquote(m), err
 }
 
