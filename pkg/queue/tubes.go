@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -44,34 +45,28 @@ func (t TubeInfo) Counts() job.TubeStats {
 // stats answer; a missing or odd number is 0.
 func tubeInfo(m map[string]string) TubeInfo {
 	t := TubeInfo{Name: m["name"]}
-	_ = readUints(m, []field{
-		{"current-jobs-urgent", &t.CurrentJobsUrgent}, {"current-jobs-ready", &t.CurrentJobsReady},
-		{"current-jobs-reserved", &t.CurrentJobsReserved}, {"current-jobs-delayed", &t.CurrentJobsDelayed},
-		{"current-jobs-buried", &t.CurrentJobsBuried}, {"total-jobs", &t.TotalJobs},
-		{"current-using", &t.CurrentUsing}, {"current-watching", &t.CurrentWatching},
-		{"current-waiting", &t.CurrentWaiting}, {"cmd-delete", &t.CmdDelete},
-		{"cmd-pause-tube", &t.CmdPauseTube}, {"pause", &t.Pause}, {"pause-time-left", &t.PauseTimeLeft},
+	_ = readUints(m, map[string]*uint64{
+		"current-jobs-urgent": &t.CurrentJobsUrgent, "current-jobs-ready": &t.CurrentJobsReady,
+		"current-jobs-reserved": &t.CurrentJobsReserved, "current-jobs-delayed": &t.CurrentJobsDelayed,
+		"current-jobs-buried": &t.CurrentJobsBuried, "total-jobs": &t.TotalJobs,
+		"current-using": &t.CurrentUsing, "current-watching": &t.CurrentWatching,
+		"current-waiting": &t.CurrentWaiting, "cmd-delete": &t.CmdDelete,
+		"cmd-pause-tube": &t.CmdPauseTube, "pause": &t.Pause, "pause-time-left": &t.PauseTimeLeft,
 	})
 	return t
 }
 
-// field is a number of a stats answer and where it goes.
-type field struct {
-	key string
-	dst *uint64
-}
-
-// readUints parses each field's number of m into its dst (0 when missing
-// or malformed) and returns an error naming every such field.
-func readUints(m map[string]string, fields []field) error {
+// readUints parses the number under each key of m into its field (0 when
+// missing or malformed) and returns an error naming every such key.
+func readUints(m map[string]string, fields map[string]*uint64) error {
 	var errs []error
-	for _, f := range fields {
-		v, ok := m[f.key]
+	for _, key := range slices.Sorted(maps.Keys(fields)) {
+		v, ok := m[key]
 		n, err := strconv.ParseUint(v, 10, 64)
 		if !ok || err != nil {
-			errs = append(errs, fmt.Errorf("field %q = %q", f.key, v))
+			errs = append(errs, fmt.Errorf("field %q = %q", key, v))
 		}
-		*f.dst = n
+		*fields[key] = n
 	}
 	return errors.Join(errs...)
 }
@@ -79,7 +74,7 @@ func readUints(m map[string]string, fields []field) error {
 // TubeNames returns the names of the tubes beanstalkd has (list-tubes),
 // sorted.
 func (p *Pool) TubeNames(ctx context.Context) ([]string, error) {
-	names, err := ask(ctx, p, "list-tubes", (*beanstalk.Conn).ListTubes)
+	names, err := ask(ctx, p.with, "list-tubes", (*beanstalk.Conn).ListTubes)
 	slices.Sort(names)
 	return names, err
 }
@@ -88,7 +83,7 @@ func (p *Pool) TubeNames(ctx context.Context) ([]string, error) {
 // given, on one connection; a tube that does not exist (any more) is
 // left out.
 func (p *Pool) TubeInfos(ctx context.Context, names []string) ([]TubeInfo, error) {
-	return ask(ctx, p, "stats-tube", func(bc *beanstalk.Conn) ([]TubeInfo, error) {
+	return ask(ctx, p.with, "stats-tube", func(bc *beanstalk.Conn) ([]TubeInfo, error) {
 		out := make([]TubeInfo, 0, len(names))
 		for _, name := range names {
 			m, err := beanstalk.NewTube(bc, name).Stats()
@@ -137,7 +132,7 @@ func onTube[T any](ctx context.Context, p *Pool, op, tube string, f func(t *bean
 		var zero T
 		return zero, err
 	}
-	return ask(ctx, p, op, func(bc *beanstalk.Conn) (T, error) { return f(beanstalk.NewTube(bc, tube)) })
+	return ask(ctx, p.with, op, func(bc *beanstalk.Conn) (T, error) { return f(beanstalk.NewTube(bc, tube)) })
 }
 
 // Totals returns the job counts over every tube and the number of tubes,
@@ -186,7 +181,7 @@ type Peeked struct {
 
 // Peek copies job id; ErrNotFound when beanstalkd does not hold it.
 func (p *Pool) Peek(ctx context.Context, id uint64) ([]byte, error) {
-	return ask(ctx, p, "peek", func(bc *beanstalk.Conn) ([]byte, error) { return bc.Peek(id) })
+	return ask(ctx, p.with, "peek", func(bc *beanstalk.Conn) ([]byte, error) { return bc.Peek(id) })
 }
 
 // peeks are the peek commands by the state of the job they copy.
@@ -218,10 +213,10 @@ var errBadStats = errors.New("bad stats-job answer")
 func jobStats(m map[string]string) (job.Stats, error) {
 	s := job.Stats{Tube: m["tube"], State: job.State(m["state"])}
 	var pri uint64
-	err := readUints(m, []field{
-		{"id", &s.ID}, {"pri", &pri}, {"age", &s.Age}, {"delay", &s.Delay}, {"ttr", &s.TTR},
-		{"time-left", &s.TimeLeft}, {"file", &s.File}, {"reserves", &s.Reserves}, {"timeouts", &s.Timeouts},
-		{"releases", &s.Releases}, {"buries", &s.Buries}, {"kicks", &s.Kicks},
+	err := readUints(m, map[string]*uint64{
+		"id": &s.ID, "pri": &pri, "age": &s.Age, "delay": &s.Delay, "ttr": &s.TTR,
+		"time-left": &s.TimeLeft, "file": &s.File, "reserves": &s.Reserves, "timeouts": &s.Timeouts,
+		"releases": &s.Releases, "buries": &s.Buries, "kicks": &s.Kicks,
 	})
 	s.Pri = uint32(pri)
 	if err != nil {
