@@ -4,14 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/beanstalkd/go-beanstalk"
 )
 
-// advanceBatch is how many throwaway puts (and then deletes) Advance has
-// in flight at once.
+// advanceBatch is how many throwaway jobs Advance has in flight at once.
 const advanceBatch = 512
 
 // Advance moves beanstalkd's job id counter past id: it puts throwaway
@@ -23,9 +23,9 @@ const advanceBatch = 512
 // The throwaway jobs are delayed by an hour, so that nothing can reserve
 // one in the moment before it is deleted. Advance uses a connection of
 // its own, with many commands in flight on it: go-beanstalk's Conn
-// pipelines concurrent calls (net/textproto), so a batch costs about
-// one round trip. Each batch runs under the pool's command timeout and
-// ctx.
+// pipelines concurrent calls (net/textproto), so a batch of puts, each
+// followed by its delete, costs about two round trips. Each batch runs
+// under the pool's command timeout and ctx.
 func (p *Pool) Advance(ctx context.Context, tube string, past uint64) (uint64, error) {
 	if err := ValidateTube(tube); err != nil {
 		return 0, err
@@ -35,36 +35,28 @@ func (p *Pool) Advance(ctx context.Context, tube string, past uint64) (uint64, e
 		return 0, fmt.Errorf("advance ids: %w", err)
 	}
 	defer c.close()
-	t := &beanstalk.Tube{Conn: c.bc, Name: tube}
 	var last uint64
 	n := 1 // the first put learns where the counter is
 	for {
 		ids := make([]uint64, n)
-		_, err := c.call(ctx, p.timeout, "advance ids", func(*beanstalk.Conn) error {
+		_, err := c.call(ctx, p.timeout, "advance ids", func(bc *beanstalk.Conn) error {
 			return inFlight(n, func(i int) error {
-				id, err := t.Put([]byte("x"), MaxPriority, time.Hour, time.Second)
-				if bid, ok := buriedID(err); ok {
-					id, err = bid, nil // a job all the same: its id is taken, and it must go
+				id, err := put(bc, tube, []byte("x"), PutOptions{Priority: MaxPriority}, time.Hour)
+				if _, ok := buriedID(err); ok {
+					err = nil // a job all the same: its id is taken, and it must go
 				}
 				ids[i] = id
-				return err
-			})
-		})
-		for _, id := range ids {
-			last = max(last, id)
-		}
-		_, derr := c.call(ctx, p.timeout, "advance ids: delete", func(bc *beanstalk.Conn) error {
-			return inFlight(n, func(i int) error {
-				if ids[i] == 0 {
-					return nil
+				if err != nil {
+					return err
 				}
-				if err := bc.Delete(ids[i]); !errors.Is(err, beanstalk.ErrNotFound) {
+				if err := bc.Delete(id); !errors.Is(err, beanstalk.ErrNotFound) {
 					return err
 				}
 				return nil
 			})
 		})
-		if err = errors.Join(err, derr); err != nil {
+		last = max(last, slices.Max(ids))
+		if err != nil {
 			return last, err
 		}
 		if last > past {

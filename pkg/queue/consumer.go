@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -60,10 +61,7 @@ func (w *writeSignal) Write(b []byte) (int, error) {
 // NewConsumer returns a consumer of tubes on the beanstalkd at addr. It
 // dials on first use and again after a failure.
 func NewConsumer(addr string, tubes []string, timeout time.Duration) *Consumer {
-	if timeout <= 0 {
-		timeout = 2 * time.Second
-	}
-	return &Consumer{addr: addr, tubes: tubes, timeout: timeout}
+	return &Consumer{addr: addr, tubes: tubes, timeout: cmp.Or(max(timeout, 0), 2*time.Second)}
 }
 
 // Close closes the connection; beanstalkd then releases what it had
@@ -96,6 +94,11 @@ func (c *Consumer) run(ctx context.Context, op string, extra time.Duration, f fu
 	return err
 }
 
+// with runs f as run does, under the command timeout.
+func (c *Consumer) with(ctx context.Context, op string, f func(bc *beanstalk.Conn) error) error {
+	return c.run(ctx, op, 0, f)
+}
+
 // ErrNoJob is returned by Reserve when no job came within its wait.
 var ErrNoJob = errors.New("no job ready")
 
@@ -108,6 +111,12 @@ func (c *Consumer) Reserve(ctx context.Context, wait time.Duration) (Reserved, e
 		r.ID, r.Body, err = c.ts.Reserve(wait)
 		return err
 	})
+	return c.reserved(ctx, r, err)
+}
+
+// reserved ends a reserve: ErrNoJob, the reserve's error, or the job
+// with its stats-job fields.
+func (c *Consumer) reserved(ctx context.Context, r Reserved, err error) (Reserved, error) {
 	if errors.Is(err, ErrNoJob) {
 		return r, ErrNoJob
 	}
@@ -119,11 +128,7 @@ func (c *Consumer) Reserve(ctx context.Context, wait time.Duration) (Reserved, e
 
 // withStats adds the stats-job fields to a job just reserved.
 func (c *Consumer) withStats(ctx context.Context, r Reserved) (Reserved, error) {
-	var m map[string]string
-	err := c.run(ctx, "stats-job", 0, func(bc *beanstalk.Conn) (err error) {
-		m, err = bc.StatsJob(r.ID)
-		return err
-	})
+	m, err := ask(ctx, c.with, "stats-job", func(bc *beanstalk.Conn) (map[string]string, error) { return bc.StatsJob(r.ID) })
 	s, serr := jobStats(m)
 	if err = errors.Join(err, serr); err != nil {
 		// The reservation is tied to this connection; a failed stats-job
@@ -180,31 +185,25 @@ func (c *Consumer) DeleteAndReserve(ctx context.Context, id uint64, wait time.Du
 	default: // run failed before the delete was sent
 		deleted(fmt.Errorf("delete: %w", err))
 	}
-	if err != nil {
-		if errors.Is(err, ErrNoJob) {
-			err = ErrNoJob
-		}
-		return r, err
-	}
-	return c.withStats(ctx, r)
+	return c.reserved(ctx, r, err)
 }
 
 // Delete removes a job this consumer reserved.
 func (c *Consumer) Delete(ctx context.Context, id uint64) error {
-	return c.run(ctx, "delete", 0, func(bc *beanstalk.Conn) error { return bc.Delete(id) })
+	return c.with(ctx, "delete", func(bc *beanstalk.Conn) error { return bc.Delete(id) })
 }
 
 // Release puts a reserved job back, ready after delay.
 func (c *Consumer) Release(ctx context.Context, id uint64, pri uint32, delay time.Duration) error {
-	return c.run(ctx, "release", 0, func(bc *beanstalk.Conn) error { return bc.Release(id, pri, max(delay, 0)) })
+	return c.with(ctx, "release", func(bc *beanstalk.Conn) error { return bc.Release(id, pri, max(delay, 0)) })
 }
 
 // Bury sets a reserved job aside until someone kicks it.
 func (c *Consumer) Bury(ctx context.Context, id uint64, pri uint32) error {
-	return c.run(ctx, "bury", 0, func(bc *beanstalk.Conn) error { return bc.Bury(id, pri) })
+	return c.with(ctx, "bury", func(bc *beanstalk.Conn) error { return bc.Bury(id, pri) })
 }
 
 // Touch asks for more time on a reserved job: its TTR starts again.
 func (c *Consumer) Touch(ctx context.Context, id uint64) error {
-	return c.run(ctx, "touch", 0, func(bc *beanstalk.Conn) error { return bc.Touch(id) })
+	return c.with(ctx, "touch", func(bc *beanstalk.Conn) error { return bc.Touch(id) })
 }

@@ -1,6 +1,7 @@
 // Package queue is the beanstalkd adapter: a pool of connections for
-// short commands (put, stats-job, kick, delete) and single-connection
-// consumers for reserving and finishing jobs.
+// short commands (put, stats-job, kick, delete, and the operations
+// commands: list-tubes, stats-tube, pause-tube, peek) and
+// single-connection consumers for reserving and finishing jobs.
 //
 // Every connection speaks beanstalkd's protocol through go-beanstalk
 // (github.com/beanstalkd/go-beanstalk). Each command runs under a
@@ -136,6 +137,9 @@ func (c *conn) call(ctx context.Context, timeout time.Duration, op string, f fun
 // answers maps go-beanstalk's errors for beanstalkd's refusals, which
 // fail one command and leave the connection usable, to this package's.
 var answers = []struct{ theirs, ours error }{
+	{beanstalk.ErrEmpty, ErrBadTube}, // a NameError, found before anything is written
+	{beanstalk.ErrBadChar, ErrBadTube},
+	{beanstalk.ErrTooLong, ErrBadTube},
 	{beanstalk.ErrNotFound, ErrNotFound},
 	{beanstalk.ErrJobTooBig, ErrJobTooBig},
 	{beanstalk.ErrDraining, ErrDraining},
@@ -149,10 +153,6 @@ var answers = []struct{ theirs, ours error }{
 // beanstalkd's refusals leave it usable; I/O errors and answers go-beanstalk
 // cannot read do not, and make the error ErrUnavailable.
 func classify(op string, err error) (bool, error) {
-	var ne beanstalk.NameError
-	if errors.As(err, &ne) {
-		return true, fmt.Errorf("%s: %w: %w", op, ErrBadTube, err) // checked before anything is written
-	}
 	if _, ok := buriedID(err); ok {
 		return true, fmt.Errorf("%s: %w: %w", op, ErrBuried, err)
 	}
@@ -235,38 +235,33 @@ type PoolConfig struct {
 
 // NewPool returns a pool for the beanstalkd at cfg.Addr. It does not dial.
 func NewPool(cfg PoolConfig) *Pool {
-	if cfg.MaxIdle <= 0 {
-		cfg.MaxIdle = 64
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 2 * time.Second
-	}
-	return &Pool{addr: cfg.Addr, timeout: cfg.Timeout, idle: make(chan *conn, cfg.MaxIdle)}
+	return &Pool{addr: cfg.Addr, timeout: cmp.Or(max(cfg.Timeout, 0), 2*time.Second),
+		idle: make(chan *conn, cmp.Or(max(cfg.MaxIdle, 0), 64))}
 }
 
 // SetOnConnect makes f see every connection the pool dials from now on
 // (nil: none). Connections dialed before are not shown to it, so a caller
 // that must see the first one sets it before the pool's first use.
-func (p *Pool) SetOnConnect(f OnConnect) {
-	if f == nil {
-		p.onConnect.Store(nil)
-		return
-	}
-	p.onConnect.Store(&f)
-}
+func (p *Pool) SetOnConnect(f OnConnect) { p.onConnect.Store(&f) }
 
 // Addr is the address the pool dials.
 func (p *Pool) Addr() string { return p.addr }
 
 // Close closes the idle connections. Calls after Close dial again.
 func (p *Pool) Close() error {
-	for {
-		select {
-		case c := <-p.idle:
-			c.close()
-		default:
-			return nil
-		}
+	for c := p.idleConn(); c != nil; c = p.idleConn() {
+		c.close()
+	}
+	return nil
+}
+
+// idleConn takes an idle connection, or returns nil when there is none.
+func (p *Pool) idleConn() *conn {
+	select {
+	case c := <-p.idle:
+		return c
+	default:
+		return nil
 	}
 }
 
@@ -280,6 +275,17 @@ func (p *Pool) with(ctx context.Context, op string, f func(c *beanstalk.Conn) er
 	ok, err := c.call(ctx, p.timeout, op, f)
 	p.put(c, ok)
 	return err
+}
+
+// ask runs f through with (a Pool's or a Consumer's) and returns f's
+// result.
+func ask[T any](ctx context.Context, with func(context.Context, string, func(*beanstalk.Conn) error) error, op string, f func(bc *beanstalk.Conn) (T, error)) (T, error) {
+	var v T
+	err := with(ctx, op, func(bc *beanstalk.Conn) (err error) {
+		v, err = f(bc)
+		return err
+	})
+	return v, err
 }
 
 // put gives c back to the pool, or drops it and every idle one when it
@@ -299,23 +305,17 @@ func (p *Pool) put(c *conn, ok bool) {
 
 // get takes an idle connection that is still open, or dials one.
 func (p *Pool) get(ctx context.Context, op string) (*conn, error) {
-	for {
-		select {
-		case c := <-p.idle:
-			if c.alive() {
-				return c, nil
-			}
-			c.close()
-			continue
-		default:
+	for c := p.idleConn(); c != nil; c = p.idleConn() {
+		if c.alive() {
+			return c, nil
 		}
-		break
+		c.close()
 	}
 	c, err := dial(ctx, p.addr, p.timeout)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	if hook := p.onConnect.Load(); hook != nil {
+	if hook := p.onConnect.Load(); hook != nil && *hook != nil {
 		var stats map[string]string
 		ok, err := c.call(ctx, p.timeout, "stats", func(bc *beanstalk.Conn) (err error) {
 			stats, err = bc.Stats()
@@ -348,16 +348,18 @@ func (p *Pool) Put(ctx context.Context, body []byte, o PutOptions) (uint64, erro
 	if err := ValidateTube(tube); err != nil {
 		return 0, fmt.Errorf("put: %w", err)
 	}
-	var id uint64
-	err := p.with(ctx, "put", func(bc *beanstalk.Conn) (err error) {
-		t := beanstalk.Tube{Conn: bc, Name: tube}
-		id, err = t.Put(body, o.Priority, max(o.Delay, 0), max(o.TTR, time.Second))
-		if bid, ok := buriedID(err); ok {
-			id = bid
-		}
-		return err
-	})
+	id, err := ask(ctx, p.with, "put", func(bc *beanstalk.Conn) (uint64, error) { return put(bc, tube, body, o, max(o.Delay, 0)) })
 	p.putDone(err)
+	return id, err
+}
+
+// put puts body in tube with o's priority and TTR, delayed by delay. The
+// id of a job beanstalkd buried comes with the error.
+func put(bc *beanstalk.Conn, tube string, body []byte, o PutOptions, delay time.Duration) (uint64, error) {
+	id, err := beanstalk.NewTube(bc, tube).Put(body, o.Priority, delay, max(o.TTR, time.Second))
+	if bid, ok := buriedID(err); ok {
+		id = bid
+	}
 	return id, err
 }
 
@@ -391,14 +393,11 @@ func (p *Pool) PutHeld(ctx context.Context, body []byte, o PutOptions, hold time
 	}
 	var id uint64
 	ok, err := c.call(ctx, p.timeout, "put", func(bc *beanstalk.Conn) (err error) {
-		t := beanstalk.Tube{Conn: bc, Name: tube}
-		id, err = t.Put(body, o.Priority, cmp.Or(max(o.Delay, 0), hold), max(o.TTR, time.Second))
+		id, err = put(bc, tube, body, o, cmp.Or(max(o.Delay, 0), hold))
 		return err
 	})
 	p.putDone(err)
-	if bid, buried := buriedID(err); buried {
-		id = bid // withdrawn below
-	} else if err != nil {
+	if err != nil && !errors.Is(err, ErrBuried) { // a buried job is withdrawn below
 		p.put(c, ok)
 		return 0, err
 	}
@@ -425,11 +424,7 @@ func (p *Pool) PutHeld(ctx context.Context, body []byte, o PutOptions, hold time
 
 // StatsJob returns beanstalkd's statistics for job id, or ErrNotFound.
 func (p *Pool) StatsJob(ctx context.Context, id uint64) (job.Stats, error) {
-	var m map[string]string
-	err := p.with(ctx, "stats-job", func(bc *beanstalk.Conn) (err error) {
-		m, err = bc.StatsJob(id)
-		return err
-	})
+	m, err := ask(ctx, p.with, "stats-job", func(bc *beanstalk.Conn) (map[string]string, error) { return bc.StatsJob(id) })
 	if err != nil {
 		return job.Stats{}, err
 	}
@@ -443,18 +438,15 @@ func (p *Pool) Delete(ctx context.Context, id uint64) error {
 	return p.with(ctx, "delete", func(bc *beanstalk.Conn) error { return bc.Delete(id) })
 }
 
-// Kick moves a buried or delayed job to ready.
+// Kick moves a buried or delayed job to ready (kick-job); KickTube moves
+// a tube's.
 func (p *Pool) Kick(ctx context.Context, id uint64) error {
 	return p.with(ctx, "kick-job", func(bc *beanstalk.Conn) error { return bc.KickJob(id) })
 }
 
 // ServerStats returns beanstalkd's stats as strings, by name.
 func (p *Pool) ServerStats(ctx context.Context) (map[string]string, error) {
-	var m map[string]string
-	err := p.with(ctx, "stats", func(bc *beanstalk.Conn) (err error) {
-		m, err = bc.Stats()
-		return err
-	})
+	m, err := ask(ctx, p.with, "stats", (*beanstalk.Conn).Stats)
 	return unquote(m), err
 }
 

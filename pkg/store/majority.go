@@ -10,7 +10,8 @@ import (
 // back. A change stream shows only those, so a query that fills a gap in
 // a stream (the notifier's catch-up) reads at majority too.
 func (s *Results) Majority() *Results {
-	m := &Results{coll: s.coll.Clone(options.Collection().SetReadConcern(readconcern.Majority()))}
+	m := &Results{coll: s.coll.Clone(options.Collection().SetReadConcern(readconcern.Majority())), gates: newGates(),
+		readConcern: "majority"}
 	if b := s.chosen.Load(); b != nil {
 		m.chosen.Store(b)
 	}

@@ -61,6 +61,9 @@ func Connect(uri, appName string, timeout time.Duration) (*mongo.Client, error) 
 // Results is the collection of completed jobs.
 type Results struct {
 	coll *mongo.Collection
+	// readConcern is the level coll reads at, when not the default: find
+	// sends it with the commands it runs itself (see Majority).
+	readConcern string
 
 	// forced is the server WithServer named, if any; detected is the
 	// one buildInfo named.
@@ -450,6 +453,9 @@ func (s *Results) find(ctx context.Context, filter bson.D, opts *options.FindOpt
 	}
 	cmd = append(cmd, bson.E{Key: "limit", Value: *o.Limit}, bson.E{Key: "batchSize", Value: *o.Limit},
 		bson.E{Key: "singleBatch", Value: true})
+	if s.readConcern != "" { // RunCommand leaves the collection's out
+		cmd = append(cmd, bson.E{Key: "readConcern", Value: bson.D{{Key: "level", Value: s.readConcern}}})
+	}
 	var reply struct {
 		Cursor struct {
 			FirstBatch []job.Result `bson:"firstBatch"`

@@ -83,7 +83,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	keys := idem.New(client, cfg.Mongo.DB, idem.Options{Window: cfg.IdempotencyWindow, Logger: log})
 	handler := api.New(api.Deps{
 		Queue: pool, Enqueuer: f, Results: results, Keys: keys, Logger: log, Registry: reg,
-		Admin: queue.NewAdmin(cfg.Beanstalk.Addr(), 2*time.Second), Lister: results, Failures: results.Failures(),
+		Admin: pool, Lister: results, Failures: results.Failures(),
 		Config: api.Config{
 			MaxJobSize: cfg.MaxJobSize, DefaultTTR: cfg.DefaultTTR, CORSOrigins: cfg.CORSOrigins,
 			Token: cfg.APIToken, ProtectReads: cfg.ProtectReads,
@@ -177,7 +177,7 @@ var (
 	_ api.Results        = (*store.Results)(nil)
 	_ api.Keys           = (*idem.Keys)(nil)
 	_ api.Lister         = (*store.Results)(nil)
-	_ api.Admin          = (*queue.Admin)(nil)
+	_ api.Admin          = (*queue.Pool)(nil)
 	_ api.FailureRecords = (*store.Failures)(nil)
 	_ fence.Store        = (*store.Results)(nil)
 )

@@ -18,13 +18,13 @@ import (
 	"github.com/jobsys/jobs/pkg/queue"
 )
 
-// Admin is beanstalkd's operations commands; *queue.Admin has them.
+// Admin is beanstalkd's operations commands; *queue.Pool has them.
 type Admin interface {
-	Tubes(ctx context.Context) ([]string, error)
-	TubeStats(ctx context.Context, names []string) ([]queue.TubeInfo, error)
+	TubeNames(ctx context.Context) ([]string, error)
+	TubeInfos(ctx context.Context, names []string) ([]queue.TubeInfo, error)
 	Tube(ctx context.Context, name string) (queue.TubeInfo, error)
 	PauseTube(ctx context.Context, tube string, d time.Duration) error
-	Kick(ctx context.Context, tube string, bound int) (int, error)
+	KickTube(ctx context.Context, tube string, bound int) (int, error)
 	PeekNext(ctx context.Context, tube, state string) (queue.Peeked, error)
 }
 
@@ -98,7 +98,7 @@ func (h *handler) tubes(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), backendTimeout)
 	defer cancel()
 	if name == "" {
-		names, err := h.admin.Tubes(ctx)
+		names, err := h.admin.TubeNames(ctx)
 		if err != nil {
 			return h.queueError("list-tubes", err)
 		}
@@ -106,7 +106,7 @@ func (h *handler) tubes(c echo.Context) error {
 		if len(names) > MaxTubes {
 			names, list.Truncated = names[:MaxTubes], true
 		}
-		list.Tubes, err = h.admin.TubeStats(ctx, names)
+		list.Tubes, err = h.admin.TubeInfos(ctx, names)
 		if err != nil {
 			return h.queueError("stats-tube", err)
 		}
@@ -183,7 +183,7 @@ func (h *handler) patchTube(c echo.Context) error {
 	defer cancel()
 	if ch.Kick != nil {
 		before := time.Now()
-		n, err := h.admin.Kick(ctx, name, *ch.Kick)
+		n, err := h.admin.KickTube(ctx, name, *ch.Kick)
 		if err != nil {
 			return h.queueError("kick", err)
 		}

@@ -18,7 +18,7 @@ import (
 )
 
 var (
-	_ api.Admin  = (*queue.Admin)(nil)
+	_ api.Admin  = (*queue.Pool)(nil)
 	_ api.Lister = (*store.Results)(nil)
 )
 
@@ -105,7 +105,7 @@ func TestOperationsAPI(t *testing.T) {
 	require.NotEqual(t, done.ID, again.ID)
 	require.Equal(t, api.Created{ID: again.ID, Tube: b.Tube, State: job.StateReady}, again)
 	require.Equal(t, "/"+strconv.FormatUint(again.ID, 10)+"/", r.Header.Get("Location"))
-	body, err := queue.NewAdmin(b.Beanstalk.Addr(), time.Second).Peek(ctx(t), again.ID)
+	body, err := b.Pool.Peek(ctx(t), again.ID)
 	require.NoError(t, err)
 	require.Equal(t, done.Payload, string(body), "the same payload")
 }

@@ -80,7 +80,7 @@ func setup(t *testing.T, o options) bundle {
 	}
 	h := api.New(api.Deps{
 		Queue: b.Pool, Enqueuer: b.Pool, Results: b.Results, Keys: keys, Config: o.cfg,
-		Admin: queue.NewAdmin(addr, 2*time.Second), Lister: b.Results, Failures: b.Results.Failures(),
+		Admin: b.Pool, Lister: b.Results, Failures: b.Results.Failures(),
 		Logger: slog.New(slog.NewTextHandler(b.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	srv := httptest.NewServer(h)

@@ -189,11 +189,11 @@ func (h *handler) listQueued(c echo.Context, ctx context.Context, q listQuery) e
 			return &Error{Status: http.StatusBadRequest, Msg: "tube is required for state=" + string(q.state),
 				Detail: "beanstalkd peeks at the next job of one tube at a time"}
 		}
-		names, err := h.admin.Tubes(ctx)
+		names, err := h.admin.TubeNames(ctx)
 		if err != nil {
 			return h.queueError("list-tubes", err)
 		}
-		st, err := h.admin.TubeStats(ctx, names[:min(len(names), MaxTubes)])
+		st, err := h.admin.TubeInfos(ctx, names[:min(len(names), MaxTubes)])
 		if err != nil {
 			return h.queueError("stats-tube", err)
 		}
