@@ -33,6 +33,7 @@ func run(in io.Reader, out io.Writer) int {
 	var failures, skips []string
 	var pkgLines []string
 	pkgFailed := false
+	failedIn := map[string]int{} // failed tests by package
 
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
@@ -62,6 +63,12 @@ func run(in io.Reader, out io.Writer) int {
 					if b := outputs[key]; b != nil {
 						line += "\n" + indent(b.String())
 					}
+					if failedIn[e.Package] == 0 {
+						// No test of it failed: it did not build, or a panic
+						// ended it; that counts, and is listed, as a failure.
+						failed++
+						failures = append(failures, fmt.Sprintf("--- FAIL: the package itself (%s)\n%s", e.Package, indent(text(outputs[key]))))
+					}
 				}
 				pkgLines = append(pkgLines, line)
 				fmt.Fprintln(out, line)
@@ -72,6 +79,7 @@ func run(in io.Reader, out io.Writer) int {
 				passed++
 			case "fail":
 				failed++
+				failedIn[e.Package]++
 				failures = append(failures, fmt.Sprintf("--- FAIL: %s (%s)\n%s", e.Test, e.Package, indent(text(outputs[key]))))
 			case "skip":
 				skipped++
