@@ -26,7 +26,6 @@ type Admin interface {
 	PauseTube(ctx context.Context, tube string, d time.Duration) error
 	KickTube(ctx context.Context, tube string, bound int) (int, error)
 	PeekNext(ctx context.Context, tube, state string) (queue.Peeked, error)
-	Peek(ctx context.Context, id uint64) ([]byte, error)
 }
 
 // MaxTubes is how many tubes GET /tubes describes; beyond it the answer
