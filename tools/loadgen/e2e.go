@@ -212,7 +212,7 @@ func (b *bench) e2e(ctx context.Context) error {
 	senders.Wait()
 	// Let the last completions arrive. A backlog drains for as long as
 	// events keep coming; an event that has not come after a quiet spell
-	// (three seconds, plus four poll intervals should the feed poll)
+	// (three seconds, plus four feed delays should the feed poll)
 	// counts as missing.
 	quiet := 3*time.Second + 4*b.st.feedDelay
 	hardStop := time.Now().Add(15 * time.Second)

@@ -9,7 +9,7 @@ import (
 
 // replayMemory is how long the ids of a replay are kept to drop their
 // live duplicates: a result the replay read can still be on its way
-// through the feed, at most a poll interval plus the lookback later.
+// through the feed, at most the feed's delay plus the lookback later.
 const replayMemory = time.Minute
 
 // writer writes frames to one client.

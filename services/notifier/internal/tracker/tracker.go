@@ -83,11 +83,10 @@ type Config struct {
 	Grace time.Duration
 	// StoreDelay is how long a watched job must be gone from the queue
 	// before the results store is asked about it (250ms; the notifier
-	// uses its poll interval), and StoreBatch the most jobs one query
+	// uses NOTIFIER_FEED_DELAY), and StoreBatch the most jobs one query
 	// asks about (1000). A job gone from the queue has almost always
-	// completed, and the feed delivers its completion within a poll;
-	// asking the store sooner repeats that work, and on FerretDB every
-	// lookup by id reads the whole results table, one id or many.
+	// completed, and the feed delivers its completion within
+	// milliseconds; asking the store sooner repeats that work.
 	StoreDelay time.Duration
 	StoreBatch int
 	// StatsTubes is how many tubes a stats frame lists, the busiest (50).

@@ -45,7 +45,7 @@ type Handlers interface {
 
 var _ Handlers = (*handler.Mux)(nil)
 
-// Timings of the loop; variables so that they are in one place.
+// The loop's timings, and how much of a payload a log line shows.
 const (
 	// reserveWait is how long one reserve waits before the loop looks at
 	// its context again.
