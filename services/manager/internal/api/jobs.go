@@ -189,13 +189,20 @@ func notFound(id uint64) *Error {
 // beanstalkd must not hold it back for a whole backend timeout.
 const queueGrace = 100 * time.Millisecond
 
+// queueHead is beanstalkd's head start: MongoDB is asked once stats-job
+// has said "not found" or failed, or after queueHead without an answer.
+// A queued job (stats-job answers in well under a millisecond) then costs
+// MongoDB nothing, and a hung beanstalkd costs a GET queueHead more.
+const queueHead = 50 * time.Millisecond
+
 // lookup finds job id: in beanstalkd while it is queued, else in MongoDB.
 // Exactly one of stats and result is set when err is nil.
 //
-// Both are asked at once, each under its own backendTimeout, and lookup
-// returns within that bound whether or not a call honours its context:
-// a slow or hung beanstalkd cannot spend MongoDB's time, and the other
-// way round. beanstalkd's answer wins when it comes in time.
+// beanstalkd is asked first, MongoDB after queueHead at the latest (a
+// hedged request), each under its own backendTimeout, and lookup returns
+// within queueHead plus that bound whether or not a call honours its
+// context: a slow or hung beanstalkd cannot spend MongoDB's time, and the
+// other way round. beanstalkd's answer wins when it comes in time.
 func (h *handler) lookup(ctx context.Context, id uint64) (*job.Stats, *job.Result, error) {
 	type queued struct {
 		s   job.Stats
@@ -207,16 +214,29 @@ func (h *handler) lookup(ctx context.Context, id uint64) (*job.Stats, *job.Resul
 	}
 	// Buffered: a call that ends after lookup has answered does not block.
 	qc, mc := make(chan queued, 1), make(chan stored, 1)
-	ctx, cancel := context.WithTimeout(ctx, backendTimeout)
-	defer cancel()
+	qctx, qcancel := context.WithTimeout(ctx, backendTimeout)
+	defer qcancel()
 	go func() {
-		s, err := h.q.StatsJob(ctx, id)
+		s, err := h.q.StatsJob(qctx, id)
 		qc <- queued{s, err}
 	}()
-	go func() {
-		r, err := h.res.Find(ctx, id)
-		mc <- stored{r, err}
-	}()
+	// mdone is closed when MongoDB's own deadline has passed; nil (never
+	// ready) until MongoDB is asked.
+	var mdone <-chan struct{}
+	ask := func() {
+		if mdone != nil {
+			return
+		}
+		mctx, mcancel := context.WithTimeout(ctx, backendTimeout)
+		mdone = mctx.Done()
+		go func() {
+			defer mcancel()
+			r, err := h.res.Find(mctx, id)
+			mc <- stored{r, err}
+		}()
+	}
+	head := time.NewTimer(queueHead)
+	defer head.Stop()
 	timedOut := fmt.Errorf("stats-job %d: %w", id, context.DeadlineExceeded)
 
 	var q *queued
@@ -226,6 +246,8 @@ func (h *handler) lookup(ctx context.Context, id uint64) (*job.Stats, *job.Resul
 		select {
 		case a := <-qc:
 			q = &a
+		case <-head.C:
+			ask()
 		case a := <-mc:
 			m = &a
 			if a.err == nil {
@@ -235,7 +257,7 @@ func (h *handler) lookup(ctx context.Context, id uint64) (*job.Stats, *job.Resul
 			}
 		case <-grace:
 			q = &queued{err: timedOut}
-		case <-ctx.Done(): // stays closed: it bounds the wait below too
+		case <-qctx.Done(): // stays closed: stats-job's time is up
 			q = &queued{err: timedOut}
 		}
 	}
@@ -249,10 +271,11 @@ func (h *handler) lookup(ctx context.Context, id uint64) (*job.Stats, *job.Resul
 		return nil, nil, fmt.Errorf("stats-job %d: %w", id, qerr)
 	}
 	if m == nil {
+		ask()
 		select {
 		case a := <-mc:
 			m = &a
-		case <-ctx.Done():
+		case <-mdone:
 			m = &stored{err: fmt.Errorf("find result %d: %w", id, context.DeadlineExceeded)}
 		}
 	}
