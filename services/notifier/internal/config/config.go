@@ -106,7 +106,7 @@ func Load(getenv config.Getenv, terminal bool) (Config, error) {
 		Lookback:         r.Duration(alias(r, "NOTIFIER_LOOKBACK", "NOTIFIER_POLL_LOOKBACK"), 2*time.Second, 0),
 		ReplayLimit:      int(r.Int("NOTIFIER_REPLAY_LIMIT", 10000, 1, 1_000_000)),
 		MaxReplays:       int(r.Int("NOTIFIER_MAX_REPLAYS", 4, 1, 1000)),
-		ReplayMemory:     int(r.Int("NOTIFIER_REPLAY_MEMORY", 32<<20, 0, 16<<30)),
+		ReplayMemory:     int(r.Int("NOTIFIER_REPLAY_MEMORY", 16<<20, 0, 16<<30)),
 		MaxWatches:       int(r.Int("NOTIFIER_MAX_WATCHES", 1_000_000, 1, 100_000_000)),
 		MaxClientWatches: int(r.Int("NOTIFIER_MAX_CLIENT_WATCHES", 10000, 1, 1_000_000)),
 		WriteTimeout:     r.Duration("NOTIFIER_WRITE_TIMEOUT", 5*time.Second, 10*time.Millisecond),
