@@ -166,7 +166,7 @@ func (c *wsClient) quiet(d time.Duration) {
 
 // A burst of subscribes to jobs completed earlier, over four connections
 // and one message per job, is answered from the store with their results
-// in one or two queries, not one per job.
+// in a few queries, not one per job.
 func TestSubscribesToCompletedJobsShareStoreQueries(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 300*time.Millisecond)
@@ -190,7 +190,10 @@ func TestSubscribesToCompletedJobsShareStoreQueries(t *testing.T) {
 		}
 	}
 	q := f.store.asked()
-	require.LessOrEqual(t, len(q), 2, "queries %v", q)
+	// Two when the forty subscribes land within one StoreDelay; a busy
+	// machine (CI saw it) can spread them over a third. One per job would
+	// be forty.
+	require.LessOrEqual(t, len(q), 3, "queries %v", q)
 	var asked []uint64
 	for _, ids := range q {
 		asked = append(asked, ids...)
