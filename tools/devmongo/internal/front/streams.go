@@ -347,16 +347,25 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 		lastTok  *token
 		lastSeen *event
 	)
-	if e := c.reinvalidate; e != nil {
-		c.reinvalidate = nil
-		inv, t := invalidateDoc(f.log.epoch, e)
-		out, pass, refused := c.apply(inv)
+	// add runs doc through the stream's pipeline and batches what passes;
+	// a refusal drops the cursor and is the answer.
+	add := func(doc bson.Raw) (bool, []byte) {
+		out, pass, refused := c.apply(doc)
 		if refused != nil {
 			f.dropCursor(id)
-			return refused
+			return false, refused
 		}
 		if pass {
 			batch = append(batch, out)
+			bytes += len(out)
+		}
+		return pass, nil
+	}
+	if e := c.reinvalidate; e != nil {
+		c.reinvalidate = nil
+		inv, t := invalidateDoc(f.log.epoch, e)
+		if _, refused := add(inv); refused != nil {
+			return refused
 		}
 		lastTok, lastSeen, closed = &t, e, true
 	}
@@ -378,27 +387,19 @@ func (f *Front) getMore(ctx context.Context, id int64, cmd command) []byte {
 					f.dropCursor(id)
 					return refused
 				}
-				out, pass, refused := c.apply(doc)
+				pass, refused := add(doc)
 				if refused != nil {
-					f.dropCursor(id)
 					return refused
 				}
 				if pass {
-					batch = append(batch, out)
-					bytes += len(out)
 					t := token{ts: e.ts, epoch: f.log.epoch, seq: e.seq, kind: tokEvent}
 					lastTok = &t
 				}
 			}
 			if c.invalidatedBy(e) {
 				inv, t := invalidateDoc(f.log.epoch, e)
-				out, pass, refused := c.apply(inv)
-				if refused != nil {
-					f.dropCursor(id)
+				if _, refused := add(inv); refused != nil {
 					return refused
-				}
-				if pass {
-					batch = append(batch, out)
 				}
 				lastTok, closed = &t, true
 				break
