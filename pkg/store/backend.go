@@ -217,10 +217,13 @@ func (b ferretBackend) findMany(ctx context.Context, coll *mongo.Collection, ids
 const lookupWorkers = 4
 
 // insert stamps stored_at with this process's clock just before a plain
-// insert: FerretDB cannot use an index in an update's filter, so
-// MongoDB's upsert would read the whole collection here.
+// insert, unless Save stamped it for the journal already: FerretDB
+// cannot use an index in an update's filter, so MongoDB's upsert would
+// read the whole collection here.
 func (b ferretBackend) insert(ctx context.Context, coll *mongo.Collection, r job.Result) error {
-	r.StoredAt = time.Now().UTC().Truncate(time.Millisecond)
+	if r.StoredAt.IsZero() {
+		r.StoredAt = time.Now().UTC().Truncate(time.Millisecond)
+	}
 	doc, err := b.document(r)
 	if err != nil {
 		return err

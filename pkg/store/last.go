@@ -18,7 +18,21 @@ func (s *Results) Last(ctx context.Context) (job.Result, error) {
 	var r job.Result
 	opts := options.FindOne().SetSort(bson.D{{Key: "stored_at", Value: -1}, {Key: "_id", Value: -1}})
 	err := s.gates.read(ctx, readLast, func(ctx context.Context) error {
-		return s.coll.FindOne(ctx, bson.D{}, opts).Decode(&r)
+		j, b, err := s.ordered(ctx)
+		if err != nil {
+			return err
+		}
+		if j == nil {
+			return s.coll.FindOne(ctx, bson.D{}, opts).Decode(&r)
+		}
+		rs, err := j.newest(ctx, s.lookup(b), 1, time.Time{}, 0)
+		if err == nil && len(rs) == 0 {
+			err = mongo.ErrNoDocuments
+		}
+		if err == nil {
+			r = rs[0]
+		}
+		return err
 	})
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return r, ErrNotFound
@@ -34,7 +48,15 @@ func (s *Results) Last(ctx context.Context) (job.Result, error) {
 // find results whose write became visible long after its stamp.
 func (s *Results) CountBetween(ctx context.Context, from, to time.Time) (int64, error) {
 	var n int64
-	err := s.gates.read(ctx, readCount, func(ctx context.Context) (err error) {
+	err := s.gates.read(ctx, readCount, func(ctx context.Context) error {
+		j, b, err := s.ordered(ctx)
+		if err != nil {
+			return err
+		}
+		if j != nil {
+			n, err = j.count(ctx, s.lookup(b), from, to)
+			return err
+		}
 		n, err = s.coll.CountDocuments(ctx, bson.D{{Key: "stored_at", Value: bson.D{{Key: "$gte", Value: from}, {Key: "$lt", Value: to}}}})
 		return err
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -20,13 +21,22 @@ func (s *Results) Latest(ctx context.Context, n int) ([]job.Result, error) {
 	}
 	opts := options.Find().SetSort(bson.D{{Key: "stored_at", Value: -1}, {Key: "_id", Value: -1}}).SetLimit(int64(n))
 	var out []job.Result
-	err := s.gates.read(ctx, readLatest, func(ctx context.Context) (err error) {
-		out, err = s.find(ctx, bson.D{}, opts)
+	err := s.gates.read(ctx, readLatest, func(ctx context.Context) error {
+		j, b, err := s.ordered(ctx)
+		if err != nil {
+			return err
+		}
+		if j != nil {
+			out, err = j.newest(ctx, s.lookup(b), n, time.Time{}, 0)
+			return err
+		}
+		if out, err = s.find(ctx, bson.D{}, opts); err == nil {
+			slices.Reverse(out)
+		}
 		return err
 	})
 	if err != nil {
 		return nil, wrap(fmt.Sprintf("find the %d latest results", n), err)
 	}
-	slices.Reverse(out)
 	return out, nil
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -15,6 +16,19 @@ import (
 // order, newest first: the manager's completed list, page by page. A zero
 // at starts at the newest; tube, when set, keeps that tube's only.
 func (s *Results) Before(ctx context.Context, tube string, at time.Time, id uint64, limit int) ([]job.Result, error) {
+	if j, b, err := s.ordered(ctx); err != nil {
+		return nil, fmt.Errorf("find results before cursor: %w", err)
+	} else if j != nil && limit > 0 && tube == "" {
+		// By the journal, newest first; one tube's results are read by
+		// scanning, as a rare tube's would take a walk of the whole
+		// journal to find.
+		out, err := j.newest(ctx, s.lookup(b), limit, at, id)
+		if err != nil {
+			return nil, wrap("find results before cursor", err)
+		}
+		slices.Reverse(out)
+		return append([]job.Result{}, out...), nil
+	}
 	filter := bson.D{}
 	if tube != "" {
 		filter = append(filter, bson.E{Key: "tube", Value: tube})

@@ -68,6 +68,7 @@ func BenchmarkReads(b *testing.B) {
 			_, err := s.Collection().InsertOne(ctx, first)
 			require.NoError(b, err)
 		}
+		require.NoError(b, s.EnsureIndexes(ctx)) // as the services do: the keyed layout's journal
 		seed(ctx, b, s, n)
 		// Let devmongo index the new table (within a second).
 		time.Sleep(2 * time.Second)

@@ -80,6 +80,9 @@ type Results struct {
 
 	// bound is the id bound this process last saw (maxid.go).
 	bound atomic.Uint64
+
+	// journal keeps the stored order on FerretDB (journal.go).
+	journal *journal
 }
 
 // Option configures Results.
@@ -98,7 +101,8 @@ func WithServer(server Server) Option {
 // NewResults returns the store for collection coll of database db. It
 // does not contact the server: a service starts while MongoDB is down.
 func NewResults(client *mongo.Client, db, coll string, opts ...Option) *Results {
-	s := &Results{coll: client.Database(db).Collection(coll), gates: newGates()}
+	c := client.Database(db).Collection(coll)
+	s := &Results{coll: c, gates: newGates(), journal: newJournal(c)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -162,13 +166,48 @@ func (s *Results) backend(ctx context.Context) (backend, error) {
 
 // EnsureIndexes creates the indexes that the feed and replays read by,
 // leaving those that exist alone: two on MongoDB, none on FerretDB,
-// which would use none of them (devmongo indexes the string keys itself).
+// which would use none of them (devmongo indexes the string keys itself)
+// and reads in stored order by its journal instead, which EnsureIndexes
+// completes (journal.go).
 func (s *Results) EnsureIndexes(ctx context.Context) error {
+	if err := s.ensureIndexes(ctx); err != nil {
+		return err
+	}
+	return s.ensureJournal(ctx)
+}
+
+func (s *Results) ensureIndexes(ctx context.Context) error {
 	b, err := s.backend(ctx)
 	if err != nil {
 		return err
 	}
 	return b.ensureIndexes(ctx, s.coll)
+}
+
+// ensureJournal completes the journal where the layout keeps one.
+func (s *Results) ensureJournal(ctx context.Context) error {
+	b, err := s.backend(ctx)
+	if err != nil {
+		return err
+	}
+	if !keepsBound(b) {
+		return nil
+	}
+	return s.journal.ensure(ctx, s.coll)
+}
+
+// ordered returns the journal when reads in stored order can go by it
+// (FerretDB's keyed layout, once the journal is complete), else nil.
+func (s *Results) ordered(ctx context.Context) (*journal, backend, error) {
+	b, err := s.backend(ctx)
+	if err != nil || !keepsBound(b) {
+		return nil, b, err
+	}
+	ok, err := s.journal.complete(ctx)
+	if err != nil || !ok {
+		return nil, b, err
+	}
+	return s.journal, b, nil
 }
 
 // Back-off between tries of Prepare. The first retry comes soon because
@@ -188,8 +227,13 @@ const (
 func (s *Results) Prepare(ctx context.Context, try time.Duration, log *slog.Logger) error {
 	for wait := prepareRetryMin; ; wait = min(2*wait, prepareRetryMax) {
 		tctx, cancel := context.WithTimeout(ctx, try)
-		err := s.EnsureIndexes(tctx)
+		err := s.ensureIndexes(tctx)
 		cancel()
+		if err == nil {
+			// Unbounded but by ctx: journaling a store written before
+			// the journal reads it whole, once, and may take longer.
+			err = s.ensureJournal(ctx)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -221,6 +265,13 @@ func (s *Results) Save(ctx context.Context, r job.Result) error {
 	}
 	if err := s.raiseBound(ctx, b, r.ID); err != nil {
 		return fmt.Errorf("save result %d: %w", r.ID, err)
+	}
+	r.StoredAt = time.Time{}
+	if keepsBound(b) {
+		r.StoredAt = time.Now().UTC().Truncate(time.Millisecond)
+		if err := s.journal.add(ctx, r.ID, r.StoredAt); err != nil {
+			return fmt.Errorf("save result %d: %w", r.ID, err)
+		}
 	}
 	err = b.insert(ctx, s.coll, r)
 	if err == nil {
@@ -270,25 +321,37 @@ func (s *Results) FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Re
 	if err != nil {
 		return nil, fmt.Errorf("find the results of %d jobs: %w", len(ids), err)
 	}
-	err = s.gates.read(ctx, readFindMany, func(ctx context.Context) error {
-		cur, err := b.findMany(ctx, s.coll, ids)
-		if err != nil {
-			return err
-		}
-		defer cur.Close(ctx)
-		for cur.Next(ctx) {
-			var r job.Result
-			if err := cur.Decode(&r); err != nil {
-				return fmt.Errorf("decode a result: %w", err)
-			}
-			out[r.ID] = r
-		}
-		return cur.Err()
+	err = s.gates.read(ctx, readFindMany, func(ctx context.Context) (err error) {
+		out, err = s.lookup(b)(ctx, ids)
+		return err
 	})
 	if err != nil {
 		return nil, wrap(fmt.Sprintf("find the results of %d jobs", len(ids)), err)
 	}
 	return out, nil
+}
+
+// lookup reads results by ids with b, ungated.
+func (s *Results) lookup(b backend) reader {
+	return func(ctx context.Context, ids []uint64) (map[uint64]job.Result, error) {
+		out := make(map[uint64]job.Result, len(ids))
+		if len(ids) == 0 {
+			return out, nil
+		}
+		cur, err := b.findMany(ctx, s.coll, ids)
+		if err != nil {
+			return nil, err
+		}
+		defer cur.Close(ctx)
+		for cur.Next(ctx) {
+			var r job.Result
+			if err := cur.Decode(&r); err != nil {
+				return nil, fmt.Errorf("decode a result: %w", err)
+			}
+			out[r.ID] = r
+		}
+		return out, cur.Err()
+	}
 }
 
 // MaxID returns the largest stored id, or 0 when there is none. On
@@ -323,20 +386,24 @@ func (s *Results) MaxID(ctx context.Context) (uint64, error) {
 // they were stored: stored later, or in the same millisecond with a
 // larger id.
 func (s *Results) After(ctx context.Context, at time.Time, id uint64, limit int) ([]job.Result, error) {
-	b, err := s.backend(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("find results after cursor: %w", err)
-	}
-	filter := bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: "stored_at", Value: bson.D{{Key: "$gt", Value: at}}}},
-		bson.D{{Key: "stored_at", Value: at}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: b.key(id)}}}},
-	}}}
 	opts := options.Find().SetSort(bson.D{{Key: "stored_at", Value: 1}, {Key: "_id", Value: 1}})
 	if limit > 0 {
 		opts.SetLimit(int64(limit))
 	}
 	var out []job.Result
-	err = s.gates.read(ctx, readAfter, func(ctx context.Context) (err error) {
+	err := s.gates.read(ctx, readAfter, func(ctx context.Context) error {
+		j, b, err := s.ordered(ctx)
+		if err != nil {
+			return err
+		}
+		if j != nil {
+			out, err = j.after(ctx, s.lookup(b), at, id, limit)
+			return err
+		}
+		filter := bson.D{{Key: "$or", Value: bson.A{
+			bson.D{{Key: "stored_at", Value: bson.D{{Key: "$gt", Value: at}}}},
+			bson.D{{Key: "stored_at", Value: at}, {Key: "_id", Value: bson.D{{Key: "$gt", Value: b.key(id)}}}},
+		}}}
 		out, err = s.find(ctx, filter, opts)
 		return err
 	})
@@ -403,6 +470,17 @@ func (s *Results) Import(ctx context.Context, rs []job.Result) (int, error) {
 	}
 	if err := s.raiseBound(ctx, b, top); err != nil {
 		return 0, fmt.Errorf("import %d results: %w", len(rs), err)
+	}
+	if keepsBound(b) {
+		es := make([]entry, 0, len(rs))
+		for _, r := range rs {
+			if !r.StoredAt.IsZero() {
+				es = append(es, entryOf(r))
+			}
+		}
+		if err := s.journal.addMany(ctx, es); err != nil {
+			return 0, fmt.Errorf("import %d results: %w", len(rs), err)
+		}
 	}
 	res, err := s.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 	if err == nil {
