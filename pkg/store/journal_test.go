@@ -31,7 +31,6 @@ func keyedStore(t *testing.T) (ctx context.Context, a, b *store.Results) {
 	return ctx, a, b
 }
 
-
 // Two processes saving at once, several saves in flight each, within the
 // same seconds: every read in stored order sees every result once, in
 // (stored_at, _id) order. Each save takes its own stream of a second and

@@ -11,7 +11,7 @@ import (
 // a stream (the notifier's catch-up) reads at majority too.
 func (s *Results) Majority() *Results {
 	m := &Results{coll: s.coll.Clone(options.Collection().SetReadConcern(readconcern.Majority())), gates: newGates(),
-		readConcern: "majority"}
+		readConcern: "majority", journal: s.journal} // the journal is FerretDB's, where every read is the primary's
 	if b := s.chosen.Load(); b != nil {
 		m.chosen.Store(b)
 	}
