@@ -582,3 +582,118 @@ func (j *journal) count(ctx context.Context, read reader, from, to time.Time) (i
 	})
 	return n, err
 }
+
+// expire deletes the results stored in the whole seconds before cut,
+// with their journal, oldest first: it reads what it deletes, not the
+// collection. del deletes results by id. It returns how many results it
+// deleted.
+func (j *journal) expire(ctx context.Context, read reader, del func(ctx context.Context, ids []uint64) error, cut time.Time) (int64, error) {
+	var n int64
+	var secs []int64
+	err := j.walk(ctx, 0, cut.Unix()-1, false, func(sec int64, es []entry) (bool, error) {
+		rs, err := results(ctx, read, es, map[uint64]bool{}, 0)
+		if err != nil {
+			return false, err
+		}
+		ids := make([]uint64, len(rs))
+		for i, r := range rs {
+			ids[i] = r.ID
+		}
+		if err := del(ctx, ids); err != nil {
+			return false, err
+		}
+		n += int64(len(ids))
+		secs = append(secs, sec)
+		return true, j.drop(ctx, sec)
+	})
+	if err != nil {
+		return n, err
+	}
+	// The markers of the units that lie wholly before cut.
+	for level := range len(letters) {
+		var keys []string
+		for _, sec := range secs {
+			u := sec / units[level]
+			key := markerKey(level, u)
+			if (u+1)*units[level] <= cut.Unix() && (len(keys) == 0 || keys[len(keys)-1] != key) {
+				keys = append(keys, key)
+			}
+		}
+		if err := j.deleteAll(ctx, keys); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// drop deletes second sec's journal: its streams' documents, then their
+// registrations.
+func (j *journal) drop(ctx context.Context, sec int64) error {
+	var keys []string
+	for k := 0; k < maxStreams; k++ {
+		ok, err := j.exists(ctx, registrationKey(sec, k))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		keys = append(keys, registrationKey(sec, k))
+		for n := 0; n < maxStreamLen; n += journalLookups {
+			gone := make([]bool, journalLookups)
+			err := each(ctx, journalLookups, func(ctx context.Context, i int) error {
+				res, err := j.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: entryKey(sec, k, n+i)}})
+				if err != nil {
+					return wrap("delete expired journal entries", err)
+				}
+				gone[i] = res.DeletedCount == 0
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if slices.Contains(gone, true) {
+				break
+			}
+		}
+	}
+	// Registrations last, highest first, so that the slots stay without
+	// gaps until the last is gone.
+	slices.Reverse(keys)
+	for _, key := range keys {
+		if _, err := j.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}}); err != nil {
+			return wrap("delete expired journal registrations", err)
+		}
+	}
+	return nil
+}
+
+// deleteAll deletes the documents of keys, journalLookups at a time.
+func (j *journal) deleteAll(ctx context.Context, keys []string) error {
+	return each(ctx, len(keys), func(ctx context.Context, i int) error {
+		if _, err := j.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: keys[i]}}); err != nil {
+			return wrap("delete expired journal markers", err)
+		}
+		return nil
+	})
+}
+
+// expireByJournal deletes the results stored before cut by the journal,
+// when the store keeps a complete one; done is false when it does not.
+func (s *Results) expireByJournal(ctx context.Context, cut time.Time) (n int64, done bool, err error) {
+	j, b, err := s.ordered(ctx)
+	if err != nil || j == nil {
+		return 0, false, err
+	}
+	del := func(ctx context.Context, ids []uint64) error {
+		return each(ctx, len(ids), func(ctx context.Context, i int) error {
+			_, err := s.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: b.key(ids[i])}})
+			return err
+		})
+	}
+	n, err = j.expire(ctx, s.lookup(b), del, cut)
+	if err != nil {
+		return n, true, wrap("delete expired results", err)
+	}
+	return n, true, nil
+}

@@ -194,3 +194,51 @@ func TestJournalSkipsEntriesOfFailedSaves(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n)
 }
+
+// Retention on the keyed layout deletes the expired results by the
+// journal, with their entries, registrations and the markers of the
+// minutes, hours and days that lie wholly before the cut: what is left
+// reads as before, and the journal keeps nothing of what expired.
+func TestJournalRetention(t *testing.T) {
+	t.Parallel()
+	ctx, s, _ := keyedStore(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	const n = 60
+	rs := make([]job.Result, n)
+	for i := range rs {
+		rs[i] = result(uint64(i+1), fmt.Sprint(i), now)
+		rs[i].StoredAt = now.Add(-time.Duration(n-i) * 97 * time.Minute) // over days, a result every 97 minutes
+	}
+	_, err := s.Import(ctx, rs)
+	require.NoError(t, err)
+	journal := s.Collection().Database().Collection(s.Collection().Name() + store.OrderSuffix)
+	before, err := journal.CountDocuments(ctx, bson.D{})
+	require.NoError(t, err)
+
+	ttl := 24 * time.Hour
+	require.NoError(t, s.DeleteExpired(ctx, now, ttl))
+	cut := now.Add(-ttl)
+	var kept []uint64
+	for _, r := range rs {
+		if !r.StoredAt.Before(cut) {
+			kept = append(kept, r.ID)
+		}
+	}
+	require.NotEmpty(t, kept)
+	require.Less(t, len(kept), n)
+	all, err := s.After(ctx, time.Time{}, 0, 0)
+	require.NoError(t, err)
+	require.Equal(t, kept, ids(all))
+	_, err = s.Find(ctx, 1)
+	require.ErrorIs(t, err, store.ErrNotFound)
+	found, err := s.Find(ctx, kept[0])
+	require.NoError(t, err)
+	require.Equal(t, kept[0], found.ID)
+
+	after, err := journal.CountDocuments(ctx, bson.D{})
+	require.NoError(t, err)
+	require.Less(t, after, before)
+	// Each expired result had its own second, minute and hour: an entry,
+	// a registration and a minute and hour marker each are gone.
+	require.LessOrEqual(t, after, before-4*int64(n-len(kept)))
+}

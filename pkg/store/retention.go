@@ -176,6 +176,16 @@ func (s *Results) DeleteExpired(ctx context.Context, now time.Time, ttl time.Dur
 		return nil
 	}
 	for _, t := range s.ttlIndexes() {
+		if t.coll == s.coll {
+			// FerretDB's keyed layout reads what expired by its journal.
+			_, done, err := s.expireByJournal(ctx, now.Add(-ttl).UTC().Truncate(time.Millisecond))
+			if err != nil {
+				return fmt.Errorf("results retention: %w", err)
+			}
+			if done {
+				continue
+			}
+		}
 		if _, err := t.deleteExpired(ctx, now, ttl); err != nil {
 			return fmt.Errorf("results retention: %w", err)
 		}
