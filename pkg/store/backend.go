@@ -184,11 +184,16 @@ func (b ferretBackend) findMany(ctx context.Context, coll *mongo.Collection, ids
 	if b.numericIDs {
 		return findIn(ctx, coll, ids, b.key)
 	}
+	return b.findEach(ctx, coll, ids, lookupWorkers)
+}
+
+// findEach looks the ids up one by one, workers at a time.
+func (b ferretBackend) findEach(ctx context.Context, coll *mongo.Collection, ids []uint64, workers int) (*mongo.Cursor, error) {
 	found := make([]bson.Raw, len(ids))
 	errs := make([]error, len(ids))
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(lookupWorkers, len(ids)) {
+	for range min(workers, len(ids)) {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < len(ids) && ctx.Err() == nil; i = int(next.Add(1) - 1) {
 				raw, err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: b.key(ids[i])}}).Raw()

@@ -691,7 +691,7 @@ func (s *Results) expireByJournal(ctx context.Context, cut time.Time) (n int64, 
 			return err
 		})
 	}
-	n, err = j.expire(ctx, s.lookup(b), del, cut)
+	n, err = j.expire(ctx, s.lookup(b, true), del, cut)
 	if err != nil {
 		return n, true, wrap("delete expired results", err)
 	}

@@ -25,7 +25,7 @@ func (s *Results) Last(ctx context.Context) (job.Result, error) {
 		if j == nil {
 			return s.coll.FindOne(ctx, bson.D{}, opts).Decode(&r)
 		}
-		rs, err := j.newest(ctx, s.lookup(b), 1, time.Time{}, 0)
+		rs, err := j.newest(ctx, s.lookup(b, true), 1, time.Time{}, 0)
 		if err == nil && len(rs) == 0 {
 			err = mongo.ErrNoDocuments
 		}
@@ -54,7 +54,7 @@ func (s *Results) CountBetween(ctx context.Context, from, to time.Time) (int64, 
 			return err
 		}
 		if j != nil {
-			n, err = j.count(ctx, s.lookup(b), from, to)
+			n, err = j.count(ctx, s.lookup(b, true), from, to)
 			return err
 		}
 		n, err = s.coll.CountDocuments(ctx, bson.D{{Key: "stored_at", Value: bson.D{{Key: "$gte", Value: from}, {Key: "$lt", Value: to}}}})

@@ -27,7 +27,7 @@ func (s *Results) Latest(ctx context.Context, n int) ([]job.Result, error) {
 			return err
 		}
 		if j != nil {
-			out, err = j.newest(ctx, s.lookup(b), n, time.Time{}, 0)
+			out, err = j.newest(ctx, s.lookup(b, true), n, time.Time{}, 0)
 			return err
 		}
 		if out, err = s.find(ctx, bson.D{}, opts); err == nil {

@@ -22,7 +22,7 @@ func (s *Results) Before(ctx context.Context, tube string, at time.Time, id uint
 		// By the journal, newest first; one tube's results are read by
 		// scanning, as a rare tube's would take a walk of the whole
 		// journal to find.
-		out, err := j.newest(ctx, s.lookup(b), limit, at, id)
+		out, err := j.newest(ctx, s.lookup(b, true), limit, at, id)
 		if err != nil {
 			return nil, wrap("find results before cursor", err)
 		}

@@ -322,7 +322,7 @@ func (s *Results) FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Re
 		return nil, fmt.Errorf("find the results of %d jobs: %w", len(ids), err)
 	}
 	err = s.gates.read(ctx, readFindMany, func(ctx context.Context) (err error) {
-		out, err = s.lookup(b)(ctx, ids)
+		out, err = s.lookup(b, false)(ctx, ids)
 		return err
 	})
 	if err != nil {
@@ -331,14 +331,22 @@ func (s *Results) FindMany(ctx context.Context, ids []uint64) (map[uint64]job.Re
 	return out, nil
 }
 
-// lookup reads results by ids with b, ungated.
-func (s *Results) lookup(b backend) reader {
+// lookup reads results by ids with b, ungated; wide reads journalLookups
+// at a time on FerretDB, for a read in stored order, which holds its
+// gate's one place.
+func (s *Results) lookup(b backend, wide bool) reader {
 	return func(ctx context.Context, ids []uint64) (map[uint64]job.Result, error) {
 		out := make(map[uint64]job.Result, len(ids))
 		if len(ids) == 0 {
 			return out, nil
 		}
-		cur, err := b.findMany(ctx, s.coll, ids)
+		var cur *mongo.Cursor
+		var err error
+		if fb, ok := b.(ferretBackend); ok && wide && !fb.numericIDs {
+			cur, err = fb.findEach(ctx, s.coll, ids, journalLookups)
+		} else {
+			cur, err = b.findMany(ctx, s.coll, ids)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -397,7 +405,7 @@ func (s *Results) After(ctx context.Context, at time.Time, id uint64, limit int)
 			return err
 		}
 		if j != nil {
-			out, err = j.after(ctx, s.lookup(b), at, id, limit)
+			out, err = j.after(ctx, s.lookup(b, true), at, id, limit)
 			return err
 		}
 		filter := bson.D{{Key: "$or", Value: bson.A{

@@ -33,17 +33,21 @@ type lookupFigures struct {
 	CompletedFloor summary `json:"completed_floor_stats_job_miss_and_find_one"`
 	// Big is GET completed again with the collection filled up to
 	// bigResults, by bigConc clients; BigFloor its floor.
-	Big            summary           `json:"completed_at_100k"`
-	BigFloor       summary           `json:"completed_at_100k_floor"`
-	BigCPU         cpuUse            `json:"completed_at_100k_cpu_cores"`
-	BigFloorCPU    cpuUse            `json:"completed_at_100k_floor_cpu_cores"`
-	BigDocs        int64             `json:"completed_at_100k_documents"`
-	BigSeedSeconds float64           `json:"completed_at_100k_seed_seconds"`
-	QueuedCPU      cpuUse            `json:"queued_cpu_cores"`
-	CompletedCPU   cpuUse            `json:"completed_cpu_cores"`
-	QFloorCPU      cpuUse            `json:"queued_floor_cpu_cores"`
-	CFloorCPU      cpuUse            `json:"completed_floor_cpu_cores"`
-	Errors         map[string]string `json:"errors,omitempty"`
+	Big            summary `json:"completed_at_100k"`
+	BigFloor       summary `json:"completed_at_100k_floor"`
+	BigCPU         cpuUse  `json:"completed_at_100k_cpu_cores"`
+	BigFloorCPU    cpuUse  `json:"completed_at_100k_floor_cpu_cores"`
+	BigDocs        int64   `json:"completed_at_100k_documents"`
+	BigSeedSeconds float64 `json:"completed_at_100k_seed_seconds"`
+	// BigLatest and BigAfter time the store's reads of a replay at
+	// bigResults: the newest bigReads, the bigReads after a cursor.
+	BigLatest    summary           `json:"store_newest_1000_at_100k"`
+	BigAfter     summary           `json:"store_after_cursor_1000_at_100k"`
+	QueuedCPU    cpuUse            `json:"queued_cpu_cores"`
+	CompletedCPU cpuUse            `json:"completed_cpu_cores"`
+	QFloorCPU    cpuUse            `json:"queued_floor_cpu_cores"`
+	CFloorCPU    cpuUse            `json:"completed_floor_cpu_cores"`
+	Errors       map[string]string `json:"errors,omitempty"`
 	// HTTPCeiling is the same GETs against an empty Go handler.
 	HTTPCeiling    *summary `json:"http_ceiling,omitempty"`
 	HTTPCeilingCPU cpuUse   `json:"http_ceiling_cpu_cores,omitempty"`
@@ -98,6 +102,9 @@ func (b *bench) lookup(ctx context.Context) error {
 		managerURL = u
 	}
 	results := store.NewResults(b.st.mongo, b.st.mongoDB, coll.Name())
+	if err := results.EnsureIndexes(ctx); err != nil { // as the worker and notifier do
+		return fmt.Errorf("prepare the results store: %w", err)
+	}
 	if err := importResults(ctx, results, completed, "bench-lookup"); err != nil {
 		return err
 	}

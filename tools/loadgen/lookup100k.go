@@ -26,16 +26,19 @@ const (
 )
 
 // importResults stores a result for each id as a worker would have,
-// through the store (so in its layout on FerretDB), in bulk.
+// through the store (so in its layout on FerretDB), in bulk: completed
+// a millisecond apart, the last one now, as by a fleet draining 1,000
+// jobs a second.
 func importResults(ctx context.Context, s *store.Results, ids []uint64, tube string) error {
-	now := time.Now().UTC().Truncate(time.Millisecond)
+	first := time.Now().UTC().Truncate(time.Millisecond).Add(-time.Duration(len(ids)) * time.Millisecond)
 	const batch = 5000
 	for lo := 0; lo < len(ids); lo += batch {
 		rs := make([]job.Result, 0, batch)
 		for i, id := range ids[lo:min(lo+batch, len(ids))] {
 			p := fmt.Sprintf(`{"example":"data","n":%d}`, lo+i)
+			at := first.Add(time.Duration(lo+i+1) * time.Millisecond)
 			rs = append(rs, job.Result{ID: id, Hash: job.Hash(p), Payload: p, Tube: tube, Worker: "loadgen",
-				Attempts: 1, StartedAt: now, CompletedAt: now, StoredAt: now, DurationMS: 0.1})
+				Attempts: 1, StartedAt: at, CompletedAt: at, StoredAt: at, DurationMS: 0.1})
 		}
 		if _, err := s.Import(ctx, rs); err != nil {
 			return fmt.Errorf("store results to look up: %w", err)
@@ -111,4 +114,51 @@ func (b *bench) lookupBig(ctx context.Context, f *lookupFigures, s *store.Result
 			fmt.Sprintf("%d results (%d stored in %.1f s)", n, fill, f.BigSeedSeconds),
 			f.BigCPU.String(),
 		}, "; ")})
+	b.storeReadsBig(ctx, f, s)
+}
+
+// bigReads is how many results a replay from the store reads at
+// bigResults, and bigReadsMS its target.
+const (
+	bigReads   = 1000
+	bigReadsMS = 1000.0
+)
+
+// storeReadsBig times the reads a replay makes when the notifier's
+// memory does not hold what it asks (a restarted notifier, a client
+// back after a long time): the newest bigReads results, and the
+// bigReads after a cursor, from the store the notifier reads, at
+// bigResults results.
+func (b *bench) storeReadsBig(ctx context.Context, f *lookupFigures, s *store.Results) {
+	label := fmt.Sprintf("store: the %d newest results, then the %d after a cursor, at %d results", bigReads, bigReads, bigResults)
+	var newest, after []time.Duration
+	for range 5 {
+		start := time.Now()
+		rs, err := s.Latest(ctx, bigReads)
+		if err == nil && len(rs) != bigReads {
+			err = fmt.Errorf("read %d of the %d newest results", len(rs), bigReads)
+		}
+		if err != nil {
+			b.add(errorRow(label, err))
+			return
+		}
+		newest = append(newest, time.Since(start))
+		from := rs[0]
+		start = time.Now()
+		rs, err = s.After(ctx, from.StoredAt.Add(-time.Duration(bigReads)*time.Millisecond), 0, bigReads)
+		if err == nil && len(rs) != bigReads {
+			err = fmt.Errorf("read %d of the %d results after a cursor", len(rs), bigReads)
+		}
+		if err != nil {
+			b.add(errorRow(label, err))
+			return
+		}
+		after = append(after, time.Since(start))
+	}
+	f.BigLatest, f.BigAfter = summarize(newest, 0, 0), summarize(after, 0, 0)
+	worst := max(f.BigLatest.Max, f.BigAfter.Max)
+	b.add(row{Measure: label + ", slowest", Ours: fmtMS(worst), Floor: "—", Ratio: "—",
+		Target: fmt.Sprintf("<= %.0f ms", bigReadsMS), Result: verdict(worst <= bigReadsMS), Unit: "ms", OursValue: num(worst),
+		Limit: fmt.Sprintf("5 of each: newest p50 %s, after a cursor p50 %s; what a replay reads when the notifier's memory lacks it",
+			trimMS(f.BigLatest.P50), trimMS(f.BigAfter.P50))})
 }
