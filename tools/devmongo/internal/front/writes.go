@@ -360,12 +360,27 @@ func (f *Front) byKeys(ctx context.Context, db, coll string, keys []bson.Raw) []
 		return nil
 	}
 	ids := make(bson.A, 0, len(keys))
+	indexed := true
 	for _, k := range keys {
-		ids = append(ids, k.Lookup("_id"))
+		id := k.Lookup("_id")
+		ids = append(ids, id)
+		indexed = indexed && (id.Type == bson.TypeString || id.Type == bson.TypeObjectID)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return readAll(ctx, f.cfg.Lookup.Database(db).Collection(coll), bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+	c := f.cfg.Lookup.Database(db).Collection(coll)
+	if len(ids) == 1 || indexed {
+		// FerretDB looks up {_id: <string or ObjectID>} by index, and
+		// reads the whole collection for $in: one query per key then
+		// costs what it reads (a query per update of a large collection
+		// read it whole before).
+		var out []bson.Raw
+		for _, id := range ids {
+			out = append(out, readAll(ctx, c, bson.D{{Key: "_id", Value: id}})...)
+		}
+		return out
+	}
+	return readAll(ctx, c, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
 }
 
 // updateEach runs an update command of several statements as one
