@@ -98,41 +98,24 @@ type stream struct {
 
 // journal is a store's journal and this process's writing state.
 type journal struct {
-	coll *mongo.Collection
+	coll    *mongo.Collection
+	results *mongo.Collection
 
 	mu     sync.Mutex
-	idle   map[int64][]stream // streams free for the next save, by second
-	next   map[int64]int      // the slot to try first when registering, by second
-	marked [5]int64           // the last unit of each level this process marked, +1
-	ready  bool               // the journal is complete
+	next   map[int64]int // the slot to try first when registering, by second
+	marked [5]int64      // the last unit of each level this process marked, +1
+	ready  bool          // the journal is complete
+
+	w writing // journal_write.go
 }
 
 func newJournal(results *mongo.Collection) *journal {
 	return &journal{
-		coll: results.Database().Collection(results.Name() + OrderSuffix),
-		idle: map[int64][]stream{},
-		next: map[int64]int{},
+		coll:    results.Database().Collection(results.Name() + OrderSuffix),
+		results: results,
+		next:    map[int64]int{},
+		w:       writing{open: map[int64]*batch{}, streams: map[int64]stream{}},
 	}
-}
-
-// add writes the entry of a result with id stored at at, before the
-// result is.
-func (j *journal) add(ctx context.Context, id uint64, at time.Time) error {
-	sec := at.Unix()
-	if err := j.mark(ctx, sec); err != nil {
-		return err
-	}
-	st, err := j.take(ctx, sec)
-	if err != nil {
-		return err
-	}
-	_, err = j.coll.InsertOne(ctx, entriesDoc(entryKey(st.sec, st.k, st.n), []entry{{ID: id, At: at}}))
-	if err != nil {
-		return wrap(fmt.Sprintf("journal result %d", id), err) // the stream is dropped
-	}
-	st.n++
-	j.give(st)
-	return nil
 }
 
 // addMany writes the entries of results imported in bulk, a stream per
@@ -201,19 +184,6 @@ func (j *journal) insertOnce(ctx context.Context, key string) error {
 	return nil
 }
 
-// take returns an idle stream of sec, or registers a new one.
-func (j *journal) take(ctx context.Context, sec int64) (stream, error) {
-	j.mu.Lock()
-	if free := j.idle[sec]; len(free) > 0 {
-		st := free[len(free)-1]
-		j.idle[sec] = free[:len(free)-1]
-		j.mu.Unlock()
-		return st, nil
-	}
-	j.mu.Unlock()
-	return j.register(ctx, sec)
-}
-
 // register takes the first free slot of sec from the one this process
 // saw last: every slot below it is taken, so the taken slots stay
 // without gaps.
@@ -235,26 +205,6 @@ func (j *journal) register(ctx context.Context, sec int64) (stream, error) {
 		return stream{sec: sec, k: k}, nil
 	}
 	return stream{}, fmt.Errorf("journal: more than %d streams in second %d", maxStreams, sec)
-}
-
-// give makes st free for the next save of its second, and forgets the
-// seconds before the one before it.
-func (j *journal) give(st stream) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if st.n < maxStreamLen {
-		j.idle[st.sec] = append(j.idle[st.sec], st)
-	}
-	for sec := range j.idle {
-		if sec < st.sec-1 {
-			delete(j.idle, sec)
-		}
-	}
-	for sec := range j.next {
-		if sec < st.sec-1 {
-			delete(j.next, sec)
-		}
-	}
 }
 
 // complete reports whether every result has an entry, asking the
@@ -374,8 +324,17 @@ func (j *journal) second(ctx context.Context, sec int64) ([]entry, error) {
 		ks = append(ks, k)
 	}
 	var out []entry
+	var stale []string
 	for _, k := range ks {
-		es, err := j.stream(ctx, sec, k)
+		es, left, err := j.stream(ctx, sec, k)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, es...)
+		stale = append(stale, left...)
+	}
+	if len(stale) > 0 {
+		es, err := j.repair(ctx, sec, stale)
 		if err != nil {
 			return nil, err
 		}
@@ -385,15 +344,23 @@ func (j *journal) second(ctx context.Context, sec int64) ([]entry, error) {
 }
 
 // stream returns the entries of stream k of second sec, reading its
-// documents journalLookups at a time until the first missing one.
-func (j *journal) stream(ctx context.Context, sec int64, k int) ([]entry, error) {
-	var out []entry
+// documents journalLookups at a time until the first missing one, and
+// the open documents that writers left (journal_write.go).
+func (j *journal) stream(ctx context.Context, sec int64, k int) (out []entry, stale []string, err error) {
 	for n := 0; n < maxStreamLen; n += journalLookups {
 		docs := make([]struct {
-			Es []entry `bson:"es"`
+			Es   []entry `bson:"es"`
+			Open bool    `bson:"open"`
+			mine bool
 		}, journalLookups)
 		found := make([]bool, journalLookups)
 		err := each(ctx, journalLookups, func(ctx context.Context, i int) error {
+			// This process's own batch first: once it is not pending, its
+			// document holds its entries, read below.
+			if es, ok := j.pending(entryKey(sec, k, n+i)); ok {
+				docs[i].Es, docs[i].mine, found[i] = es, true, true
+				return nil
+			}
 			err := j.coll.FindOne(ctx, bson.D{{Key: "_id", Value: entryKey(sec, k, n+i)}}).Decode(&docs[i])
 			if errors.Is(err, mongo.ErrNoDocuments) {
 				return nil
@@ -405,16 +372,51 @@ func (j *journal) stream(ctx context.Context, sec int64, k int) ([]entry, error)
 			return nil
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		for i := range docs {
+		for i, d := range docs {
 			if !found[i] {
-				return out, nil
+				return out, stale, nil
 			}
-			out = append(out, docs[i].Es...)
+			switch {
+			case d.mine || !d.Open:
+				out = append(out, d.Es...)
+			case time.Unix(sec, 0).Before(time.Now().Add(-repairAfter)):
+				stale = append(stale, entryKey(sec, k, n+i))
+			}
 		}
 	}
-	return out, nil
+	return out, stale, nil
+}
+
+// repair reads the results of second sec by scanning (a writer died with
+// batches of that second open, their entries unknown) and closes the
+// open documents keys with them, the first holding them all.
+func (j *journal) repair(ctx context.Context, sec int64, keys []string) ([]entry, error) {
+	from := time.Unix(sec, 0).UTC()
+	filter := bson.D{{Key: "stored_at", Value: bson.D{{Key: "$gte", Value: from}, {Key: "$lt", Value: from.Add(time.Second)}}}}
+	cur, err := j.results.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "stored_at", Value: 1}}))
+	if err != nil {
+		return nil, wrap("read the results of a journal batch left open", err)
+	}
+	var rs []job.Result
+	if err := cur.All(ctx, &rs); err != nil {
+		return nil, wrap("read the results of a journal batch left open", err)
+	}
+	es := make([]entry, len(rs))
+	for i, r := range rs {
+		es[i] = entryOf(r)
+	}
+	for i, key := range keys {
+		var put []entry
+		if i == 0 {
+			put = es
+		}
+		if _, err := j.coll.ReplaceOne(ctx, bson.D{{Key: "_id", Value: key}}, entriesDoc(key, put)); err != nil {
+			return nil, wrap("close a journal batch left open", err)
+		}
+	}
+	return es, nil
 }
 
 // walk calls visit with the entries of each second in [lo, hi] that has

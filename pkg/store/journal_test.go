@@ -58,6 +58,10 @@ func TestJournalConcurrentWriters(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
+	// Each process's last batches close within a flush; Flush closes them
+	// now, as a stopping worker does.
+	require.NoError(t, a.Flush(ctx))
+	require.NoError(t, b.Flush(ctx))
 
 	for _, s := range []*store.Results{a, b} {
 		all, err := s.Latest(ctx, n+10)
@@ -241,4 +245,62 @@ func TestJournalRetention(t *testing.T) {
 	// Each expired result had its own second, minute and hour: an entry,
 	// a registration and a minute and hour marker each are gone.
 	require.LessOrEqual(t, after, before-4*int64(n-len(kept)))
+}
+
+// A process reads its own saves at once (from the batch it still
+// gathers); another process sees them once the batch closes, within a
+// flush (journal_write.go), as a write on MongoDB shows once committed.
+func TestJournalOtherProcessSeesWithinAFlush(t *testing.T) {
+	t.Parallel()
+	ctx, a, b := keyedStore(t)
+	require.NoError(t, a.Save(ctx, result(1, "a", base)))
+	last, err := a.Last(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, last.ID, "the writer reads its own save")
+	require.Eventually(t, func() bool {
+		last, err := b.Last(ctx)
+		return err == nil && last.ID == 1
+	}, 5*time.Second, 10*time.Millisecond, "another process sees it once the batch closes")
+}
+
+// A writer that dies leaves its batch's document open. Once its second
+// is older than a minute, a reader reads that second's results by
+// scanning, and closes the document with them: the next read finds them
+// in the journal.
+func TestJournalRepairsABatchLeftOpen(t *testing.T) {
+	t.Parallel()
+	ctx, s, _ := keyedStore(t)
+	at := time.Now().Add(-2 * time.Minute).UTC().Truncate(time.Second)
+	first := result(1, "a", base)
+	first.StoredAt = at
+	_, err := s.Import(ctx, []job.Result{first}) // the second's stream, markers and a closed document
+	require.NoError(t, err)
+
+	// The dead writer's open batch, next in the stream, and its result.
+	journal := s.Collection().Database().Collection(s.Collection().Name() + store.OrderSuffix)
+	open := fmt.Sprintf("e%011d.0000.000001", at.Unix())
+	_, err = journal.InsertOne(ctx, bson.D{{Key: "_id", Value: open}, {Key: "open", Value: true}})
+	require.NoError(t, err)
+	lost := result(2, "b", base)
+	lost.StoredAt = at.Add(300 * time.Millisecond)
+	raw, err := bson.Marshal(lost)
+	require.NoError(t, err)
+	var doc bson.D
+	require.NoError(t, bson.Unmarshal(raw, &doc))
+	doc[0] = bson.E{Key: "_id", Value: fmt.Sprintf("%020d", 2)}
+	_, err = s.Collection().InsertOne(ctx, doc)
+	require.NoError(t, err)
+
+	other := store.NewResults(s.Collection().Database().Client(), s.Collection().Database().Name(), s.Collection().Name(),
+		store.WithServer(store.FerretDB))
+	all, err := other.After(ctx, time.Time{}, 0, 0)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{1, 2}, ids(all), "the lost entry is read by the repair")
+	var closed bson.M
+	require.NoError(t, journal.FindOne(ctx, bson.D{{Key: "_id", Value: open}}).Decode(&closed))
+	require.NotContains(t, closed, "open", "the repair closed the batch")
+	require.Len(t, closed["es"], 2, "with the second's results")
+	again, err := other.Latest(ctx, 10)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{1, 2}, ids(again))
 }

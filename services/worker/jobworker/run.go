@@ -112,7 +112,15 @@ func run(ctx context.Context, mux *handler.Mux, getenv func(string) string, stdo
 	log.Info("worker started", "worker_id", cfg.WorkerID, "beanstalk", cfg.Beanstalk.Addr(),
 		"tubes", strings.Join(cfg.Tubes, ","), "concurrency", cfg.Concurrency,
 		"max_attempts", cfg.MaxAttempts, "work_delay", cfg.WorkDelay.String(), "handlers", describe(handlers, cfg))
-	if err := w.Run(ctx); err != nil {
+	err = w.Run(ctx)
+	// Close the store's open journal batches (devmongo), so that other
+	// processes read this one's last results at once.
+	fctx, cancel := context.WithTimeout(context.Background(), 2*cfg.StoreTimeout)
+	defer cancel()
+	if ferr := results.Flush(fctx); ferr != nil {
+		log.Warn("closing the results journal failed; readers repair it after a minute", "err", ferr)
+	}
+	if err != nil {
 		return err
 	}
 	log.Info("worker stopped")
