@@ -53,20 +53,29 @@ func (h *Hub) pump(ctx context.Context, c *client, w writer, rq *replayRequest, 
 				return err
 			}
 		case <-c.ready:
-			for _, f := range c.take() {
-				c.mu.Lock()
-				dup := c.told.replayedAlready(f, time.Now())
-				c.mu.Unlock()
-				if dup {
-					continue
-				}
-				if err := h.write(ctx, c, w, f); err != nil {
-					return err
-				}
+			if err := h.writeAll(ctx, c, w, c.take()); err != nil {
+				return err
 			}
-			c.written()
 		}
 	}
+}
+
+// writeAll writes frames taken from c's queue, but for the completions
+// its replay sent already, and then tells c they are out.
+func (h *Hub) writeAll(ctx context.Context, c *client, w writer, fs []*frame) error {
+	for _, f := range fs {
+		c.mu.Lock()
+		dup := c.told.replayedAlready(f, time.Now())
+		c.mu.Unlock()
+		if dup {
+			continue
+		}
+		if err := h.write(ctx, c, w, f); err != nil {
+			return err
+		}
+	}
+	c.written()
+	return nil
 }
 
 func (h *Hub) write(ctx context.Context, c *client, w writer, f *frame) error {
