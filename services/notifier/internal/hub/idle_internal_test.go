@@ -22,8 +22,8 @@ import (
 // everything may cost the notifier, stack and live heap, in bytes. Two
 // goroutines, net/http's 4 KB buffers and the request kept by the
 // handler cost 31.5 KB here (16 KB stack, 15.5 KB heap); one goroutine
-// and small buffers 14 to 16 KB.
-const idleClientBudget = 20 << 10
+// with a 4 KB stack and small buffers 11 to 13 KB.
+const idleClientBudget = 16 << 10
 
 // An idle WebSocket client costs one goroutine and at most
 // idleClientBudget bytes, before and after a broadcast: the writer that

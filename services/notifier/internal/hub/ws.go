@@ -315,21 +315,37 @@ func (h *Hub) read(ctx context.Context, conn *websocket.Conn, c *client, closeWi
 		if err != nil {
 			return
 		}
-		if typ != websocket.MessageText {
-			h.offer(c, errorFrame("binary frames are not understood: send JSON as text"), always)
-			continue
-		}
-		if !utf8.Valid(b) {
+		if typ == websocket.MessageText && !utf8.Valid(b) {
 			closeWith(websocket.StatusInvalidFramePayloadData, "text frame is not valid UTF-8")
 			return
 		}
-		m, err := DecodeClientMessage(b)
-		if err != nil {
-			h.offer(c, errorFrame(err.Error()), always)
-			continue
-		}
-		h.handle(c, m)
+		// Decoding and handling a message take more stack than a reader
+		// waiting for the next one, and a goroutine's stack does not
+		// shrink back until a collection finds it mostly unused: they
+		// run on a goroutine of their own, which ends with them. Ten
+		// thousand readers that had each handled a subscribe themselves
+		// held 8 KB stacks instead of 4 KB, 40 MB more.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.message(c, typ, b)
+		}()
+		<-done
 	}
+}
+
+// message answers or applies one client message.
+func (h *Hub) message(c *client, typ websocket.MessageType, b []byte) {
+	if typ != websocket.MessageText {
+		h.offer(c, errorFrame("binary frames are not understood: send JSON as text"), always)
+		return
+	}
+	m, err := DecodeClientMessage(b)
+	if err != nil {
+		h.offer(c, errorFrame(err.Error()), always)
+		return
+	}
+	h.handle(c, m)
 }
 
 // checkUpgrade answers a request that is no WebSocket handshake with the
