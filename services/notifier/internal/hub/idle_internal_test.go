@@ -38,9 +38,7 @@ func TestAnIdleWebSocketClientIsCheap(t *testing.T) {
 		_ = h.Shutdown(context.Background())
 	})
 	addr := strings.TrimPrefix(srv.URL, "http://")
-	// A client frame is masked; a zero key leaves the payload as it is.
-	sub := []byte(`{"type":"subscribe","all":true}`)
-	frame := append([]byte{0x81, 0x80 | byte(len(sub)), 0, 0, 0, 0}, sub...)
+	frame := clientFrame(`{"type":"subscribe","all":true}`)
 
 	before := memory()
 	g0 := runtime.NumGoroutine()
@@ -116,4 +114,49 @@ func memory() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.StackInuse + ms.HeapAlloc
+}
+
+// A client that sends its first message right behind the handshake,
+// without waiting for the answer, has it read: the bytes net/http read
+// past the request move into the connection's small reader, or, when
+// more than it holds, net/http's reader is kept.
+func TestAMessageSentBehindTheHandshakeIsRead(t *testing.T) {
+	h := New(Config{})
+	srv := httptest.NewServer(http.HandlerFunc(h.ServeWS))
+	t.Cleanup(func() {
+		srv.Close()
+		_ = h.Shutdown(context.Background())
+	})
+	for _, n := range []int{1, 300} { // 20 bytes, and 2 KB: more than wsReadBuffer
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprint(1_000_000 + n*10_000 + i)
+		}
+		msg := `{"type":"subscribe","jobs":[` + strings.Join(ids, ",") + `]}`
+		if n == 300 {
+			require.Greater(t, len(msg), wsReadBuffer)
+		}
+		c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		req := "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+		_, err = c.Write(append([]byte(req), clientFrame(msg)...)) // one write: both arrive together
+		require.NoError(t, err)
+		before := h.Watches()
+		require.Eventually(t, func() bool { return h.Watches() == before+n }, 5*time.Second, 10*time.Millisecond,
+			"%d ids subscribed behind the handshake", n)
+	}
+}
+
+// clientFrame is a text frame as a client sends it: masked, with a zero
+// key that leaves the payload as it is.
+func clientFrame(msg string) []byte {
+	f := []byte{0x81}
+	if len(msg) < 126 {
+		f = append(f, 0x80|byte(len(msg)))
+	} else {
+		f = append(f, 0x80|126, byte(len(msg)>>8), byte(len(msg)))
+	}
+	return append(append(f, 0, 0, 0, 0), msg...)
 }
