@@ -78,7 +78,11 @@ func TestAnIdleWebSocketClientIsCheap(t *testing.T) {
 		}, 5*time.Second, 10*time.Millisecond, "%s: %d goroutines for %d clients", when, g, clients)
 		per := float64(memory()-before) / clients
 		t.Logf("%s: %d goroutines for %d idle clients, %.1f KB of stack and live heap each", when, g, clients, per/1024)
-		require.LessOrEqual(t, per, float64(idleClientBudget), when)
+		budget := float64(idleClientBudget)
+		if raceEnabled {
+			budget *= 2
+		}
+		require.LessOrEqual(t, per, budget, when)
 	}
 	idle("subscribed")
 
@@ -141,9 +145,9 @@ func TestAMessageSentBehindTheHandshakeIsRead(t *testing.T) {
 		t.Cleanup(func() { _ = c.Close() })
 		req := "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
 			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+		before := h.Watches()
 		_, err = c.Write(append([]byte(req), clientFrame(msg)...)) // one write: both arrive together
 		require.NoError(t, err)
-		before := h.Watches()
 		require.Eventually(t, func() bool { return h.Watches() == before+n }, 5*time.Second, 10*time.Millisecond,
 			"%d ids subscribed behind the handshake", n)
 	}
