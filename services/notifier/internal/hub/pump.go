@@ -21,7 +21,9 @@ type writer interface {
 
 // pump replays what rq asks for, when anything (from mem when the recent
 // completions held it, else from the store), and then writes the
-// client's queued frames until ctx ends or a write fails. The client was
+// client's queued frames until ctx ends or a write fails. SSE clients
+// have one in their handler; a WebSocket client's wsSession does the same
+// with a writer that runs only while frames wait. The client was
 // registered before the replay, so live completions queue up meanwhile;
 // those the replay already sent are dropped by id, as the client's told
 // record decides (not by cursor: a result that committed late can be
