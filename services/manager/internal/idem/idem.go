@@ -10,8 +10,8 @@
 // failed (Release), or marks it unknown when it cannot tell (Unknown).
 // A record lives for the window: a MongoDB TTL index removes it after
 // that, and on FerretDB, which has no TTL monitor, Maintain deletes
-// expired records itself; a record past its window is never answered
-// from, whether removed yet or not.
+// expired records itself, one manager per interval; a record past its
+// window is never answered from, whether removed yet or not.
 package idem
 
 import (
@@ -246,13 +246,16 @@ func (k *Keys) Unknown(ctx context.Context, c Claim) error {
 	return nil
 }
 
-// Sweep deletes the records past the window.
+// Sweep deletes the records past the window, a batch at a time, each
+// found by a find the server stops at ctx's deadline and deleted by key
+// (store.DeleteBefore): on FerretDB a DeleteMany by time would read the
+// whole collection with no way to stop it.
 func (k *Keys) Sweep(ctx context.Context) (int64, error) {
-	res, err := k.coll.DeleteMany(ctx, bson.D{{Key: "at", Value: bson.D{{Key: "$lt", Value: time.Now().Add(-k.opt.Window)}}}})
+	n, err := store.DeleteBefore(ctx, k.coll, "at", time.Now().Add(-k.opt.Window))
 	if err != nil {
-		return 0, fmt.Errorf("delete expired Idempotency-Key records: %w", err)
+		return n, fmt.Errorf("delete expired Idempotency-Key records: %w", err)
 	}
-	return res.DeletedCount, nil
+	return n, nil
 }
 
 // ensureTTL makes MongoDB remove records past the window, changing the
@@ -273,28 +276,42 @@ func (k *Keys) ensureTTL(ctx context.Context) error {
 	return nil
 }
 
+// SweepTimeout bounds one sweep on FerretDB, the lease included.
+const SweepTimeout = 30 * time.Second
+
 // Maintain keeps expired records from piling up until ctx ends: on
-// MongoDB it makes the TTL index once, on FerretDB it sweeps every
-// interval. server tells which one the results live on.
+// MongoDB it makes the TTL index once; on FerretDB, which has no TTL
+// monitor, the managers share a sweep that is due every interval: each
+// tries its lease (store.Lease, in the collection Collection+"_lease")
+// every interval, and the one that takes it sweeps, within
+// SweepTimeout. A sweep that times out pushes the next one back for all
+// of them. server tells which server the results live on.
 func (k *Keys) Maintain(ctx context.Context, server func(context.Context) (store.Server, error), every time.Duration) {
+	lease := store.NewLease(k.coll.Database().Collection(Collection+"_lease"), "sweep", token())
 	for {
 		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		s, err := server(tctx)
+		cancel()
 		switch {
 		case err != nil:
 		case s == store.MongoDB:
-			if err = k.ensureTTL(tctx); err == nil {
-				cancel()
+			tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = k.ensureTTL(tctx)
+			cancel()
+			if err == nil {
 				k.opt.Logger.Info("Idempotency-Key records expire by a TTL index", "window", k.opt.Window.String())
 				return
 			}
 		default:
 			var n int64
-			if n, err = k.Sweep(tctx); err == nil && n > 0 {
+			_, err = lease.Run(ctx, every, SweepTimeout, func(ctx context.Context) error {
+				n, err = k.Sweep(ctx)
+				return err
+			})
+			if err == nil && n > 0 {
 				k.opt.Logger.Debug("deleted expired Idempotency-Key records", "count", n)
 			}
 		}
-		cancel()
 		if err != nil && ctx.Err() == nil {
 			k.opt.Logger.Warn("keeping the Idempotency-Key records failed; trying again later", "err", err)
 		}
