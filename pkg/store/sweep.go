@@ -74,12 +74,14 @@ func DeleteBefore(ctx context.Context, coll *mongo.Collection, field string, cut
 	}
 }
 
-// Lease is a turn at a chore that processes share, such as a sweep: one
-// document with a string _id in a small collection of its own, read and
-// written by that _id only (a lookup by index on devmongo). It holds
-// until when the chore is next due, which a timed-out chore pushes back
-// for every process: a slow store gets one try per back-off, not one per
-// process per period.
+// Lease is a turn at a chore that processes share, such as a sweep: who
+// runs it each period, and when it is due after a run timed out. It
+// lives in a small collection of its own, read and written by string
+// _ids only (lookups by index on devmongo): a document per period, whose
+// insert only one process wins (the _id is unique), and one that says
+// until when the chore is held back. A timed-out chore pushes the next
+// back for every process: a slow store gets one try per back-off, not
+// one per process per period.
 type Lease struct {
 	coll   *mongo.Collection
 	name   string
@@ -87,31 +89,29 @@ type Lease struct {
 }
 
 // NewLease returns the lease named name in coll; holder names this
-// process in it (unique per process).
+// process in it.
 func NewLease(coll *mongo.Collection, name, holder string) *Lease {
 	return &Lease{coll: coll, name: name, holder: holder}
 }
 
-// leaseDoc is a lease as stored.
-type leaseDoc struct {
-	Name     string    `bson:"_id"`
+// leaseState is the lease's back-off, stored under its name.
+type leaseState struct {
 	Until    time.Time `bson:"until"`
-	Holder   string    `bson:"holder"`
-	Timeouts int       `bson:"timeouts"` // of the chore, in a row
+	Timeouts int       `bson:"timeouts"` // chores in a row that timed out
 }
 
 // leaseTimeout bounds the reads and writes of a lease.
 const leaseTimeout = 10 * time.Second
 
 // Run runs chore with a deadline of timeout when this process takes the
-// lease (it is due: no process has it until later), and reports whether
-// it ran. Taking it holds it for every; a chore that times out holds it
-// for a back-off that doubles with each timeout in a row. Two processes
-// that read the lease as due within the same round trip may both run the
-// chore: a lease only saves work, it guards no data.
+// lease's turn for the current period (time since the epoch divided by
+// every: processes whose clocks differ near a period's end may both
+// take theirs), unless the lease is held back, and reports whether it
+// ran. A chore that times out holds the lease back for 2, 4, 8, then 16
+// periods; one that succeeds clears that.
 func (l *Lease) Run(ctx context.Context, every, timeout time.Duration, chore func(context.Context) error) (bool, error) {
 	lctx, cancel := context.WithTimeout(ctx, leaseTimeout)
-	doc, took, err := l.take(lctx, every)
+	state, took, err := l.take(lctx, every)
 	cancel()
 	if err != nil || !took {
 		return false, err
@@ -121,57 +121,53 @@ func (l *Lease) Run(ctx context.Context, every, timeout time.Duration, chore fun
 	err = chore(tctx)
 	switch {
 	case err != nil && isTimeout(err):
-		n := doc.Timeouts + 1
-		back := every << min(n, 4) // 2, 4, 8, then 16 periods
-		if herr := l.hold(ctx, time.Now().Add(back), n); herr != nil {
+		n := state.Timeouts + 1
+		back := every << min(n, 4)
+		if herr := l.hold(ctx, leaseState{Until: time.Now().Add(back), Timeouts: n}); herr != nil {
 			return true, errors.Join(err, herr)
 		}
 		return true, fmt.Errorf("%w (%d in a row; next try in %s)", err, n, back)
 	case err != nil:
 		return true, err
-	case doc.Timeouts > 0:
-		return true, l.hold(ctx, doc.Until, 0)
+	case state.Timeouts > 0:
+		return true, l.hold(ctx, leaseState{})
 	}
 	return true, nil
 }
 
-// take takes the lease for every when it is due: it writes itself in
-// and reads the lease back, and has it when it reads itself.
-func (l *Lease) take(ctx context.Context, every time.Duration) (leaseDoc, bool, error) {
-	byName := bson.D{{Key: "_id", Value: l.name}}
-	var d leaseDoc
-	err := l.coll.FindOne(ctx, byName).Decode(&d)
+// take takes this period's turn unless the lease is held back.
+func (l *Lease) take(ctx context.Context, every time.Duration) (leaseState, bool, error) {
+	var state leaseState
+	err := l.coll.FindOne(ctx, bson.D{{Key: "_id", Value: l.name}}).Decode(&state)
 	switch {
 	case errors.Is(err, mongo.ErrNoDocuments):
 	case err != nil:
-		return d, false, wrap("read lease "+l.name, err)
-	case time.Now().Before(d.Until):
-		return d, false, nil
+		return state, false, wrap("read lease "+l.name, err)
+	case time.Now().Before(state.Until):
+		return state, false, nil
 	}
-	d.Until = time.Now().Add(every).UTC().Truncate(time.Millisecond)
-	_, err = l.coll.UpdateOne(ctx, byName, bson.D{{Key: "$set", Value: bson.D{
-		{Key: "until", Value: d.Until}, {Key: "holder", Value: l.holder},
-	}}}, options.UpdateOne().SetUpsert(true))
+	now := time.Now()
+	turn := fmt.Sprintf("%s %020d", l.name, now.UnixMilli()/max(every.Milliseconds(), 1))
+	_, err = l.coll.InsertOne(ctx, bson.D{{Key: "_id", Value: turn}, {Key: "holder", Value: l.holder}, {Key: "at", Value: now}})
 	if mongo.IsDuplicateKeyError(err) {
-		return d, false, nil // another process made it first
+		return state, false, nil // another process's turn
 	}
 	if err != nil {
-		return d, false, wrap("take lease "+l.name, err)
+		return state, false, wrap("take lease "+l.name, err)
 	}
-	var back leaseDoc
-	if err := l.coll.FindOne(ctx, byName).Decode(&back); err != nil {
-		return d, false, wrap("read lease "+l.name, err)
-	}
-	return back, back.Holder == l.holder, nil
+	// The turns before are spent: a few documents at most, or one left
+	// by a delete that failed, which the next turn's deletes.
+	_, _ = l.coll.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gt", Value: l.name + " "}, {Key: "$lt", Value: turn}}}})
+	return state, true, nil
 }
 
-// hold keeps the lease until until, with n timeouts in a row.
-func (l *Lease) hold(ctx context.Context, until time.Time, n int) error {
+// hold writes the lease's back-off.
+func (l *Lease) hold(ctx context.Context, state leaseState) error {
 	ctx, cancel := context.WithTimeout(ctx, leaseTimeout)
 	defer cancel()
 	_, err := l.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: l.name}}, bson.D{{Key: "$set", Value: bson.D{
-		{Key: "until", Value: until.UTC().Truncate(time.Millisecond)}, {Key: "holder", Value: l.holder}, {Key: "timeouts", Value: n},
-	}}})
+		{Key: "until", Value: state.Until.UTC().Truncate(time.Millisecond)}, {Key: "timeouts", Value: state.Timeouts},
+	}}}, options.UpdateOne().SetUpsert(true))
 	if err != nil {
 		return wrap("hold lease "+l.name, err)
 	}

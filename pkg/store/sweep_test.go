@@ -83,10 +83,10 @@ func TestDeleteBeforeStopsAtItsDeadline(t *testing.T) {
 }
 
 // Of processes that share a lease, one runs the chore per period; the
-// others find it held. A chore that times out holds the lease for a
-// back-off, for every process, and the first success after it clears
-// the count. (The period is long; the test ends it by moving the
-// lease's time back.)
+// others find its turn taken. A chore that times out holds the lease
+// back for every process, for a back-off that grows, and the first
+// success after it clears the count. (The period is long; the test ends
+// one by removing its turn.)
 func TestLeaseOneRunPerPeriod(t *testing.T) {
 	t.Parallel()
 	client, db := devmongo.open(t)
@@ -98,25 +98,29 @@ func TestLeaseOneRunPerPeriod(t *testing.T) {
 	}
 	var runs atomic.Int32
 	chore := func(context.Context) error { runs.Add(1); return nil }
-	const every = time.Minute
-	type leaseDoc struct {
+	const every = time.Hour
+	var state struct {
 		Until    time.Time `bson:"until"`
-		Holder   string    `bson:"holder"`
 		Timeouts int       `bson:"timeouts"`
 	}
-	read := func() leaseDoc {
-		var d leaseDoc
-		require.NoError(t, coll.FindOne(ctx, bson.D{{Key: "_id", Value: "sweep"}}).Decode(&d))
-		return d
+	read := func() {
+		require.NoError(t, coll.FindOne(ctx, bson.D{{Key: "_id", Value: "sweep"}}).Decode(&state))
 	}
-	due := func() {
-		_, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "sweep"}},
-			bson.D{{Key: "$set", Value: bson.D{{Key: "until", Value: time.Now().Add(-time.Second)}}}})
+	nextPeriod := func() { // this period's turn was never taken
+		_, err := coll.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$ne", Value: "sweep"}}}})
 		require.NoError(t, err)
 	}
+	runAll := func(timeout time.Duration, chore func(context.Context) error) []bool {
+		ran := make([]bool, len(leases))
+		for i, l := range leases {
+			var err error
+			ran[i], err = l.Run(ctx, every, timeout, chore)
+			require.NoError(t, err)
+		}
+		return ran
+	}
 
-	// At once: at least one runs (two may, when they read the lease as
-	// due within the same round trip).
+	// At once: one runs.
 	var wg sync.WaitGroup
 	for _, l := range leases {
 		wg.Go(func() {
@@ -125,46 +129,39 @@ func TestLeaseOneRunPerPeriod(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	require.GreaterOrEqual(t, runs.Load(), int32(1))
-	first := runs.Load()
+	require.EqualValues(t, 1, runs.Load())
+	require.Equal(t, []bool{false, false, false}, runAll(5*time.Second, chore), "the period's turn is taken")
 
-	// Within the period: held.
-	for _, l := range leases {
-		ran, err := l.Run(ctx, every, 5*time.Second, chore)
-		require.NoError(t, err)
-		require.False(t, ran)
-	}
-	require.Equal(t, first, runs.Load())
+	nextPeriod()
+	require.Equal(t, []bool{true, false, false}, runAll(5*time.Second, chore))
+	n, err := coll.CountDocuments(ctx, bson.D{})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "one turn is kept")
 
-	// Due again: the first to ask runs it, the others find it held.
-	due()
-	for i, l := range leases {
-		ran, err := l.Run(ctx, every, 5*time.Second, chore)
-		require.NoError(t, err)
-		require.Equal(t, i == 0, ran, "lease %d", i)
-	}
-	require.Equal(t, "p0", read().Holder)
-
-	// A chore that times out holds the lease for two periods, then four.
+	// A chore that times out holds the lease back for two periods, then
+	// four.
 	slow := func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+	due := func() { // the back-off is over
+		_, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "sweep"}}, bson.D{{Key: "$set", Value: bson.D{{Key: "until", Value: time.Now()}}}})
+		require.NoError(t, err)
+	}
 	for n, periods := range []time.Duration{2, 4} {
 		due()
+		nextPeriod()
 		ran, err := leases[1].Run(ctx, every, 50*time.Millisecond, slow)
 		require.True(t, ran)
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 		require.ErrorContains(t, err, fmt.Sprintf("%d in a row", n+1))
-		d := read()
-		require.Equal(t, n+1, d.Timeouts)
-		require.WithinDuration(t, time.Now().Add(periods*every), d.Until, 10*time.Second)
-		ran, err = leases[2].Run(ctx, every, 5*time.Second, chore)
-		require.NoError(t, err)
-		require.False(t, ran, "backed off for every process")
+		read()
+		require.Equal(t, n+1, state.Timeouts)
+		require.WithinDuration(t, time.Now().Add(periods*every), state.Until, time.Minute)
+		nextPeriod()
+		require.Equal(t, []bool{false, false, false}, runAll(5*time.Second, chore), "held back for every process")
 	}
 	due()
-	ran, err := leases[2].Run(ctx, every, 5*time.Second, chore)
-	require.NoError(t, err)
-	require.True(t, ran)
-	require.Zero(t, read().Timeouts, "a success clears the count")
+	require.Equal(t, []bool{true, false, false}, runAll(5*time.Second, chore), "due after the back-off")
+	read()
+	require.Zero(t, state.Timeouts, "a success clears the count")
 }
 
 // On FerretDB the failure records' expiry that timed out is not sent

@@ -3,11 +3,15 @@ package idem_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
@@ -131,4 +135,47 @@ func TestMaintainSweepsOnFerretDB(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond)
 	cancel()
 	<-done
+}
+
+// TestManagersShareTheSweep: three managers on FerretDB sweep at most
+// once per interval between them (a lease), not once each.
+func TestManagersShareTheSweep(t *testing.T) {
+	t.Parallel()
+	b := testenv.Setup(t)
+	ctx, cancel := context.WithCancel(testenv.Context(t, 30*time.Second))
+	defer cancel()
+	var sweeps, tries atomic.Int32
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName != "find" {
+			return
+		}
+		switch e.Command.Lookup("find").StringValue() {
+		case idem.Collection:
+			sweeps.Add(1)
+		case idem.Collection + "_lease":
+			tries.Add(1)
+		}
+	}}
+	const every = 300 * time.Millisecond
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range 3 {
+		client, err := mongo.Connect(options.Client().ApplyURI(b.Mongo.URL).SetMonitor(monitor))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+		k := idem.New(client, b.DB, idem.Options{Window: time.Hour})
+		wg.Go(func() {
+			k.Maintain(ctx, func(context.Context) (store.Server, error) { return store.FerretDB, nil }, every)
+		})
+	}
+	time.Sleep(2 * time.Second)
+	cancel()
+	wg.Wait()
+	periods := int32(time.Since(start)/every) + 1
+	t.Logf("%d sweeps, %d lease reads in %d periods", sweeps.Load(), tries.Load(), periods)
+	require.GreaterOrEqual(t, sweeps.Load(), int32(1))
+	require.GreaterOrEqual(t, tries.Load(), 2*sweeps.Load(), "the others found the lease held")
+	// One per period, and rarely a second when two read the lease as due
+	// within one round trip.
+	require.LessOrEqual(t, sweeps.Load(), periods+2)
 }
