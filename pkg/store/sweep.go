@@ -35,43 +35,97 @@ const SweepBatch = 1000
 // devmongo when the ids are strings. The find still reads the whole
 // collection on FerretDB when fewer than a batch have expired.
 func DeleteBefore(ctx context.Context, coll *mongo.Collection, field string, cut time.Time) (int64, error) {
+	filter := bson.D{{Key: field, Value: bson.D{{Key: "$lt", Value: cut.UTC().Truncate(time.Millisecond)}}}}
 	var deleted int64
 	for {
-		cmd := bson.D{
-			{Key: "find", Value: coll.Name()},
-			{Key: "filter", Value: bson.D{{Key: field, Value: bson.D{{Key: "$lt", Value: cut.UTC().Truncate(time.Millisecond)}}}}},
-			{Key: "projection", Value: bson.D{{Key: "_id", Value: 1}}},
-			{Key: "limit", Value: SweepBatch}, {Key: "batchSize", Value: SweepBatch}, {Key: "singleBatch", Value: true},
-		}
-		var reply struct {
-			Cursor struct {
-				FirstBatch []struct {
-					ID bson.RawValue `bson:"_id"`
-				} `bson:"firstBatch"`
-			} `bson:"cursor"`
-		}
-		if err := coll.Database().RunCommand(ctx, cmd).Decode(&reply); err != nil {
-			return deleted, wrap(fmt.Sprintf("find expired documents of %s", coll.Name()), err)
-		}
-		found := reply.Cursor.FirstBatch
-		if len(found) == 0 {
-			return deleted, nil
-		}
-		models := make([]mongo.WriteModel, len(found))
-		for i, d := range found {
-			models[i] = mongo.NewDeleteOneModel().SetFilter(bson.D{{Key: "_id", Value: d.ID}})
-		}
-		res, err := coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
-		if res != nil {
-			deleted += res.DeletedCount
-		}
+		found, err := findBatch(ctx, coll, filter, field)
 		if err != nil {
-			return deleted, wrap(fmt.Sprintf("delete %d expired documents of %s", len(found), coll.Name()), err)
+			return deleted, err
 		}
-		if len(found) < SweepBatch {
-			return deleted, nil
+		ids := make([]bson.RawValue, len(found))
+		for i, d := range found {
+			ids[i] = d.Lookup("_id")
+		}
+		n, err := deleteIDs(ctx, coll, ids)
+		deleted += n
+		if err != nil || len(found) < SweepBatch {
+			return deleted, err
 		}
 	}
+}
+
+// DeleteFirstBefore deletes the documents at the start of coll's record
+// order whose field is before cut, a batch at a time, and stops after
+// the first batch that holds one that is not (or when ctx ends); it
+// returns how many it deleted. On FerretDB the record order is the
+// order of insertion, and reading a batch from its start, with no
+// filter, reads that batch only: where documents are inserted with the
+// time they expire by (the Idempotency-Key records), a sweep that finds
+// nothing to delete costs one batch instead of the whole collection.
+// What it misses (an expired document behind one rewritten with a new
+// time) is DeleteBefore's to delete, less often. MongoDB's record order
+// is no such thing: it has TTL indexes.
+func DeleteFirstBefore(ctx context.Context, coll *mongo.Collection, field string, cut time.Time) (int64, error) {
+	var deleted int64
+	for {
+		found, err := findBatch(ctx, coll, bson.D{}, field)
+		if err != nil {
+			return deleted, err
+		}
+		var ids []bson.RawValue
+		for _, d := range found {
+			if t, ok := d.Lookup(field).TimeOK(); ok && t.Before(cut) {
+				ids = append(ids, d.Lookup("_id"))
+			}
+		}
+		n, err := deleteIDs(ctx, coll, ids)
+		deleted += n
+		if err != nil || len(ids) < SweepBatch {
+			return deleted, err
+		}
+	}
+}
+
+// findBatch returns the _id and field of up to SweepBatch documents that
+// filter selects, in record order, with one find command: the driver
+// sends ctx's deadline with it as maxTimeMS, which FerretDB stops at.
+func findBatch(ctx context.Context, coll *mongo.Collection, filter bson.D, field string) ([]bson.Raw, error) {
+	cmd := bson.D{
+		{Key: "find", Value: coll.Name()},
+		{Key: "filter", Value: filter},
+		{Key: "projection", Value: bson.D{{Key: "_id", Value: 1}, {Key: field, Value: 1}}},
+		{Key: "limit", Value: SweepBatch}, {Key: "batchSize", Value: SweepBatch}, {Key: "singleBatch", Value: true},
+	}
+	var reply struct {
+		Cursor struct {
+			FirstBatch []bson.Raw `bson:"firstBatch"`
+		} `bson:"cursor"`
+	}
+	if err := coll.Database().RunCommand(ctx, cmd).Decode(&reply); err != nil {
+		return nil, wrap(fmt.Sprintf("find expired documents of %s", coll.Name()), err)
+	}
+	return reply.Cursor.FirstBatch, nil
+}
+
+// deleteIDs deletes the documents with these _ids, in one delete command
+// of a statement per id.
+func deleteIDs(ctx context.Context, coll *mongo.Collection, ids []bson.RawValue) (int64, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	models := make([]mongo.WriteModel, len(ids))
+	for i, id := range ids {
+		models[i] = mongo.NewDeleteOneModel().SetFilter(bson.D{{Key: "_id", Value: id}})
+	}
+	res, err := coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	var n int64
+	if res != nil {
+		n = res.DeletedCount
+	}
+	if err != nil {
+		return n, wrap(fmt.Sprintf("delete %d expired documents of %s", len(ids), coll.Name()), err)
+	}
+	return n, nil
 }
 
 // Lease is a turn at a chore that processes share, such as a sweep: who

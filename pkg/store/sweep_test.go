@@ -50,9 +50,45 @@ func TestDeleteBefore(t *testing.T) {
 	require.Zero(t, deleted, "nothing left to delete")
 }
 
+// DeleteFirstBefore deletes the expired documents at the start of the
+// record order, across batches, and stops at the first that has not
+// expired: one behind it is left to DeleteBefore.
+func TestDeleteFirstBefore(t *testing.T) {
+	t.Parallel()
+	client, db := devmongo.open(t)
+	ctx := testenv.Context(t, time.Minute)
+	coll := client.Database(db).Collection("sweep_" + testenv.RandomName())
+	n := store.SweepBatch + 500
+	docs := make([]any, 0, n+store.SweepBatch+1)
+	for i := range n {
+		docs = append(docs, bson.D{{Key: "_id", Value: fmt.Sprintf("k%05d", i)}, {Key: "at", Value: base.Add(-time.Hour)}})
+	}
+	for i := range store.SweepBatch {
+		docs = append(docs, bson.D{{Key: "_id", Value: fmt.Sprintf("f%05d", i)}, {Key: "at", Value: base.Add(time.Hour)}})
+	}
+	docs = append(docs, bson.D{{Key: "_id", Value: "behind"}, {Key: "at", Value: base.Add(-time.Hour)}})
+	_, err := coll.InsertMany(ctx, docs)
+	require.NoError(t, err)
+
+	deleted, err := store.DeleteFirstBefore(ctx, coll, "at", base)
+	require.NoError(t, err)
+	require.EqualValues(t, n, deleted)
+	deleted, err = store.DeleteFirstBefore(ctx, coll, "at", base)
+	require.NoError(t, err)
+	require.Zero(t, deleted, "stops at the fresh one")
+	deleted, err = store.DeleteBefore(ctx, coll, "at", base)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, deleted, "the one behind it")
+	left, err := coll.CountDocuments(ctx, bson.D{})
+	require.NoError(t, err)
+	require.EqualValues(t, store.SweepBatch, left)
+}
+
 // A sweep that runs out of time stops on the server too: devmongo's CPU
 // after the deadline is a small part of what a whole sweep costs, where
-// a DeleteMany, which FerretDB cannot stop, would go on to the end.
+// a DeleteMany, which FerretDB cannot stop, would go on to the end. And
+// a sweep from the start of the record order that finds nothing expired
+// costs a small part of a whole sweep.
 func TestDeleteBeforeStopsAtItsDeadline(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: seeds 10,000 documents")
@@ -68,6 +104,14 @@ func TestDeleteBeforeStopsAtItsDeadline(t *testing.T) {
 	require.Zero(t, deleted)
 	scan, scanCPU := time.Since(start), cpu(t, m.Pid())-c0
 	t.Logf("one sweep of 10,000 documents, none expired: %s, %s of devmongo's CPU", scan.Round(time.Millisecond), scanCPU)
+
+	c0 = cpu(t, m.Pid())
+	deleted, err = store.DeleteFirstBefore(ctx, coll, "stored_at", base.Add(-time.Hour))
+	require.NoError(t, err)
+	require.Zero(t, deleted)
+	first := cpu(t, m.Pid()) - c0
+	t.Logf("DeleteFirstBefore, none expired: %s of devmongo's CPU", first)
+	require.Less(t, first, scanCPU/4, "reads a batch, not the collection")
 
 	before := cpu(t, m.Pid())
 	qctx, cancel := context.WithTimeout(ctx, scan/10)

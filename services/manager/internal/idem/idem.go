@@ -276,18 +276,40 @@ func (k *Keys) ensureTTL(ctx context.Context) error {
 	return nil
 }
 
-// SweepTimeout bounds one sweep on FerretDB, the lease included.
+// SweepTimeout bounds one sweep on FerretDB.
 const SweepTimeout = 30 * time.Second
 
+// FullSweepEvery is how many intervals apart Maintain sweeps the whole
+// collection on FerretDB; the sweeps between read its start only.
+const FullSweepEvery = 60
+
 // Maintain keeps expired records from piling up until ctx ends: on
-// MongoDB it makes the TTL index once; on FerretDB, which has no TTL
-// monitor, the managers share a sweep that is due every interval: each
-// tries its lease (store.Lease, in the collection Collection+"_lease")
-// every interval, and the one that takes it sweeps, within
-// SweepTimeout. A sweep that times out pushes the next one back for all
-// of them. server tells which server the results live on.
+// MongoDB it makes the TTL index once. On FerretDB, which has no TTL
+// monitor, the managers share two sweeps, each run by the one manager
+// that takes its turn (store.Lease, in the collection
+// Collection+"_lease"), within SweepTimeout: every interval, the records
+// at the start of the collection's record order, which is the order of
+// their claims (store.DeleteFirstBefore: a batch read when none has
+// expired); every FullSweepEvery intervals, the whole collection (Sweep),
+// for a record rewritten in place (a key taken over after its window)
+// that holds older ones back. A sweep that times out pushes its next
+// turn back for all of them. server tells which server the results live
+// on.
 func (k *Keys) Maintain(ctx context.Context, server func(context.Context) (store.Server, error), every time.Duration) {
-	lease := store.NewLease(k.coll.Database().Collection(Collection+"_lease"), "sweep", token())
+	leases := k.coll.Database().Collection(Collection + "_lease")
+	holder := token()
+	first, full := store.NewLease(leases, "sweep", holder), store.NewLease(leases, "full sweep", holder)
+	sweep := func(lease *store.Lease, every time.Duration, del func(context.Context) (int64, error)) error {
+		var n int64
+		_, err := lease.Run(ctx, every, SweepTimeout, func(ctx context.Context) (err error) {
+			n, err = del(ctx)
+			return err
+		})
+		if err == nil && n > 0 {
+			k.opt.Logger.Debug("deleted expired Idempotency-Key records", "count", n)
+		}
+		return err
+	}
 	for {
 		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		s, err := server(tctx)
@@ -303,14 +325,11 @@ func (k *Keys) Maintain(ctx context.Context, server func(context.Context) (store
 				return
 			}
 		default:
-			var n int64
-			_, err = lease.Run(ctx, every, SweepTimeout, func(ctx context.Context) error {
-				n, err = k.Sweep(ctx)
-				return err
-			})
-			if err == nil && n > 0 {
-				k.opt.Logger.Debug("deleted expired Idempotency-Key records", "count", n)
-			}
+			err = errors.Join(
+				sweep(first, every, func(ctx context.Context) (int64, error) {
+					return store.DeleteFirstBefore(ctx, k.coll, "at", time.Now().Add(-k.opt.Window))
+				}),
+				sweep(full, FullSweepEvery*every, k.Sweep))
 		}
 		if err != nil && ctx.Err() == nil {
 			k.opt.Logger.Warn("keeping the Idempotency-Key records failed; trying again later", "err", err)

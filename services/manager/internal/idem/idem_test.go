@@ -138,20 +138,25 @@ func TestMaintainSweepsOnFerretDB(t *testing.T) {
 }
 
 // TestManagersShareTheSweep: three managers on FerretDB sweep at most
-// once per interval between them (a lease), not once each.
+// once per interval between them (a lease), not once each, and sweep the
+// whole collection once per FullSweepEvery intervals.
 func TestManagersShareTheSweep(t *testing.T) {
 	t.Parallel()
 	b := testenv.Setup(t)
 	ctx, cancel := context.WithCancel(testenv.Context(t, 30*time.Second))
 	defer cancel()
-	var sweeps, tries atomic.Int32
+	var sweeps, full, tries atomic.Int32
 	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
 		if e.CommandName != "find" {
 			return
 		}
 		switch e.Command.Lookup("find").StringValue() {
 		case idem.Collection:
-			sweeps.Add(1)
+			if f, _ := e.Command.Lookup("filter").DocumentOK(); len(f) > 5 {
+				full.Add(1) // a filter by time: the whole collection
+			} else {
+				sweeps.Add(1) // none: the start of the record order
+			}
 		case idem.Collection + "_lease":
 			tries.Add(1)
 		}
@@ -172,10 +177,14 @@ func TestManagersShareTheSweep(t *testing.T) {
 	cancel()
 	wg.Wait()
 	periods := int32(time.Since(start)/every) + 1
-	t.Logf("%d sweeps, %d lease reads in %d periods", sweeps.Load(), tries.Load(), periods)
+	t.Logf("%d sweeps, %d full ones, %d lease reads in %d periods", sweeps.Load(), full.Load(), tries.Load(), periods)
 	require.GreaterOrEqual(t, sweeps.Load(), int32(1))
 	require.GreaterOrEqual(t, tries.Load(), 2*sweeps.Load(), "the others found the lease held")
 	// One per period, and rarely a second when two read the lease as due
 	// within one round trip.
 	require.LessOrEqual(t, sweeps.Load(), periods+2)
+	// The full sweep's period is FullSweepEvery intervals: once here,
+	// twice if the run spans the end of one.
+	require.GreaterOrEqual(t, full.Load(), int32(1))
+	require.LessOrEqual(t, full.Load(), int32(2))
 }
