@@ -20,8 +20,11 @@ import (
 // reads the matched documents again, before and after, holding its write
 // lock). DeleteBefore instead finds a batch of expired ids with a find
 // command, which carries the caller's deadline as maxTimeMS and which
-// FerretDB stops at that deadline, then deletes the batch by _id. And a
-// Lease makes one process of several do a shared sweep each period.
+// FerretDB stops at that deadline, then deletes the batch by _id.
+// DeleteFirstBefore reads from the start of the record order with no
+// filter, which costs FerretDB a batch instead of the collection when
+// the documents expire in the order they were inserted. And a Lease
+// makes one process of several do a shared sweep each period.
 
 // SweepBatch is how many expired documents DeleteBefore finds and
 // deletes per round trip.
