@@ -188,3 +188,96 @@ func TestManagersShareTheSweep(t *testing.T) {
 	require.GreaterOrEqual(t, full.Load(), int32(1))
 	require.LessOrEqual(t, full.Load(), int32(2))
 }
+
+// TestWritesByKeyOnFerretDB: once Maintain has learned that the records
+// live on FerretDB, Done, Release and Unknown send filters of exactly
+// {_id: key} (what devmongo looks up by index, where {_id, token} reads
+// every record), and still leave a record that another claim took over
+// alone.
+func TestWritesByKeyOnFerretDB(t *testing.T) {
+	t.Parallel()
+	b := testenv.Setup(t)
+	ctx, cancel := context.WithCancel(testenv.Context(t, 30*time.Second))
+	defer cancel()
+	var mu sync.Mutex
+	var filters []bson.Raw
+	var leaseRead atomic.Bool
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		coll, _ := e.Command.Lookup(e.CommandName).StringValueOK()
+		if coll == idem.Collection+"_lease" {
+			leaseRead.Store(true)
+		}
+		if coll != idem.Collection {
+			return
+		}
+		field := map[string]string{"update": "updates", "delete": "deletes"}[e.CommandName]
+		if field == "" {
+			return
+		}
+		vals, _ := e.Command.Lookup(field).Array().Values()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, v := range vals {
+			filters = append(filters, v.Document().Lookup("q").Document())
+		}
+	}}
+	client, err := mongo.Connect(options.Client().ApplyURI(b.Mongo.URL).SetMonitor(monitor))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	k := idem.New(client, b.DB, idem.Options{Window: time.Hour, Wait: 50 * time.Millisecond})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		k.Maintain(ctx, func(context.Context) (store.Server, error) { return store.FerretDB, nil }, time.Hour)
+	}()
+	require.Eventually(t, leaseRead.Load, 10*time.Second, 10*time.Millisecond, "Maintain asked which server")
+
+	c, err := k.Claim(ctx, "d", "fp")
+	require.NoError(t, err)
+	require.NoError(t, k.Done(ctx, c, idem.Record{ID: 7, Tube: "t", State: "ready"}))
+	again, err := k.Claim(ctx, "d", "fp")
+	require.NoError(t, err)
+	require.Equal(t, idem.Replay, again.Outcome)
+	require.Equal(t, uint64(7), again.Record.ID)
+
+	c, err = k.Claim(ctx, "u", "fp")
+	require.NoError(t, err)
+	require.NoError(t, k.Unknown(ctx, c))
+	again, err = k.Claim(ctx, "u", "fp")
+	require.NoError(t, err)
+	require.Equal(t, idem.Unknown, again.Outcome)
+
+	c, err = k.Claim(ctx, "r", "fp")
+	require.NoError(t, err)
+	require.NoError(t, k.Release(ctx, c))
+	again, err = k.Claim(ctx, "r", "fp")
+	require.NoError(t, err)
+	require.Equal(t, idem.Claimed, again.Outcome)
+
+	// A claim taken over (its token replaced) is not written by the old one.
+	coll := client.Database(b.DB).Collection(idem.Collection)
+	c, err = k.Claim(ctx, "x", "fp")
+	require.NoError(t, err)
+	_, err = coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "x"}}, bson.D{{Key: "$set", Value: bson.D{{Key: "token", Value: "other"}}}})
+	require.NoError(t, err)
+	require.NoError(t, k.Done(ctx, c, idem.Record{ID: 9}))
+	require.NoError(t, k.Release(ctx, c))
+	var rec struct {
+		State string `bson:"state"`
+	}
+	require.NoError(t, coll.FindOne(ctx, bson.D{{Key: "_id", Value: "x"}}).Decode(&rec))
+	require.Equal(t, "pending", rec.State)
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, filters)
+	for _, q := range filters {
+		elems, err := q.Elements()
+		require.NoError(t, err)
+		require.Len(t, elems, 1, "filter %s", q)
+		require.Equal(t, "_id", elems[0].Key(), "filter %s", q)
+		require.Equal(t, bson.TypeString, elems[0].Value().Type, "filter %s", q)
+	}
+	cancel()
+	<-done
+}

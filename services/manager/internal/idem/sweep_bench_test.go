@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
@@ -23,27 +24,8 @@ import (
 // devmongo's CPU per sweep. On a loaded machine run them alternately,
 // one -bench pattern at a time.
 func BenchmarkSweep100k(b *testing.B) {
-	m := testenv.StartMongo(b)
+	m, client, coll := seed100k(b)
 	ctx := context.Background()
-	client, err := store.Connect(m.URL, "bench", 5*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer client.Disconnect(ctx)
-	const n = 100_000
-	coll := client.Database("bench").Collection(idem.Collection)
-	now := time.Now()
-	for i := 0; i < n; i += 5000 {
-		docs := make([]any, 0, 5000)
-		for j := i; j < i+5000; j++ {
-			docs = append(docs, bson.D{{Key: "_id", Value: fmt.Sprintf("key-%08d", j)}, {Key: "fp", Value: strings.Repeat("f", 64)},
-				{Key: "state", Value: "done"}, {Key: "token", Value: "0123456789abcdef01234567"}, {Key: "at", Value: now},
-				{Key: "job", Value: int64(j + 1)}, {Key: "tube", Value: "default"}, {Key: "job_state", Value: "ready"}})
-		}
-		if _, err := coll.InsertMany(ctx, docs); err != nil {
-			b.Fatal(err)
-		}
-	}
 	k := idem.New(client, "bench", idem.Options{Window: time.Hour})
 	for _, c := range []struct {
 		name  string
@@ -71,6 +53,64 @@ func BenchmarkSweep100k(b *testing.B) {
 			b.ReportMetric(float64((cpu(b, m.Pid())-c0).Milliseconds())/float64(b.N), "devmongo-cpu-ms/op")
 		})
 	}
+}
+
+// BenchmarkClaimDone100k times a POST's work on its Idempotency-Key,
+// a claim and its Done, among 100,000 records on devmongo, and reports
+// devmongo's CPU per POST.
+// The writes go by {_id, token} as on MongoDB (TokenFilter), or by key
+// as on FerretDB (ByKey).
+func BenchmarkClaimDone100k(b *testing.B) {
+	m, client, _ := seed100k(b)
+	ctx := context.Background()
+	i := 0
+	for _, c := range []struct {
+		name   string
+		server store.Server
+	}{{"TokenFilter", store.MongoDB}, {"ByKey", store.FerretDB}} {
+		k := idem.New(client, "bench", idem.Options{Window: time.Hour, Server: c.server})
+		b.Run(c.name, func(b *testing.B) {
+			c0 := cpu(b, m.Pid())
+			for b.Loop() {
+				i++
+				c, err := k.Claim(ctx, fmt.Sprintf("new-%d", i), "fp")
+				if err != nil || c.Outcome != idem.Claimed {
+					b.Fatal(c.Outcome, err)
+				}
+				if err := k.Done(ctx, c, idem.Record{ID: uint64(i), Tube: "default", State: "ready"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64((cpu(b, m.Pid())-c0).Milliseconds())/float64(b.N), "devmongo-cpu-ms/op")
+		})
+	}
+}
+
+// seed100k starts a devmongo of its own holding 100,000 Idempotency-Key
+// records in database bench, claimed now.
+func seed100k(b *testing.B) (*testenv.Mongo, *mongo.Client, *mongo.Collection) {
+	m := testenv.StartMongo(b)
+	ctx := context.Background()
+	client, err := store.Connect(m.URL, "bench", 5*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = client.Disconnect(ctx) })
+	const n = 100_000
+	coll := client.Database("bench").Collection(idem.Collection)
+	now := time.Now()
+	for i := 0; i < n; i += 5000 {
+		docs := make([]any, 0, 5000)
+		for j := i; j < i+5000; j++ {
+			docs = append(docs, bson.D{{Key: "_id", Value: fmt.Sprintf("key-%08d", j)}, {Key: "fp", Value: strings.Repeat("f", 64)},
+				{Key: "state", Value: "done"}, {Key: "token", Value: "0123456789abcdef01234567"}, {Key: "at", Value: now},
+				{Key: "job", Value: int64(j + 1)}, {Key: "tube", Value: "default"}, {Key: "job_state", Value: "ready"}})
+		}
+		if _, err := coll.InsertMany(ctx, docs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return m, client, coll
 }
 
 // cpu is the CPU time process pid has used.
