@@ -15,18 +15,33 @@ import (
 // a change event).
 func (r *Result) UnmarshalBSON(b []byte) error {
 	type plain Result // without this method
+	return unmarshalKeyed(b, "result", (*plain)(r), &r.ID)
+}
+
+// UnmarshalBSON decodes a stored failure record, whose _id is a number
+// or, in package store's FerretDB layout, the id's decimal digits, as a
+// Result's.
+func (f *Failure) UnmarshalBSON(b []byte) error {
+	type plain Failure // without this method
+	return unmarshalKeyed(b, "failure record", (*plain)(f), &f.ID)
+}
+
+// unmarshalKeyed decodes document b into v, whose _id field is id: a
+// numeric _id as it is, a string one as the number it spells (decoded
+// apart, the rest of b into v).
+func unmarshalKeyed(b []byte, what string, v any, id *uint64) error {
 	raw := bson.Raw(b)
-	v, err := raw.LookupErr("_id")
-	if err != nil || v.Type != bson.TypeString {
-		return bson.Unmarshal(b, (*plain)(r))
+	key, err := raw.LookupErr("_id")
+	if err != nil || key.Type != bson.TypeString {
+		return bson.Unmarshal(b, v)
 	}
-	id, err := strconv.ParseUint(v.StringValue(), 10, 64)
+	n, err := strconv.ParseUint(key.StringValue(), 10, 64)
 	if err != nil {
-		return fmt.Errorf("result _id %q: not a job id: %w", v.StringValue(), err)
+		return fmt.Errorf("%s _id %q: not a job id: %w", what, key.StringValue(), err)
 	}
 	elems, err := raw.Elements()
 	if err != nil {
-		return fmt.Errorf("decode result %d: %w", id, err)
+		return fmt.Errorf("decode %s %d: %w", what, n, err)
 	}
 	i, doc := bsoncore.AppendDocumentStart(make([]byte, 0, len(b)))
 	for _, e := range elems {
@@ -36,11 +51,11 @@ func (r *Result) UnmarshalBSON(b []byte) error {
 	}
 	doc, err = bsoncore.AppendDocumentEnd(doc, i)
 	if err != nil {
-		return fmt.Errorf("decode result %d: %w", id, err)
+		return fmt.Errorf("decode %s %d: %w", what, n, err)
 	}
-	if err := bson.Unmarshal(doc, (*plain)(r)); err != nil {
+	if err := bson.Unmarshal(doc, v); err != nil {
 		return err
 	}
-	r.ID = id
+	*id = n
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -24,7 +25,12 @@ import (
 // Indexes (MongoDB): (state, failed_at, _id) and (state, tube, failed_at,
 // _id), both descending on time and id, for the lists; failed_at alone
 // with expireAfterSeconds when RESULTS_TTL is set (see Retention). None
-// on FerretDB, which reads whole collections whatever the indexes.
+// on FerretDB, which would use none of them: there records are keyed as
+// results are (see layout), so the per-job operations (Record, Get,
+// Remove, marking a kicked job) are lookups by key that devmongo
+// answers from its index; the lists, and finding a tube's kicked
+// records, read the whole collection, which holds a record per failing
+// job, not per job.
 
 // FailuresSuffix is appended to the results collection's name to name the
 // failure records' collection.
@@ -45,6 +51,8 @@ var (
 type Failures struct {
 	coll    *mongo.Collection
 	results *Results // its backend choice is shared
+	// keyed: the collection is known to have FerretDB's keyed layout.
+	keyed atomic.Bool
 }
 
 // Failures returns the failure records that go with these results.
@@ -112,19 +120,93 @@ func indexSpecs(ctx context.Context, coll *mongo.Collection) (map[string]mongo.I
 	return have, nil
 }
 
+// layout returns how the failure records are keyed. On MongoDB, by
+// their numeric ids. On FerretDB, by the 20-digit keys results have
+// there (ferretBackend), so that Record, Get and Remove each run one
+// query whose filter is exactly {_id: key}, which devmongo answers from
+// an index; unless the collection's first record has a numeric id
+// (written before this layout): the records then keep numeric ids and
+// are read by scanning, as before. An empty collection, or one whose
+// first record is keyed, is keyed for good: no process writes numeric
+// ids into it after that (but for one whose first record it read just
+// before the collection emptied).
+func (f *Failures) layout(ctx context.Context) (backend, error) {
+	b, err := f.results.backend(ctx)
+	if err != nil || b.server() != FerretDB {
+		return b, err
+	}
+	if f.keyed.Load() {
+		return ferretBackend{}, nil
+	}
+	fb, _, err := layoutOf(ctx, f.coll)
+	if err != nil {
+		return nil, fmt.Errorf("failure records: %w", err)
+	}
+	if !fb.numericIDs {
+		f.keyed.Store(true)
+	}
+	return fb, nil
+}
+
+// isKeyed reports whether b keys documents by strings FerretDB looks up
+// by index.
+func isKeyed(b backend) bool {
+	fb, ok := b.(ferretBackend)
+	return ok && !fb.numericIDs
+}
+
+// idFilter selects job id's record. An old FerretDB collection (numeric
+// ids, read by scanning anyway) matches either key, so a record written
+// keyed meanwhile is found too.
+func idFilter(b backend, id uint64) bson.D {
+	if fb, ok := b.(ferretBackend); ok && fb.numericIDs {
+		return bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: bson.A{int64(id), ferretBackend{}.key(id)}}}}}
+	}
+	return bson.D{{Key: "_id", Value: b.key(id)}}
+}
+
+// inValues are the _ids of ids' records, for $in: in an old FerretDB
+// collection each id's both keys (see idFilter).
+func inValues(b backend, ids []uint64) bson.A {
+	in := make(bson.A, 0, 2*len(ids))
+	for _, id := range ids {
+		in = append(in, b.key(id))
+		if fb, ok := b.(ferretBackend); ok && fb.numericIDs {
+			in = append(in, ferretBackend{}.key(id))
+		}
+	}
+	return in
+}
+
 // Record writes r as the job's failure record, replacing the record of
 // an earlier attempt. A record of a later attempt is kept: the worker
 // writes after handing the job back, so the next attempt's record can
 // come first.
+//
+// On MongoDB (and an old numeric FerretDB collection) one upsert does it,
+// its filter matching no record of a later attempt. In FerretDB's keyed
+// layout that filter would read the whole collection, so Record reads
+// the record by key, compares attempts, and inserts or replaces by key.
+// The race it accepts: a later attempt's record written between that
+// read and that write is replaced by the earlier one's. That takes two
+// failures of one job within one round trip to the store, while the
+// worker hands a failed job back with a back-off before it writes.
 func (f *Failures) Record(ctx context.Context, r job.Failure) error {
 	if !r.State.Valid() {
 		return fmt.Errorf("record failure of job %d: unknown state %q", r.ID, r.State)
 	}
 	r.FailedAt = r.FailedAt.UTC().Truncate(time.Millisecond)
+	b, err := f.layout(ctx)
+	if err != nil {
+		return fmt.Errorf("record failure of job %d: %w", r.ID, err)
+	}
+	if isKeyed(b) {
+		return f.recordKeyed(ctx, b, r)
+	}
 	// Matches no record of a later attempt: the upsert then tries to
 	// insert a second document with the id, and fails.
-	filter := bson.D{{Key: "_id", Value: int64(r.ID)}, {Key: "attempts", Value: bson.D{{Key: "$lte", Value: r.Attempts}}}}
-	_, err := f.coll.ReplaceOne(ctx, filter, r, options.Replace().SetUpsert(true))
+	filter := bson.D{{Key: "_id", Value: b.key(r.ID)}, {Key: "attempts", Value: bson.D{{Key: "$lte", Value: r.Attempts}}}}
+	_, err = f.coll.ReplaceOne(ctx, filter, r, options.Replace().SetUpsert(true))
 	if mongo.IsDuplicateKeyError(err) {
 		return nil // a later attempt's record is there
 	}
@@ -134,10 +216,59 @@ func (f *Failures) Record(ctx context.Context, r job.Failure) error {
 	return nil
 }
 
+// recordKeyed is Record in FerretDB's keyed layout: every query by key.
+func (f *Failures) recordKeyed(ctx context.Context, b backend, r job.Failure) error {
+	doc, err := keyedDoc(r, b.key(r.ID))
+	if err != nil {
+		return err
+	}
+	byKey := bson.D{{Key: "_id", Value: b.key(r.ID)}}
+	for try := 0; ; try++ {
+		var old struct {
+			Attempts int `bson:"attempts"`
+		}
+		err := f.coll.FindOne(ctx, byKey, options.FindOne().SetProjection(bson.D{{Key: "attempts", Value: 1}})).Decode(&old)
+		switch {
+		case errors.Is(err, mongo.ErrNoDocuments):
+			_, err = f.coll.InsertOne(ctx, doc)
+			if mongo.IsDuplicateKeyError(err) && try < 3 {
+				continue // another attempt's record came first: compare with it
+			}
+		case err != nil:
+		case old.Attempts > r.Attempts:
+			return nil // a later attempt's record is there
+		default:
+			_, err = f.coll.ReplaceOne(ctx, byKey, doc)
+		}
+		if err != nil {
+			return wrap(fmt.Sprintf("record failure of job %d", r.ID), err)
+		}
+		return nil
+	}
+}
+
+// keyedDoc is r as FerretDB's keyed layout stores it, under key.
+func keyedDoc(r job.Failure, key any) (bson.D, error) {
+	raw, err := bson.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode failure record of job %d: %w", r.ID, err)
+	}
+	var doc bson.D
+	if err := bson.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("encode failure record of job %d: %w", r.ID, err)
+	}
+	doc[0] = bson.E{Key: "_id", Value: key} // _id is the first field of job.Failure
+	return doc, nil
+}
+
 // Get returns job id's failure record, or ErrNoFailure.
 func (f *Failures) Get(ctx context.Context, id uint64) (job.Failure, error) {
 	var r job.Failure
-	err := f.coll.FindOne(ctx, byID(id)).Decode(&r)
+	b, err := f.layout(ctx)
+	if err != nil {
+		return r, fmt.Errorf("find failure record of job %d: %w", id, err)
+	}
+	err = f.coll.FindOne(ctx, idFilter(b, id)).Decode(&r)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return r, fmt.Errorf("job %d: %w", id, ErrNoFailure)
 	}
@@ -150,61 +281,93 @@ func (f *Failures) Get(ctx context.Context, id uint64) (job.Failure, error) {
 // Remove deletes job id's failure record, when there is one: its job
 // completed or was deleted.
 func (f *Failures) Remove(ctx context.Context, id uint64) error {
-	if _, err := f.coll.DeleteOne(ctx, byID(id)); err != nil {
+	b, err := f.layout(ctx)
+	if err != nil {
+		return fmt.Errorf("remove failure record of job %d: %w", id, err)
+	}
+	if _, err := f.coll.DeleteOne(ctx, idFilter(b, id)); err != nil {
 		return wrap(fmt.Sprintf("remove failure record of job %d", id), err)
 	}
 	return nil
 }
 
 // Kicked marks the buried records among ids kicked, at time at, and
-// returns how many it marked.
+// returns how many it marked. In FerretDB's keyed layout each id is one
+// read and one update by key (see KickedBefore).
 func (f *Failures) Kicked(ctx context.Context, at time.Time, ids ...uint64) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	in := make(bson.A, len(ids))
-	for i, id := range ids {
-		in[i] = int64(id)
-	}
-	filter := bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: in}}}, {Key: "state", Value: job.FailureBuried}}
-	update := bson.D{{Key: "$set", Value: bson.D{
-		{Key: "state", Value: job.FailureKicked},
-		{Key: "failed_at", Value: at.UTC().Truncate(time.Millisecond)},
-	}}}
-	res, err := f.coll.UpdateMany(ctx, filter, update)
+	n, err := f.kicked(ctx, time.Time{}, at, ids)
 	if err != nil {
-		return 0, wrap(fmt.Sprintf("mark %d failure records kicked", len(ids)), err)
+		return 0, fmt.Errorf("mark %d failure records kicked: %w", len(ids), err)
 	}
-	return int(res.ModifiedCount), nil
+	return n, nil
 }
 
 // KickedInTube marks kicked the n buried records of tube that beanstalkd's
 // kick-tube takes (it kicks the longest buried first: the oldest
 // failed_at), and returns how many it marked. kick-tube answers only a
-// count, so the records are matched by that order.
+// count, so the records are matched by that order. Finding them reads
+// the whole collection on FerretDB (as many records as failing jobs);
+// marking them is by key.
 func (f *Failures) KickedInTube(ctx context.Context, at time.Time, tube string, n int) (int, error) {
-	if n <= 0 {
-		return 0, nil
-	}
-	opts := options.Find().
-		SetSort(bson.D{{Key: "failed_at", Value: 1}, {Key: "_id", Value: 1}}).
-		SetLimit(int64(n)).
-		SetProjection(bson.D{{Key: "_id", Value: 1}})
-	cur, err := f.coll.Find(ctx, bson.D{{Key: "state", Value: job.FailureBuried}, {Key: "tube", Value: tube}}, opts)
+	return f.KickedBefore(ctx, time.Time{}, at, tube, n)
+}
+
+// kicked marks kicked, at time at, the buried records among ids that
+// failed before before (any time when before is zero), and returns how
+// many it marked. On MongoDB (and in an old numeric FerretDB collection)
+// one UpdateMany does it. In FerretDB's keyed layout, where that filter
+// reads the whole collection, each record is read by key and, when it
+// qualifies, updated by key. The race it accepts: a job kicked, run and
+// failed again between that read and that update has its new record
+// marked kicked, and is listed as kicked until it completes or fails
+// again (as with a worker clock ahead of the manager's: see the
+// manager's recordKicked).
+func (f *Failures) kicked(ctx context.Context, before, at time.Time, ids []uint64) (int, error) {
+	b, err := f.layout(ctx)
 	if err != nil {
-		return 0, wrap(fmt.Sprintf("find buried failure records of tube %q", tube), err)
+		return 0, err
 	}
-	var docs []struct {
-		ID int64 `bson:"_id"`
+	at = at.UTC().Truncate(time.Millisecond)
+	update := bson.D{{Key: "$set", Value: bson.D{
+		{Key: "state", Value: job.FailureKicked},
+		{Key: "failed_at", Value: at},
+	}}}
+	if !isKeyed(b) {
+		filter := bson.D{{Key: "state", Value: job.FailureBuried}}
+		if !before.IsZero() {
+			filter = append(filter, bson.E{Key: "failed_at", Value: bson.D{{Key: "$lt", Value: before}}})
+		}
+		filter = append(filter, bson.E{Key: "_id", Value: bson.D{{Key: "$in", Value: inValues(b, ids)}}})
+		res, err := f.coll.UpdateMany(ctx, filter, update)
+		if err != nil {
+			return 0, wrap("mark failure records kicked", err)
+		}
+		return int(res.ModifiedCount), nil
 	}
-	if err := cur.All(ctx, &docs); err != nil {
-		return 0, wrap(fmt.Sprintf("read buried failure records of tube %q", tube), err)
+	marked := 0
+	for _, id := range ids {
+		byKey := bson.D{{Key: "_id", Value: b.key(id)}}
+		var r job.Failure
+		err := f.coll.FindOne(ctx, byKey).Decode(&r)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			continue
+		}
+		if err != nil {
+			return marked, wrap(fmt.Sprintf("read failure record of job %d", id), err)
+		}
+		if r.State != job.FailureBuried || (!before.IsZero() && !r.FailedAt.Before(before)) {
+			continue
+		}
+		res, err := f.coll.UpdateOne(ctx, byKey, update)
+		if err != nil {
+			return marked, wrap(fmt.Sprintf("mark failure record of job %d kicked", id), err)
+		}
+		marked += int(res.ModifiedCount)
 	}
-	ids := make([]uint64, len(docs))
-	for i, d := range docs {
-		ids[i] = uint64(d.ID)
-	}
-	return f.Kicked(ctx, at, ids...)
+	return marked, nil
 }
 
 // FailureQuery selects a page of failure records.
@@ -220,7 +383,10 @@ type FailureQuery struct {
 
 // List returns the records of q.State (and q.Tube), newest first by
 // (failed_at, _id), and the cursor of the next page, empty when this is
-// the last.
+// the last. The cursor names the last record's time and job id, on
+// either server; FerretDB's keys (zero-padded digits) sort as the ids
+// do. On FerretDB a page reads the whole collection: a record per
+// failing job.
 func (f *Failures) List(ctx context.Context, q FailureQuery) ([]job.Failure, job.Cursor, error) {
 	if !q.State.Valid() {
 		return nil, "", fmt.Errorf("%w: unknown state %q", ErrBadList, q.State)
@@ -237,9 +403,13 @@ func (f *Failures) List(ctx context.Context, q FailureQuery) ([]job.Failure, job
 		if err != nil {
 			return nil, "", fmt.Errorf("%w: %w", ErrBadList, err)
 		}
+		b, err := f.layout(ctx)
+		if err != nil {
+			return nil, "", fmt.Errorf("list failure records: %w", err)
+		}
 		filter = append(filter, bson.E{Key: "$or", Value: bson.A{
 			bson.D{{Key: "failed_at", Value: bson.D{{Key: "$lt", Value: at}}}},
-			bson.D{{Key: "failed_at", Value: at}, {Key: "_id", Value: bson.D{{Key: "$lt", Value: int64(id)}}}},
+			bson.D{{Key: "failed_at", Value: at}, {Key: "_id", Value: bson.D{{Key: "$lt", Value: b.key(id)}}}},
 		}})
 	}
 	opts := options.Find().
@@ -259,5 +429,3 @@ func (f *Failures) List(ctx context.Context, q FailureQuery) ([]job.Failure, job
 	out = out[:q.Limit]
 	return out, job.CursorOfFailure(out[len(out)-1]), nil
 }
-
-func byID(id uint64) bson.D { return bson.D{{Key: "_id", Value: int64(id)}} }

@@ -283,9 +283,7 @@ func (b bundle) idsLeft(t *testing.T) (results, failures []uint64) {
 	}{{b.s.Collection(), &results}, {b.s.Failures().Collection(), &failures}} {
 		cur, err := c.coll.Find(b.ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
 		require.NoError(t, err)
-		var docs []struct {
-			ID uint64 `bson:"_id"`
-		}
+		var docs []job.Failure // decodes either layout's _id; results here are numeric
 		require.NoError(t, cur.All(b.ctx, &docs))
 		*c.out = []uint64{}
 		for _, d := range docs {

@@ -27,9 +27,12 @@ const (
 	readAfter    readKind = "results after a cursor"
 	readCount    readKind = "count by stored time"
 	readFindMany readKind = "results by ids"
+	// readExpiredFailures is the failure records' expiry on FerretDB
+	// (retention.go).
+	readExpiredFailures readKind = "expired failure records"
 )
 
-var readKinds = []readKind{readMaxID, readLast, readLatest, readAfter, readCount, readFindMany}
+var readKinds = []readKind{readMaxID, readLast, readLatest, readAfter, readCount, readFindMany, readExpiredFailures}
 
 // Gate timing. A read with no deadline of its own gets readTimeout, so
 // that nothing scans for ever; after a read of a kind times out, that

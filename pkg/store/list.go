@@ -74,50 +74,42 @@ func (s *Results) Total(ctx context.Context) (int64, error) {
 
 // KickedBefore marks kicked the buried records that a kick just moved:
 // those of ids, or else the n longest buried of tube (the order
-// beanstalkd's kick takes), that failed before the kick began. A job
-// kicked and failed again at once has a new record by then, with a later
-// failed_at: it stays buried. It returns how many it marked.
+// beanstalkd's kick takes), that failed before the kick began (before;
+// any time when zero). A job kicked and failed again at once has a new
+// record by then, with a later failed_at: it stays buried. It returns
+// how many it marked. Finding a tube's longest buried reads the whole
+// collection on FerretDB (a record per failing job); marking them, and
+// the records of ids, goes by key there (see kicked for the race that
+// accepts).
 func (f *Failures) KickedBefore(ctx context.Context, before, at time.Time, tube string, n int, ids ...uint64) (int, error) {
-	filter := bson.D{{Key: "state", Value: job.FailureBuried}, {Key: "failed_at", Value: bson.D{{Key: "$lt", Value: before}}}}
-	if len(ids) > 0 {
-		in := make(bson.A, len(ids))
-		for i, id := range ids {
-			in[i] = int64(id)
-		}
-		filter = append(filter, bson.E{Key: "_id", Value: bson.D{{Key: "$in", Value: in}}})
-	} else {
+	if len(ids) == 0 {
 		if n <= 0 {
 			return 0, nil
 		}
-		filter = append(filter, bson.E{Key: "tube", Value: tube})
+		filter := bson.D{{Key: "state", Value: job.FailureBuried}, {Key: "tube", Value: tube}}
+		if !before.IsZero() {
+			filter = append(filter, bson.E{Key: "failed_at", Value: bson.D{{Key: "$lt", Value: before}}})
+		}
 		opts := options.Find().SetSort(bson.D{{Key: "failed_at", Value: 1}, {Key: "_id", Value: 1}}).
 			SetLimit(int64(n)).SetProjection(bson.D{{Key: "_id", Value: 1}})
 		cur, err := f.coll.Find(ctx, filter, opts)
 		if err != nil {
 			return 0, wrap(fmt.Sprintf("find the kicked records of tube %q", tube), err)
 		}
-		var docs []struct {
-			ID int64 `bson:"_id"`
-		}
+		var docs []job.Failure // _id only
 		if err := cur.All(ctx, &docs); err != nil {
 			return 0, wrap(fmt.Sprintf("read the kicked records of tube %q", tube), err)
 		}
 		if len(docs) == 0 {
 			return 0, nil
 		}
-		in := make(bson.A, len(docs))
-		for i, d := range docs {
-			in[i] = d.ID
+		for _, d := range docs {
+			ids = append(ids, d.ID)
 		}
-		filter = append(filter, bson.E{Key: "_id", Value: bson.D{{Key: "$in", Value: in}}})
 	}
-	update := bson.D{{Key: "$set", Value: bson.D{
-		{Key: "state", Value: job.FailureKicked},
-		{Key: "failed_at", Value: at.UTC().Truncate(time.Millisecond)},
-	}}}
-	res, err := f.coll.UpdateMany(ctx, filter, update)
+	n, err := f.kicked(ctx, before, at, ids)
 	if err != nil {
-		return 0, wrap("mark failure records kicked", err)
+		return 0, fmt.Errorf("mark %d failure records kicked: %w", len(ids), err)
 	}
-	return int(res.ModifiedCount), nil
+	return n, nil
 }

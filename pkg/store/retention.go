@@ -24,12 +24,16 @@ import (
 type ttlIndex struct {
 	coll  *mongo.Collection
 	field string
+	// sweep, when set, deletes the expired documents in its stead where
+	// the server has no TTL index.
+	sweep func(ctx context.Context, cut time.Time) (int64, error)
 }
 
 func (t ttlIndex) name() string { return t.field + "_ttl" }
 
 func (s *Results) ttlIndexes() []ttlIndex {
-	return []ttlIndex{{s.coll, "stored_at"}, {s.Failures().coll, "failed_at"}}
+	f := s.Failures()
+	return []ttlIndex{{coll: s.coll, field: "stored_at"}, {coll: f.coll, field: "failed_at", sweep: s.expireFailures}}
 }
 
 // ensure makes the index match ttl: created, changed (dropped and made
@@ -62,6 +66,9 @@ func (t ttlIndex) ensure(ctx context.Context, ttl time.Duration) error {
 // deleteExpired deletes the documents whose field is older than ttl.
 func (t ttlIndex) deleteExpired(ctx context.Context, now time.Time, ttl time.Duration) (int64, error) {
 	cut := now.Add(-ttl).UTC().Truncate(time.Millisecond)
+	if t.sweep != nil {
+		return t.sweep(ctx, cut)
+	}
 	res, err := t.coll.DeleteMany(ctx, bson.D{{Key: t.field, Value: bson.D{{Key: "$lt", Value: cut}}}})
 	if err != nil {
 		return 0, wrap("delete expired documents of "+t.coll.Name(), err)
@@ -99,6 +106,10 @@ func (s *Results) Maintain(ctx context.Context, o MaintainOptions) error {
 		}
 		next := o.Every
 		switch {
+		case err != nil && m.prepared && (isTimeout(err) || errors.Is(err, ErrSlow)):
+			// A slow store: a delete that timed out is tried again next
+			// period, as another try soon would only add to its load.
+			o.Log.Warn("results retention timed out; trying again later", "err", err, "retry_in", next.String())
 		case err != nil:
 			o.Log.Warn("results retention failed; trying again later", "err", err, "retry_in", wait.String())
 			next, wait = wait, min(2*wait, prepareRetryMax)
@@ -171,10 +182,12 @@ func (m *maintainer) once(ctx context.Context) error {
 
 // DeleteExpired deletes the results stored, and the failure records
 // written, more than ttl before now: what a TTL index does on MongoDB.
+// Each collection is tried whether the other's failed or not.
 func (s *Results) DeleteExpired(ctx context.Context, now time.Time, ttl time.Duration) error {
 	if ttl <= 0 {
 		return nil
 	}
+	var errs []error
 	for _, t := range s.ttlIndexes() {
 		if t.coll == s.coll {
 			// FerretDB's keyed layout reads what expired by its journal.
@@ -187,10 +200,34 @@ func (s *Results) DeleteExpired(ctx context.Context, now time.Time, ttl time.Dur
 			}
 		}
 		if _, err := t.deleteExpired(ctx, now, ttl); err != nil {
-			return fmt.Errorf("results retention: %w", err)
+			errs = append(errs, err)
 		}
 	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("results retention: %w", err)
+	}
 	return nil
+}
+
+// expireFailures deletes the failure records that failed before cut,
+// one sweep at a time in this process: a find of a batch of them that the
+// server stops at ctx's deadline, then a delete by key (DeleteBefore),
+// where a DeleteMany by time would read the whole collection on FerretDB
+// with no way to stop it. A sweep that times out makes the next ones
+// wait a back-off (the gate's); one refused meanwhile deletes nothing
+// and is no error. Each worker sweeps every MaintainOptions.Every; the
+// collection holds a record per failing job, not per job.
+func (s *Results) expireFailures(ctx context.Context, cut time.Time) (int64, error) {
+	var n int64
+	err := s.gates.read(ctx, readExpiredFailures, func(ctx context.Context) error {
+		var err error
+		n, err = DeleteBefore(ctx, s.Failures().coll, "failed_at", cut)
+		return err
+	})
+	if errors.Is(err, ErrSlow) { // refused, not timed out
+		return 0, nil
+	}
+	return n, err
 }
 
 func ttlText(ttl time.Duration) string {

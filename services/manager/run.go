@@ -80,7 +80,7 @@ func serve(ctx context.Context, getenv func(string) string, stdout io.Writer, re
 	}
 	cancel()
 
-	keys := idem.New(client, cfg.Mongo.DB, idem.Options{Window: cfg.IdempotencyWindow, Logger: log})
+	keys := idem.New(client, cfg.Mongo.DB, idem.Options{Window: cfg.IdempotencyWindow, Logger: log, Server: store.Server(cfg.Mongo.Server)})
 	handler := api.New(api.Deps{
 		Queue: pool, Enqueuer: f, Results: results, Keys: keys, Logger: log, Registry: reg,
 		Admin: pool, Lister: results, Failures: results.Failures(),

@@ -10,8 +10,8 @@
 // failed (Release), or marks it unknown when it cannot tell (Unknown).
 // A record lives for the window: a MongoDB TTL index removes it after
 // that, and on FerretDB, which has no TTL monitor, Maintain deletes
-// expired records itself; a record past its window is never answered
-// from, whether removed yet or not.
+// expired records itself, one manager per interval; a record past its
+// window is never answered from, whether removed yet or not.
 package idem
 
 import (
@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -122,12 +123,18 @@ type Options struct {
 	// Wait and Abandon: see DefaultWait and DefaultAbandon.
 	Wait, Abandon time.Duration
 	Logger        *slog.Logger
+	// Server, when set, is the server the records live on; otherwise
+	// Maintain learns it (until then writes go as on MongoDB).
+	Server store.Server
 }
 
 // Keys is the record of the keys.
 type Keys struct {
 	coll *mongo.Collection
 	opt  Options
+	// byKey: the records live on FerretDB (Maintain learns it), where a
+	// write whose filter is more than {_id: key} reads every record.
+	byKey atomic.Bool
 }
 
 // New returns the records in collection Collection of database db.
@@ -141,7 +148,9 @@ func New(client *mongo.Client, db string, o Options) *Keys {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Keys{coll: client.Database(db).Collection(Collection), opt: o}
+	k := &Keys{coll: client.Database(db).Collection(Collection), opt: o}
+	k.byKey.Store(o.Server == store.FerretDB)
+	return k
 }
 
 // Window is how long a key is remembered.
@@ -215,11 +224,13 @@ func (k *Keys) Claim(ctx context.Context, key, fp string) (Claim, error) {
 
 // Done records the job c's request created.
 func (k *Keys) Done(ctx context.Context, c Claim, r Record) error {
-	_, err := k.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: c.key}, {Key: "token", Value: c.token}},
-		bson.D{{Key: "$set", Value: bson.D{
+	err := k.ifClaimed(ctx, c, func(filter bson.D) error {
+		_, err := k.coll.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: bson.D{
 			{Key: "state", Value: stateDone}, {Key: "job", Value: int64(r.ID)},
 			{Key: "tube", Value: r.Tube}, {Key: "job_state", Value: r.State},
 		}}})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("record the job of Idempotency-Key: %w", err)
 	}
@@ -228,7 +239,10 @@ func (k *Keys) Done(ctx context.Context, c Claim, r Record) error {
 
 // Release gives c's key back: its request created no job.
 func (k *Keys) Release(ctx context.Context, c Claim) error {
-	_, err := k.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: c.key}, {Key: "token", Value: c.token}})
+	err := k.ifClaimed(ctx, c, func(filter bson.D) error {
+		_, err := k.coll.DeleteOne(ctx, filter)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("release Idempotency-Key: %w", err)
 	}
@@ -238,21 +252,51 @@ func (k *Keys) Release(ctx context.Context, c Claim) error {
 // Unknown marks c's key as having maybe created a job whose id is not
 // known.
 func (k *Keys) Unknown(ctx context.Context, c Claim) error {
-	_, err := k.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: c.key}, {Key: "token", Value: c.token}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: stateUnknown}}}})
+	err := k.ifClaimed(ctx, c, func(filter bson.D) error {
+		_, err := k.coll.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: stateUnknown}}}})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("mark Idempotency-Key unknown: %w", err)
 	}
 	return nil
 }
 
-// Sweep deletes the records past the window.
-func (k *Keys) Sweep(ctx context.Context) (int64, error) {
-	res, err := k.coll.DeleteMany(ctx, bson.D{{Key: "at", Value: bson.D{{Key: "$lt", Value: time.Now().Add(-k.opt.Window)}}}})
-	if err != nil {
-		return 0, fmt.Errorf("delete expired Idempotency-Key records: %w", err)
+// ifClaimed runs write with a filter that selects c's record while c's
+// claim holds it. That is {_id, token}, except on FerretDB, which would
+// read every record for it: there the record is read by key, its token
+// compared, and the filter is {_id} alone, a lookup by index on devmongo.
+// The race that accepts: a claim that takes the key over between that
+// read and that write, which it does only once the window (a minute at
+// least) has passed since c's claim, while c's request lasts seconds.
+func (k *Keys) ifClaimed(ctx context.Context, c Claim, write func(filter bson.D) error) error {
+	if !k.byKey.Load() {
+		return write(bson.D{{Key: "_id", Value: c.key}, {Key: "token", Value: c.token}})
 	}
-	return res.DeletedCount, nil
+	byKey := bson.D{{Key: "_id", Value: c.key}}
+	var d doc
+	err := k.coll.FindOne(ctx, byKey, options.FindOne().SetProjection(bson.D{{Key: "token", Value: 1}})).Decode(&d)
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return nil // no longer there: nothing of c's to write
+	case err != nil:
+		return err
+	case d.Token != c.token:
+		return nil // taken over
+	}
+	return write(byKey)
+}
+
+// Sweep deletes the records past the window, a batch at a time, each
+// found by a find the server stops at ctx's deadline and deleted by key
+// (store.DeleteBefore): on FerretDB a DeleteMany by time would read the
+// whole collection with no way to stop it.
+func (k *Keys) Sweep(ctx context.Context) (int64, error) {
+	n, err := store.DeleteBefore(ctx, k.coll, "at", time.Now().Add(-k.opt.Window))
+	if err != nil {
+		return n, fmt.Errorf("delete expired Idempotency-Key records: %w", err)
+	}
+	return n, nil
 }
 
 // ensureTTL makes MongoDB remove records past the window, changing the
@@ -273,28 +317,63 @@ func (k *Keys) ensureTTL(ctx context.Context) error {
 	return nil
 }
 
+// SweepTimeout bounds one sweep on FerretDB.
+const SweepTimeout = 30 * time.Second
+
+// FullSweepEvery is how many intervals apart Maintain sweeps the whole
+// collection on FerretDB; the sweeps between read its start only.
+const FullSweepEvery = 60
+
 // Maintain keeps expired records from piling up until ctx ends: on
-// MongoDB it makes the TTL index once, on FerretDB it sweeps every
-// interval. server tells which one the results live on.
+// MongoDB it makes the TTL index once. On FerretDB, which has no TTL
+// monitor, the managers share two sweeps, each run by the one manager
+// that takes its turn (store.Lease, in the collection
+// Collection+"_lease"), within SweepTimeout: every interval, the records
+// at the start of the collection's record order, which is the order of
+// their claims (store.DeleteFirstBefore: a batch read when none has
+// expired); every FullSweepEvery intervals, the whole collection (Sweep),
+// for a record rewritten in place (a key taken over after its window)
+// that holds older ones back. A sweep that times out pushes its next
+// turn back for all of them. server tells which server the results live
+// on.
 func (k *Keys) Maintain(ctx context.Context, server func(context.Context) (store.Server, error), every time.Duration) {
+	leases := k.coll.Database().Collection(Collection + "_lease")
+	holder := token()
+	first, full := store.NewLease(leases, "sweep", holder), store.NewLease(leases, "full sweep", holder)
+	sweep := func(lease *store.Lease, every time.Duration, del func(context.Context) (int64, error)) error {
+		var n int64
+		_, err := lease.Run(ctx, every, SweepTimeout, func(ctx context.Context) (err error) {
+			n, err = del(ctx)
+			return err
+		})
+		if err == nil && n > 0 {
+			k.opt.Logger.Debug("deleted expired Idempotency-Key records", "count", n)
+		}
+		return err
+	}
 	for {
 		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		s, err := server(tctx)
+		cancel()
 		switch {
 		case err != nil:
 		case s == store.MongoDB:
-			if err = k.ensureTTL(tctx); err == nil {
-				cancel()
+			k.byKey.Store(false)
+			tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = k.ensureTTL(tctx)
+			cancel()
+			if err == nil {
 				k.opt.Logger.Info("Idempotency-Key records expire by a TTL index", "window", k.opt.Window.String())
 				return
 			}
 		default:
-			var n int64
-			if n, err = k.Sweep(tctx); err == nil && n > 0 {
-				k.opt.Logger.Debug("deleted expired Idempotency-Key records", "count", n)
-			}
+			k.byKey.Store(true)
+			err = errors.Join(
+				sweep(first, every, func(ctx context.Context) (int64, error) {
+					return store.DeleteFirstBefore(ctx, k.coll, "at", time.Now().Add(-k.opt.Window))
+				}),
+				sweep(full, FullSweepEvery*every, k.Sweep))
 		}
-		cancel()
 		if err != nil && ctx.Err() == nil {
 			k.opt.Logger.Warn("keeping the Idempotency-Key records failed; trying again later", "err", err)
 		}

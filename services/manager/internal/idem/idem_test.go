@@ -3,11 +3,15 @@ package idem_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/jobsys/jobs/pkg/store"
 	"github.com/jobsys/jobs/pkg/testenv"
@@ -129,6 +133,151 @@ func TestMaintainSweepsOnFerretDB(t *testing.T) {
 		n, err := coll.CountDocuments(ctx, bson.D{})
 		return err == nil && n == 0
 	}, 10*time.Second, 50*time.Millisecond)
+	cancel()
+	<-done
+}
+
+// TestManagersShareTheSweep: three managers on FerretDB sweep at most
+// once per interval between them (a lease), not once each, and sweep the
+// whole collection once per FullSweepEvery intervals.
+func TestManagersShareTheSweep(t *testing.T) {
+	t.Parallel()
+	b := testenv.Setup(t)
+	ctx, cancel := context.WithCancel(testenv.Context(t, 30*time.Second))
+	defer cancel()
+	var sweeps, full, tries atomic.Int32
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName != "find" {
+			return
+		}
+		switch e.Command.Lookup("find").StringValue() {
+		case idem.Collection:
+			if f, _ := e.Command.Lookup("filter").DocumentOK(); len(f) > 5 {
+				full.Add(1) // a filter by time: the whole collection
+			} else {
+				sweeps.Add(1) // none: the start of the record order
+			}
+		case idem.Collection + "_lease":
+			tries.Add(1)
+		}
+	}}
+	const every = 300 * time.Millisecond
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range 3 {
+		client, err := mongo.Connect(options.Client().ApplyURI(b.Mongo.URL).SetMonitor(monitor))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+		k := idem.New(client, b.DB, idem.Options{Window: time.Hour})
+		wg.Go(func() {
+			k.Maintain(ctx, func(context.Context) (store.Server, error) { return store.FerretDB, nil }, every)
+		})
+	}
+	time.Sleep(2 * time.Second)
+	cancel()
+	wg.Wait()
+	periods := int32(time.Since(start)/every) + 1
+	t.Logf("%d sweeps, %d full ones, %d lease reads in %d periods", sweeps.Load(), full.Load(), tries.Load(), periods)
+	require.GreaterOrEqual(t, sweeps.Load(), int32(1))
+	require.GreaterOrEqual(t, tries.Load(), 2*sweeps.Load(), "the others found the lease held")
+	// One per period, and rarely a second when two read the lease as due
+	// within one round trip.
+	require.LessOrEqual(t, sweeps.Load(), periods+2)
+	// The full sweep's period is FullSweepEvery intervals: once here,
+	// twice if the run spans the end of one.
+	require.GreaterOrEqual(t, full.Load(), int32(1))
+	require.LessOrEqual(t, full.Load(), int32(2))
+}
+
+// TestWritesByKeyOnFerretDB: once Maintain has learned that the records
+// live on FerretDB, Done, Release and Unknown send filters of exactly
+// {_id: key} (what devmongo looks up by index, where {_id, token} reads
+// every record), and still leave a record that another claim took over
+// alone.
+func TestWritesByKeyOnFerretDB(t *testing.T) {
+	t.Parallel()
+	b := testenv.Setup(t)
+	ctx, cancel := context.WithCancel(testenv.Context(t, 30*time.Second))
+	defer cancel()
+	var mu sync.Mutex
+	var filters []bson.Raw
+	var leaseRead atomic.Bool
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		coll, _ := e.Command.Lookup(e.CommandName).StringValueOK()
+		if coll == idem.Collection+"_lease" {
+			leaseRead.Store(true)
+		}
+		if coll != idem.Collection {
+			return
+		}
+		field := map[string]string{"update": "updates", "delete": "deletes"}[e.CommandName]
+		if field == "" {
+			return
+		}
+		vals, _ := e.Command.Lookup(field).Array().Values()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, v := range vals {
+			filters = append(filters, v.Document().Lookup("q").Document())
+		}
+	}}
+	client, err := mongo.Connect(options.Client().ApplyURI(b.Mongo.URL).SetMonitor(monitor))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	k := idem.New(client, b.DB, idem.Options{Window: time.Hour, Wait: 50 * time.Millisecond})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		k.Maintain(ctx, func(context.Context) (store.Server, error) { return store.FerretDB, nil }, time.Hour)
+	}()
+	require.Eventually(t, leaseRead.Load, 10*time.Second, 10*time.Millisecond, "Maintain asked which server")
+
+	c, err := k.Claim(ctx, "d", "fp")
+	require.NoError(t, err)
+	require.NoError(t, k.Done(ctx, c, idem.Record{ID: 7, Tube: "t", State: "ready"}))
+	again, err := k.Claim(ctx, "d", "fp")
+	require.NoError(t, err)
+	require.Equal(t, idem.Replay, again.Outcome)
+	require.Equal(t, uint64(7), again.Record.ID)
+
+	c, err = k.Claim(ctx, "u", "fp")
+	require.NoError(t, err)
+	require.NoError(t, k.Unknown(ctx, c))
+	again, err = k.Claim(ctx, "u", "fp")
+	require.NoError(t, err)
+	require.Equal(t, idem.Unknown, again.Outcome)
+
+	c, err = k.Claim(ctx, "r", "fp")
+	require.NoError(t, err)
+	require.NoError(t, k.Release(ctx, c))
+	again, err = k.Claim(ctx, "r", "fp")
+	require.NoError(t, err)
+	require.Equal(t, idem.Claimed, again.Outcome)
+
+	// A claim taken over (its token replaced) is not written by the old one.
+	coll := client.Database(b.DB).Collection(idem.Collection)
+	c, err = k.Claim(ctx, "x", "fp")
+	require.NoError(t, err)
+	_, err = coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "x"}}, bson.D{{Key: "$set", Value: bson.D{{Key: "token", Value: "other"}}}})
+	require.NoError(t, err)
+	require.NoError(t, k.Done(ctx, c, idem.Record{ID: 9}))
+	require.NoError(t, k.Release(ctx, c))
+	var rec struct {
+		State string `bson:"state"`
+	}
+	require.NoError(t, coll.FindOne(ctx, bson.D{{Key: "_id", Value: "x"}}).Decode(&rec))
+	require.Equal(t, "pending", rec.State)
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, filters)
+	for _, q := range filters {
+		elems, err := q.Elements()
+		require.NoError(t, err)
+		require.Len(t, elems, 1, "filter %s", q)
+		require.Equal(t, "_id", elems[0].Key(), "filter %s", q)
+		require.Equal(t, bson.TypeString, elems[0].Value().Type, "filter %s", q)
+	}
 	cancel()
 	<-done
 }
