@@ -192,10 +192,8 @@ func (s *Results) DeleteExpired(ctx context.Context, now time.Time, ttl time.Dur
 		if t.coll == s.coll {
 			// FerretDB's keyed layout reads what expired by its journal.
 			_, done, err := s.expireByJournal(ctx, now.Add(-ttl).UTC().Truncate(time.Millisecond))
-			if err != nil {
-				return fmt.Errorf("results retention: %w", err)
-			}
-			if done {
+			if err != nil || done {
+				errs = append(errs, err)
 				continue
 			}
 		}
