@@ -129,7 +129,7 @@ func (j *journal) addMany(ctx context.Context, es []entry) error {
 		if err := j.mark(ctx, sec); err != nil {
 			return err
 		}
-		st, err := j.register(ctx, sec)
+		st, err := j.register(ctx, sec, nil)
 		if err != nil {
 			return err
 		}
@@ -186,14 +186,20 @@ func (j *journal) insertOnce(ctx context.Context, key string) error {
 
 // register takes the first free slot of sec from the one this process
 // saw last: every slot below it is taken, so the taken slots stay
-// without gaps.
-func (j *journal) register(ctx context.Context, sec int64) (stream, error) {
+// without gaps. The documents with(k) gives, if any, are inserted in
+// the same ordered insert, after the registration: one round trip, and
+// none of them when the slot is taken.
+func (j *journal) register(ctx context.Context, sec int64, with func(k int) []any) (stream, error) {
 	j.mu.Lock()
 	k := j.next[sec]
 	j.mu.Unlock()
 	for ; k < maxStreams; k++ {
-		_, err := j.coll.InsertOne(ctx, bson.D{{Key: "_id", Value: registrationKey(sec, k)}})
-		if mongo.IsDuplicateKeyError(err) {
+		docs := []any{bson.D{{Key: "_id", Value: registrationKey(sec, k)}}}
+		if with != nil {
+			docs = append(docs, with(k)...)
+		}
+		_, err := j.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
+		if taken(err) {
 			continue
 		}
 		if err != nil {
@@ -205,6 +211,16 @@ func (j *journal) register(ctx context.Context, sec int64) (stream, error) {
 		return stream{sec: sec, k: k}, nil
 	}
 	return stream{}, fmt.Errorf("journal: more than %d streams in second %d", maxStreams, sec)
+}
+
+// taken reports an insert that failed because its first document, a
+// registration, exists.
+func taken(err error) bool {
+	var bwe mongo.BulkWriteException
+	if errors.As(err, &bwe) && bwe.WriteConcernError == nil && len(bwe.WriteErrors) > 0 {
+		return bwe.WriteErrors[0].Index == 0 && mongo.IsDuplicateKeyError(bwe.WriteErrors[0])
+	}
+	return false
 }
 
 // complete reports whether every result has an entry, asking the

@@ -80,17 +80,21 @@ func (j *journal) add(ctx context.Context, id uint64, at time.Time) error {
 func (j *journal) openBatch(ctx context.Context, sec int64) (*batch, error) {
 	w := &j.w
 	st, ok := w.streams[sec]
+	open := func(k, n int) bson.D {
+		return bson.D{{Key: "_id", Value: entryKey(sec, k, n)}, {Key: "open", Value: true}}
+	}
 	if !ok || st.n >= maxStreamLen {
+		// A new stream and its first batch in one insert.
 		var err error
-		if st, err = j.register(ctx, sec); err != nil {
+		if st, err = j.register(ctx, sec, func(k int) []any { return []any{open(k, 0)} }); err != nil {
+			delete(w.streams, sec)
 			return nil, err
 		}
-	}
-	key := entryKey(sec, st.k, st.n)
-	if _, err := j.coll.InsertOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "open", Value: true}}); err != nil {
+	} else if _, err := j.coll.InsertOne(ctx, open(st.k, st.n)); err != nil {
 		delete(w.streams, sec) // its next place is in doubt: the next batch takes a new stream
 		return nil, wrap("open a journal batch", err)
 	}
+	key := entryKey(sec, st.k, st.n)
 	st.n++
 	w.streams[sec] = st
 	b := &batch{key: key, sec: sec, opened: time.Now()}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,9 +48,10 @@ func seed(ctx context.Context, b *testing.B, s *store.Results, n int) {
 }
 
 // BenchmarkReads times each read of the store on devmongo holding
-// STORE_BENCH_RESULTS results, in the FerretDB layout (ids as strings)
-// and in the numeric layout every FerretDB collection had before it
-// (the reads the store made then):
+// STORE_BENCH_RESULTS results, in the FerretDB layout (ids as strings,
+// the journal for stored order) and in the numeric layout every FerretDB
+// collection had before it (the reads the store made then; leave it out
+// with STORE_BENCH_LAYOUTS=keyed):
 //
 //	go test -run '^$' -bench Reads -benchtime 3x ./pkg/store/
 func BenchmarkReads(b *testing.B) {
@@ -60,7 +62,11 @@ func BenchmarkReads(b *testing.B) {
 	b.Cleanup(func() { _ = client.Disconnect(context.Background()) })
 	ctx := context.Background()
 
-	for _, layout := range []string{"keyed", "numeric"} {
+	layouts := []string{"keyed", "numeric"}
+	if v := os.Getenv("STORE_BENCH_LAYOUTS"); v != "" {
+		layouts = strings.Split(v, ",")
+	}
+	for _, layout := range layouts {
 		s := store.NewResults(client, "bench", "results_"+layout, store.WithServer(store.FerretDB))
 		if layout == "numeric" {
 			// A document with a numeric id first keeps the collection numeric.
