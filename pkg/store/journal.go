@@ -394,20 +394,62 @@ func (j *journal) stream(ctx context.Context, sec int64, k int) (out []entry, st
 			if !found[i] {
 				return out, stale, nil
 			}
+			key := entryKey(sec, k, n+i)
 			switch {
 			case d.mine || !d.Open:
 				out = append(out, d.Es...)
 			case time.Unix(sec, 0).Before(time.Now().Add(-repairAfter)):
-				stale = append(stale, entryKey(sec, k, n+i))
+				stale = append(stale, key)
+			default:
+				// Another process's batch, still open: its results may be
+				// stored already, so wait for it to close; when it does
+				// not in time, read the second by scanning.
+				es, closed, err := j.awaitClose(ctx, key)
+				if err != nil {
+					return nil, nil, err
+				}
+				if !closed {
+					stale = append(stale, "") // scan, but leave it to its writer
+					continue
+				}
+				out = append(out, es...)
 			}
 		}
 	}
 	return out, stale, nil
 }
 
+// awaitClose waits for another process's open batch to close, for at
+// most closeWait, and returns its entries.
+func (j *journal) awaitClose(ctx context.Context, key string) (es []entry, closed bool, err error) {
+	deadline := time.Now().Add(closeWait)
+	for {
+		var doc struct {
+			Es   []entry `bson:"es"`
+			Open bool    `bson:"open"`
+		}
+		err := j.coll.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&doc)
+		if err != nil {
+			return nil, false, wrap("read the journal", err)
+		}
+		if !doc.Open {
+			return doc.Es, true, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		case <-time.After(flushEvery / 2):
+		}
+	}
+}
+
 // repair reads the results of second sec by scanning (a writer died with
-// batches of that second open, their entries unknown) and closes the
-// open documents keys with them, the first holding them all.
+// batches of that second open, or has not closed one in time: their
+// entries are unknown) and closes the open documents keys with them, the
+// first holding them all; an empty key is a batch left to its writer.
 func (j *journal) repair(ctx context.Context, sec int64, keys []string) ([]entry, error) {
 	from := time.Unix(sec, 0).UTC()
 	filter := bson.D{{Key: "stored_at", Value: bson.D{{Key: "$gte", Value: from}, {Key: "$lt", Value: from.Add(time.Second)}}}}
@@ -423,10 +465,14 @@ func (j *journal) repair(ctx context.Context, sec int64, keys []string) ([]entry
 	for i, r := range rs {
 		es[i] = entryOf(r)
 	}
-	for i, key := range keys {
+	first := true
+	for _, key := range keys {
+		if key == "" {
+			continue // a batch whose writer may still close it
+		}
 		var put []entry
-		if i == 0 {
-			put = es
+		if first {
+			put, first = es, false
 		}
 		if _, err := j.coll.ReplaceOne(ctx, bson.D{{Key: "_id", Value: key}}, entriesDoc(key, put)); err != nil {
 			return nil, wrap("close a journal batch left open", err)

@@ -19,16 +19,18 @@ import (
 // at bulkEntries entries. A save costs its result's insert and a share
 // of two journal writes per batch.
 //
-// A reader takes an open document of another process for entries not
-// yet visible, as MongoDB shows a write only once it commits: this
-// process's own are read from memory, so a process reads its own
-// writes, and another's show within flushEvery. An open document older
-// than repairAfter was left by a writer that died: the reader then reads
-// that second's results by scanning, once, and closes the document with
-// them (repair).
+// A reader must not miss a result stored before it reads, so it reads
+// this process's open batches from memory, and waits for another
+// process's to close (within flushEvery, normally): a read that reaches
+// the newest second may wait that long. A batch that does not close
+// within closeWait has that second read by scanning. An open document
+// older than repairAfter was left by a writer that died: the reader
+// reads that second's results by scanning, once, and closes the document
+// with them (repair).
 const (
 	flushEvery   = 50 * time.Millisecond
 	closeTimeout = 5 * time.Second
+	closeWait    = 2 * time.Second
 	repairAfter  = time.Minute
 )
 
