@@ -131,29 +131,31 @@ const (
 // bigResults results.
 func (b *bench) storeReadsBig(ctx context.Context, f *lookupFigures, s *store.Results) {
 	label := fmt.Sprintf("store: the %d newest results, then the %d after a cursor, at %d results", bigReads, bigReads, bigResults)
+	// timed runs read and returns how long it took, or an error when it
+	// fails or reads other than bigReads results.
+	timed := func(what string, read func() ([]job.Result, error)) ([]job.Result, time.Duration, error) {
+		start := time.Now()
+		rs, err := read()
+		if err == nil && len(rs) != bigReads {
+			err = fmt.Errorf("read %d of the %d %s", len(rs), bigReads, what)
+		}
+		return rs, time.Since(start), err
+	}
 	var newest, after []time.Duration
 	for range 5 {
-		start := time.Now()
-		rs, err := s.Latest(ctx, bigReads)
-		if err == nil && len(rs) != bigReads {
-			err = fmt.Errorf("read %d of the %d newest results", len(rs), bigReads)
-		}
+		rs, took, err := timed("newest results", func() ([]job.Result, error) { return s.Latest(ctx, bigReads) })
 		if err != nil {
 			b.add(errorRow(label, err))
 			return
 		}
-		newest = append(newest, time.Since(start))
-		from := rs[0]
-		start = time.Now()
-		rs, err = s.After(ctx, from.StoredAt.Add(-time.Duration(bigReads)*time.Millisecond), 0, bigReads)
-		if err == nil && len(rs) != bigReads {
-			err = fmt.Errorf("read %d of the %d results after a cursor", len(rs), bigReads)
-		}
+		newest = append(newest, took)
+		from := rs[0].StoredAt.Add(-time.Duration(bigReads) * time.Millisecond)
+		_, took, err = timed("results after a cursor", func() ([]job.Result, error) { return s.After(ctx, from, 0, bigReads) })
 		if err != nil {
 			b.add(errorRow(label, err))
 			return
 		}
-		after = append(after, time.Since(start))
+		after = append(after, took)
 	}
 	f.BigLatest, f.BigAfter = summarize(newest, 0, 0), summarize(after, 0, 0)
 	worst := max(f.BigLatest.Max, f.BigAfter.Max)
