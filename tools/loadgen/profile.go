@@ -56,6 +56,18 @@ func (b *bench) heapProfile(ctx context.Context, label string, roles ...string) 
 			b.prog.logf("heap profile %s of %s: %v", label, p.Name(), err)
 			continue
 		}
+		// The text form ends with runtime.MemStats: stacks, heap spans
+		// and what was returned to the OS, which the RSS includes and
+		// the profile does not.
+		stats := filepath.Join(b.o.pprofDir, label+"-"+p.Name()+".heap.txt")
+		if err := fetchProfile(ctx, b.st.pprofURL(p)+"/debug/pprof/heap?debug=1", stats); err != nil {
+			b.prog.logf("heap statistics %s of %s: %v", label, p.Name(), err)
+		}
+		// Where the goroutines wait: each holds a stack of 2 KB or more.
+		gs := filepath.Join(b.o.pprofDir, label+"-"+p.Name()+".goroutine.txt")
+		if err := fetchProfile(ctx, b.st.pprofURL(p)+"/debug/pprof/goroutine?debug=1", gs); err != nil {
+			b.prog.logf("goroutines %s of %s: %v", label, p.Name(), err)
+		}
 		b.profMu.Lock()
 		b.profiles = append(b.profiles, path)
 		b.profMu.Unlock()

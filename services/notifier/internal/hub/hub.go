@@ -243,8 +243,13 @@ type client struct {
 	transport string // ws or sse
 	stats     bool   // wants stats frames
 	closeSlow func()
-	// ready has a value when the queue may hold frames.
+	// ready has a value when the queue may hold frames (SSE: its
+	// handler's pump waits on it).
 	ready chan struct{}
+	// start, when set (WebSocket), starts a writer goroutine for the
+	// queue; writing says one runs. Both under mu.
+	start   func()
+	writing bool
 
 	mu    sync.Mutex
 	queue []*frame
@@ -259,8 +264,11 @@ type client struct {
 }
 
 func (h *Hub) newClient(transport string, all, stats bool) *client {
-	return &client{transport: transport, ready: make(chan struct{}, 1), stats: stats,
-		told: told{all: all, jobs: map[uint64]stateCode{}}}
+	c := &client{transport: transport, stats: stats, told: told{all: all, jobs: map[uint64]stateCode{}}}
+	if transport != "ws" {
+		c.ready = make(chan struct{}, 1)
+	}
+	return c
 }
 
 // take empties the queue and returns what it held, oldest first; the
@@ -268,11 +276,27 @@ func (h *Hub) newClient(transport string, all, stats bool) *client {
 func (c *client) take() []*frame {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.takeLocked()
+}
+
+func (c *client) takeLocked() []*frame {
 	q := c.queue
 	c.queue = nil
 	c.taken, c.takenAnswers = c.queued, c.answers
 	c.queued, c.answers = 0, 0
 	return q
+}
+
+// takeOrIdle is take for a writer that ends when the queue is empty: it
+// then returns nil, and the next frame queued starts a new writer.
+func (c *client) takeOrIdle() []*frame {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) == 0 {
+		c.writing = false
+		return nil
+	}
+	return c.takeLocked()
 }
 
 // written says the frames of the last take are out.
@@ -304,6 +328,13 @@ func (h *Hub) enqueue(c *client, f *frame, v verdict) {
 		c.answers++
 	} else {
 		c.queued++
+	}
+	if c.start != nil {
+		if !c.writing {
+			c.writing = true
+			c.start()
+		}
+		return
 	}
 	select {
 	case c.ready <- struct{}{}:

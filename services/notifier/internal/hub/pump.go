@@ -21,7 +21,9 @@ type writer interface {
 
 // pump replays what rq asks for, when anything (from mem when the recent
 // completions held it, else from the store), and then writes the
-// client's queued frames until ctx ends or a write fails. The client was
+// client's queued frames until ctx ends or a write fails. SSE clients
+// have one in their handler; a WebSocket client's wsSession does the same
+// with a writer that runs only while frames wait. The client was
 // registered before the replay, so live completions queue up meanwhile;
 // those the replay already sent are dropped by id, as the client's told
 // record decides (not by cursor: a result that committed late can be
@@ -53,20 +55,29 @@ func (h *Hub) pump(ctx context.Context, c *client, w writer, rq *replayRequest, 
 				return err
 			}
 		case <-c.ready:
-			for _, f := range c.take() {
-				c.mu.Lock()
-				dup := c.told.replayedAlready(f, time.Now())
-				c.mu.Unlock()
-				if dup {
-					continue
-				}
-				if err := h.write(ctx, c, w, f); err != nil {
-					return err
-				}
+			if err := h.writeAll(ctx, c, w, c.take()); err != nil {
+				return err
 			}
-			c.written()
 		}
 	}
+}
+
+// writeAll writes frames taken from c's queue, but for the completions
+// its replay sent already, and then tells c they are out.
+func (h *Hub) writeAll(ctx context.Context, c *client, w writer, fs []*frame) error {
+	for _, f := range fs {
+		c.mu.Lock()
+		dup := c.told.replayedAlready(f, time.Now())
+		c.mu.Unlock()
+		if dup {
+			continue
+		}
+		if err := h.write(ctx, c, w, f); err != nil {
+			return err
+		}
+	}
+	c.written()
+	return nil
 }
 
 func (h *Hub) write(ctx context.Context, c *client, w writer, f *frame) error {

@@ -1,9 +1,13 @@
 package hub
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -38,9 +42,9 @@ func (w wsWriter) write(ctx context.Context, f *frame) error {
 
 // heartbeat pings the peer and waits for its pong (the reader delivers
 // it): a peer that does not answer in time is dead or stuck, and its
-// connection is closed at once. Pinging from the writer's loop, not from
-// a goroutine per client, keeps a client to two goroutines (reader and
-// writer), which matters with ten thousand of them.
+// connection is closed at once. A timer per client calls it (see
+// wsSession), not a goroutine: an idle client has one goroutine, its
+// reader, which matters with ten thousand of them.
 func (w wsWriter) heartbeat(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(ctx, w.pingTimeout)
 	defer cancel()
@@ -57,64 +61,248 @@ func (w wsWriter) heartbeat(ctx context.Context) error {
 // falls behind, or the hub shuts down. ?since=<cursor> replays the
 // completions after the cursor first, ?last=N the N most recent, and
 // either subscribes the client to all of them.
+//
+// The handler returns once the client is set up: its goroutine, whose
+// stack grew through the handshake, and the request go away, and the
+// client is served by a wsSession.
 func (h *Hub) ServeWS(w http.ResponseWriter, r *http.Request) {
 	rq, ok := h.acceptReplay(w, r, false)
 	if !ok {
 		return
 	}
-	defer h.done(&rq)
+	started := false
+	defer func() {
+		if !started {
+			h.done(&rq)
+		}
+	}()
 	if !h.admit(w, r) {
 		return
 	}
-	defer h.release()
+	defer func() {
+		if !started {
+			h.release()
+		}
+	}()
 	if !checkUpgrade(w, r) {
 		h.m.Rejected.WithLabelValues("bad_request").Inc()
 		return
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: h.cfg.SkipOriginCheck})
+	// No permessage-deflate (coder/websocket's default, said here on
+	// purpose): a flate writer and reader cost tens of KB per connection,
+	// and the events are small.
+	conn, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
+		InsecureSkipVerify: h.cfg.SkipOriginCheck,
+		CompressionMode:    websocket.CompressionDisabled,
+	})
 	if err != nil {
 		h.log.Debug("websocket handshake", "err", err)
 		return // Accept answered
 	}
 	conn.SetReadLimit(readLimit)
+	started = true
+	h.startWS(conn, rq)
+}
 
-	c := h.newClient("ws", rq.wanted(), true)
-	// ctx ends the writer: at shutdown, when the reader stops, or when
-	// the connection is gone. Cancelling a context that a coder/websocket
-	// call is waiting on closes the TCP connection at once, so reads run
-	// under no context and end when the connection closes.
-	ctx, cancel := context.WithCancel(h.ctx)
-	defer cancel()
-	var closeOnce sync.Once
-	closeWith := func(code websocket.StatusCode, reason string) {
-		closeOnce.Do(func() { _ = conn.Close(code, reason) })
+// The buffers of a WebSocket connection. net/http hands a hijacked
+// connection over with a 4 KB reader and a 4 KB writer, and coder/websocket
+// keeps them for the connection's life: with ten thousand clients that
+// was 80 MB of the heap, twice that counting the garbage the collector
+// lets grow in proportion. A client sends a subscribe now and then, so
+// its reader can be small (a larger message is read straight into the
+// message's buffer); a frame up to the writer's size goes out in one
+// write, a larger one in two.
+const (
+	wsReadBuffer  = 512
+	wsWriteBuffer = 2 << 10
+)
+
+// smallBuffers hijacks with the buffers above instead of net/http's.
+type smallBuffers struct{ http.ResponseWriter }
+
+func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
 	}
+	// Bytes the client sent right behind its handshake are in net/http's
+	// reader: they move into the new one, which coder/websocket then
+	// reads first (it takes what is buffered, not what its reader would
+	// read next). More than fits keeps net/http's reader.
+	pending := brw.Reader.Buffered()
+	if pending > wsReadBuffer {
+		return conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(conn, wsWriteBuffer)), nil
+	}
+	b, _ := brw.Reader.Peek(pending)
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(b), conn), wsReadBuffer)
+	if pending > 0 {
+		if _, err := br.Peek(pending); err != nil {
+			_ = conn.Close()
+			return nil, nil, fmt.Errorf("move the bytes read past the handshake: %w", err)
+		}
+	}
+	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, wsWriteBuffer)), nil
+}
+
+// wsSession serves one WebSocket client at the cost of one goroutine
+// while it is idle, its reader (coder/websocket needs one to answer
+// pings and see the close). Frames are written by a goroutine that
+// enqueue starts when they arrive and that ends when the queue is empty,
+// and the peer is pinged from a timer: with ten thousand idle clients a
+// second goroutine each cost 10 to 20 KB of stack per client (the
+// largest part of the notifier's memory).
+type wsSession struct {
+	h    *Hub
+	c    *client
+	conn *websocket.Conn
+	w    wsWriter
+	rq   replayRequest
+	mem  *memoryReplay
+	// ctx ends when the reader stops (the connection is gone) or at
+	// shutdown; it bounds the replay's store queries and a ping.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	closeOnce sync.Once
+	// writers counts the writer and a ping in flight; each is added
+	// under c.mu while the client is not dropped, so the reader, which
+	// drops it under c.mu, then waits for all of them.
+	writers sync.WaitGroup
+	ping    *time.Timer
+}
+
+// startWS registers the client, starts the writer when there is a
+// replay to send, and hands the connection to its reader goroutine. The
+// client's place (admit) and replay place are the session's now.
+func (h *Hub) startWS(conn *websocket.Conn, rq replayRequest) {
+	s := &wsSession{h: h, conn: conn, rq: rq,
+		w: wsWriter{conn: conn, timeout: h.cfg.WriteTimeout, pingTimeout: h.cfg.PingInterval}}
+	s.ctx, s.cancel = context.WithCancel(h.ctx)
+	c := h.newClient("ws", rq.wanted(), true)
 	c.closeSlow = func() {
 		// As in coder/websocket's chat example: the close frame goes out
 		// behind the write in progress (bounded by the write timeout).
-		closeWith(websocket.StatusPolicyViolation, "too slow: fell too far behind the events")
+		s.closeWith(websocket.StatusPolicyViolation, "too slow: fell too far behind the events")
 	}
-	mem := h.add(c, &rq)
-	defer h.remove(c)
-
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		h.read(ctx, conn, c, closeWith)
-		cancel()
-	})
-
-	ww := wsWriter{conn: conn, timeout: h.cfg.WriteTimeout, pingTimeout: h.cfg.PingInterval}
-	if err := h.pump(ctx, c, ww, &rq, mem, h.cfg.PingInterval); err != nil && ctx.Err() == nil {
-		h.log.Debug("websocket client ends", "err", err)
+	c.start = func() {
+		s.writers.Add(1)
+		go s.drain(false)
 	}
-	if h.ctx.Err() != nil {
-		closeWith(websocket.StatusGoingAway, "server shutting down")
+	s.c = c
+	replay := s.rq.wanted()
+	// The replay goes first: live completions queue behind it, and no
+	// other writer starts while it runs.
+	c.writing = replay
+	s.mem = h.add(c, &s.rq)
+	if replay {
+		s.writers.Add(1)
+		go s.drain(true)
+	}
+	if h.cfg.PingInterval > 0 {
+		c.mu.Lock() // heartbeat reads s.ping under c.mu
+		s.ping = time.AfterFunc(h.cfg.PingInterval, s.heartbeat)
+		c.mu.Unlock()
+	}
+	go s.run()
+}
+
+// run reads client messages until the connection ends, then closes it,
+// waits for the writer and the ping, and unregisters the client.
+func (s *wsSession) run() {
+	h, c := s.h, s.c
+	defer h.release()
+	stop := context.AfterFunc(h.ctx, func() { s.closeWith(websocket.StatusGoingAway, "server shutting down") })
+	h.read(s.ctx, s.conn, c, s.closeWith)
+	stop()
+	s.cancel()
+	s.end()
+	c.mu.Lock()
+	c.dropped = true // nothing more is queued, and no writer or ping starts
+	if s.ping != nil {
+		s.ping.Stop()
+	}
+	c.mu.Unlock()
+	s.writers.Wait()
+	h.remove(c)
+	h.done(&s.rq)
+}
+
+// end closes the connection: with 1001 at shutdown, else 1000 (a
+// no-op when it was closed already, for being slow or by the peer).
+func (s *wsSession) end() {
+	if s.h.ctx.Err() != nil {
+		s.closeWith(websocket.StatusGoingAway, "server shutting down")
 	} else {
-		closeWith(websocket.StatusNormalClosure, "")
+		s.closeWith(websocket.StatusNormalClosure, "")
 	}
-	cancel()
-	_ = conn.CloseNow()
-	wg.Wait()
+	_ = s.conn.CloseNow()
+}
+
+func (s *wsSession) closeWith(code websocket.StatusCode, reason string) {
+	s.closeOnce.Do(func() { _ = s.conn.Close(code, reason) })
+}
+
+// fail ends the client after a failed write or ping; the reader then
+// stops too.
+func (s *wsSession) fail(err error) {
+	if s.ctx.Err() == nil {
+		s.h.log.Debug("websocket client ends", "err", err)
+	}
+	s.end()
+}
+
+// drain writes the replay, when first, and then the queued frames until
+// the queue is empty.
+func (s *wsSession) drain(replay bool) {
+	defer s.writers.Done()
+	h, c := s.h, s.c
+	if replay {
+		replayed, err := h.replay(s.ctx, c, s.w, &s.rq, s.mem)
+		s.mem = nil
+		h.done(&s.rq) // the live events that follow cost the store nothing
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		c.mu.Lock()
+		c.told.sentByReplay(replayed, time.Now().Add(replayMemory))
+		c.mu.Unlock()
+	}
+	for {
+		fs := c.takeOrIdle()
+		if fs == nil {
+			return
+		}
+		if err := h.writeAll(s.ctx, c, s.w, fs); err != nil {
+			s.fail(err)
+			return
+		}
+	}
+}
+
+// heartbeat pings the peer (see wsWriter.heartbeat) and sets the timer
+// for the next ping.
+func (s *wsSession) heartbeat() {
+	c := s.c
+	c.mu.Lock()
+	if c.dropped {
+		c.mu.Unlock()
+		return
+	}
+	s.writers.Add(1)
+	c.mu.Unlock()
+	defer s.writers.Done()
+	if err := s.w.heartbeat(s.ctx); err != nil {
+		s.fail(err)
+		return
+	}
+	c.mu.Lock()
+	if !c.dropped {
+		s.ping.Reset(s.h.cfg.PingInterval)
+	}
+	c.mu.Unlock()
 }
 
 // read handles client messages until the connection fails. A bad
@@ -127,21 +315,37 @@ func (h *Hub) read(ctx context.Context, conn *websocket.Conn, c *client, closeWi
 		if err != nil {
 			return
 		}
-		if typ != websocket.MessageText {
-			h.offer(c, errorFrame("binary frames are not understood: send JSON as text"), always)
-			continue
-		}
-		if !utf8.Valid(b) {
+		if typ == websocket.MessageText && !utf8.Valid(b) {
 			closeWith(websocket.StatusInvalidFramePayloadData, "text frame is not valid UTF-8")
 			return
 		}
-		m, err := DecodeClientMessage(b)
-		if err != nil {
-			h.offer(c, errorFrame(err.Error()), always)
-			continue
-		}
-		h.handle(c, m)
+		// Decoding and handling a message take more stack than a reader
+		// waiting for the next one, and a goroutine's stack does not
+		// shrink back until a collection finds it mostly unused: they
+		// run on a goroutine of their own, which ends with them. Ten
+		// thousand readers that had each handled a subscribe themselves
+		// held 8 KB stacks instead of 4 KB, 40 MB more.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.message(c, typ, b)
+		}()
+		<-done
 	}
+}
+
+// message answers or applies one client message.
+func (h *Hub) message(c *client, typ websocket.MessageType, b []byte) {
+	if typ != websocket.MessageText {
+		h.offer(c, errorFrame("binary frames are not understood: send JSON as text"), always)
+		return
+	}
+	m, err := DecodeClientMessage(b)
+	if err != nil {
+		h.offer(c, errorFrame(err.Error()), always)
+		return
+	}
+	h.handle(c, m)
 }
 
 // checkUpgrade answers a request that is no WebSocket handshake with the
