@@ -60,6 +60,7 @@ const (
 	maxStreams     = 10_000
 	maxStreamLen   = 1_000_000
 	bulkEntries    = 512
+	maxHints       = 1024 // seconds whose next free slot a process remembers
 	journalAhead   = time.Hour
 	journalLookups = 8
 )
@@ -207,6 +208,13 @@ func (j *journal) register(ctx context.Context, sec int64, with func(k int) []an
 		}
 		j.mu.Lock()
 		j.next[sec] = max(j.next[sec], k+1)
+		if len(j.next) > maxHints { // only a hint: keep the newest seconds'
+			for s := range j.next {
+				if s < sec-1 {
+					delete(j.next, s)
+				}
+			}
+		}
 		j.mu.Unlock()
 		return stream{sec: sec, k: k}, nil
 	}

@@ -306,3 +306,22 @@ func TestJournalRepairsABatchLeftOpen(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []uint64{1, 2}, ids(again))
 }
+
+// A process remembers the next free stream slot of at most
+// MaxJournalHints seconds: an import spread over more seconds does not
+// grow it further.
+func TestJournalHintsAreBounded(t *testing.T) {
+	t.Parallel()
+	ctx, s, _ := keyedStore(t)
+	rs := make([]job.Result, store.MaxJournalHints+500)
+	for i := range rs {
+		rs[i] = result(uint64(i+1), "p", base)
+		rs[i].StoredAt = base.Add(time.Duration(i) * time.Second)
+	}
+	_, err := s.Import(ctx, rs)
+	require.NoError(t, err)
+	require.LessOrEqual(t, store.JournalHints(s), store.MaxJournalHints+1)
+	all, err := s.After(ctx, time.Time{}, 0, 0)
+	require.NoError(t, err)
+	require.Len(t, all, len(rs))
+}
