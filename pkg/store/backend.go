@@ -1,11 +1,10 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -190,24 +189,16 @@ func (b ferretBackend) findMany(ctx context.Context, coll *mongo.Collection, ids
 // findEach looks the ids up one by one, workers at a time.
 func (b ferretBackend) findEach(ctx context.Context, coll *mongo.Collection, ids []uint64, workers int) (*mongo.Cursor, error) {
 	found := make([]bson.Raw, len(ids))
-	errs := make([]error, len(ids))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(workers, len(ids)) {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < len(ids) && ctx.Err() == nil; i = int(next.Add(1) - 1) {
-				raw, err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: b.key(ids[i])}}).Raw()
-				if !errors.Is(err, mongo.ErrNoDocuments) {
-					found[i], errs[i] = raw, err
-				}
-			}
-		})
-	}
-	wg.Wait()
-	for _, err := range append(errs, ctx.Err()) {
-		if err != nil {
-			return nil, err // the first: the others are most likely the same
+	err := each(ctx, workers, len(ids), func(ctx context.Context, i int) error {
+		raw, err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: b.key(ids[i])}}).Raw()
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return nil
 		}
+		found[i] = raw
+		return err
+	})
+	if err = cmp.Or(err, ctx.Err()); err != nil {
+		return nil, err
 	}
 	docs := make([]any, 0, len(ids))
 	for _, raw := range found {

@@ -24,12 +24,12 @@ import (
 // can compute, so that every read is a lookup by _id, and a read in
 // stored order costs what it returns, not what is stored:
 //
-//   - entries {_id: "e<second>.<stream>.<n>", es: [{id, at}, …]}, one per
-//     saved result (Save) or per up to bulkEntries results (Import),
-//     written before the results: <second> is stored_at's Unix second
-//     (11 digits), <stream> a slot of that second that one writer took
-//     (4 digits), <n> the document's place in that stream (6 digits),
-//     counted from 0 without gaps;
+//   - entries {_id: "e<second>.<stream>.<n>", es: [{id, at}, …]}: a batch
+//     of one process's saves (journal_write.go), or up to bulkEntries
+//     imported results, written before the results: <second> is
+//     stored_at's Unix second (11 digits), <stream> a slot of that second
+//     that one writer took (4 digits), <n> the document's place in that
+//     stream (6 digits), counted from 0 without gaps;
 //   - a registration {_id: "r<second>.<stream>"} per stream, taken by an
 //     insert that fails when another writer has the slot: the taken slots
 //     of a second are always 0, 1, 2 … without gaps;
@@ -40,12 +40,12 @@ import (
 //   - a document {_id: "complete"}, written once every result stored
 //     before the journal existed has an entry (ensure backfills them).
 //
-// A stream is used by one Save at a time and dropped when an insert into
-// it fails, so its documents have no gaps: a reader reads a stream until
-// its first missing document, journalLookups at a time. An entry whose result is missing or has
-// another stored_at (a save that failed after its entry, or a second
-// save of a stored id) is skipped, so the results read are exactly those
-// stored, in the order (stored_at, _id). Results written around the
+// A stream is written by one process and dropped when an insert into it
+// fails, so its documents have no gaps: a reader reads a stream until
+// its first missing document, journalLookups at a time. An entry whose
+// result is missing or has another stored_at (a save that failed after
+// its entry, or a second save of a stored id) is skipped, so the results
+// read are exactly those stored, in the order (stored_at, _id). Results written around the
 // store (by hand, or by the original system) have no entries: until a
 // collection's journal is complete, the store reads as before, by
 // scanning.
@@ -90,11 +90,10 @@ func (e entry) before(f entry) bool { return byEntryOrder(e, f) < 0 }
 // byEntryOrder orders entries by (at, id), the stored order.
 func byEntryOrder(a, b entry) int { return cmp.Or(a.At.Compare(b.At), cmp.Compare(a.ID, b.ID)) }
 
-// stream is a writer's slot in one second and the next entry's place.
+// stream is a writer's slot in one second and its next document's place.
 type stream struct {
-	sec int64
-	k   int
-	n   int
+	k int
+	n int
 }
 
 // journal is a store's journal and this process's writing state.
@@ -216,7 +215,7 @@ func (j *journal) register(ctx context.Context, sec int64, with func(k int) []an
 			}
 		}
 		j.mu.Unlock()
-		return stream{sec: sec, k: k}, nil
+		return stream{k: k}, nil
 	}
 	return stream{}, fmt.Errorf("journal: more than %d streams in second %d", maxStreams, sec)
 }
@@ -293,23 +292,23 @@ func (j *journal) exists(ctx context.Context, key string) (bool, error) {
 // existing reports which of keys exist, journalLookups at a time.
 func (j *journal) existing(ctx context.Context, keys []string) ([]bool, error) {
 	out := make([]bool, len(keys))
-	err := each(ctx, len(keys), func(ctx context.Context, i int) (err error) {
+	err := each(ctx, journalLookups, len(keys), func(ctx context.Context, i int) (err error) {
 		out[i], err = j.exists(ctx, keys[i])
 		return err
 	})
 	return out, err
 }
 
-// each runs fn for 0..n-1, journalLookups at a time, and returns the
-// first error.
-func each(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
+// each runs fn for 0..n-1, workers at a time, and returns the first
+// error; the others stop at their next index once one fails.
+func each(ctx context.Context, workers, n int, fn func(ctx context.Context, i int) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make([]error, n)
 	var mu sync.Mutex
 	next := 0
 	var wg sync.WaitGroup
-	for range min(journalLookups, n) {
+	for range min(workers, n) {
 		wg.Go(func() {
 			for {
 				mu.Lock()
@@ -336,16 +335,9 @@ func each(ctx context.Context, n int, fn func(ctx context.Context, i int) error)
 
 // second returns the entries of second sec, in no order.
 func (j *journal) second(ctx context.Context, sec int64) ([]entry, error) {
-	var ks []int
-	for k := 0; k < maxStreams; k++ {
-		ok, err := j.exists(ctx, registrationKey(sec, k))
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			break
-		}
-		ks = append(ks, k)
+	ks, err := j.slots(ctx, sec)
+	if err != nil {
+		return nil, err
 	}
 	var out []entry
 	var stale []string
@@ -367,6 +359,23 @@ func (j *journal) second(ctx context.Context, sec int64) ([]entry, error) {
 	return out, nil
 }
 
+// slots returns the registered stream slots of second sec: 0, 1, 2 …
+// up to the first free one.
+func (j *journal) slots(ctx context.Context, sec int64) ([]int, error) {
+	var ks []int
+	for k := 0; k < maxStreams; k++ {
+		ok, err := j.exists(ctx, registrationKey(sec, k))
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			break
+		}
+		ks = append(ks, k)
+	}
+	return ks, nil
+}
+
 // stream returns the entries of stream k of second sec, reading its
 // documents journalLookups at a time until the first missing one, and
 // the open documents that writers left (journal_write.go).
@@ -378,7 +387,7 @@ func (j *journal) stream(ctx context.Context, sec int64, k int) (out []entry, st
 			mine bool
 		}, journalLookups)
 		found := make([]bool, journalLookups)
-		err := each(ctx, journalLookups, func(ctx context.Context, i int) error {
+		err := each(ctx, journalLookups, journalLookups, func(ctx context.Context, i int) error {
 			// This process's own batch first: once it is not pending, its
 			// document holds its entries, read below.
 			if es, ok := j.pending(entryKey(sec, k, n+i)); ok {
@@ -701,19 +710,16 @@ func (j *journal) expire(ctx context.Context, read reader, del func(ctx context.
 // drop deletes second sec's journal: its streams' documents, then their
 // registrations.
 func (j *journal) drop(ctx context.Context, sec int64) error {
+	ks, err := j.slots(ctx, sec)
+	if err != nil {
+		return err
+	}
 	var keys []string
-	for k := 0; k < maxStreams; k++ {
-		ok, err := j.exists(ctx, registrationKey(sec, k))
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
+	for _, k := range ks {
 		keys = append(keys, registrationKey(sec, k))
 		for n := 0; n < maxStreamLen; n += journalLookups {
 			gone := make([]bool, journalLookups)
-			err := each(ctx, journalLookups, func(ctx context.Context, i int) error {
+			err := each(ctx, journalLookups, journalLookups, func(ctx context.Context, i int) error {
 				res, err := j.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: entryKey(sec, k, n+i)}})
 				if err != nil {
 					return wrap("delete expired journal entries", err)
@@ -742,7 +748,7 @@ func (j *journal) drop(ctx context.Context, sec int64) error {
 
 // deleteAll deletes the documents of keys, journalLookups at a time.
 func (j *journal) deleteAll(ctx context.Context, keys []string) error {
-	return each(ctx, len(keys), func(ctx context.Context, i int) error {
+	return each(ctx, journalLookups, len(keys), func(ctx context.Context, i int) error {
 		if _, err := j.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: keys[i]}}); err != nil {
 			return wrap("delete expired journal markers", err)
 		}
@@ -758,7 +764,7 @@ func (s *Results) expireByJournal(ctx context.Context, cut time.Time) (n int64, 
 		return 0, false, err
 	}
 	del := func(ctx context.Context, ids []uint64) error {
-		return each(ctx, len(ids), func(ctx context.Context, i int) error {
+		return each(ctx, journalLookups, len(ids), func(ctx context.Context, i int) error {
 			_, err := s.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: b.key(ids[i])}})
 			return err
 		})

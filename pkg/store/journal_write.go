@@ -37,7 +37,6 @@ const (
 // batch is an open journal document and the entries gathered for it.
 type batch struct {
 	key    string
-	sec    int64
 	es     []entry
 	opened time.Time
 }
@@ -99,7 +98,7 @@ func (j *journal) openBatch(ctx context.Context, sec int64) (*batch, error) {
 	key := entryKey(sec, st.k, st.n)
 	st.n++
 	w.streams[sec] = st
-	b := &batch{key: key, sec: sec, opened: time.Now()}
+	b := &batch{key: key, opened: time.Now()}
 	w.open[sec] = b
 	if !w.flushing {
 		w.flushing = true

@@ -251,7 +251,7 @@ func TestMongoDownTenSeconds(t *testing.T) {
 	b := testenv.Setup(t)
 	b.Mongo = testenv.StartMongo(t)
 	s := testenv.StartStack(t, b, testenv.StackOptions{WorkerEnv: map[string]string{
-		"WORKER_MAX_ATTEMPTS": "1", "WORKER_RETRY_BASE": "200ms", "WORKER_STORE_TIMEOUT": "500ms", "LOG_LEVEL": "debug",
+		"WORKER_MAX_ATTEMPTS": "1", "WORKER_RETRY_BASE": "200ms", "WORKER_STORE_TIMEOUT": "500ms",
 	}})
 	sub := subscribe(t, s.NotifierURL)
 	post(t, s, "?tube="+b.Tube, `{"warm":"up"}`)
